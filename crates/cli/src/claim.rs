@@ -1,0 +1,430 @@
+//! `orch-claim`: claim tasks by hand, from a terminal or a script.
+//!
+//! A hand claim must outlive `orch-claim` itself but not the shell that
+//! asked for it. `orch-claim` takes the task's lock and hands the locked
+//! descriptor to a small holder process (`orch-claim __hold`, in its own
+//! session) that waits on a pidfd of the bound process (the calling shell,
+//! or `--pid`). When that process dies the holder removes the claim record
+//! and exits, and with it the lock: the task is claimable again.
+
+use std::fs::File;
+use std::os::unix::io::FromRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+use orch_session::board::{Board, TaskState};
+use orch_session::claim::{self, Attempt, ClaimKind, ClaimRecord};
+use orch_session::proc::ProcessIdentity;
+use orch_session::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
+use orch_session::{layout, lock, log, scheduler, time, Session, SessionDir};
+use serde_json::json;
+
+use crate::common::{outln, print_json, Color, Global, Style};
+use crate::exit::{self, coded};
+use crate::sys;
+
+const AFTER_HELP: &str = "\
+Examples:
+  orch-claim                          claim the best runnable task, print its id
+  orch-claim --task api               claim that task
+  orch-claim --json                   print the whole task as JSON
+  orch-claim done api --summary 'endpoints added'
+  orch-claim fail api --reason 'tests do not pass'
+  orch-claim release api              give it back unfinished
+  orch-claim list                     claims with owner, pid, since, live or stale
+
+  # a shell loop doing tasks by hand:
+  while id=$(orch-claim); do ./do-task.sh \"$id\" && orch-claim done \"$id\" || orch-claim fail \"$id\"; done
+
+A claim stays live while the calling shell lives (--pid binds another
+process) and becomes claimable again when it dies.
+";
+
+/// Claim a task by hand; finish, fail or release it; list claims.
+#[derive(Debug, Parser)]
+#[command(
+    name = "orch-claim",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = format!("{AFTER_HELP}\n{}", exit::HELP_EXIT_CODES)
+)]
+pub struct Args {
+    #[command(flatten)]
+    global: Global,
+
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+
+    /// Claim this task instead of the best runnable one
+    #[arg(long, value_name = "ID")]
+    task: Option<String>,
+
+    /// Keep the claim while this process lives [default: the calling shell]
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Record a hand-claimed task as succeeded and release it
+    Done {
+        /// Task id
+        id: String,
+        /// One-paragraph summary stored in the result
+        #[arg(long)]
+        summary: Option<String>,
+    },
+    /// Record a hand-claimed task as failed and release it
+    Fail {
+        /// Task id
+        id: String,
+        /// Why it failed, stored in the result
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give a hand-claimed task back without a result
+    Release {
+        /// Task id
+        id: String,
+    },
+    /// List claims: task, owner, pid, since, live or stale
+    List,
+    /// Internal: hold a hand claim's lock while the bound process lives
+    #[command(name = "__hold", hide = true)]
+    Hold {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        fd: i32,
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        start: u64,
+    },
+}
+
+/// Entry point of `orch-claim`.
+pub fn main() -> std::process::ExitCode {
+    exit::run_main("orch-claim", || run(Args::parse()))
+}
+
+/// For `verify_cli` tests.
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+/// Runs `orch-claim` with parsed arguments.
+pub fn run(args: Args) -> Result<u8> {
+    match args.cmd {
+        None => claim(&args.global, args.task.as_deref(), args.pid),
+        Some(Cmd::Done { ref id, ref summary }) => finish(&args.global, id, Finish::Done(summary.clone())),
+        Some(Cmd::Fail { ref id, ref reason }) => finish(&args.global, id, Finish::Fail(reason.clone())),
+        Some(Cmd::Release { ref id }) => finish(&args.global, id, Finish::Release),
+        Some(Cmd::List) => list(&args.global),
+        Some(Cmd::Hold { dir, task, fd, pid, start }) => hold(SessionDir::new(dir), &task, fd, ProcessIdentity { pid, start }),
+    }
+}
+
+fn who() -> String {
+    format!("orch-claim@{}", std::process::id())
+}
+
+fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
+    let session = global.session()?;
+    let bound = match pid {
+        Some(p) => {
+            let id = ProcessIdentity::of(p);
+            if !id.is_alive() {
+                return Err(coded(exit::USAGE, format!("--pid {p}: no such process")));
+            }
+            id
+        }
+        None => ProcessIdentity::of(nix::unistd::getppid().as_raw() as u32),
+    };
+    let mut board = Board::load(&session.dir, session.load_plan()?)?;
+    scheduler::skip_doomed(&mut board, &who())?;
+    let record = |id: &str, attempt: u32| ClaimRecord::new(id, ClaimKind::Hand, "hand", bound, attempt);
+
+    let claimed = match task {
+        Some(id) => {
+            layout::check_name("task id", id)?;
+            let i = board.index_of(id).ok_or_else(|| orch_session::Error::UnknownTask {
+                task: id.to_owned(),
+                session: session.info.id.clone(),
+            })?;
+            if let TaskState::Final(s) = board.state(i) {
+                return Err(coded(exit::CONFLICT, format!("task `{id}` already finished with {s}")));
+            }
+            if !board.is_ready(i) {
+                let waiting: Vec<&str> = board
+                    .deps(i)
+                    .iter()
+                    .filter(|&&d| board.state(d) != TaskState::Final(Status::Success))
+                    .map(|&d| board.task(d).id.as_str())
+                    .collect();
+                eprintln!("orch-claim: task `{id}` is not runnable yet: it waits for {}", waiting.join(", "));
+                return Ok(exit::NOTHING_RUNNABLE);
+            }
+            match scheduler::claim_task(&mut board, i, |a| record(id, a))? {
+                Attempt::Claimed(c) => (i, c),
+                Attempt::Held => {
+                    let holder = claim::read_record(&session.dir, id)
+                        .map(|r| format!(" by {} (pid {})", r.owner, r.pid))
+                        .unwrap_or_default();
+                    return Err(coded(exit::CONFLICT, format!("task `{id}` is already claimed{holder}")));
+                }
+                Attempt::Finished(s) => {
+                    return Err(coded(exit::CONFLICT, format!("task `{id}` already finished with {s}")));
+                }
+            }
+        }
+        None => match scheduler::claim_next(&mut board, record)? {
+            Some(c) => c,
+            None => {
+                if scheduler::mark_finished(&board, &who())? {
+                    eprintln!("orch-claim: session {} ({}) is finished", session.info.id, session.info.name);
+                    return Ok(exit::FINISHED);
+                }
+                let c = board.counts();
+                eprintln!(
+                    "orch-claim: nothing runnable yet in session {}: {} open, {} finished",
+                    session.info.id,
+                    c.pending + c.interrupted,
+                    c.finished()
+                );
+                return Ok(exit::NOTHING_RUNNABLE);
+            }
+        },
+    };
+    let (i, claim) = claimed;
+    let task_id = claim.task().to_owned();
+    let attempt = claim.record.attempt;
+
+    // Hand the locked descriptor to a holder that outlives us.
+    let fd = claim.guard().raw_fd();
+    let exe = std::env::current_exe().context("finding orch-claim's own path")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__hold")
+        .arg("--dir")
+        .arg(session.dir.path())
+        .args(["--task", &task_id, "--fd", &fd.to_string()])
+        .args(["--pid", &bound.pid.to_string(), "--start", &bound.start.to_string()])
+        .env_remove("ORCH_SESSION")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            sys::set_cloexec(fd, false)
+        });
+    }
+    let mut claim = claim;
+    let holder = match cmd.spawn() {
+        Ok(child) => ProcessIdentity::of(child.id()),
+        Err(e) => {
+            let _ = claim.release();
+            return Err(anyhow::Error::new(e).context("starting the claim holder"));
+        }
+    };
+    claim.update(|r| r.holder = Some(holder))?;
+    let (_guard, _) = claim.into_parts();
+    let _ = log::run_event(
+        &session.dir,
+        &who(),
+        &format!("hand claim on {task_id} (attempt {attempt}) bound to pid {}", bound.pid),
+    );
+
+    if global.json {
+        print_json(&json!({
+            "session": session.info.id,
+            "attempt": attempt,
+            "bound_pid": bound.pid,
+            "holder_pid": holder.pid,
+            "task": board.task(i),
+        }))?;
+    } else {
+        outln(&task_id)?;
+    }
+    Ok(exit::OK)
+}
+
+enum Finish {
+    Done(Option<String>),
+    Fail(Option<String>),
+    Release,
+}
+
+fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
+    let session = global.session()?;
+    layout::check_name("task id", id)?;
+    let dir = &session.dir;
+    let record = match claim::read_record(dir, id) {
+        Ok(r) => r,
+        Err(orch_session::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(coded(exit::CONFLICT, format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if record.kind != ClaimKind::Hand {
+        return Err(coded(
+            exit::CONFLICT,
+            format!("task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead", record.owner, record.pid),
+        ));
+    }
+    if !lock::is_held(&dir.task_lock(id))? {
+        return Err(coded(
+            exit::CONFLICT,
+            format!("the claim on `{id}` is stale (pid {} is gone); claim it again with `orch-claim --task {id}`", record.pid),
+        ));
+    }
+    let (status, text) = match &how {
+        Finish::Done(s) => (Some(Status::Success), s.clone()),
+        Finish::Fail(r) => (Some(Status::Failure), r.clone()),
+        Finish::Release => (None, None),
+    };
+    if let Some(status) = status {
+        let now = time::now();
+        let started = time::parse_rfc3339(&record.since);
+        let duration = started.map_or(0.0, |s| (now - s).num_milliseconds().max(0) as f64 / 1000.0);
+        let result = TaskResult {
+            format: RESULT_FORMAT,
+            task: id.to_owned(),
+            status,
+            exit_code: None,
+            signal: None,
+            reason: if status == Status::Failure { Some(text.clone().unwrap_or_else(|| "failed by hand".to_owned())) } else { None },
+            attempt: record.attempt,
+            worker: Some("hand".to_owned()),
+            pid: Some(record.pid),
+            host: Some(record.host.clone()),
+            started: Some(record.since.clone()),
+            finished: time::rfc3339(&now),
+            duration,
+            output: TaskOutput {
+                summary: if status == Status::Success { text.clone() } else { None },
+                ..TaskOutput::default()
+            },
+        };
+        claim::write_result(dir, &result).map_err(|e| match e {
+            orch_session::Error::AlreadyExists { .. } => coded(exit::CONFLICT, format!("task `{id}` already has a result")),
+            e => e.into(),
+        })?;
+    }
+    // Stop the holder and wait for the lock to be free, so what follows
+    // (another claim, a monitor) sees the task settled.
+    if let Some(holder) = record.holder {
+        sys::kill_identity(&holder, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if lock::lock_until(&dir.task_lock(id), Some(deadline))?.is_none() {
+        eprintln!("orch-claim: warning: the holder of `{id}` did not let go within 5s");
+    } else {
+        let _ = std::fs::remove_file(dir.claim(id));
+    }
+    let verb = match how {
+        Finish::Done(_) => "done",
+        Finish::Fail(_) => "failed",
+        Finish::Release => "released",
+    };
+    let _ = log::run_event(dir, &who(), &format!("hand claim on {id} {verb}"));
+    if status.is_some() {
+        let mut board = Board::load(dir, session.load_plan()?)?;
+        scheduler::skip_doomed(&mut board, &who())?;
+        scheduler::mark_finished(&board, &who())?;
+    }
+    if global.json {
+        print_json(&json!({ "task": id, "action": verb, "status": status }))?;
+    } else {
+        outln(&format!("{id} {verb}"))?;
+    }
+    Ok(exit::OK)
+}
+
+fn list(global: &Global) -> Result<u8> {
+    let session: Session = global.session()?;
+    let claims = claim::list_claims(&session.dir)?;
+    if global.json {
+        let rows: Vec<_> = claims
+            .iter()
+            .map(|c| match &c.record {
+                Ok(r) => json!({
+                    "task": c.task, "live": c.live, "kind": r.kind, "owner": r.owner,
+                    "pid": r.pid, "host": r.host, "attempt": r.attempt, "since": r.since,
+                    "agent_pid": r.agent.map(|a| a.pid), "holder_pid": r.holder.map(|h| h.pid),
+                }),
+                Err(e) => json!({ "task": c.task, "live": c.live, "error": format!("{e:#}") }),
+            })
+            .collect();
+        print_json(&json!({ "session": session.info.id, "claims": rows }))?;
+        return Ok(exit::OK);
+    }
+    let style = Style::stdout();
+    if claims.is_empty() {
+        outln(&format!("no claims in session {}", session.info.id))?;
+        return Ok(exit::OK);
+    }
+    outln(&format!("{:<24} {:<10} {:>8}  {:<29} STATE", "TASK", "OWNER", "PID", "SINCE"))?;
+    for c in &claims {
+        let state = if c.live { style.paint(Color::Green, "live") } else { style.paint(Color::Yellow, "stale") };
+        match &c.record {
+            Ok(r) => outln(&format!("{:<24} {:<10} {:>8}  {:<29} {state}", c.task, r.owner, r.pid, r.since))?,
+            Err(e) => outln(&format!("{:<24} {:<10} {:>8}  {:<29} {state} (unreadable: {e:#})", c.task, "?", "?", "?"))?,
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The holder: keeps the inherited lock until the bound process dies or we
+/// are told to let go, then removes the claim record (still holding the
+/// lock, so no live claim is touched) and exits.
+fn hold(dir: SessionDir, task: &str, fd: i32, bound: ProcessIdentity) -> Result<u8> {
+    layout::check_name("task id", task)?;
+    let _ = sys::set_cloexec(fd, true);
+    // SAFETY: the descriptor was inherited from orch-claim for us alone.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let guard = lock::LockGuard::from_file(file, dir.task_lock(task));
+    let signals = sys::Signals::install()?;
+    let reason = match sys::pidfd_open(bound.pid) {
+        _ if !bound.is_alive() => "its process was already gone".to_owned(),
+        Ok(Some(pidfd)) => {
+            use std::os::unix::io::AsRawFd;
+            loop {
+                let ready = sys::poll_read(&[pidfd.as_raw_fd(), signals.fd()], None)?;
+                if ready[0] {
+                    break format!("pid {} exited", bound.pid);
+                }
+                if let Some(sig) = signals.received() {
+                    break format!("released (signal {sig})");
+                }
+            }
+        }
+        _ => loop {
+            if signals.sleep(Duration::from_secs(1)) {
+                break "released".to_owned();
+            }
+            if !bound.is_alive() {
+                break format!("pid {} exited", bound.pid);
+            }
+        },
+    };
+    let mine = claim::read_record(&dir, task)
+        .ok()
+        .and_then(|r| r.holder)
+        .is_some_and(|h| h.pid == std::process::id());
+    if mine {
+        let _ = std::fs::remove_file(dir.claim(task));
+    }
+    if reason.contains("exited") || reason.contains("gone") {
+        let _ = log::run_event(&dir, &format!("orch-claim@{}", std::process::id()), &format!("hand claim on {task} ended: {reason}"));
+    }
+    drop(guard);
+    Ok(exit::OK)
+}

@@ -1,0 +1,179 @@
+//! Options every binary shares, and how they resolve to a session.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use orch_session::session::{self, Session};
+
+/// `--root`, `--session`, `--json`: accepted before or after a subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Orchestration root holding the session-* directories
+    /// [default: ~/.claude/orchestration]
+    #[arg(long, global = true, env = "ORCH_HOME", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Session id, `session-<id>`, name (the newest with that name), or
+    /// directory [default: the newest unfinished session]
+    #[arg(long, short = 's', global = true, env = "ORCH_SESSION", value_name = "ID|NAME")]
+    pub session: Option<String>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    /// The orchestration root: `--root`, `$ORCH_HOME`, or
+    /// `~/.claude/orchestration`.
+    pub fn root(&self) -> Result<PathBuf> {
+        if let Some(r) = &self.root {
+            return Ok(absolute(r));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .context("HOME is not set; pass --root DIR or set ORCH_HOME")?;
+        Ok(PathBuf::from(home).join(".claude").join("orchestration"))
+    }
+
+    /// The session asked for.
+    pub fn session(&self) -> Result<Session> {
+        let root = self.root()?;
+        Ok(session::resolve(&root, self.session.as_deref())?)
+    }
+}
+
+/// `path` made absolute against the current directory (not resolving links).
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// How to print: colour and Unicode only on a terminal, never under
+/// `NO_COLOR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// ANSI colours allowed.
+    pub color: bool,
+    /// Non-ASCII symbols allowed.
+    pub unicode: bool,
+}
+
+/// Colours used in reports.
+#[derive(Debug, Clone, Copy)]
+pub enum Color {
+    /// Success.
+    Green,
+    /// Failure.
+    Red,
+    /// Warnings, waiting.
+    Yellow,
+    /// Running, headings.
+    Cyan,
+    /// Secondary text.
+    Dim,
+    /// Emphasis.
+    Bold,
+}
+
+impl Style {
+    /// Detects the style for standard output.
+    pub fn stdout() -> Self {
+        Self::detect(io::stdout().is_terminal())
+    }
+
+    /// Detects the style for standard error.
+    pub fn stderr() -> Self {
+        Self::detect(io::stderr().is_terminal())
+    }
+
+    fn detect(tty: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        Self {
+            color: tty && !no_color && !dumb,
+            unicode: tty && !no_color,
+        }
+    }
+
+    /// Plain ASCII, no colour.
+    pub fn plain() -> Self {
+        Self {
+            color: false,
+            unicode: false,
+        }
+    }
+
+    /// `text` in `color` when colours are allowed.
+    pub fn paint(&self, color: Color, text: &str) -> String {
+        if !self.color {
+            return text.to_owned();
+        }
+        let code = match color {
+            Color::Green => "32",
+            Color::Red => "31",
+            Color::Yellow => "33",
+            Color::Cyan => "36",
+            Color::Dim => "2",
+            Color::Bold => "1",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+
+    /// `unicode` on a terminal, else `ascii`.
+    pub fn sym<'a>(&self, unicode: &'a str, ascii: &'a str) -> &'a str {
+        if self.unicode {
+            unicode
+        } else {
+            ascii
+        }
+    }
+
+    /// An arrow between path elements.
+    pub fn arrow(&self) -> &'static str {
+        if self.unicode {
+            " → "
+        } else {
+            " -> "
+        }
+    }
+}
+
+/// Writes `text` to stdout; errors (such as a broken pipe) are returned.
+pub fn out(text: &str) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()
+}
+
+/// Writes `text` and a newline to stdout.
+pub fn outln(text: &str) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.write_all(b"\n")?;
+    o.flush()
+}
+
+/// Prints a value as pretty JSON.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    out(&s)?;
+    Ok(())
+}
+
+/// Plural helper: `1 task`, `2 tasks`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else if let Some(stem) = word.strip_suffix('y') {
+        format!("{n} {stem}ies")
+    } else {
+        format!("{n} {word}s")
+    }
+}

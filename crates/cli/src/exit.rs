@@ -1,0 +1,106 @@
+//! Exit codes, in one place, shared by every binary (documented in
+//! `docs/exit-codes.md` and in each `--help`).
+
+use std::process::ExitCode;
+
+use orch_session::Error;
+
+/// Everything went as asked.
+pub const OK: u8 = 0;
+/// The work ran, but some of it failed (a worker's task failed; a report
+/// recommends stopping).
+pub const FAILED: u8 = 1;
+/// Bad command line, or a command this build does not have.
+pub const USAGE: u8 = 2;
+/// A malformed file: plan, ROADMAP, result, claim, lock file.
+pub const BAD_INPUT: u8 = 3;
+/// The session named does not exist, or there is none.
+pub const NO_SESSION: u8 = 4;
+/// The filesystem refused: permissions, disk full, I/O error.
+pub const IO: u8 = 5;
+/// Someone else holds it: task claimed, lock held, result already written,
+/// or the task is not in a state that allows the operation.
+pub const CONFLICT: u8 = 6;
+/// `orch-claim`: nothing is runnable yet (tasks are running or waiting).
+pub const NOTHING_RUNNABLE: u8 = 7;
+/// `orch-claim`: the session is finished; nothing will become runnable.
+pub const FINISHED: u8 = 8;
+/// A wait timed out.
+pub const TIMEOUT: u8 = 9;
+
+/// The exit code for a process stopped by signal `sig`: 128 + sig.
+pub fn for_signal(sig: i32) -> u8 {
+    u8::try_from(128 + sig).unwrap_or(255)
+}
+
+/// An error that carries its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CodedError {
+    /// The exit code.
+    pub code: u8,
+    /// The message.
+    pub message: String,
+}
+
+/// Builds a [`CodedError`] as an `anyhow::Error`.
+pub fn coded(code: u8, message: impl Into<String>) -> anyhow::Error {
+    CodedError {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The exit code for an error, from the first error in its chain that
+/// has one.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<CodedError>() {
+            return c.code;
+        }
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return match e {
+                Error::Io { .. } => IO,
+                Error::Invalid(_) | Error::InvalidName { .. } | Error::UnknownTask { .. } => BAD_INPUT,
+                Error::SessionNotFound { .. } | Error::NoSession { .. } | Error::AmbiguousSession { .. } => NO_SESSION,
+                Error::Locked { .. } | Error::AlreadyExists { .. } | Error::State { .. } => CONFLICT,
+            };
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return IO;
+        }
+    }
+    FAILED
+}
+
+/// Whether the error is a broken pipe (the reader went away: `| head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Runs a binary's body: prints errors as `<bin>: error: <chain>` and maps
+/// them to exit codes; a broken pipe is success.
+pub fn run_main(bin: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
+    match body() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(OK),
+        Err(e) => {
+            eprintln!("{bin}: error: {e:#}");
+            ExitCode::from(code_for(&e))
+        }
+    }
+}
+
+/// The table printed at the end of every `--help`.
+pub const HELP_EXIT_CODES: &str = "\
+Exit codes:
+  0  success                      5  filesystem error (permissions, disk full)
+  1  some tasks failed            6  conflict: claimed, locked or already done
+  2  bad command line             7  nothing runnable yet (orch-claim)
+  3  malformed input file         8  session finished (orch-claim)
+  4  no such session              9  wait timed out
+  128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

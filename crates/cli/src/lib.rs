@@ -1,0 +1,14 @@
+//! The command-line front ends of orch: flags, output, exit codes, and the
+//! worker's process supervision. Each binary in `bin/` is one call into a
+//! module here; the session contract itself lives in `orch-session`.
+
+#![deny(missing_docs)]
+
+pub mod claim;
+pub mod common;
+pub mod exit;
+pub mod plan;
+pub mod runner;
+pub mod stub;
+pub mod sys;
+pub mod worker;

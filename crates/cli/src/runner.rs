@@ -1,0 +1,355 @@
+//! Runs one attempt of a task: spawn, stream output into the task's log,
+//! enforce the timeout, stop it on a signal, and clean up its process group.
+//!
+//! The agent runs in its own process group, with a null stdin, and inherits
+//! the descriptor that holds the task's lock: if the worker dies, the lock
+//! stays held for as long as any process of the agent's tree keeps it, so no
+//! second runner can start while an orphan of the first still runs. The
+//! agent's first process also gets `PR_SET_PDEATHSIG(SIGKILL)`, so a killed
+//! worker takes its direct child with it (spawned from the main thread,
+//! which lives as long as the worker).
+
+use std::io::{self, Read};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local};
+use orch_session::log::TaskLog;
+use orch_session::result::Status;
+use orch_session::time::{self, format_duration};
+
+use crate::sys::{self, Signals};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Environment added to the worker's.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Time limit.
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// The task lock's descriptor, inherited by the agent.
+    pub lock_fd: RawFd,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Status.
+    pub status: Status,
+    /// Exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Signal, if one killed it.
+    pub signal: Option<i32>,
+    /// Why, for anything but success.
+    pub reason: Option<String>,
+    /// The agent's pid, if it started.
+    pub pid: Option<u32>,
+    /// Start time.
+    pub started: DateTime<Local>,
+    /// End time.
+    pub finished: DateTime<Local>,
+}
+
+/// Things the caller may want to react to while the task runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    /// The agent started with this pid (also its process group).
+    Spawned(u32),
+    /// The task reported progress, in percent.
+    Progress(f64),
+    /// A few seconds passed (time for a heartbeat).
+    Tick,
+}
+
+const TICK: Duration = Duration::from_secs(5);
+const MAX_LINE: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    Timeout,
+    Interrupted(i32),
+}
+
+/// Splits a byte stream into lines for the log.
+#[derive(Default)]
+struct LineBuf {
+    partial: Vec<u8>,
+}
+
+impl LineBuf {
+    fn push(&mut self, data: &[u8], out: &mut Vec<String>) {
+        for &b in data {
+            if b == b'\n' {
+                out.push(self.take());
+            } else {
+                self.partial.push(b);
+                if self.partial.len() >= MAX_LINE {
+                    out.push(self.take());
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) -> String {
+        let mut bytes = std::mem::take(&mut self.partial);
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn flush(&mut self, out: &mut Vec<String>) {
+        if !self.partial.is_empty() {
+            out.push(self.take());
+        }
+    }
+}
+
+struct Stream<R> {
+    pipe: Option<R>,
+    lines: LineBuf,
+}
+
+impl<R: Read + AsRawFd> Stream<R> {
+    fn fd(&self) -> Option<RawFd> {
+        self.pipe.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reads what is available; closes the pipe at EOF.
+    fn pump(&mut self, out: &mut Vec<String>) {
+        let mut buf = [0u8; 65536];
+        while let Some(p) = self.pipe.as_mut() {
+            match p.read(&mut buf) {
+                Ok(0) => {
+                    self.pipe = None;
+                    self.lines.flush(out);
+                }
+                Ok(n) => self.lines.push(&buf[..n], out),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.pipe = None;
+                    self.lines.flush(out);
+                }
+            }
+        }
+    }
+}
+
+/// Parses `::progress 42` (or `42%`).
+pub fn parse_progress(line: &str) -> Option<f64> {
+    let v = line.trim().strip_prefix("::progress")?.trim().trim_end_matches('%').trim();
+    let p: f64 = v.parse().ok()?;
+    p.is_finite().then_some(p.clamp(0.0, 100.0))
+}
+
+fn spawn(spec: &Spec) -> io::Result<Child> {
+    let Some((prog, args)) = spec.argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let lock_fd = spec.lock_fd;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec: prctl,
+    // getppid, raise and fcntl.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != parent {
+                // The worker died before we could ask to follow it.
+                libc::raise(libc::SIGKILL);
+            }
+            sys::set_cloexec(lock_fd, false)
+        });
+    }
+    cmd.spawn()
+}
+
+/// Runs the task to its end. Never fails: problems starting it become a
+/// `failure` outcome with the reason.
+pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl FnMut(Event)) -> Outcome {
+    let started = time::now();
+    let start = Instant::now();
+    let mut child = match spawn(spec) {
+        Ok(c) => c,
+        Err(e) => {
+            let prog = spec.argv.first().map_or("", String::as_str);
+            let reason = format!("cannot start `{prog}`: {e}");
+            let _ = log.event(&reason);
+            return Outcome {
+                status: Status::Failure,
+                exit_code: None,
+                signal: None,
+                reason: Some(reason),
+                pid: None,
+                started,
+                finished: time::now(),
+            };
+        }
+    };
+    let pid = child.id();
+    on_event(Event::Spawned(pid));
+    let mut out: Stream<ChildStdout> = Stream { pipe: child.stdout.take(), lines: LineBuf::default() };
+    let mut err: Stream<ChildStderr> = Stream { pipe: child.stderr.take(), lines: LineBuf::default() };
+    for fd in [out.fd(), err.fd()].into_iter().flatten() {
+        let _ = sys::set_nonblocking(fd);
+    }
+    let pidfd = sys::pidfd_open(pid).ok().flatten();
+    let deadline = start + spec.timeout;
+    let mut stop: Option<(Stop, Instant)> = None;
+    let mut killed = false;
+    let mut next_tick = Instant::now() + TICK;
+    let mut lines = Vec::new();
+
+    let exit: ExitStatus = loop {
+        let now = Instant::now();
+        let mut wake = next_tick.min(if stop.is_none() { deadline } else { now + Duration::from_secs(3600) });
+        if let Some((_, kill_at)) = stop {
+            if !killed {
+                wake = wake.min(kill_at);
+            }
+        }
+        let mut fds: Vec<RawFd> = vec![signals.fd()];
+        fds.extend(out.fd());
+        fds.extend(err.fd());
+        if let Some(p) = &pidfd {
+            fds.push(p.as_raw_fd());
+        }
+        let mut timeout = wake.saturating_duration_since(now);
+        if pidfd.is_none() {
+            timeout = timeout.min(Duration::from_millis(20));
+        }
+        let _ = sys::poll_read(&fds, Some(timeout));
+
+        out.pump(&mut lines);
+        err.pump(&mut lines);
+        flush_lines(log, &mut lines, &mut on_event);
+
+        let now = Instant::now();
+        if stop.is_none() {
+            if let Some(sig) = signals.received() {
+                signals.drain();
+                let _ = log.event(&format!("worker got signal {sig}; stopping the task (SIGTERM to its process group)"));
+                sys::kill_group(pid, libc::SIGTERM);
+                stop = Some((Stop::Interrupted(sig), now + spec.grace));
+            } else if now >= deadline {
+                let _ = log.event(&format!(
+                    "timed out after {}; SIGTERM to its process group",
+                    format_duration(spec.timeout)
+                ));
+                sys::kill_group(pid, libc::SIGTERM);
+                stop = Some((Stop::Timeout, now + spec.grace));
+            }
+        } else if signals.count() >= 2 && !killed {
+            // A second Ctrl-C: no more grace.
+            signals.drain();
+            sys::kill_group(pid, libc::SIGKILL);
+            killed = true;
+        }
+        if let Some((_, kill_at)) = stop {
+            if !killed && now >= kill_at {
+                let _ = log.event(&format!("still running after {}; SIGKILL to its process group", format_duration(spec.grace)));
+                sys::kill_group(pid, libc::SIGKILL);
+                killed = true;
+            }
+        }
+        if now >= next_tick {
+            on_event(Event::Tick);
+            next_tick = now + TICK;
+        }
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = log.event(&format!("cannot wait for the task: {e}"));
+                sys::kill_group(pid, libc::SIGKILL);
+                match child.wait() {
+                    Ok(s) => break s,
+                    Err(_) => break ExitStatus::from_raw(libc::SIGKILL),
+                }
+            }
+        }
+    };
+
+    // Whatever the task left running in its group holds the task's lock
+    // and its pipes: stop it too.
+    if sys::group_alive(pid) {
+        sys::kill_group(pid, libc::SIGTERM);
+        let until = Instant::now() + spec.grace.min(Duration::from_secs(5));
+        while sys::group_alive(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if sys::group_alive(pid) {
+            sys::kill_group(pid, libc::SIGKILL);
+        }
+    }
+    // Drain what is left; a process that escaped the group may keep a pipe
+    // open, so give up after a moment.
+    let until = Instant::now() + Duration::from_millis(500);
+    while (out.pipe.is_some() || err.pipe.is_some()) && Instant::now() < until {
+        let mut fds = Vec::new();
+        fds.extend(out.fd());
+        fds.extend(err.fd());
+        let _ = sys::poll_read(&fds, Some(until.saturating_duration_since(Instant::now())));
+        out.pump(&mut lines);
+        err.pump(&mut lines);
+    }
+    out.lines.flush(&mut lines);
+    err.lines.flush(&mut lines);
+    flush_lines(log, &mut lines, &mut on_event);
+
+    let finished = time::now();
+    let elapsed = format_duration(start.elapsed());
+    let (status, reason) = match stop {
+        Some((Stop::Timeout, _)) => (Status::Timeout, Some(format!("timed out after {}", format_duration(spec.timeout)))),
+        Some((Stop::Interrupted(sig), _)) => (Status::Interrupted, Some(format!("worker stopped by signal {sig}"))),
+        None => match (exit.code(), exit.signal()) {
+            (Some(0), _) => (Status::Success, None),
+            (Some(c), _) => (Status::Failure, Some(format!("exit code {c}"))),
+            (None, Some(s)) => (Status::Failure, Some(format!("killed by signal {s}"))),
+            (None, None) => (Status::Failure, Some("ended abnormally".to_owned())),
+        },
+    };
+    let _ = log.event(&format!(
+        "{status} in {elapsed}{}",
+        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+    ));
+    Outcome {
+        status,
+        exit_code: exit.code(),
+        signal: exit.signal(),
+        reason,
+        pid: Some(pid),
+        started,
+        finished,
+    }
+}
+
+fn flush_lines(log: &mut TaskLog, lines: &mut Vec<String>, on_event: &mut impl FnMut(Event)) {
+    if lines.is_empty() {
+        return;
+    }
+    for l in lines.iter() {
+        if let Some(p) = parse_progress(l) {
+            on_event(Event::Progress(p));
+        }
+    }
+    let _ = log.lines(lines.iter().map(String::as_str));
+    lines.clear();
+}

@@ -1,0 +1,174 @@
+//! Small wrappers over Linux system calls the binaries need: pidfds, poll,
+//! descriptor flags, process groups and signals.
+
+use std::io;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_session::proc::ProcessIdentity;
+
+/// Opens a pidfd for `pid`: readable once the process exits. `None` if the
+/// kernel has no pidfds; an error (ESRCH) if the process is gone.
+pub fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if rc >= 0 {
+        // SAFETY: the kernel returned a fresh descriptor we now own.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(rc as RawFd) }))
+    } else {
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) => Ok(None),
+            _ => Err(e),
+        }
+    }
+}
+
+/// Polls `fds` for readability (or hang-up) for at most `timeout`
+/// (forever if `None`). Returns which became ready.
+pub fn poll_read(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis().max(u128::from(!t.is_zero()))).unwrap_or(i32::MAX));
+    // SAFETY: pfds is a valid array of pollfd of the given length.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.fd >= 0 && p.revents != 0).collect())
+}
+
+/// Sets or clears `FD_CLOEXEC`. Safe to call between fork and exec.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number; async-signal-safe.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Puts a descriptor in non-blocking mode.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends `sig` to process group `pgid`. Returns false if the group is gone.
+pub fn kill_group(pgid: u32, sig: i32) -> bool {
+    let Ok(p) = i32::try_from(pgid) else { return false };
+    if p <= 1 {
+        return false;
+    }
+    // SAFETY: kill with a negative pid signals a process group.
+    unsafe { libc::kill(-p, sig) == 0 }
+}
+
+/// Whether any process is left in group `pgid`.
+pub fn group_alive(pgid: u32) -> bool {
+    kill_group(pgid, 0)
+}
+
+/// Sends `sig` to the process `id` if it is still that process.
+pub fn kill_identity(id: &ProcessIdentity, sig: i32) -> bool {
+    if !id.is_alive() {
+        return false;
+    }
+    let Ok(p) = i32::try_from(id.pid) else { return false };
+    // SAFETY: kill on a checked pid.
+    unsafe { libc::kill(p, sig) == 0 }
+}
+
+/// Signals received by this process, with a descriptor to poll on.
+#[derive(Debug, Clone)]
+pub struct Signals {
+    last: Arc<AtomicUsize>,
+    count: Arc<AtomicUsize>,
+    read_fd: Arc<OwnedFd>,
+}
+
+impl Signals {
+    /// Catches SIGINT, SIGTERM and SIGHUP from now on.
+    pub fn install() -> io::Result<Self> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let last = Arc::new(AtomicUsize::new(0));
+        let count = Arc::new(AtomicUsize::new(0));
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            signal_hook::flag::register_usize(sig, Arc::clone(&last), sig as usize)?;
+            let c = Arc::clone(&count);
+            // SAFETY: the handler only does an atomic add (async-signal-safe).
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    c.fetch_add(1, Ordering::SeqCst);
+                })?;
+            }
+            signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+        }
+        Ok(Self {
+            last,
+            count,
+            read_fd: Arc::new(OwnedFd::from(read)),
+        })
+    }
+
+    /// The last signal received, if any.
+    pub fn received(&self) -> Option<i32> {
+        match self.last.load(Ordering::SeqCst) {
+            0 => None,
+            s => i32::try_from(s).ok(),
+        }
+    }
+
+    /// How many signals arrived.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// A descriptor that becomes readable when a signal arrives.
+    pub fn fd(&self) -> RawFd {
+        self.read_fd.as_raw_fd()
+    }
+
+    /// Empties the wake-up pipe.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a valid buffer from our own descriptor.
+        while unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+
+    /// Sleeps for `d`, waking early on a signal. Returns true if one came.
+    pub fn sleep(&self, d: Duration) -> bool {
+        if self.received().is_some() {
+            return true;
+        }
+        let _ = poll_read(&[self.fd()], Some(d));
+        self.received().is_some()
+    }
+}

@@ -1,0 +1,318 @@
+//! Atomic file writes: a reader sees the old content or the new, whole.
+//!
+//! The new content goes into an anonymous `O_TMPFILE` inode in the target's
+//! directory, is written and fsynced, and only then gets a name: with
+//! `linkat` straight to the final name for create-once files (fails if the
+//! name exists, so two writers cannot both win), or to a short-lived temp
+//! name and `rename` over the target for replaceable files. A process killed
+//! before the link leaves nothing behind. Where the filesystem has no
+//! `O_TMPFILE` (NFS, some FUSE), a named temp file `.<name>.tmp.<pid>.<n>`
+//! is used instead; [`sweep_temp_files`] removes those a dead process left.
+//!
+//! Opens never follow a symlink at the final name: `linkat` and `rename`
+//! replace or refuse a planted link instead of writing through it.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Whether a write must survive power loss, or only process crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its directory (results, claims, session files).
+    Durable,
+    /// Rename only: whole after a crash of any process, but may be lost on
+    /// power failure (heartbeats, summaries).
+    Volatile,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    Ok((dir, name))
+}
+
+fn temp_name(name: &std::ffi::OsStr) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut s = std::ffi::OsString::from(".");
+    s.push(name);
+    s.push(format!(".tmp.{}.{n}", std::process::id()));
+    PathBuf::from(s)
+}
+
+fn cstr(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Opens an unnamed file in `dir`, or `None` when the filesystem cannot.
+fn open_tmpfile(dir: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the unnamed `file` the name `to` (fails with `EEXIST` if taken).
+fn link_tmpfile(file: &File, to: &Path) -> io::Result<()> {
+    let from = cstr(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+    let to = cstr(to)?;
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive
+    // the call; AT_FDCWD with absolute/relative paths is the documented use.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// fsyncs a directory so a rename or link in it is durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn write_content(file: &mut File, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    file.write_all(bytes)?;
+    if durability == Durability::Durable {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Writes a named temp file in `dir` (create-new, no-follow).
+fn write_named_temp(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<PathBuf> {
+    let temp = dir.join(temp_name(name));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&temp)?;
+    if let Err(e) = write_content(&mut file, bytes, durability) {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(temp)
+}
+
+/// Replaces `path` with `bytes` atomically. A symlink at `path` is replaced,
+/// never followed.
+pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    replace_inner(path, bytes, durability).ctx("write", path)
+}
+
+fn replace_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    let temp = match open_tmpfile(dir)? {
+        Some(mut file) => {
+            write_content(&mut file, bytes, durability)?;
+            let temp = dir.join(temp_name(name));
+            link_tmpfile(&file, &temp)?;
+            temp
+        }
+        None => write_named_temp(dir, name, bytes, durability)?,
+    };
+    if let Err(e) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    if durability == Durability::Durable {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Creates `path` with `bytes` atomically, only if nothing (not even a
+/// dangling symlink) has that name. Returns [`Error::AlreadyExists`] if
+/// something does: of two concurrent writers exactly one wins.
+pub fn create_once(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    match create_once_inner(path, bytes, durability) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(Error::io("create", path, e)),
+    }
+}
+
+fn create_once_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    match open_tmpfile(dir)? {
+        Some(mut file) => {
+            write_content(&mut file, bytes, durability)?;
+            link_tmpfile(&file, path)?;
+        }
+        None => {
+            let temp = write_named_temp(dir, name, bytes, durability)?;
+            let linked = fs::hard_link(&temp, path);
+            let _ = fs::remove_file(&temp);
+            linked?;
+        }
+    }
+    if durability == Durability::Durable {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Moves `from` to `to` only if `to` does not exist (`renameat2` with
+/// `RENAME_NOREPLACE`, or link + unlink where that is unsupported).
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    let inner = || -> io::Result<()> {
+        let (f, t) = (cstr(from)?, cstr(to)?);
+        // SAFETY: valid NUL-terminated paths that outlive the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                fs::hard_link(from, to)?;
+                fs::remove_file(from)
+            }
+            _ => Err(err),
+        }
+    };
+    match inner() {
+        Ok(()) => {
+            if let Some(dir) = to.parent() {
+                fsync_dir(dir).ctx("sync", dir)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+            path: to.to_path_buf(),
+        }),
+        Err(e) => Err(Error::io("move", from, e)),
+    }
+}
+
+/// Parses the pid out of a temp file name made by this module.
+pub fn temp_file_pid(name: &str) -> Option<u32> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    let rest = name.rsplit_once(".tmp.")?.1;
+    let (pid, n) = rest.split_once('.')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes temp files in `dir` whose writer is no longer alive. Returns how
+/// many were removed.
+pub fn sweep_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+            continue;
+        };
+        if !crate::proc::pid_exists(pid) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_once_refuses_existing_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        create_once(&p, b"{}", Durability::Durable).unwrap();
+        assert!(matches!(
+            create_once(&p, b"x", Durability::Durable),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(fs::read(&p).unwrap(), b"{}");
+
+        let target = dir.path().join("victim");
+        let link = dir.path().join("l.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create_once(&link, b"x", Durability::Durable).is_err());
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn write_atomic_replaces_symlink_instead_of_following() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("c.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new", Durability::Volatile).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+        assert_eq!(fs::read(&link).unwrap(), b"new");
+        assert!(!fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn temp_names_parse() {
+        assert_eq!(temp_file_pid(".a.json.tmp.123.4"), Some(123));
+        assert_eq!(temp_file_pid("a.json"), None);
+        assert_eq!(temp_file_pid(".x.tmp.json"), None);
+    }
+}

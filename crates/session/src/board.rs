@@ -1,0 +1,333 @@
+//! The board: an in-memory view of which tasks are done, which are ready,
+//! and in what order to try them. Built from `plan.json`, `results/` and the
+//! journal, kept current from the journal, and always rebuildable.
+//!
+//! A task is ready when every dependency succeeded and it has no final
+//! result. Ready tasks come out largest priority first (the longest
+//! remaining critical path), ties in plan order.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fs;
+
+use crate::error::{Error, IoContext, Result};
+use crate::journal;
+use crate::layout::SessionDir;
+use crate::plan::{PlanDoc, Task};
+use crate::result::{Status, TaskResult};
+use crate::session::read_json;
+
+/// What the board knows of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// No result yet.
+    Pending,
+    /// Interrupted: no final result, claimable again.
+    Interrupted,
+    /// A final result.
+    Final(Status),
+    /// A result file that cannot be read; dependents stay blocked.
+    Corrupt,
+}
+
+impl TaskState {
+    fn is_open(self) -> bool {
+        matches!(self, TaskState::Pending | TaskState::Interrupted)
+    }
+}
+
+/// Counts of tasks by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Succeeded.
+    pub success: usize,
+    /// Failed.
+    pub failure: usize,
+    /// Timed out.
+    pub timeout: usize,
+    /// Skipped.
+    pub skipped: usize,
+    /// Interrupted and waiting to run again.
+    pub interrupted: usize,
+    /// Not run yet (includes running ones; the board does not know).
+    pub pending: usize,
+    /// Unreadable result files.
+    pub corrupt: usize,
+}
+
+impl Counts {
+    /// Tasks with a final result.
+    pub fn finished(&self) -> usize {
+        self.success + self.failure + self.timeout + self.skipped
+    }
+}
+
+/// The scheduler's view of a session.
+#[derive(Debug)]
+pub struct Board {
+    dir: SessionDir,
+    tasks: Vec<Task>,
+    index: HashMap<String, u32>,
+    children: Vec<Vec<u32>>,
+    deps: Vec<Vec<u32>>,
+    state: Vec<TaskState>,
+    unmet: Vec<u32>,
+    ready: BinaryHeap<(u64, Reverse<u32>)>,
+    in_ready: Vec<bool>,
+    doomed: Vec<u32>,
+    journal: journal::Reader,
+    /// Result files that could not be read, with the error.
+    pub corrupt: Vec<(String, Error)>,
+}
+
+impl Board {
+    /// Builds the board from the plan, the journal and `results/`.
+    pub fn load(dir: &SessionDir, plan: PlanDoc) -> Result<Board> {
+        let tasks = plan.tasks;
+        let n = tasks.len();
+        let index: HashMap<String, u32> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i as u32))
+            .collect();
+        let mut deps = vec![Vec::new(); n];
+        let mut children = vec![Vec::new(); n];
+        for (i, t) in tasks.iter().enumerate() {
+            for d in &t.after {
+                if let Some(&j) = index.get(d) {
+                    deps[i].push(j);
+                    children[j as usize].push(i as u32);
+                }
+            }
+        }
+        let mut journal = journal::Reader::new(dir.results_journal());
+        let mut known: HashMap<u32, Option<Status>> = HashMap::new();
+        for e in journal.read_new()? {
+            if let Some(&i) = index.get(&e.task) {
+                known.insert(i, e.status);
+            }
+        }
+        let rdir = dir.results_dir();
+        let mut present = HashSet::new();
+        for entry in fs::read_dir(&rdir).ctx("read", &rdir)?.flatten() {
+            let name = entry.file_name();
+            if let Some(&i) = name.to_str().and_then(|s| s.strip_suffix(".json")).and_then(|t| index.get(t)) {
+                present.insert(i);
+            }
+        }
+        let mut board = Board {
+            dir: dir.clone(),
+            unmet: deps.iter().map(|d| d.len() as u32).collect(),
+            state: vec![TaskState::Pending; n],
+            in_ready: vec![false; n],
+            ready: BinaryHeap::new(),
+            doomed: Vec::new(),
+            corrupt: Vec::new(),
+            tasks,
+            index,
+            children,
+            deps,
+            journal,
+        };
+        let mut loaded = Vec::new();
+        for &i in &present {
+            let state = match known.get(&i) {
+                Some(Some(s)) => state_of(*s),
+                _ => match read_json::<TaskResult>(&board.dir.result(&board.tasks[i as usize].id)) {
+                    Ok(r) => state_of(r.status),
+                    // Removed since the listing: pending after all.
+                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        board.corrupt.push((board.tasks[i as usize].id.clone(), e));
+                        TaskState::Corrupt
+                    }
+                },
+            };
+            loaded.push((i, state));
+        }
+        for (i, s) in loaded {
+            board.set(i, s);
+        }
+        for i in 0..n as u32 {
+            board.enqueue_if_ready(i);
+        }
+        Ok(board)
+    }
+
+    /// The session directory.
+    pub fn dir(&self) -> &SessionDir {
+        &self.dir
+    }
+
+    /// Tasks in plan order.
+    pub fn tasks(&self) -> &[Task] {
+        &self.tasks
+    }
+
+    /// A task by index.
+    pub fn task(&self, i: u32) -> &Task {
+        &self.tasks[i as usize]
+    }
+
+    /// Index of a task id.
+    pub fn index_of(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    /// Current state of a task.
+    pub fn state(&self, i: u32) -> TaskState {
+        self.state[i as usize]
+    }
+
+    /// Dependencies of a task.
+    pub fn deps(&self, i: u32) -> &[u32] {
+        &self.deps[i as usize]
+    }
+
+    /// Applies journal lines written since the last refresh.
+    pub fn refresh(&mut self) -> Result<()> {
+        for e in self.journal.read_new()? {
+            if let Some(&i) = self.index.get(&e.task) {
+                self.record(i, e.status);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what happened to a task (`None`: its result was moved away).
+    pub fn record(&mut self, i: u32, status: Option<Status>) {
+        let state = status.map_or(TaskState::Pending, state_of);
+        self.set(i, state);
+        self.enqueue_if_ready(i);
+    }
+
+    fn set(&mut self, i: u32, new: TaskState) {
+        let old = self.state[i as usize];
+        if old == new {
+            return;
+        }
+        self.state[i as usize] = new;
+        let was_success = old == TaskState::Final(Status::Success);
+        let is_success = new == TaskState::Final(Status::Success);
+        if was_success && !is_success {
+            for k in 0..self.children[i as usize].len() {
+                let c = self.children[i as usize][k];
+                self.unmet[c as usize] += 1;
+            }
+        }
+        if is_success && !was_success {
+            for k in 0..self.children[i as usize].len() {
+                let c = self.children[i as usize][k];
+                self.unmet[c as usize] -= 1;
+                self.enqueue_if_ready(c);
+            }
+        }
+        if matches!(new, TaskState::Final(s) if s != Status::Success) {
+            self.doomed.extend(self.children[i as usize].iter().copied());
+        }
+    }
+
+    fn enqueue_if_ready(&mut self, i: u32) {
+        let iu = i as usize;
+        if self.state[iu].is_open() && self.unmet[iu] == 0 && !self.in_ready[iu] {
+            self.in_ready[iu] = true;
+            self.ready.push((self.tasks[iu].priority, Reverse(i)));
+        }
+    }
+
+    /// Whether task `i` can start now (as far as the board knows).
+    pub fn is_ready(&self, i: u32) -> bool {
+        self.state[i as usize].is_open() && self.unmet[i as usize] == 0
+    }
+
+    /// Takes the best ready task out of the queue; give it back with
+    /// [`Board::push_ready`] if it could not be claimed.
+    pub fn pop_ready(&mut self) -> Option<u32> {
+        while let Some((_, Reverse(i))) = self.ready.pop() {
+            self.in_ready[i as usize] = false;
+            if self.is_ready(i) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Puts a task back into the ready queue (if it is still ready).
+    pub fn push_ready(&mut self, i: u32) {
+        self.enqueue_if_ready(i);
+    }
+
+    /// Whether any task is ready (claimable or held by someone).
+    pub fn has_ready(&mut self) -> bool {
+        while let Some(&(_, Reverse(i))) = self.ready.peek() {
+            if self.is_ready(i) {
+                return true;
+            }
+            self.ready.pop();
+            self.in_ready[i as usize] = false;
+        }
+        false
+    }
+
+    /// Open tasks that can never run because a dependency ended without
+    /// success, each with that dependency. They should be recorded as
+    /// skipped (which dooms their own dependents in turn).
+    pub fn take_doomed(&mut self) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for c in std::mem::take(&mut self.doomed) {
+            if !self.state[c as usize].is_open() || !seen.insert(c) {
+                continue;
+            }
+            let failed_dep = self.deps[c as usize]
+                .iter()
+                .copied()
+                .find(|&d| matches!(self.state[d as usize], TaskState::Final(s) if s != Status::Success));
+            if let Some(d) = failed_dep {
+                out.push((c, d));
+            }
+        }
+        out
+    }
+
+    /// Counts by state.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for s in &self.state {
+            match s {
+                TaskState::Pending => c.pending += 1,
+                TaskState::Interrupted => c.interrupted += 1,
+                TaskState::Corrupt => c.corrupt += 1,
+                TaskState::Final(Status::Success) => c.success += 1,
+                TaskState::Final(Status::Failure) => c.failure += 1,
+                TaskState::Final(Status::Timeout) => c.timeout += 1,
+                TaskState::Final(Status::Skipped) => c.skipped += 1,
+                TaskState::Final(Status::Interrupted) => c.interrupted += 1,
+            }
+        }
+        c
+    }
+
+    /// Whether every task has a final result.
+    pub fn is_finished(&self) -> bool {
+        self.state.iter().all(|s| matches!(s, TaskState::Final(_)))
+    }
+
+    /// The lowest wave that still has an open task.
+    pub fn current_wave(&self) -> Option<u32> {
+        self.tasks
+            .iter()
+            .zip(&self.state)
+            .filter(|(_, s)| !matches!(s, TaskState::Final(_)))
+            .map(|(t, _)| t.wave)
+            .min()
+    }
+}
+
+fn state_of(s: Status) -> TaskState {
+    if s.is_final() {
+        TaskState::Final(s)
+    } else {
+        TaskState::Interrupted
+    }
+}

@@ -1,0 +1,333 @@
+//! Claims: who runs a task right now.
+//!
+//! The truth is the flock on `locks/<task>.lock`: whoever holds it runs the
+//! task, and it is released by the kernel when the holder dies. The record
+//! in `claims/<task>.json` only says who that is (for people and monitors);
+//! a record whose lock is free is stale and is overwritten by the next
+//! claimer.
+//!
+//! Claiming: take the lock without waiting; if the task already has a final
+//! result, let go; if it has an `interrupted` one, move that into
+//! `history/`; write the record; run. Releasing: remove the record, then
+//! drop the lock, so a record never outlives its lock for long.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, Durability};
+use crate::error::{Error, IoContext, Result};
+use crate::journal;
+use crate::layout::SessionDir;
+use crate::lock::{self, LockGuard};
+use crate::proc::{self, ProcessIdentity};
+use crate::result::{Status, TaskResult};
+use crate::session::{make_private_dir, read_json, to_json_bytes};
+use crate::time;
+
+/// Current claim format. History: 1: first version.
+pub const CLAIM_FORMAT: u32 = 1;
+
+/// Who made a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimKind {
+    /// An `orch-worker` that runs the task itself.
+    Worker,
+    /// A person (or script) with `orch-claim`; a small holder process keeps
+    /// the lock while the bound process (the calling shell) lives.
+    Hand,
+}
+
+/// `claims/<task>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// Format version.
+    pub format: u32,
+    /// Task id.
+    pub task: String,
+    /// Worker or hand.
+    pub kind: ClaimKind,
+    /// Worker id, or `hand` for hand claims.
+    pub owner: String,
+    /// The process the claim lives with: the worker, or the shell a hand
+    /// claim is bound to.
+    pub pid: u32,
+    /// That process's start time (clock ticks after boot).
+    pub pid_start: u64,
+    /// For hand claims: the background process holding the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<ProcessIdentity>,
+    /// The running agent; its process group id equals its pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<ProcessIdentity>,
+    /// Host name.
+    pub host: String,
+    /// The host's boot id.
+    pub boot_id: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// When the claim was made, RFC 3339.
+    pub since: String,
+}
+
+impl ClaimRecord {
+    /// A record for the calling process.
+    pub fn new(task: &str, kind: ClaimKind, owner: &str, bound: ProcessIdentity, attempt: u32) -> Self {
+        Self {
+            format: CLAIM_FORMAT,
+            task: task.to_owned(),
+            kind,
+            owner: owner.to_owned(),
+            pid: bound.pid,
+            pid_start: bound.start,
+            holder: None,
+            agent: None,
+            host: proc::hostname(),
+            boot_id: proc::boot_id(),
+            attempt,
+            since: time::rfc3339(&time::now()),
+        }
+    }
+}
+
+/// A held claim.
+#[derive(Debug)]
+pub struct Claim {
+    guard: LockGuard,
+    dir: SessionDir,
+    /// The record as written.
+    pub record: ClaimRecord,
+}
+
+/// What a claim attempt found.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The task is ours.
+    Claimed(Claim),
+    /// Someone else holds it.
+    Held,
+    /// It already has a final result.
+    Finished(Status),
+}
+
+impl Claim {
+    /// Task id.
+    pub fn task(&self) -> &str {
+        &self.record.task
+    }
+
+    /// The lock guard (its descriptor can be inherited by the agent).
+    pub fn guard(&self) -> &LockGuard {
+        &self.guard
+    }
+
+    /// Rewrites the record (e.g. with the agent's pid once it started).
+    pub fn update(&mut self, f: impl FnOnce(&mut ClaimRecord)) -> Result<()> {
+        f(&mut self.record);
+        write_record(&self.dir, &self.record)
+    }
+
+    /// Removes the record, then releases the lock.
+    pub fn release(self) -> Result<()> {
+        let path = self.dir.claim(&self.record.task);
+        let removed = match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        };
+        drop(self.guard);
+        removed
+    }
+
+    /// Gives up the claim without removing its record, leaving the lock to
+    /// whoever inherited the descriptor (a hand claim's holder process).
+    pub fn into_parts(self) -> (LockGuard, ClaimRecord) {
+        (self.guard, self.record)
+    }
+}
+
+fn write_record(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
+    // Volatile: after a power loss the lock is gone too, so the record is
+    // stale whatever its content; a process crash cannot tear it.
+    atomic::write_atomic(&dir.claim(&record.task), &to_json_bytes(record), Durability::Volatile)
+}
+
+/// Reads a claim record.
+pub fn read_record(dir: &SessionDir, task: &str) -> Result<ClaimRecord> {
+    read_json(&dir.claim(task))
+}
+
+/// The next attempt number: one more than the highest in `history/<task>/`.
+pub fn next_attempt(dir: &SessionDir, task: &str) -> Result<u32> {
+    Ok(history(dir, task)?.iter().map(|(n, _)| *n).max().unwrap_or(0) + 1)
+}
+
+/// Archived attempts of a task, as (attempt number, path), in order.
+pub fn history(dir: &SessionDir, task: &str) -> Result<Vec<(u32, std::path::PathBuf)>> {
+    let hdir = dir.history_dir(task);
+    let entries = match fs::read_dir(&hdir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", &hdir, e)),
+    };
+    let mut out: Vec<(u32, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let n = name.to_str()?.strip_prefix("attempt-")?.strip_suffix(".json")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// How many archived attempts failed or timed out (interruptions do not
+/// spend a retry).
+pub fn failed_attempts(dir: &SessionDir, task: &str) -> Result<u32> {
+    let mut n = 0;
+    for (_, path) in history(dir, task)? {
+        if let Ok(r) = read_json::<TaskResult>(&path) {
+            if matches!(r.status, Status::Failure | Status::Timeout) {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Stores `result` as an archived attempt (create-once).
+pub fn archive_attempt(dir: &SessionDir, result: &TaskResult) -> Result<()> {
+    let hdir = dir.history_dir(&result.task);
+    make_private_dir(&hdir)?;
+    let mut n = result.attempt.max(1);
+    loop {
+        match atomic::create_once(&dir.history_attempt(&result.task, n), &result.to_bytes(), Durability::Durable) {
+            Err(Error::AlreadyExists { .. }) => n += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Moves `results/<task>.json` into `history/`, making the task pending
+/// again. The caller must hold the task's lock.
+pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
+    let path = dir.result(task);
+    let result: TaskResult = match read_json(&path) {
+        Ok(r) => r,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    make_private_dir(&dir.history_dir(task))?;
+    let mut n = result.attempt.max(1);
+    loop {
+        match atomic::rename_noreplace(&path, &dir.history_attempt(task, n)) {
+            Err(Error::AlreadyExists { .. }) => n += 1,
+            Err(e) => return Err(e),
+            Ok(()) => break,
+        }
+    }
+    journal::append(&dir.results_journal(), &journal::Entry { task: task.to_owned(), status: None })?;
+    Ok(Some(result))
+}
+
+/// Tries to claim `task` without waiting. `record` builds the claim record
+/// from the attempt number.
+pub fn try_claim(dir: &SessionDir, task: &str, record: impl FnOnce(u32) -> ClaimRecord) -> Result<Attempt> {
+    let Some(guard) = lock::try_lock(&dir.task_lock(task))? else {
+        return Ok(Attempt::Held);
+    };
+    match read_result(dir, task)? {
+        Some(r) if r.status.is_final() => return Ok(Attempt::Finished(r.status)),
+        Some(_) => {
+            archive_result(dir, task)?;
+        }
+        None => {}
+    }
+    let attempt = next_attempt(dir, task)?;
+    let record = record(attempt);
+    write_record(dir, &record)?;
+    Ok(Attempt::Claimed(Claim {
+        guard,
+        dir: dir.clone(),
+        record,
+    }))
+}
+
+/// Reads `results/<task>.json` if it exists.
+pub fn read_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
+    match read_json(&dir.result(task)) {
+        Ok(r) => Ok(Some(r)),
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a task's result (create-once, durable) and journals it.
+pub fn write_result(dir: &SessionDir, result: &TaskResult) -> Result<()> {
+    atomic::create_once(&dir.result(&result.task), &result.to_bytes(), Durability::Durable)?;
+    journal::append(
+        &dir.results_journal(),
+        &journal::Entry {
+            task: result.task.clone(),
+            status: Some(result.status),
+        },
+    )
+}
+
+/// A claim record found on disk, with whether its lock is held.
+#[derive(Debug)]
+pub struct ClaimInfo {
+    /// Task id (from the file name).
+    pub task: String,
+    /// The record, or why it could not be read.
+    pub record: Result<ClaimRecord>,
+    /// Whether the task's lock is held right now.
+    pub live: bool,
+}
+
+/// Every claim record in the session.
+pub fn list_claims(dir: &SessionDir) -> Result<Vec<ClaimInfo>> {
+    let cdir = dir.claims_dir();
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&cdir).ctx("read", &cdir)?.flatten() {
+        let name = entry.file_name();
+        let Some(task) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if task.starts_with('.') || crate::layout::check_name("task id", task).is_err() {
+            continue;
+        }
+        let live = lock::is_held(&dir.task_lock(task)).unwrap_or(false);
+        out.push(ClaimInfo {
+            task: task.to_owned(),
+            record: read_record(dir, task),
+            live,
+        });
+    }
+    out.sort_by(|a, b| a.task.cmp(&b.task));
+    Ok(out)
+}
+
+/// Removes a claim record if its lock is free (the owner is gone). Returns
+/// whether it was removed. Takes the lock while removing, so a live claim
+/// is never touched.
+pub fn remove_if_stale(dir: &SessionDir, task: &str) -> Result<bool> {
+    let Some(_guard) = lock::try_lock(&dir.task_lock(task))? else {
+        return Ok(false);
+    };
+    let path = dir.claim(task);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove", &path, e)),
+    }
+}
+
+/// Whether `path` names a claim file (for sweeps).
+pub fn is_claim_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
+}

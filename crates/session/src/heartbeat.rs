@@ -1,0 +1,116 @@
+//! `status/<worker>.active`: a live worker's heartbeat.
+//!
+//! Rewritten atomically on every change and every few seconds; removed when
+//! the worker exits cleanly. Whether a worker is alive is decided by its
+//! slot lock `locks/<worker>.lock`, not by this file: a heartbeat whose lock
+//! is free belongs to a dead worker.
+
+use std::fs;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, Durability};
+use crate::error::{Error, IoContext, Result};
+use crate::layout::{SessionDir, HEARTBEAT_SUFFIX};
+use crate::lock;
+use crate::session::{read_json, to_json_bytes};
+
+/// Current heartbeat format. History: 1: first version.
+pub const HEARTBEAT_FORMAT: u32 = 1;
+
+/// What a worker says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Format version.
+    pub format: u32,
+    /// Worker id (`worker-<n>`).
+    pub worker: String,
+    /// Worker pid.
+    pub pid: u32,
+    /// Worker start time (clock ticks after boot).
+    pub pid_start: u64,
+    /// Host name.
+    pub host: String,
+    /// When the worker started, RFC 3339.
+    pub started: String,
+    /// Last update, RFC 3339.
+    pub updated: String,
+    /// `running`, `idle`, `waiting` or `stopping`.
+    pub state: String,
+    /// The task it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The task's attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// When the task started, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_started: Option<String>,
+    /// The agent's pid (its process group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_pid: Option<u32>,
+    /// Progress in percent, as the task reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// Tasks this worker finished with success.
+    pub done: u32,
+    /// Tasks this worker finished otherwise.
+    pub failed: u32,
+}
+
+/// Writes a heartbeat.
+pub fn write(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
+    atomic::write_atomic(&dir.heartbeat(&hb.worker), &to_json_bytes(hb), Durability::Volatile)
+}
+
+/// Removes a worker's heartbeat.
+pub fn remove(dir: &SessionDir, worker: &str) -> Result<()> {
+    let path = dir.heartbeat(worker);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", &path, e)),
+    }
+}
+
+/// A heartbeat found on disk.
+#[derive(Debug)]
+pub struct HeartbeatInfo {
+    /// Worker id (from the file name).
+    pub worker: String,
+    /// The content, or why it could not be read.
+    pub heartbeat: Result<Heartbeat>,
+    /// Whether the worker's slot lock is held.
+    pub live: bool,
+}
+
+/// Every heartbeat in the session.
+pub fn list(dir: &SessionDir) -> Result<Vec<HeartbeatInfo>> {
+    let sdir = dir.status_dir();
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&sdir).ctx("read", &sdir)?.flatten() {
+        let name = entry.file_name();
+        let Some(worker) = name.to_str().and_then(|n| n.strip_suffix(HEARTBEAT_SUFFIX)) else {
+            continue;
+        };
+        if worker.starts_with('.') || crate::layout::check_name("worker id", worker).is_err() {
+            continue;
+        }
+        let live = lock::is_held(&dir.named_lock(worker)).unwrap_or(false);
+        out.push(HeartbeatInfo {
+            worker: worker.to_owned(),
+            heartbeat: read_json(&entry.path()),
+            live,
+        });
+    }
+    out.sort_by(|a, b| natural_key(&a.worker).cmp(&natural_key(&b.worker)));
+    Ok(out)
+}
+
+/// Sort key that puts `worker-2` before `worker-10`.
+pub fn natural_key(s: &str) -> (String, u64) {
+    let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (head, tail) = s.split_at(s.len() - digits);
+    (head.to_owned(), tail.parse().unwrap_or(0))
+}

@@ -1,0 +1,295 @@
+//! The session directory, the contract every binary shares.
+//!
+//! ```text
+//! $ORCH_HOME/                       default ~/.claude/orchestration
+//!   session-<id>/                   0700, created whole by one rename
+//!     session.json                  id, name, created, settings      (write-once)
+//!     plan.json                     analysed plan                    (write-once)
+//!     locks/<task>.lock             flock held by the task's runner  (never deleted)
+//!     locks/worker-<n>.lock         flock held by live worker slot n (never deleted)
+//!     locks/<name>.lock             session critical sections, resources
+//!     claims/<task>.json            who holds the task               (atomic replace)
+//!     results/<task>.json           the task's outcome               (create-once)
+//!     history/<task>/attempt-<n>.json  earlier attempts               (create-once)
+//!     index/results.jsonl           append-only journal of outcomes  (a cache)
+//!     status/<worker>.active        heartbeat of a live worker       (atomic replace)
+//!     status/orchestration.yaml     summary made for `cat`           (atomic replace)
+//!     status/finished               marker: every task has an outcome
+//!     output/<task>.json            where a task writes its ORCH_OUTPUT
+//!     logs/<task>.log               per-track log                    (append)
+//!     logs/run.log                  one line per event               (append)
+//!     logs/worker-<n>.log           stdout of `orch-worker --parallel` children
+//!     checkpoints/<name>/<agent>.ready, proceed.signal
+//!     shared-memory/, messages/
+//! ```
+//!
+//! Every path is built here, from names checked by [`check_name`], so no
+//! name can point outside the session directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Prefix of session directory names.
+pub const SESSION_PREFIX: &str = "session-";
+/// Session metadata, written once by `orch-plan`.
+pub const SESSION_JSON: &str = "session.json";
+/// The analysed plan, written once by `orch-plan`.
+pub const PLAN_JSON: &str = "plan.json";
+/// Directory of lock files.
+pub const LOCKS_DIR: &str = "locks";
+/// Directory of claim records.
+pub const CLAIMS_DIR: &str = "claims";
+/// Directory of final results.
+pub const RESULTS_DIR: &str = "results";
+/// Directory of archived attempts.
+pub const HISTORY_DIR: &str = "history";
+/// Directory of caches that can be rebuilt from the other files.
+pub const INDEX_DIR: &str = "index";
+/// The outcome journal inside [`INDEX_DIR`].
+pub const RESULTS_JOURNAL: &str = "results.jsonl";
+/// Directory of heartbeats and the summary.
+pub const STATUS_DIR: &str = "status";
+/// The `cat`-able summary inside [`STATUS_DIR`].
+pub const STATUS_YAML: &str = "orchestration.yaml";
+/// Marker inside [`STATUS_DIR`]: the session has finished.
+pub const FINISHED_MARKER: &str = "finished";
+/// Suffix of heartbeat files.
+pub const HEARTBEAT_SUFFIX: &str = ".active";
+/// Directory where tasks write their `ORCH_OUTPUT`.
+pub const OUTPUT_DIR: &str = "output";
+/// Directory of logs.
+pub const LOGS_DIR: &str = "logs";
+/// The session's main log inside [`LOGS_DIR`].
+pub const RUN_LOG: &str = "run.log";
+/// Directory of checkpoints.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+/// Directory of shared values.
+pub const SHARED_MEMORY_DIR: &str = "shared-memory";
+/// Directory of mailboxes.
+pub const MESSAGES_DIR: &str = "messages";
+
+/// Every directory a new session gets.
+pub const SESSION_SUBDIRS: &[&str] = &[
+    LOCKS_DIR,
+    CLAIMS_DIR,
+    RESULTS_DIR,
+    HISTORY_DIR,
+    INDEX_DIR,
+    STATUS_DIR,
+    OUTPUT_DIR,
+    LOGS_DIR,
+    CHECKPOINTS_DIR,
+    SHARED_MEMORY_DIR,
+    MESSAGES_DIR,
+];
+
+/// Longest accepted name: leaves room for suffixes within `NAME_MAX`.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Checks a name that becomes part of a path: a task id, worker id, agent,
+/// checkpoint, key or recipient. Allowed: `[A-Za-z0-9._-]+`, not `.` or
+/// `..`, not starting with `-`, at most [`MAX_NAME_LEN`] bytes.
+pub fn check_name(kind: &'static str, value: &str) -> Result<()> {
+    let reason = if value.is_empty() {
+        Some("it is empty")
+    } else if value == "." || value == ".." {
+        Some("`.` and `..` are not names")
+    } else if value.starts_with('-') {
+        Some("it may not start with `-`")
+    } else if value.len() > MAX_NAME_LEN {
+        Some("it is longer than 200 characters")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("only letters, digits, `.`, `_` and `-` are allowed")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidName {
+            kind,
+            value: value.escape_debug().to_string(),
+            reason,
+        }),
+    }
+}
+
+/// The paths of one session directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDir {
+    dir: PathBuf,
+}
+
+impl SessionDir {
+    /// Wraps an existing session directory path.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The session directory itself.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A top-level entry of the session directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `session.json`.
+    pub fn session_json(&self) -> PathBuf {
+        self.dir.join(SESSION_JSON)
+    }
+
+    /// `plan.json`.
+    pub fn plan_json(&self) -> PathBuf {
+        self.dir.join(PLAN_JSON)
+    }
+
+    /// `locks/`.
+    pub fn locks_dir(&self) -> PathBuf {
+        self.dir.join(LOCKS_DIR)
+    }
+
+    /// `locks/<task>.lock`.
+    pub fn task_lock(&self, task: &str) -> PathBuf {
+        self.dir.join(LOCKS_DIR).join(format!("{task}.lock"))
+    }
+
+    /// `locks/<name>.lock` for a session critical section or resource.
+    pub fn named_lock(&self, name: &str) -> PathBuf {
+        self.dir.join(LOCKS_DIR).join(format!("{name}.lock"))
+    }
+
+    /// `locks/worker-<n>.lock`: held by the live worker in slot `n`.
+    pub fn worker_slot_lock(&self, slot: u32) -> PathBuf {
+        self.dir
+            .join(LOCKS_DIR)
+            .join(format!("{}.lock", worker_id(slot)))
+    }
+
+    /// `claims/`.
+    pub fn claims_dir(&self) -> PathBuf {
+        self.dir.join(CLAIMS_DIR)
+    }
+
+    /// `claims/<task>.json`.
+    pub fn claim(&self, task: &str) -> PathBuf {
+        self.dir.join(CLAIMS_DIR).join(format!("{task}.json"))
+    }
+
+    /// `results/`.
+    pub fn results_dir(&self) -> PathBuf {
+        self.dir.join(RESULTS_DIR)
+    }
+
+    /// `results/<task>.json`.
+    pub fn result(&self, task: &str) -> PathBuf {
+        self.dir.join(RESULTS_DIR).join(format!("{task}.json"))
+    }
+
+    /// `history/<task>/`.
+    pub fn history_dir(&self, task: &str) -> PathBuf {
+        self.dir.join(HISTORY_DIR).join(task)
+    }
+
+    /// `history/<task>/attempt-<n>.json`.
+    pub fn history_attempt(&self, task: &str, attempt: u32) -> PathBuf {
+        self.history_dir(task).join(format!("attempt-{attempt}.json"))
+    }
+
+    /// `index/results.jsonl`.
+    pub fn results_journal(&self) -> PathBuf {
+        self.dir.join(INDEX_DIR).join(RESULTS_JOURNAL)
+    }
+
+    /// `status/`.
+    pub fn status_dir(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR)
+    }
+
+    /// `status/<worker>.active`.
+    pub fn heartbeat(&self, worker: &str) -> PathBuf {
+        self.dir
+            .join(STATUS_DIR)
+            .join(format!("{worker}{HEARTBEAT_SUFFIX}"))
+    }
+
+    /// `status/orchestration.yaml`.
+    pub fn status_yaml(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(STATUS_YAML)
+    }
+
+    /// `status/finished`.
+    pub fn finished_marker(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(FINISHED_MARKER)
+    }
+
+    /// `output/<task>.json`, the task's `ORCH_OUTPUT`.
+    pub fn output(&self, task: &str) -> PathBuf {
+        self.dir.join(OUTPUT_DIR).join(format!("{task}.json"))
+    }
+
+    /// `logs/`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join(LOGS_DIR)
+    }
+
+    /// `logs/<task>.log`.
+    pub fn task_log(&self, task: &str) -> PathBuf {
+        self.dir.join(LOGS_DIR).join(format!("{task}.log"))
+    }
+
+    /// `logs/run.log`.
+    pub fn run_log(&self) -> PathBuf {
+        self.dir.join(LOGS_DIR).join(RUN_LOG)
+    }
+
+    /// `logs/worker-<n>.log`.
+    pub fn worker_log(&self, slot: u32) -> PathBuf {
+        self.dir
+            .join(LOGS_DIR)
+            .join(format!("{}.log", worker_id(slot)))
+    }
+
+    /// `checkpoints/`.
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.dir.join(CHECKPOINTS_DIR)
+    }
+
+    /// `shared-memory/`.
+    pub fn shared_memory_dir(&self) -> PathBuf {
+        self.dir.join(SHARED_MEMORY_DIR)
+    }
+
+    /// `messages/`.
+    pub fn messages_dir(&self) -> PathBuf {
+        self.dir.join(MESSAGES_DIR)
+    }
+}
+
+/// The id of the worker in slot `n`: `worker-<n>`.
+pub fn worker_id(slot: u32) -> String {
+    format!("worker-{slot}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        for bad in [
+            "", ".", "..", "a/b", "../x", "-rf", "a\0b", "a b", "é", "a\nb",
+        ] {
+            assert!(check_name("task id", bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "group_E_track_1", "v1.2", "x-y", ".hidden", "a..b"] {
+            assert!(check_name("task id", good).is_ok(), "{good:?} refused");
+        }
+        assert!(check_name("task id", &"a".repeat(201)).is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! The on-disk contract of orch.
+//!
+//! Independent processes (planners, workers, hand claims, monitors)
+//! cooperate only through a session directory. This crate owns every file of
+//! it: where it lives ([`layout`]), how it is written ([`atomic`]), how it
+//! is locked ([`lock`]), and what it holds ([`plan`], [`claim`], [`result`],
+//! [`heartbeat`], [`log`], [`journal`], [`status`]). [`board`] is the
+//! scheduler's in-memory view built from those files.
+//!
+//! See `docs/layout.md` for the contract in prose and `docs/architecture.md`
+//! for where each invariant is enforced.
+
+#![deny(missing_docs)]
+
+pub mod atomic;
+pub mod board;
+pub mod claim;
+pub mod error;
+pub mod heartbeat;
+pub mod journal;
+pub mod layout;
+pub mod lock;
+pub mod log;
+pub mod plan;
+pub mod proc;
+pub mod result;
+pub mod scheduler;
+pub mod session;
+pub mod status;
+pub mod time;
+
+pub use error::{Diagnostic, Error, Result};
+pub use layout::SessionDir;
+pub use session::Session;

@@ -1,0 +1,620 @@
+//! Plan files (TOML, or JSON by extension) to a validated [`Plan`].
+//!
+//! Every error is a [`Diagnostic`] with the file and the line of the
+//! offending task or entry, and nothing is created before parsing succeeds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{analysis, Action, Plan, Settings, Task};
+use crate::error::Diagnostic;
+use crate::layout::check_name;
+use crate::time::parse_duration;
+
+/// Longest accepted session name.
+const MAX_SESSION_NAME: usize = 100;
+/// Most agents a plan may ask for.
+pub const MAX_AGENTS: u32 = 1024;
+
+/// A plan file's path and text.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanSource<'a> {
+    /// Where the text came from (for messages and relative `cwd`s).
+    pub path: &'a Path,
+    /// The file's content.
+    pub text: &'a str,
+}
+
+/// `agents = 4` or `agents = "auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentsValue {
+    Count(u32),
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for AgentsValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = AgentsValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of agents (1 to 1024) or \"auto\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<AgentsValue, E> {
+                match u32::try_from(v) {
+                    Ok(n) if (1..=MAX_AGENTS).contains(&n) => Ok(AgentsValue::Count(n)),
+                    _ => Err(E::custom(format!(
+                        "agents = {v} is out of range: use 1 to {MAX_AGENTS}, or \"auto\""
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<AgentsValue, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AgentsValue, E> {
+                if v.eq_ignore_ascii_case("auto") {
+                    Ok(AgentsValue::Auto)
+                } else if let Ok(n) = v.parse::<i64>() {
+                    self.visit_i64(n)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written as `"30m"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DurationValue(Duration);
+
+impl DurationValue {
+    fn millis(self) -> u64 {
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration like \"90s\", \"30m\", \"1h30m\", or a number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
+                parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationValue, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationValue, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationValue, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `agent = "mytool --prompt {prompt}"` or `agent = ["mytool", "{prompt}"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AgentValue(Vec<String>);
+
+impl<'de> Deserialize<'de> for AgentValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AgentValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an argv template: a string like \"claude -p {prompt}\" or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AgentValue, E> {
+                let argv = shlex::split(v).ok_or_else(|| {
+                    E::custom(format!("agent `{v}` has an unclosed quote"))
+                })?;
+                Ok(AgentValue(argv))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AgentValue, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    argv.push(s);
+                }
+                Ok(AgentValue(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan<T> {
+    name: Option<String>,
+    agents: Option<AgentsValue>,
+    agent: Option<AgentValue>,
+    timeout: Option<DurationValue>,
+    retries: Option<u32>,
+    backoff: Option<DurationValue>,
+    grace: Option<DurationValue>,
+    #[serde(default = "Vec::new", alias = "tasks")]
+    task: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask<S> {
+    id: S,
+    title: Option<String>,
+    command: Option<String>,
+    prompt: Option<String>,
+    #[serde(default = "Vec::new")]
+    after: Vec<S>,
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    estimate: Option<DurationValue>,
+    timeout: Option<DurationValue>,
+    retries: Option<u32>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+}
+
+/// A string with the byte offset where it appears, when known.
+#[derive(Debug, Clone)]
+struct Located {
+    text: String,
+    offset: Option<usize>,
+}
+
+impl<S> RawTask<S> {
+    fn map(self, f: impl Fn(S) -> Located) -> RawTask<Located> {
+        RawTask {
+            id: f(self.id),
+            title: self.title,
+            command: self.command,
+            prompt: self.prompt,
+            after: self.after.into_iter().map(&f).collect(),
+            files: self.files,
+            resources: self.resources,
+            estimate: self.estimate,
+            timeout: self.timeout,
+            retries: self.retries,
+            env: self.env,
+            cwd: self.cwd,
+        }
+    }
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn diag(&self, offset: Option<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.path, message).line(offset.map(|o| self.line_of(o)))
+    }
+}
+
+/// Parses and validates a plan file. `name` overrides the plan's own name.
+pub fn parse_plan(src: PlanSource<'_>, name: Option<&str>) -> Result<Plan, Diagnostic> {
+    let ctx = Ctx {
+        path: src.path,
+        text: src.text,
+    };
+    let is_json = src
+        .path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let (head, tasks) = if is_json {
+        parse_json(&ctx)?
+    } else {
+        parse_toml(&ctx)?
+    };
+    build(&ctx, head, tasks, name)
+}
+
+type Head = RawPlan<()>;
+
+fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
+    let RawPlan {
+        name,
+        agents,
+        agent,
+        timeout,
+        retries,
+        backoff,
+        grace,
+        task,
+    } = raw;
+    (
+        RawPlan {
+            name,
+            agents,
+            agent,
+            timeout,
+            retries,
+            backoff,
+            grace,
+            task: Vec::new(),
+        },
+        task,
+    )
+}
+
+type Tasks = Vec<(RawTask<Located>, Option<usize>)>;
+
+fn parse_toml(ctx: &Ctx<'_>) -> Result<(Head, Tasks), Diagnostic> {
+    type Spanned<T> = toml::Spanned<T>;
+    let raw: RawPlan<Spanned<RawTask<Spanned<String>>>> =
+        toml::from_str(ctx.text).map_err(|e| {
+            let msg = e.message().trim().replace('\n', " ");
+            ctx.diag(e.span().map(|s| s.start), msg)
+                .help("see docs/plan.md for the plan format")
+        })?;
+    let (head, tasks) = split_head(raw);
+    let tasks = tasks
+        .into_iter()
+        .map(|t| {
+            let start = t.span().start;
+            let task = t.into_inner().map(|s| Located {
+                offset: Some(s.span().start),
+                text: s.into_inner(),
+            });
+            (task, Some(start))
+        })
+        .collect();
+    Ok((head, tasks))
+}
+
+fn parse_json(ctx: &Ctx<'_>) -> Result<(Head, Tasks), Diagnostic> {
+    let json_err = |e: serde_json::Error, base_line: usize| {
+        let line = base_line + e.line().saturating_sub(1);
+        Diagnostic::new(ctx.path, json_message(&e))
+            .line(Some(line))
+            .help("see docs/plan.md for the plan format")
+    };
+    let raw: RawPlan<&RawValue> = serde_json::from_str(ctx.text).map_err(|e| json_err(e, 1))?;
+    let (head, tasks) = split_head(raw);
+    let base = ctx.text.as_ptr() as usize;
+    let mut out = Vec::with_capacity(tasks.len());
+    for raw_task in tasks {
+        let offset = (raw_task.get().as_ptr() as usize).checked_sub(base);
+        let line = offset.map_or(1, |o| ctx.line_of(o));
+        let task: RawTask<String> =
+            serde_json::from_str(raw_task.get()).map_err(|e| json_err(e, line))?;
+        out.push((
+            task.map(|text| Located { text, offset }),
+            offset,
+        ));
+    }
+    Ok((head, out))
+}
+
+fn json_message(e: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; the line is reported apart.
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Whether an environment variable name looks like it holds a secret.
+pub fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    n.ends_with("_TOKEN")
+        || n.ends_with("_KEY")
+        || n == "TOKEN"
+        || n.contains("SECRET")
+        || n.contains("PASSWORD")
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `${NAME}` alone, the only form allowed for secret-looking variables.
+fn is_pure_reference(value: &str) -> bool {
+    value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .is_some_and(is_env_name)
+}
+
+fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str>) -> Result<Plan, Diagnostic> {
+    let mut settings = Settings::default();
+    if let Some(a) = head.agent {
+        if a.0.is_empty() || a.0[0].is_empty() {
+            return Err(ctx.diag(None, "`agent` is empty").help("give an argv template like \"claude -p {prompt}\""));
+        }
+        settings.agent = a.0;
+    }
+    if let Some(t) = head.timeout {
+        if t.0.is_zero() {
+            return Err(ctx.diag(None, "`timeout` must be more than 0").help("write e.g. timeout = \"30m\""));
+        }
+        settings.timeout_ms = t.millis();
+    }
+    if let Some(r) = head.retries {
+        settings.retries = r;
+    }
+    if let Some(b) = head.backoff {
+        settings.backoff_ms = b.millis();
+    }
+    if let Some(g) = head.grace {
+        settings.grace_ms = g.millis();
+    }
+    let agents = head.agents.unwrap_or(AgentsValue::Count(settings.agents));
+
+    let name = match name_override.map(str::to_owned).or(head.name) {
+        Some(n) => n,
+        None => ctx
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plan".to_owned()),
+    };
+    if name.trim().is_empty() || name.len() > MAX_SESSION_NAME || name.chars().any(char::is_control) {
+        return Err(ctx.diag(None, format!("session name `{}` is not usable", name.escape_debug()))
+            .help("use 1 to 100 printable characters"));
+    }
+
+    if raw_tasks.is_empty() {
+        return Err(ctx.diag(None, "the plan has no tasks").help(
+            "add a task: [[task]] with an `id` and a `command` or `prompt`",
+        ));
+    }
+
+    let plan_dir = ctx.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut tasks = Vec::with_capacity(raw_tasks.len());
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(raw_tasks.len());
+    let mut after_offsets: Vec<Vec<Option<usize>>> = Vec::with_capacity(raw_tasks.len());
+    for (raw, task_offset) in raw_tasks {
+        let at = raw.id.offset.or(task_offset);
+        let id = raw.id.text;
+        check_name("task id", &id).map_err(|e| {
+            ctx.diag(at, e.to_string())
+                .help("task ids may use letters, digits, `.`, `_` and `-`")
+        })?;
+        if let Some(&first) = index.get(&id) {
+            let first_line = tasks
+                .get(first)
+                .and_then(|t: &Task| t.line)
+                .map(|l| format!(" (first defined on line {l})"))
+                .unwrap_or_default();
+            return Err(ctx.diag(at, format!("duplicate task id `{id}`{first_line}"))
+                .help("give each task its own id"));
+        }
+        let action = match (raw.command, raw.prompt) {
+            (Some(c), None) => Action::Command(c),
+            (None, Some(p)) => Action::Prompt(p),
+            (Some(_), Some(_)) => {
+                return Err(ctx.diag(at, format!("task `{id}` has both `command` and `prompt`"))
+                    .help("keep one: `command` runs in sh, `prompt` goes to the agent"))
+            }
+            (None, None) => {
+                return Err(ctx.diag(at, format!("task `{id}` has neither `command` nor `prompt`"))
+                    .help("add command = \"...\" or prompt = \"...\""))
+            }
+        };
+        let (Action::Command(body) | Action::Prompt(body)) = &action;
+        if body.trim().is_empty() {
+            return Err(ctx.diag(at, format!("task `{id}` has an empty command or prompt")));
+        }
+        for res in &raw.resources {
+            check_name("resource name", res).map_err(|e| ctx.diag(at, format!("task `{id}`: {e}")))?;
+        }
+        for (k, v) in &raw.env {
+            if !is_env_name(k) {
+                return Err(ctx.diag(at, format!("task `{id}`: `{}` is not an environment variable name", k.escape_debug()))
+                    .help("use letters, digits and `_`, not starting with a digit"));
+            }
+            if looks_secret(k) && !is_pure_reference(v) {
+                return Err(ctx.diag(at, format!("task `{id}`: env `{k}` looks secret and would be stored in the session files"))
+                    .help(format!("write {k} = \"${{{k}}}\" and export {k} where the workers run")));
+            }
+        }
+        if let Some(t) = raw.timeout {
+            if t.0.is_zero() {
+                return Err(ctx.diag(at, format!("task `{id}`: `timeout` must be more than 0")));
+            }
+        }
+        let cwd = raw.cwd.map(|c| {
+            let p = PathBuf::from(&c);
+            if p.is_absolute() { c } else { plan_dir.join(p).to_string_lossy().into_owned() }
+        });
+        index.insert(id.clone(), tasks.len());
+        after_offsets.push(raw.after.iter().map(|a| a.offset.or(at)).collect());
+        tasks.push(Task {
+            title: raw.title,
+            action,
+            after: raw.after.into_iter().map(|a| a.text).collect(),
+            files: raw.files,
+            resources: raw.resources,
+            estimate_ms: raw.estimate.map(DurationValue::millis),
+            timeout_ms: raw.timeout.map_or(settings.timeout_ms, DurationValue::millis),
+            retries: raw.retries.unwrap_or(settings.retries),
+            env: raw.env,
+            cwd,
+            line: at.map(|o| ctx.line_of(o)),
+            wave: 0,
+            priority: 0,
+            id,
+        });
+    }
+
+    // Dependencies: known, not repeated.
+    for (i, task) in tasks.iter().enumerate() {
+        let mut seen = HashMap::new();
+        for (j, dep) in task.after.iter().enumerate() {
+            let at = after_offsets[i][j];
+            if !index.contains_key(dep) {
+                let mut d = ctx.diag(at, format!("task `{}` depends on unknown task `{dep}`", task.id));
+                d = match suggest(dep, index.keys()) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help("list an existing task id in `after`"),
+                };
+                return Err(d);
+            }
+            if seen.insert(dep.as_str(), ()).is_some() {
+                return Err(ctx.diag(at, format!("task `{}` lists `{dep}` twice in `after`", task.id)));
+            }
+        }
+    }
+
+    let analysis = analysis::analyse(&mut tasks, &index, agents_for_analysis(agents)).map_err(|cycle| {
+        let first = index[&cycle[0]];
+        let needs: Vec<String> = cycle
+            .windows(2)
+            .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
+            .collect();
+        let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
+        let at = dep_pos.and_then(|p| after_offsets[first][p]);
+        ctx.diag(at, format!("dependency cycle: {}", needs.join(", ")))
+            .help("remove one of these `after` entries")
+    })?;
+    settings.agents = analysis.agents;
+    settings.agents_auto = matches!(agents, AgentsValue::Auto);
+    Ok(Plan {
+        name: Some(name),
+        settings,
+        tasks,
+        analysis,
+    })
+}
+
+fn agents_for_analysis(a: AgentsValue) -> Option<u32> {
+    match a {
+        AgentsValue::Count(n) => Some(n),
+        AgentsValue::Auto => None,
+    }
+}
+
+/// The closest known id, if it is close enough to be a typo.
+fn suggest<'a>(wanted: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    let limit = (wanted.len() / 3).max(2);
+    known
+        .map(|k| (edit_distance(wanted, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Plan, Diagnostic> {
+        parse_plan(
+            PlanSource {
+                path: Path::new("plan.toml"),
+                text,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn smallest_plan_parses() {
+        let plan = parse(
+            r#"
+name = "demo"
+agents = 4
+
+[[task]]
+id = "schema"
+command = "sleep 1 && echo schema ready"
+
+[[task]]
+id = "api"
+command = "sleep 2"
+after = ["schema"]
+
+[[task]]
+id = "review"
+prompt = "Review the API in src/api for security problems"
+after = ["api"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(plan.tasks.len(), 3);
+        assert_eq!(plan.analysis.depth, 3);
+        assert_eq!(plan.tasks[2].line, Some(15));
+        assert_eq!(plan.settings.agents, 4);
+    }
+
+    #[test]
+    fn unknown_dependency_names_line_and_suggests() {
+        let err = parse("[[task]]\nid = \"schema\"\ncommand = \"true\"\n\n[[task]]\nid = \"api\"\ncommand = \"true\"\nafter = [\"shema\"]\n").unwrap_err();
+        assert_eq!(err.line, Some(8));
+        assert!(err.to_string().contains("did you mean `schema`"), "{err}");
+    }
+
+    #[test]
+    fn cycle_is_named() {
+        let err = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nafter = [\"b\"]\n[[task]]\nid = \"b\"\ncommand = \"true\"\nafter = [\"a\"]\n").unwrap_err();
+        assert!(err.message.contains("dependency cycle"), "{err}");
+        assert!(err.message.contains("`a` needs `b`") && err.message.contains("`b` needs `a`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_and_bad_duration_have_lines() {
+        let err = parse("[[task]]\nid = \"a\"\ncomand = \"true\"\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let err = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\ntimeout = \"10 parsecs\"\n").unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(err.message.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn json_plans_report_task_lines() {
+        let text = "{\n \"tasks\": [\n  {\"id\": \"a\", \"command\": \"true\"},\n  {\"id\": \"b/c\", \"command\": \"true\"}\n ]\n}\n";
+        let err = parse_plan(PlanSource { path: Path::new("p.json"), text }, None).unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        let text = "{\"tasks\": [{\"id\": \"a\", \"command\": \"true\", \"bogus\": 1}]}";
+        let err = parse_plan(PlanSource { path: Path::new("p.json"), text }, None).unwrap_err();
+        assert!(err.message.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn secret_env_literals_are_refused() {
+        let err = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nenv = { API_TOKEN = \"abc\" }\n").unwrap_err();
+        assert!(err.message.contains("looks secret"), "{err}");
+        parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nenv = { API_TOKEN = \"${API_TOKEN}\" }\n").unwrap();
+    }
+}

@@ -1,0 +1,103 @@
+//! Process identity and liveness, robust to pid reuse: a process is named by
+//! its pid and its start time (clock ticks since boot, from `/proc`).
+
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+
+/// A process on this host, identified by pid and start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    /// The process id.
+    pub pid: u32,
+    /// Start time in clock ticks after boot (field 22 of `/proc/<pid>/stat`),
+    /// 0 when unknown.
+    pub start: u64,
+}
+
+impl ProcessIdentity {
+    /// The calling process.
+    pub fn current() -> Self {
+        Self::of(std::process::id())
+    }
+
+    /// The process `pid` as it is now (start 0 if it does not exist).
+    pub fn of(pid: u32) -> Self {
+        Self {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether this very process (not a later one reusing the pid) is alive
+    /// and not a zombie.
+    pub fn is_alive(&self) -> bool {
+        match stat_fields(self.pid) {
+            Some((state, start)) => state != 'Z' && state != 'X' && (self.start == 0 || start == self.start),
+            None => false,
+        }
+    }
+}
+
+/// Whether any process has this pid (it may be a zombie).
+pub fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The start time of `pid`, in clock ticks after boot.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid).map(|(_, start)| start)
+}
+
+/// State letter and start time from `/proc/<pid>/stat`.
+fn stat_fields(pid: u32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; the
+    // fields after its closing parenthesis are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After the state (field 3), the start time is field 22: 19 more.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The kernel's boot id: a rebooted host is a new host.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive_and_a_changed_start_is_not() {
+        let me = ProcessIdentity::current();
+        assert!(me.start > 0);
+        assert!(me.is_alive());
+        let other = ProcessIdentity {
+            pid: me.pid,
+            start: me.start + 1,
+        };
+        assert!(!other.is_alive());
+    }
+}

@@ -1,0 +1,168 @@
+//! `results/<task>.json`: a task's outcome, written once.
+//!
+//! A result appears atomically and whole ([`crate::atomic::create_once`]);
+//! of two writers exactly one wins. `interrupted` is the one status that is
+//! not final: the next claimer moves it into `history/` and runs the task
+//! again. Only an explicit retry moves a final result away.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Current result format. History: 1: first version.
+pub const RESULT_FORMAT: u32 = 1;
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Exited 0.
+    Success,
+    /// Exited non-zero (after its retries), or failed to start.
+    Failure,
+    /// Killed at its timeout.
+    Timeout,
+    /// Stopped by a signal to its worker; will run again.
+    Interrupted,
+    /// Not run because a dependency did not succeed.
+    Skipped,
+}
+
+impl Status {
+    /// Every status, in report order.
+    pub const ALL: [Status; 5] = [
+        Status::Success,
+        Status::Failure,
+        Status::Timeout,
+        Status::Interrupted,
+        Status::Skipped,
+    ];
+
+    /// Final statuses stay; `interrupted` makes the task claimable again.
+    pub fn is_final(self) -> bool {
+        self != Status::Interrupted
+    }
+
+    /// The lowercase name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Timeout => "timeout",
+            Status::Interrupted => "interrupted",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown status `{s}`"))
+    }
+}
+
+/// What a task may write to `ORCH_OUTPUT`; merged into its result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskOutput {
+    /// One-paragraph summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Findings worth keeping.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insights: Vec<String>,
+    /// Decisions taken, key to value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub decisions: BTreeMap<String, Value>,
+    /// A score, for competitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Files or other things produced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Value>,
+    /// Any other fields the task wrote.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, Value>,
+}
+
+impl TaskOutput {
+    /// Builds from the JSON object a task wrote; fields other than the known
+    /// ones go into `data`.
+    pub fn from_object(obj: serde_json::Map<String, Value>) -> Result<Self, String> {
+        let mut known = serde_json::Map::new();
+        let mut data = BTreeMap::new();
+        for (k, v) in obj {
+            match k.as_str() {
+                "summary" | "insights" | "decisions" | "score" | "artifacts" => {
+                    known.insert(k, v);
+                }
+                _ => {
+                    data.insert(k, v);
+                }
+            }
+        }
+        let mut out: TaskOutput = serde_json::from_value(Value::Object(known)).map_err(|e| e.to_string())?;
+        out.data = data;
+        Ok(out)
+    }
+}
+
+/// `results/<task>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Format version.
+    pub format: u32,
+    /// Task id.
+    pub task: String,
+    /// Outcome.
+    pub status: Status,
+    /// Exit code of the task's process, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that killed it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Why, in words, for anything but success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Worker (or `hand` claim owner) that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Pid of the task's process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Host it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Start, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// End, RFC 3339.
+    pub finished: String,
+    /// Seconds from start to end.
+    pub duration: f64,
+    /// What the task reported through `ORCH_OUTPUT`.
+    #[serde(flatten)]
+    pub output: TaskOutput,
+}
+
+impl TaskResult {
+    /// Serialised form, as stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::session::to_json_bytes(self)
+    }
+}

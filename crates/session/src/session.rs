@@ -1,0 +1,270 @@
+//! Creating, finding and opening sessions.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, Durability};
+use crate::error::{Diagnostic, Error, IoContext, Result};
+use crate::layout::{SessionDir, SESSION_PREFIX, SESSION_SUBDIRS};
+use crate::plan::{Plan, PlanDoc, Settings, PLAN_FORMAT};
+use crate::proc;
+use crate::time;
+
+/// Current `session.json` format.
+///
+/// History: 1: first version.
+pub const SESSION_FORMAT: u32 = 1;
+
+/// `session.json`: what the session is, written once by `orch-plan`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Format version.
+    pub format: u32,
+    /// The id: `session-<id>` is the directory.
+    pub id: String,
+    /// Human name (the plan's `name`, or `--name`).
+    pub name: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// The plan file it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Where tasks run unless they set `cwd`: the plan file's directory.
+    pub workdir: String,
+    /// Host that created it.
+    pub host: String,
+    /// Settings.
+    pub settings: Settings,
+}
+
+/// An open session: its directory and its `session.json`.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Paths.
+    pub dir: SessionDir,
+    /// Metadata.
+    pub info: SessionInfo,
+}
+
+/// Reads and parses a JSON file, reporting the file and line on error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).ctx("read", path)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::invalid(
+            Diagnostic::new(path, json_error_text(&e))
+                .line(Some(e.line()))
+                .help("the file is damaged; restore it or remove the session"),
+        )
+    })
+}
+
+/// serde_json's message without its trailing " at line L column C".
+pub fn json_error_text(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Serialises `value` as pretty JSON with a trailing newline.
+pub fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
+        // Only non-string map keys or failing Serialize impls can get here;
+        // none of our types have them.
+        format!("{{\"error\": \"{}\"}}", e.to_string().escape_default()).into_bytes()
+    });
+    v.push(b'\n');
+    v
+}
+
+/// Makes a directory private to the user (0700), creating parents.
+pub fn make_private_dir(path: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .ctx("create directory", path)
+}
+
+fn new_id() -> String {
+    let now = time::now();
+    let nanos = now.timestamp_subsec_nanos();
+    let mix = (u64::from(nanos) ^ (u64::from(std::process::id()) << 16)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), (mix >> 48) & 0xffff)
+}
+
+impl Session {
+    /// Creates a new session for `plan` under `root`. The directory appears
+    /// whole (built under a temp name, then renamed) or not at all.
+    pub fn create(root: &Path, plan: &Plan, source: Option<&Path>, workdir: &Path) -> Result<Session> {
+        make_private_dir(root)?;
+        let doc = PlanDoc {
+            format: PLAN_FORMAT,
+            tasks: plan.tasks.clone(),
+            analysis: plan.analysis.clone(),
+        };
+        let plan_bytes = serde_json::to_vec(&doc).map_err(|e| Error::io("serialise plan for", root, io::Error::other(e)))?;
+        for _ in 0..20 {
+            let id = new_id();
+            let info = SessionInfo {
+                format: SESSION_FORMAT,
+                id: id.clone(),
+                name: plan.name.clone().unwrap_or_else(|| id.clone()),
+                created: time::rfc3339(&time::now()),
+                source: source.map(|p| p.to_string_lossy().into_owned()),
+                workdir: workdir.to_string_lossy().into_owned(),
+                host: proc::hostname(),
+                settings: plan.settings.clone(),
+            };
+            let temp = root.join(format!(".{SESSION_PREFIX}{id}.tmp.{}", std::process::id()));
+            let built = (|| -> Result<()> {
+                DirBuilder::new().mode(0o700).create(&temp).ctx("create directory", &temp)?;
+                for sub in SESSION_SUBDIRS {
+                    let p = temp.join(sub);
+                    DirBuilder::new().mode(0o700).create(&p).ctx("create directory", &p)?;
+                }
+                let dir = SessionDir::new(&temp);
+                atomic::create_once(&dir.plan_json(), &plan_bytes, Durability::Durable)?;
+                atomic::create_once(&dir.session_json(), &to_json_bytes(&info), Durability::Durable)?;
+                Ok(())
+            })();
+            if let Err(e) = built {
+                let _ = fs::remove_dir_all(&temp);
+                return Err(e);
+            }
+            let final_dir = root.join(format!("{SESSION_PREFIX}{id}"));
+            match atomic::rename_noreplace(&temp, &final_dir) {
+                Ok(()) => {
+                    return Ok(Session {
+                        dir: SessionDir::new(final_dir),
+                        info,
+                    })
+                }
+                Err(Error::AlreadyExists { .. }) => {
+                    let _ = fs::remove_dir_all(&temp);
+                    continue;
+                }
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&temp);
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::io("create a session in", root, io::Error::other("could not find a free session id")))
+    }
+
+    /// Opens the session in `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Session> {
+        let dir = SessionDir::new(dir);
+        let info: SessionInfo = read_json(&dir.session_json())?;
+        if info.format > SESSION_FORMAT {
+            return Err(Error::invalid(
+                Diagnostic::new(dir.session_json(), format!("session format {} is newer than this orch understands ({SESSION_FORMAT})", info.format))
+                    .help("upgrade orch"),
+            ));
+        }
+        Ok(Session { dir, info })
+    }
+
+    /// Reads `plan.json`.
+    pub fn load_plan(&self) -> Result<PlanDoc> {
+        let doc: PlanDoc = read_json(&self.dir.plan_json())?;
+        if doc.format > PLAN_FORMAT {
+            return Err(Error::invalid(
+                Diagnostic::new(self.dir.plan_json(), format!("plan format {} is newer than this orch understands ({PLAN_FORMAT})", doc.format))
+                    .help("upgrade orch"),
+            ));
+        }
+        Ok(doc)
+    }
+
+    /// Whether a worker has marked the session finished.
+    pub fn is_finished(&self) -> bool {
+        self.dir.finished_marker().exists()
+    }
+
+    /// Warns about files and directories readable by others: returns the
+    /// paths whose mode allows group or other access.
+    pub fn too_open(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut check = |p: PathBuf| {
+            if let Ok(m) = fs::symlink_metadata(&p) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    out.push(p);
+                }
+            }
+        };
+        check(self.dir.path().to_path_buf());
+        for sub in SESSION_SUBDIRS {
+            check(self.dir.join(sub));
+        }
+        check(self.dir.session_json());
+        check(self.dir.plan_json());
+        out
+    }
+}
+
+/// Every session under `root`, oldest first. Directories whose
+/// `session.json` cannot be read are returned as errors beside the rest.
+pub fn list_sessions(root: &Path) -> Result<(Vec<Session>, Vec<Error>)> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(Error::io("read", root, e)),
+    };
+    let mut sessions = Vec::new();
+    let mut errors = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(SESSION_PREFIX) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        match Session::open(entry.path()) {
+            Ok(s) => sessions.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    sessions.sort_by(|a, b| (&a.info.created, &a.info.id).cmp(&(&b.info.created, &b.info.id)));
+    Ok((sessions, errors))
+}
+
+/// Finds the session `query` names (an id, `session-<id>`, a path to a
+/// session directory, or a name: the newest session with that name), or
+/// without a query the newest unfinished session.
+pub fn resolve(root: &Path, query: Option<&str>) -> Result<Session> {
+    match query {
+        Some(q) if !q.is_empty() => {
+            if q.contains('/') {
+                let p = Path::new(q);
+                if p.join(crate::layout::SESSION_JSON).exists() {
+                    return Session::open(p);
+                }
+                return Err(Error::SessionNotFound { root: root.to_path_buf(), query: q.to_owned() });
+            }
+            let by_id = root.join(if q.starts_with(SESSION_PREFIX) { q.to_owned() } else { format!("{SESSION_PREFIX}{q}") });
+            if crate::layout::check_name("session id", q).is_ok() && by_id.join(crate::layout::SESSION_JSON).exists() {
+                return Session::open(by_id);
+            }
+            let (sessions, _) = list_sessions(root)?;
+            sessions
+                .into_iter()
+                .rev()
+                .find(|s| s.info.name == q)
+                .ok_or_else(|| Error::SessionNotFound { root: root.to_path_buf(), query: q.to_owned() })
+        }
+        _ => {
+            let (sessions, _) = list_sessions(root)?;
+            sessions
+                .into_iter()
+                .rev()
+                .find(|s| !s.is_finished())
+                .ok_or_else(|| Error::NoSession { root: root.to_path_buf() })
+        }
+    }
+}
