@@ -49,7 +49,6 @@ process) and becomes claimable again when it dies.
 #[command(
     name = "orch-claim",
     version,
-    args_conflicts_with_subcommands = true,
     after_help = format!("{AFTER_HELP}\n{}", exit::HELP_EXIT_CODES)
 )]
 pub struct Args {
@@ -121,13 +120,35 @@ pub fn command() -> clap::Command {
 
 /// Runs `orch-claim` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
+    if args.cmd.is_some() && (args.task.is_some() || args.pid.is_some()) {
+        return Err(coded(
+            exit::USAGE,
+            "--task and --pid go with a claim, not with a subcommand",
+        ));
+    }
     match args.cmd {
         None => claim(&args.global, args.task.as_deref(), args.pid),
-        Some(Cmd::Done { ref id, ref summary }) => finish(&args.global, id, Finish::Done(summary.clone())),
-        Some(Cmd::Fail { ref id, ref reason }) => finish(&args.global, id, Finish::Fail(reason.clone())),
+        Some(Cmd::Done {
+            ref id,
+            ref summary,
+        }) => finish(&args.global, id, Finish::Done(summary.clone())),
+        Some(Cmd::Fail { ref id, ref reason }) => {
+            finish(&args.global, id, Finish::Fail(reason.clone()))
+        }
         Some(Cmd::Release { ref id }) => finish(&args.global, id, Finish::Release),
         Some(Cmd::List) => list(&args.global),
-        Some(Cmd::Hold { dir, task, fd, pid, start }) => hold(SessionDir::new(dir), &task, fd, ProcessIdentity { pid, start }),
+        Some(Cmd::Hold {
+            dir,
+            task,
+            fd,
+            pid,
+            start,
+        }) => hold(
+            SessionDir::new(dir),
+            &task,
+            fd,
+            ProcessIdentity { pid, start },
+        ),
     }
 }
 
@@ -149,17 +170,23 @@ fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
     };
     let mut board = Board::load(&session.dir, session.load_plan()?)?;
     scheduler::skip_doomed(&mut board, &who())?;
-    let record = |id: &str, attempt: u32| ClaimRecord::new(id, ClaimKind::Hand, "hand", bound, attempt);
+    let record =
+        |id: &str, attempt: u32| ClaimRecord::new(id, ClaimKind::Hand, "hand", bound, attempt);
 
     let claimed = match task {
         Some(id) => {
             layout::check_name("task id", id)?;
-            let i = board.index_of(id).ok_or_else(|| orch_session::Error::UnknownTask {
-                task: id.to_owned(),
-                session: session.info.id.clone(),
-            })?;
+            let i = board
+                .index_of(id)
+                .ok_or_else(|| orch_session::Error::UnknownTask {
+                    task: id.to_owned(),
+                    session: session.info.id.clone(),
+                })?;
             if let TaskState::Final(s) = board.state(i) {
-                return Err(coded(exit::CONFLICT, format!("task `{id}` already finished with {s}")));
+                return Err(coded(
+                    exit::CONFLICT,
+                    format!("task `{id}` already finished with {s}"),
+                ));
             }
             if !board.is_ready(i) {
                 let waiting: Vec<&str> = board
@@ -168,19 +195,28 @@ fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
                     .filter(|&&d| board.state(d) != TaskState::Final(Status::Success))
                     .map(|&d| board.task(d).id.as_str())
                     .collect();
-                eprintln!("orch-claim: task `{id}` is not runnable yet: it waits for {}", waiting.join(", "));
+                eprintln!(
+                    "orch-claim: task `{id}` is not runnable yet: it waits for {}",
+                    waiting.join(", ")
+                );
                 return Ok(exit::NOTHING_RUNNABLE);
             }
             match scheduler::claim_task(&mut board, i, |a| record(id, a))? {
-                Attempt::Claimed(c) => (i, c),
+                Attempt::Claimed(c) => (i, *c),
                 Attempt::Held => {
                     let holder = claim::read_record(&session.dir, id)
                         .map(|r| format!(" by {} (pid {})", r.owner, r.pid))
                         .unwrap_or_default();
-                    return Err(coded(exit::CONFLICT, format!("task `{id}` is already claimed{holder}")));
+                    return Err(coded(
+                        exit::CONFLICT,
+                        format!("task `{id}` is already claimed{holder}"),
+                    ));
                 }
                 Attempt::Finished(s) => {
-                    return Err(coded(exit::CONFLICT, format!("task `{id}` already finished with {s}")));
+                    return Err(coded(
+                        exit::CONFLICT,
+                        format!("task `{id}` already finished with {s}"),
+                    ));
                 }
             }
         }
@@ -188,7 +224,10 @@ fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
             Some(c) => c,
             None => {
                 if scheduler::mark_finished(&board, &who())? {
-                    eprintln!("orch-claim: session {} ({}) is finished", session.info.id, session.info.name);
+                    eprintln!(
+                        "orch-claim: session {} ({}) is finished",
+                        session.info.id, session.info.name
+                    );
                     return Ok(exit::FINISHED);
                 }
                 let c = board.counts();
@@ -214,7 +253,12 @@ fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
         .arg("--dir")
         .arg(session.dir.path())
         .args(["--task", &task_id, "--fd", &fd.to_string()])
-        .args(["--pid", &bound.pid.to_string(), "--start", &bound.start.to_string()])
+        .args([
+            "--pid",
+            &bound.pid.to_string(),
+            "--start",
+            &bound.start.to_string(),
+        ])
         .env_remove("ORCH_SESSION")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -239,7 +283,10 @@ fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
     let _ = log::run_event(
         &session.dir,
         &who(),
-        &format!("hand claim on {task_id} (attempt {attempt}) bound to pid {}", bound.pid),
+        &format!(
+            "hand claim on {task_id} (attempt {attempt}) bound to pid {}",
+            bound.pid
+        ),
     );
 
     if global.json {
@@ -268,15 +315,23 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
     let dir = &session.dir;
     let record = match claim::read_record(dir, id) {
         Ok(r) => r,
-        Err(orch_session::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Err(coded(exit::CONFLICT, format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)")));
+        Err(orch_session::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(coded(
+                exit::CONFLICT,
+                format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)"),
+            ));
         }
         Err(e) => return Err(e.into()),
     };
     if record.kind != ClaimKind::Hand {
         return Err(coded(
             exit::CONFLICT,
-            format!("task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead", record.owner, record.pid),
+            format!(
+                "task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead",
+                record.owner, record.pid
+            ),
         ));
     }
     if !lock::is_held(&dir.task_lock(id))? {
@@ -300,7 +355,11 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             status,
             exit_code: None,
             signal: None,
-            reason: if status == Status::Failure { Some(text.clone().unwrap_or_else(|| "failed by hand".to_owned())) } else { None },
+            reason: if status == Status::Failure {
+                Some(text.clone().unwrap_or_else(|| "failed by hand".to_owned()))
+            } else {
+                None
+            },
             attempt: record.attempt,
             worker: Some("hand".to_owned()),
             pid: Some(record.pid),
@@ -309,12 +368,18 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             finished: time::rfc3339(&now),
             duration,
             output: TaskOutput {
-                summary: if status == Status::Success { text.clone() } else { None },
+                summary: if status == Status::Success {
+                    text.clone()
+                } else {
+                    None
+                },
                 ..TaskOutput::default()
             },
         };
         claim::write_result(dir, &result).map_err(|e| match e {
-            orch_session::Error::AlreadyExists { .. } => coded(exit::CONFLICT, format!("task `{id}` already has a result")),
+            orch_session::Error::AlreadyExists { .. } => {
+                coded(exit::CONFLICT, format!("task `{id}` already has a result"))
+            }
             e => e.into(),
         })?;
     }
@@ -371,12 +436,25 @@ fn list(global: &Global) -> Result<u8> {
         outln(&format!("no claims in session {}", session.info.id))?;
         return Ok(exit::OK);
     }
-    outln(&format!("{:<24} {:<10} {:>8}  {:<29} STATE", "TASK", "OWNER", "PID", "SINCE"))?;
+    outln(&format!(
+        "{:<24} {:<10} {:>8}  {:<29} STATE",
+        "TASK", "OWNER", "PID", "SINCE"
+    ))?;
     for c in &claims {
-        let state = if c.live { style.paint(Color::Green, "live") } else { style.paint(Color::Yellow, "stale") };
+        let state = if c.live {
+            style.paint(Color::Green, "live")
+        } else {
+            style.paint(Color::Yellow, "stale")
+        };
         match &c.record {
-            Ok(r) => outln(&format!("{:<24} {:<10} {:>8}  {:<29} {state}", c.task, r.owner, r.pid, r.since))?,
-            Err(e) => outln(&format!("{:<24} {:<10} {:>8}  {:<29} {state} (unreadable: {e:#})", c.task, "?", "?", "?"))?,
+            Ok(r) => outln(&format!(
+                "{:<24} {:<10} {:>8}  {:<29} {state}",
+                c.task, r.owner, r.pid, r.since
+            ))?,
+            Err(e) => outln(&format!(
+                "{:<24} {:<10} {:>8}  {:<29} {state} (unreadable: {e:#})",
+                c.task, "?", "?", "?"
+            ))?,
         }
     }
     Ok(exit::OK)
@@ -423,7 +501,11 @@ fn hold(dir: SessionDir, task: &str, fd: i32, bound: ProcessIdentity) -> Result<
         let _ = std::fs::remove_file(dir.claim(task));
     }
     if reason.contains("exited") || reason.contains("gone") {
-        let _ = log::run_event(&dir, &format!("orch-claim@{}", std::process::id()), &format!("hand claim on {task} ended: {reason}"));
+        let _ = log::run_event(
+            &dir,
+            &format!("orch-claim@{}", std::process::id()),
+            &format!("hand claim on {task} ended: {reason}"),
+        );
     }
     drop(guard);
     Ok(exit::OK)

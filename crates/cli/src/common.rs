@@ -17,7 +17,13 @@ pub struct Global {
 
     /// Session id, `session-<id>`, name (the newest with that name), or
     /// directory [default: the newest unfinished session]
-    #[arg(long, short = 's', global = true, env = "ORCH_SESSION", value_name = "ID|NAME")]
+    #[arg(
+        long,
+        short = 's',
+        global = true,
+        env = "ORCH_SESSION",
+        value_name = "ID|NAME"
+    )]
     pub session: Option<String>,
 
     /// Print machine-readable JSON instead of text
@@ -50,7 +56,9 @@ pub fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
     }
 }
 

@@ -62,9 +62,15 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<Error>() {
             return match e {
                 Error::Io { .. } => IO,
-                Error::Invalid(_) | Error::InvalidName { .. } | Error::UnknownTask { .. } => BAD_INPUT,
-                Error::SessionNotFound { .. } | Error::NoSession { .. } | Error::AmbiguousSession { .. } => NO_SESSION,
-                Error::Locked { .. } | Error::AlreadyExists { .. } | Error::State { .. } => CONFLICT,
+                Error::Invalid(_) | Error::InvalidName { .. } | Error::UnknownTask { .. } => {
+                    BAD_INPUT
+                }
+                Error::SessionNotFound { .. }
+                | Error::NoSession { .. }
+                | Error::AmbiguousSession { .. } => NO_SESSION,
+                Error::Locked { .. } | Error::AlreadyExists { .. } | Error::State { .. } => {
+                    CONFLICT
+                }
             };
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {

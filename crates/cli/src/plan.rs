@@ -67,24 +67,46 @@ pub fn main() -> std::process::ExitCode {
 pub fn run(args: Args) -> Result<u8> {
     let path = absolute(&args.plan);
     let text = fs::read_to_string(&path).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::InvalidData { exit::BAD_INPUT } else { exit::IO };
-        coded(code, format!("cannot read plan `{}`: {e}", args.plan.display()))
+        let code = if e.kind() == std::io::ErrorKind::InvalidData {
+            exit::BAD_INPUT
+        } else {
+            exit::IO
+        };
+        coded(
+            code,
+            format!("cannot read plan `{}`: {e}", args.plan.display()),
+        )
     })?;
     let shown = args.plan.clone();
-    let plan = parse_plan(PlanSource { path: &shown, text: &text }, args.name.as_deref())
-        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    let plan = parse_plan(
+        PlanSource {
+            path: &shown,
+            text: &text,
+        },
+        args.name.as_deref(),
+    )
+    .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
 
     let session = if args.dry_run {
         None
     } else {
         let root = args.global.root()?;
-        let workdir = path.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let workdir = path
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         let s = Session::create(&root, &plan, Some(&path), &workdir)
             .with_context(|| format!("creating a session under `{}`", root.display()))?;
         let _ = log::run_event(
             &s.dir,
             "orch-plan",
-            &format!("created session {} ({}) from {}: {}", s.info.id, s.info.name, path.display(), plural(plan.tasks.len(), "task")),
+            &format!(
+                "created session {} ({}) from {}: {}",
+                s.info.id,
+                s.info.name,
+                path.display(),
+                plural(plan.tasks.len(), "task")
+            ),
         );
         Some(s)
     };
@@ -92,7 +114,12 @@ pub fn run(args: Args) -> Result<u8> {
     if args.global.json {
         print_json(&analysis_json(&plan, session.as_ref()))?;
     } else {
-        out(&render(&plan, &shown.display().to_string(), session.as_ref(), Style::stdout()))?;
+        out(&render(
+            &plan,
+            &shown.display().to_string(),
+            session.as_ref(),
+            Style::stdout(),
+        ))?;
         if let Some(s) = &session {
             outln(&s.info.id)?;
         }
@@ -156,12 +183,25 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
     for (i, ids) in waves.iter().enumerate().take(MAX_WAVES_SHOWN) {
         let shown: Vec<&str> = ids.iter().take(MAX_IDS_PER_WAVE).copied().collect();
         let more = ids.len().saturating_sub(MAX_IDS_PER_WAVE);
-        let tail = if more > 0 { format!(" ... and {more} more") } else { String::new() };
-        s += &format!("  Wave {} ({}): {}{tail}\n", i + 1, plural(ids.len(), "task"), shown.join(", "));
+        let tail = if more > 0 {
+            format!(" ... and {more} more")
+        } else {
+            String::new()
+        };
+        s += &format!(
+            "  Wave {} ({}): {}{tail}\n",
+            i + 1,
+            plural(ids.len(), "task"),
+            shown.join(", ")
+        );
     }
     if waves.len() > MAX_WAVES_SHOWN {
         let rest: usize = waves[MAX_WAVES_SHOWN..].iter().map(Vec::len).sum();
-        s += &format!("  ... {} more waves with {}\n", waves.len() - MAX_WAVES_SHOWN, plural(rest, "task"));
+        s += &format!(
+            "  ... {} more waves with {}\n",
+            waves.len() - MAX_WAVES_SHOWN,
+            plural(rest, "task")
+        );
     }
     let (widest, size) = a.widest_wave();
     s += &format!("Widest wave: wave {widest}, {}\n", plural(size, "task"));
@@ -177,7 +217,11 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
         plural(a.critical_path.len(), "task"),
         ms(a.critical_path_ms)
     );
-    let speedup = if a.parallel_ms > 0 { a.sequential_ms as f64 / a.parallel_ms as f64 } else { 1.0 };
+    let speedup = if a.parallel_ms > 0 {
+        a.sequential_ms as f64 / a.parallel_ms as f64
+    } else {
+        1.0
+    };
     s += &format!(
         "Estimated time with {}: {} parallel vs {} sequential ({speedup:.2}x)\n",
         plural(a.agents as usize, "agent"),
@@ -185,7 +229,11 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
         ms(a.sequential_ms),
     );
     if plan.settings.agents_auto {
-        let tried: Vec<String> = a.auto_scaling.iter().map(|(k, m)| format!("{k}: {}", ms(*m))).collect();
+        let tried: Vec<String> = a
+            .auto_scaling
+            .iter()
+            .map(|(k, m)| format!("{k}: {}", ms(*m)))
+            .collect();
         s += &format!(
             "Agents chosen automatically: {} (makespan by agents: {}; target: within 5% of {})\n",
             a.agents,
@@ -196,7 +244,11 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
     if a.assumed_estimates > 0 {
         s += &format!(
             "  ({} no estimate; assumed {} each)\n",
-            if a.assumed_estimates == 1 { "1 task has".to_owned() } else { format!("{} tasks have", a.assumed_estimates) },
+            if a.assumed_estimates == 1 {
+                "1 task has".to_owned()
+            } else {
+                format!("{} tasks have", a.assumed_estimates)
+            },
             ms(orch_session::plan::DEFAULT_ESTIMATE_MS)
         );
     }
@@ -205,7 +257,10 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
         Some(sess) => {
             s += &format!("Created session {} ({})\n", sess.info.id, sess.info.name);
             s += &format!("  dir:   {}\n", sess.dir.path().display());
-            s += &format!("  run:   orch-worker --session {} --parallel {}\n", sess.info.id, a.agents);
+            s += &format!(
+                "  run:   orch-worker --session {} --parallel {}\n",
+                sess.info.id, a.agents
+            );
             s += &format!("  watch: tail -f {}\n", sess.dir.run_log().display());
         }
     }

@@ -147,7 +147,12 @@ impl<R: Read + AsRawFd> Stream<R> {
 
 /// Parses `::progress 42` (or `42%`).
 pub fn parse_progress(line: &str) -> Option<f64> {
-    let v = line.trim().strip_prefix("::progress")?.trim().trim_end_matches('%').trim();
+    let v = line
+        .trim()
+        .strip_prefix("::progress")?
+        .trim()
+        .trim_end_matches('%')
+        .trim();
     let p: f64 = v.parse().ok()?;
     p.is_finite().then_some(p.clamp(0.0, 100.0))
 }
@@ -170,7 +175,13 @@ fn spawn(spec: &Spec) -> io::Result<Child> {
     // getppid, raise and fcntl.
     unsafe {
         cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             if libc::getppid() != parent {
                 // The worker died before we could ask to follow it.
                 libc::raise(libc::SIGKILL);
@@ -183,7 +194,12 @@ fn spawn(spec: &Spec) -> io::Result<Child> {
 
 /// Runs the task to its end. Never fails: problems starting it become a
 /// `failure` outcome with the reason.
-pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl FnMut(Event)) -> Outcome {
+pub fn run(
+    spec: &Spec,
+    log: &mut TaskLog,
+    signals: &Signals,
+    mut on_event: impl FnMut(Event),
+) -> Outcome {
     let started = time::now();
     let start = Instant::now();
     let mut child = match spawn(spec) {
@@ -205,8 +221,14 @@ pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl
     };
     let pid = child.id();
     on_event(Event::Spawned(pid));
-    let mut out: Stream<ChildStdout> = Stream { pipe: child.stdout.take(), lines: LineBuf::default() };
-    let mut err: Stream<ChildStderr> = Stream { pipe: child.stderr.take(), lines: LineBuf::default() };
+    let mut out: Stream<ChildStdout> = Stream {
+        pipe: child.stdout.take(),
+        lines: LineBuf::default(),
+    };
+    let mut err: Stream<ChildStderr> = Stream {
+        pipe: child.stderr.take(),
+        lines: LineBuf::default(),
+    };
     for fd in [out.fd(), err.fd()].into_iter().flatten() {
         let _ = sys::set_nonblocking(fd);
     }
@@ -219,7 +241,11 @@ pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl
 
     let exit: ExitStatus = loop {
         let now = Instant::now();
-        let mut wake = next_tick.min(if stop.is_none() { deadline } else { now + Duration::from_secs(3600) });
+        let mut wake = next_tick.min(if stop.is_none() {
+            deadline
+        } else {
+            now + Duration::from_secs(3600)
+        });
         if let Some((_, kill_at)) = stop {
             if !killed {
                 wake = wake.min(kill_at);
@@ -245,7 +271,9 @@ pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl
         if stop.is_none() {
             if let Some(sig) = signals.received() {
                 signals.drain();
-                let _ = log.event(&format!("worker got signal {sig}; stopping the task (SIGTERM to its process group)"));
+                let _ = log.event(&format!(
+                    "worker got signal {sig}; stopping the task (SIGTERM to its process group)"
+                ));
                 sys::kill_group(pid, libc::SIGTERM);
                 stop = Some((Stop::Interrupted(sig), now + spec.grace));
             } else if now >= deadline {
@@ -264,7 +292,10 @@ pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl
         }
         if let Some((_, kill_at)) = stop {
             if !killed && now >= kill_at {
-                let _ = log.event(&format!("still running after {}; SIGKILL to its process group", format_duration(spec.grace)));
+                let _ = log.event(&format!(
+                    "still running after {}; SIGKILL to its process group",
+                    format_duration(spec.grace)
+                ));
                 sys::kill_group(pid, libc::SIGKILL);
                 killed = true;
             }
@@ -289,15 +320,21 @@ pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl
 
     // Whatever the task left running in its group holds the task's lock
     // and its pipes: stop it too.
+    sys::reap_group(pid);
     if sys::group_alive(pid) {
         sys::kill_group(pid, libc::SIGTERM);
         let until = Instant::now() + spec.grace.min(Duration::from_secs(5));
-        while sys::group_alive(pid) && Instant::now() < until {
+        loop {
+            sys::reap_group(pid);
+            if !sys::group_alive(pid) || Instant::now() >= until {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         if sys::group_alive(pid) {
             sys::kill_group(pid, libc::SIGKILL);
         }
+        sys::reap_group(pid);
     }
     // Drain what is left; a process that escaped the group may keep a pipe
     // open, so give up after a moment.
@@ -317,8 +354,14 @@ pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl
     let finished = time::now();
     let elapsed = format_duration(start.elapsed());
     let (status, reason) = match stop {
-        Some((Stop::Timeout, _)) => (Status::Timeout, Some(format!("timed out after {}", format_duration(spec.timeout)))),
-        Some((Stop::Interrupted(sig), _)) => (Status::Interrupted, Some(format!("worker stopped by signal {sig}"))),
+        Some((Stop::Timeout, _)) => (
+            Status::Timeout,
+            Some(format!("timed out after {}", format_duration(spec.timeout))),
+        ),
+        Some((Stop::Interrupted(sig), _)) => (
+            Status::Interrupted,
+            Some(format!("worker stopped by signal {sig}")),
+        ),
         None => match (exit.code(), exit.signal()) {
             (Some(0), _) => (Status::Success, None),
             (Some(c), _) => (Status::Failure, Some(format!("exit code {c}"))),
@@ -328,7 +371,10 @@ pub fn run(spec: &Spec, log: &mut TaskLog, signals: &Signals, mut on_event: impl
     };
     let _ = log.event(&format!(
         "{status} in {elapsed}{}",
-        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
     ));
     Outcome {
         status,

@@ -21,7 +21,10 @@ pub fn main(name: &'static str, about: &'static str) -> std::process::ExitCode {
     let cmd = <Args as clap::CommandFactory>::command()
         .name(name)
         .about(about)
-        .after_help(format!("This binary is not built yet: every command exits 2.\n\n{}", exit::HELP_EXIT_CODES));
+        .after_help(format!(
+            "This binary is not built yet: every command exits 2.\n\n{}",
+            exit::HELP_EXIT_CODES
+        ));
     let matches = cmd.get_matches();
     let _ = <Args as clap::FromArgMatches>::from_arg_matches(&matches);
     eprintln!("{name}: not built yet (see `{name} --help` for what it will do)");

@@ -37,7 +37,9 @@ pub fn poll_read(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<boo
             revents: 0,
         })
         .collect();
-    let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis().max(u128::from(!t.is_zero()))).unwrap_or(i32::MAX));
+    let ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_millis().max(u128::from(!t.is_zero()))).unwrap_or(i32::MAX)
+    });
     // SAFETY: pfds is a valid array of pollfd of the given length.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
     if rc < 0 {
@@ -57,7 +59,11 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    let new = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
     // SAFETY: as above.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, new) } < 0 {
         return Err(io::Error::last_os_error());
@@ -81,7 +87,9 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 
 /// Sends `sig` to process group `pgid`. Returns false if the group is gone.
 pub fn kill_group(pgid: u32, sig: i32) -> bool {
-    let Ok(p) = i32::try_from(pgid) else { return false };
+    let Ok(p) = i32::try_from(pgid) else {
+        return false;
+    };
     if p <= 1 {
         return false;
     }
@@ -89,9 +97,73 @@ pub fn kill_group(pgid: u32, sig: i32) -> bool {
     unsafe { libc::kill(-p, sig) == 0 }
 }
 
-/// Whether any process is left in group `pgid`.
+/// Live (not zombie) processes in group `pgid`, found in `/proc`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_ascii_whitespace();
+        let state = f.next().unwrap_or("");
+        let pgrp = f.nth(1).and_then(|s| s.parse::<u32>().ok());
+        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether a live (not zombie) process is left in group `pgid`.
 pub fn group_alive(pgid: u32) -> bool {
-    kill_group(pgid, 0)
+    // Fast path: no process at all in the group.
+    kill_group(pgid, 0) && !group_members(pgid).is_empty()
+}
+
+/// Makes orphaned descendants of this process its children (instead of
+/// init's), so the worker can reap what its agents leave behind.
+pub fn become_subreaper() {
+    // SAFETY: prctl with an integer argument.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Reaps exited children in process group `pgid` (orphans adopted as
+/// subreaper), without blocking.
+pub fn reap_group(pgid: u32) {
+    loop {
+        // SAFETY: waitid with a zeroed siginfo out-parameter.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PGID,
+                pgid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        // SAFETY: reading the pid field the kernel filled in.
+        if rc != 0 || unsafe { info.si_pid() } == 0 {
+            break;
+        }
+    }
+}
+
+/// Reaps every exited child without blocking. Only for moments when no
+/// `std::process::Child` of ours is waiting to be reaped.
+pub fn reap_all() {
+    // SAFETY: waitpid on any child with WNOHANG.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
 }
 
 /// Sends `sig` to the process `id` if it is still that process.
@@ -99,7 +171,9 @@ pub fn kill_identity(id: &ProcessIdentity, sig: i32) -> bool {
     if !id.is_alive() {
         return false;
     }
-    let Ok(p) = i32::try_from(id.pid) else { return false };
+    let Ok(p) = i32::try_from(id.pid) else {
+        return false;
+    };
     // SAFETY: kill on a checked pid.
     unsafe { libc::kill(p, sig) == 0 }
 }

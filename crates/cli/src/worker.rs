@@ -102,11 +102,14 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(fd) = args.summary_fd {
         // SAFETY: the descriptor was passed to us for this one line.
         let mut f = unsafe { fs::File::from_raw_fd(fd) };
-        let line = json!({
+        let mut line = json!({
             "worker": worker.id, "pid": std::process::id(), "done": worker.done,
             "failed": worker.failed, "tasks": worker.ran, "exit": code.as_ref().ok(),
-        });
-        let _ = writeln!(f, "{line}");
+        })
+        .to_string();
+        line.push('\n');
+        // One write: the reader only drains after we exit.
+        let _ = f.write_all(line.as_bytes());
     }
     code
 }
@@ -139,9 +142,15 @@ fn take_slot(dir: &SessionDir) -> Result<(u32, LockGuard)> {
 }
 
 impl Worker {
-    fn start(session: Session, root: PathBuf, signals: Signals, log_to_slot: bool) -> Result<Worker> {
+    fn start(
+        session: Session,
+        root: PathBuf,
+        signals: Signals,
+        log_to_slot: bool,
+    ) -> Result<Worker> {
         let dir = session.dir.clone();
         let (slot, guard) = take_slot(&dir)?;
+        sys::become_subreaper();
         let id = worker_id(slot);
         if log_to_slot {
             let f = log::open_append(&dir.worker_log(slot))?;
@@ -151,7 +160,12 @@ impl Worker {
                 libc::dup2(f.as_raw_fd(), 2);
             }
         }
-        for sub in [layout::RESULTS_DIR, layout::CLAIMS_DIR, layout::STATUS_DIR, layout::HISTORY_DIR] {
+        for sub in [
+            layout::RESULTS_DIR,
+            layout::CLAIMS_DIR,
+            layout::STATUS_DIR,
+            layout::HISTORY_DIR,
+        ] {
             atomic::sweep_temp_files(&dir.join(sub));
         }
         let board = Board::load(&dir, session.load_plan()?)?;
@@ -194,7 +208,10 @@ impl Worker {
             inotify: None,
         };
         w.beat();
-        w.event(&format!("started (pid {}) on session {} ({})", me.pid, w.session.info.id, w.session.info.name));
+        w.event(&format!(
+            "started (pid {}) on session {} ({})",
+            me.pid, w.session.info.id, w.session.info.name
+        ));
         Ok(w)
     }
 
@@ -207,7 +224,10 @@ impl Worker {
     /// Prints a line for the person watching (run.log has it already).
     fn say(&self, msg: &str) {
         let stamp = time::now().format("%H:%M:%S");
-        let _ = crate::common::outln(&format!("{stamp} {}: {msg}", self.style.paint(crate::common::Color::Bold, &self.id)));
+        let _ = crate::common::outln(&format!(
+            "{stamp} {}: {msg}",
+            self.style.paint(crate::common::Color::Bold, &self.id)
+        ));
     }
 
     fn beat(&mut self) {
@@ -221,7 +241,11 @@ impl Worker {
 
     /// Rewrites status/orchestration.yaml, at most every 200 ms unless forced.
     fn summary(&mut self, force: bool) {
-        if !force && self.last_summary.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+        if !force
+            && self
+                .last_summary
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
             return;
         }
         self.last_summary = Some(Instant::now());
@@ -230,14 +254,24 @@ impl Worker {
             .into_iter()
             .filter(|h| h.live)
             .filter_map(|h| h.heartbeat.ok())
-            .map(|h| WorkerLine { id: h.worker, pid: h.pid, task: h.task })
+            .map(|h| WorkerLine {
+                id: h.worker,
+                pid: h.pid,
+                task: h.task,
+            })
             .collect();
         let running = workers.iter().filter(|w| w.task.is_some()).count();
         let finished = self.board.is_finished();
         let summary = Summary {
             session: self.session.info.id.clone(),
             name: self.session.info.name.clone(),
-            state: if finished { "finished" } else if workers.is_empty() { "idle" } else { "running" },
+            state: if finished {
+                "finished"
+            } else if workers.is_empty() {
+                "idle"
+            } else {
+                "running"
+            },
             tasks: self.board.tasks().len(),
             counts: self.board.counts(),
             running,
@@ -276,7 +310,9 @@ impl Worker {
             let next = match next {
                 Ok(n) => n,
                 Err(e) if e.is_disk_full() => {
-                    self.event(&format!("cannot claim: disk full ({e:#}); waiting for space"));
+                    self.event(&format!(
+                        "cannot claim: disk full ({e:#}); waiting for space"
+                    ));
                     self.wait_for_change();
                     continue;
                 }
@@ -310,7 +346,11 @@ impl Worker {
                 }
             }
         }
-        Ok(if self.failed > 0 { exit::FAILED } else { exit::OK })
+        Ok(if self.failed > 0 {
+            exit::FAILED
+        } else {
+            exit::OK
+        })
     }
 
     /// Waits until the journal changes, a signal arrives, or a second passes
@@ -319,8 +359,13 @@ impl Worker {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         if self.inotify.is_none() {
             if let Ok(ino) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
-                let flags = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
-                if ino.add_watch(&self.dir.join(layout::INDEX_DIR), flags).is_ok() {
+                let flags = AddWatchFlags::IN_MODIFY
+                    | AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_MOVED_TO;
+                if ino
+                    .add_watch(&self.dir.join(layout::INDEX_DIR), flags)
+                    .is_ok()
+                {
                     self.inotify = Some(ino);
                 }
             }
@@ -333,7 +378,9 @@ impl Worker {
         if let Some(ino) = &self.inotify {
             let _ = ino.read_events();
         }
-        if self.hb.updated.as_str() < time::rfc3339(&(time::now() - chrono::Duration::seconds(5))).as_str() {
+        if self.hb.updated.as_str()
+            < time::rfc3339(&(time::now() - chrono::Duration::seconds(5))).as_str()
+        {
             self.beat();
         }
     }
@@ -341,22 +388,39 @@ impl Worker {
     fn spec(&self, task: &Task, attempt: u32, lock_fd: i32) -> std::result::Result<Spec, String> {
         let argv = match &task.action {
             Action::Command(c) => vec!["sh".to_owned(), "-c".to_owned(), c.clone()],
-            Action::Prompt(p) => agent_argv(&self.session.info.settings.agent, p, task, &self.workdir(task)),
+            Action::Prompt(p) => agent_argv(
+                &self.session.info.settings.agent,
+                p,
+                task,
+                &self.workdir(task),
+            ),
         };
         let mut env = vec![
-            ("ORCH_SESSION_DIR".to_owned(), self.dir.path().to_string_lossy().into_owned()),
+            (
+                "ORCH_SESSION_DIR".to_owned(),
+                self.dir.path().to_string_lossy().into_owned(),
+            ),
             ("ORCH_SESSION".to_owned(), self.session.info.id.clone()),
-            ("ORCH_HOME".to_owned(), self.root.to_string_lossy().into_owned()),
+            (
+                "ORCH_HOME".to_owned(),
+                self.root.to_string_lossy().into_owned(),
+            ),
             ("ORCH_TASK".to_owned(), task.id.clone()),
             ("ORCH_WORKER".to_owned(), self.id.clone()),
             ("ORCH_ATTEMPT".to_owned(), attempt.to_string()),
-            ("ORCH_OUTPUT".to_owned(), self.dir.output(&task.id).to_string_lossy().into_owned()),
+            (
+                "ORCH_OUTPUT".to_owned(),
+                self.dir.output(&task.id).to_string_lossy().into_owned(),
+            ),
             ("ORCH_LOCK_FD".to_owned(), lock_fd.to_string()),
         ];
         for (k, v) in &task.env {
-            env.push((k.clone(), expand_env(v).map_err(|var| {
-                format!("env `{k}` uses ${{{var}}}, which is not set where the worker runs")
-            })?));
+            env.push((
+                k.clone(),
+                expand_env(v).map_err(|var| {
+                    format!("env `{k}` uses ${{{var}}}, which is not set where the worker runs")
+                })?,
+            ));
         }
         Ok(Spec {
             argv,
@@ -369,7 +433,9 @@ impl Worker {
     }
 
     fn workdir(&self, task: &Task) -> PathBuf {
-        task.cwd.as_ref().map_or_else(|| PathBuf::from(&self.session.info.workdir), PathBuf::from)
+        task.cwd
+            .as_ref()
+            .map_or_else(|| PathBuf::from(&self.session.info.workdir), PathBuf::from)
     }
 
     /// Runs a claimed task through its attempts; records and releases it.
@@ -393,15 +459,30 @@ impl Worker {
 
             let outcome = match self.spec(&task, attempt, lock_fd) {
                 Ok(spec) => {
-                    let _ = tlog.event(&format!("started attempt {attempt} on {} (pid {}): {}", self.id, std::process::id(), describe(&spec.argv, &task)));
+                    let _ = tlog.event(&format!(
+                        "started attempt {attempt} on {} (pid {}): {}",
+                        self.id,
+                        std::process::id(),
+                        describe(&spec.argv, &task)
+                    ));
                     self.summary(false);
                     let signals = self.signals.clone();
-                    runner::run(&spec, &mut tlog, &signals, |ev| self.on_event(&mut claim, ev))
+                    runner::run(&spec, &mut tlog, &signals, |ev| {
+                        self.on_event(&mut claim, ev)
+                    })
                 }
                 Err(reason) => {
                     let _ = tlog.event(&reason);
                     let now = time::now();
-                    runner::Outcome { status: Status::Failure, exit_code: None, signal: None, reason: Some(reason), pid: None, started: now, finished: now }
+                    runner::Outcome {
+                        status: Status::Failure,
+                        exit_code: None,
+                        signal: None,
+                        reason: Some(reason),
+                        pid: None,
+                        started: now,
+                        finished: now,
+                    }
                 }
             };
             let output = read_output(&output_path, &mut tlog);
@@ -418,7 +499,10 @@ impl Worker {
                 host: Some(proc::hostname()),
                 started: Some(time::rfc3339(&outcome.started)),
                 finished: time::rfc3339(&outcome.finished),
-                duration: (outcome.finished - outcome.started).num_milliseconds().max(0) as f64 / 1000.0,
+                duration: (outcome.finished - outcome.started)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0,
                 output,
             };
             let retryable = matches!(outcome.status, Status::Failure | Status::Timeout);
@@ -463,10 +547,13 @@ impl Worker {
             }
             Err(e) => {
                 let _ = claim.release();
-                return Err(anyhow::Error::new(e).context(format!("recording the result of `{}`", task.id)));
+                return Err(
+                    anyhow::Error::new(e).context(format!("recording the result of `{}`", task.id))
+                );
             }
         }
         claim.release()?;
+        sys::reap_all();
         self.board.record(i, Some(status));
         match status {
             Status::Success => self.done += 1,
@@ -484,7 +571,11 @@ impl Worker {
             task.id,
             self.style.paint(paint, status.as_str()),
             format_duration(Duration::from_secs_f64(final_result.duration)),
-            final_result.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            final_result
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ));
         self.after_task(&task.id, status);
         Ok(status)
@@ -522,27 +613,47 @@ impl Worker {
     fn finish(&mut self) {
         let _ = heartbeat::remove(&self.dir, &self.id);
         self.summary(true);
-        self.event(&format!("exiting: {} succeeded, {} failed", self.done, self.failed));
+        self.event(&format!(
+            "exiting: {} succeeded, {} failed",
+            self.done, self.failed
+        ));
     }
 }
 
 fn describe(argv: &[String], task: &Task) -> String {
     match &task.action {
         Action::Command(c) => format!("sh -c {}", shell_quote(c)),
-        Action::Prompt(p) => format!("{} (prompt of {} bytes)", argv.first().map_or("", String::as_str), p.len()),
+        Action::Prompt(p) => format!(
+            "{} (prompt of {} bytes)",
+            argv.first().map_or("", String::as_str),
+            p.len()
+        ),
     }
 }
 
 fn shell_quote(s: &str) -> String {
     let one_line: String = s.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
     let short: String = one_line.chars().take(200).collect();
-    format!("'{}'{}", short.replace('\'', "'\\''"), if one_line.chars().count() > 200 { "..." } else { "" })
+    format!(
+        "'{}'{}",
+        short.replace('\'', "'\\''"),
+        if one_line.chars().count() > 200 {
+            "..."
+        } else {
+            ""
+        }
+    )
 }
 
 /// The agent's argv: `{prompt}`, `{task}`, `{workdir}` substituted inside
 /// each element (each stays one argument); the prompt is appended as the
 /// last argument when the template does not place it.
-pub fn agent_argv(template: &[String], prompt: &str, task: &Task, workdir: &std::path::Path) -> Vec<String> {
+pub fn agent_argv(
+    template: &[String],
+    prompt: &str,
+    task: &Task,
+    workdir: &std::path::Path,
+) -> Vec<String> {
     let placed = template.iter().any(|a| a.contains("{prompt}"));
     let mut argv: Vec<String> = template
         .iter()
@@ -583,10 +694,17 @@ pub fn expand_env(value: &str) -> std::result::Result<String, String> {
 /// Delay before retry `n` (1-based): base × 2^(n-1), capped at 10 minutes,
 /// with "equal jitter" (half fixed, half random) so retries spread out.
 pub fn backoff(base_ms: u64, n: u32) -> Duration {
-    let exp = base_ms.saturating_mul(1u64 << (n.saturating_sub(1)).min(20)).min(600_000);
+    let exp = base_ms
+        .saturating_mul(1u64 << (n.saturating_sub(1)).min(20))
+        .min(600_000);
     let half = exp / 2;
-    let nanos = u64::from(time::now().timestamp_subsec_nanos()) ^ (u64::from(std::process::id()) << 20);
-    let jitter = if half == 0 { 0 } else { nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (half + 1) };
+    let nanos =
+        u64::from(time::now().timestamp_subsec_nanos()) ^ (u64::from(std::process::id()) << 20);
+    let jitter = if half == 0 {
+        0
+    } else {
+        nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (half + 1)
+    };
     Duration::from_millis(half + jitter)
 }
 
@@ -605,7 +723,10 @@ fn read_output(path: &std::path::Path, tlog: &mut log::TaskLog) -> TaskOutput {
             }
         },
         Ok(_) => {
-            let _ = tlog.event(&format!("ignoring ORCH_OUTPUT {}: not a JSON object", path.display()));
+            let _ = tlog.event(&format!(
+                "ignoring ORCH_OUTPUT {}: not a JSON object",
+                path.display()
+            ));
             TaskOutput::default()
         }
         Err(e) => {

@@ -300,7 +300,10 @@ mod tests {
         write_atomic(&link, b"new", Durability::Volatile).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"keep");
         assert_eq!(fs::read(&link).unwrap(), b"new");
-        assert!(!fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .flatten()

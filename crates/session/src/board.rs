@@ -111,7 +111,11 @@ impl Board {
         let mut present = HashSet::new();
         for entry in fs::read_dir(&rdir).ctx("read", &rdir)?.flatten() {
             let name = entry.file_name();
-            if let Some(&i) = name.to_str().and_then(|s| s.strip_suffix(".json")).and_then(|t| index.get(t)) {
+            if let Some(&i) = name
+                .to_str()
+                .and_then(|s| s.strip_suffix(".json"))
+                .and_then(|t| index.get(t))
+            {
                 present.insert(i);
             }
         }
@@ -133,15 +137,21 @@ impl Board {
         for &i in &present {
             let state = match known.get(&i) {
                 Some(Some(s)) => state_of(*s),
-                _ => match read_json::<TaskResult>(&board.dir.result(&board.tasks[i as usize].id)) {
-                    Ok(r) => state_of(r.status),
-                    // Removed since the listing: pending after all.
-                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        board.corrupt.push((board.tasks[i as usize].id.clone(), e));
-                        TaskState::Corrupt
+                _ => {
+                    match read_json::<TaskResult>(&board.dir.result(&board.tasks[i as usize].id)) {
+                        Ok(r) => state_of(r.status),
+                        // Removed since the listing: pending after all.
+                        Err(Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            continue
+                        }
+                        Err(e) => {
+                            board.corrupt.push((board.tasks[i as usize].id.clone(), e));
+                            TaskState::Corrupt
+                        }
                     }
-                },
+                }
             };
             loaded.push((i, state));
         }
@@ -223,7 +233,8 @@ impl Board {
             }
         }
         if matches!(new, TaskState::Final(s) if s != Status::Success) {
-            self.doomed.extend(self.children[i as usize].iter().copied());
+            self.doomed
+                .extend(self.children[i as usize].iter().copied());
         }
     }
 
@@ -279,10 +290,9 @@ impl Board {
             if !self.state[c as usize].is_open() || !seen.insert(c) {
                 continue;
             }
-            let failed_dep = self.deps[c as usize]
-                .iter()
-                .copied()
-                .find(|&d| matches!(self.state[d as usize], TaskState::Final(s) if s != Status::Success));
+            let failed_dep = self.deps[c as usize].iter().copied().find(
+                |&d| matches!(self.state[d as usize], TaskState::Final(s) if s != Status::Success),
+            );
             if let Some(d) = failed_dep {
                 out.push((c, d));
             }

@@ -75,7 +75,13 @@ pub struct ClaimRecord {
 
 impl ClaimRecord {
     /// A record for the calling process.
-    pub fn new(task: &str, kind: ClaimKind, owner: &str, bound: ProcessIdentity, attempt: u32) -> Self {
+    pub fn new(
+        task: &str,
+        kind: ClaimKind,
+        owner: &str,
+        bound: ProcessIdentity,
+        attempt: u32,
+    ) -> Self {
         Self {
             format: CLAIM_FORMAT,
             task: task.to_owned(),
@@ -106,7 +112,7 @@ pub struct Claim {
 #[derive(Debug)]
 pub enum Attempt {
     /// The task is ours.
-    Claimed(Claim),
+    Claimed(Box<Claim>),
     /// Someone else holds it.
     Held,
     /// It already has a final result.
@@ -152,7 +158,11 @@ impl Claim {
 fn write_record(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
     // Volatile: after a power loss the lock is gone too, so the record is
     // stale whatever its content; a process crash cannot tear it.
-    atomic::write_atomic(&dir.claim(&record.task), &to_json_bytes(record), Durability::Volatile)
+    atomic::write_atomic(
+        &dir.claim(&record.task),
+        &to_json_bytes(record),
+        Durability::Volatile,
+    )
 }
 
 /// Reads a claim record.
@@ -162,7 +172,12 @@ pub fn read_record(dir: &SessionDir, task: &str) -> Result<ClaimRecord> {
 
 /// The next attempt number: one more than the highest in `history/<task>/`.
 pub fn next_attempt(dir: &SessionDir, task: &str) -> Result<u32> {
-    Ok(history(dir, task)?.iter().map(|(n, _)| *n).max().unwrap_or(0) + 1)
+    Ok(history(dir, task)?
+        .iter()
+        .map(|(n, _)| *n)
+        .max()
+        .unwrap_or(0)
+        + 1)
 }
 
 /// Archived attempts of a task, as (attempt number, path), in order.
@@ -177,7 +192,12 @@ pub fn history(dir: &SessionDir, task: &str) -> Result<Vec<(u32, std::path::Path
         .flatten()
         .filter_map(|e| {
             let name = e.file_name();
-            let n = name.to_str()?.strip_prefix("attempt-")?.strip_suffix(".json")?.parse().ok()?;
+            let n = name
+                .to_str()?
+                .strip_prefix("attempt-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
             Some((n, e.path()))
         })
         .collect();
@@ -205,7 +225,11 @@ pub fn archive_attempt(dir: &SessionDir, result: &TaskResult) -> Result<()> {
     make_private_dir(&hdir)?;
     let mut n = result.attempt.max(1);
     loop {
-        match atomic::create_once(&dir.history_attempt(&result.task, n), &result.to_bytes(), Durability::Durable) {
+        match atomic::create_once(
+            &dir.history_attempt(&result.task, n),
+            &result.to_bytes(),
+            Durability::Durable,
+        ) {
             Err(Error::AlreadyExists { .. }) => n += 1,
             other => return other,
         }
@@ -218,7 +242,9 @@ pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>
     let path = dir.result(task);
     let result: TaskResult = match read_json(&path) {
         Ok(r) => r,
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
         Err(e) => return Err(e),
     };
     make_private_dir(&dir.history_dir(task))?;
@@ -230,13 +256,23 @@ pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>
             Ok(()) => break,
         }
     }
-    journal::append(&dir.results_journal(), &journal::Entry { task: task.to_owned(), status: None })?;
+    journal::append(
+        &dir.results_journal(),
+        &journal::Entry {
+            task: task.to_owned(),
+            status: None,
+        },
+    )?;
     Ok(Some(result))
 }
 
 /// Tries to claim `task` without waiting. `record` builds the claim record
 /// from the attempt number.
-pub fn try_claim(dir: &SessionDir, task: &str, record: impl FnOnce(u32) -> ClaimRecord) -> Result<Attempt> {
+pub fn try_claim(
+    dir: &SessionDir,
+    task: &str,
+    record: impl FnOnce(u32) -> ClaimRecord,
+) -> Result<Attempt> {
     let Some(guard) = lock::try_lock(&dir.task_lock(task))? else {
         return Ok(Attempt::Held);
     };
@@ -247,14 +283,58 @@ pub fn try_claim(dir: &SessionDir, task: &str, record: impl FnOnce(u32) -> Claim
         }
         None => {}
     }
-    let attempt = next_attempt(dir, task)?;
+    let mut attempt = next_attempt(dir, task)?;
+    if let Some(n) = archive_stale_claim(dir, task)? {
+        attempt = attempt.max(n + 1);
+    }
     let record = record(attempt);
     write_record(dir, &record)?;
-    Ok(Attempt::Claimed(Claim {
+    Ok(Attempt::Claimed(Box::new(Claim {
         guard,
         dir: dir.clone(),
         record,
-    }))
+    })))
+}
+
+/// A claim record found while we hold the task's lock belongs to an owner
+/// that died mid-attempt. Records that attempt in `history/` as
+/// interrupted (a crash spends no retry) and returns its number.
+fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
+    let stale = match read_record(dir, task) {
+        Ok(r) => r,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        // Unreadable: nothing to learn from it; it is replaced below.
+        Err(_) => return Ok(None),
+    };
+    if stale.task != task {
+        return Ok(None);
+    }
+    let now = time::now();
+    let duration = time::parse_rfc3339(&stale.since)
+        .map_or(0.0, |s| (now - s).num_milliseconds().max(0) as f64 / 1000.0);
+    let result = TaskResult {
+        format: crate::result::RESULT_FORMAT,
+        task: task.to_owned(),
+        status: Status::Interrupted,
+        exit_code: None,
+        signal: None,
+        reason: Some(format!(
+            "{} (pid {}) died during the attempt",
+            stale.owner, stale.pid
+        )),
+        attempt: stale.attempt,
+        worker: Some(stale.owner.clone()),
+        pid: stale.agent.map(|a| a.pid),
+        host: Some(stale.host.clone()),
+        started: Some(stale.since.clone()),
+        finished: time::rfc3339(&now),
+        duration,
+        output: crate::result::TaskOutput::default(),
+    };
+    archive_attempt(dir, &result)?;
+    Ok(Some(stale.attempt))
 }
 
 /// Reads `results/<task>.json` if it exists.
@@ -268,7 +348,11 @@ pub fn read_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
 
 /// Writes a task's result (create-once, durable) and journals it.
 pub fn write_result(dir: &SessionDir, result: &TaskResult) -> Result<()> {
-    atomic::create_once(&dir.result(&result.task), &result.to_bytes(), Durability::Durable)?;
+    atomic::create_once(
+        &dir.result(&result.task),
+        &result.to_bytes(),
+        Durability::Durable,
+    )?;
     journal::append(
         &dir.results_journal(),
         &journal::Entry {

@@ -61,7 +61,11 @@ pub struct Heartbeat {
 
 /// Writes a heartbeat.
 pub fn write(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
-    atomic::write_atomic(&dir.heartbeat(&hb.worker), &to_json_bytes(hb), Durability::Volatile)
+    atomic::write_atomic(
+        &dir.heartbeat(&hb.worker),
+        &to_json_bytes(hb),
+        Durability::Volatile,
+    )
 }
 
 /// Removes a worker's heartbeat.
@@ -104,7 +108,7 @@ pub fn list(dir: &SessionDir) -> Result<Vec<HeartbeatInfo>> {
             live,
         });
     }
-    out.sort_by(|a, b| natural_key(&a.worker).cmp(&natural_key(&b.worker)));
+    out.sort_by_key(|a| natural_key(&a.worker));
     Ok(out)
 }
 

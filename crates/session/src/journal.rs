@@ -88,9 +88,12 @@ impl Reader {
         if len == self.offset {
             return Ok(Vec::new());
         }
-        file.seek(SeekFrom::Start(self.offset)).ctx("seek", &self.path)?;
+        file.seek(SeekFrom::Start(self.offset))
+            .ctx("seek", &self.path)?;
         let mut buf = Vec::with_capacity((len - self.offset) as usize);
-        file.take(len - self.offset).read_to_end(&mut buf).ctx("read", &self.path)?;
+        file.take(len - self.offset)
+            .read_to_end(&mut buf)
+            .ctx("read", &self.path)?;
         self.offset += buf.len() as u64;
         let mut data = std::mem::take(&mut self.partial);
         data.extend_from_slice(&buf);

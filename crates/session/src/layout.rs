@@ -198,7 +198,8 @@ impl SessionDir {
 
     /// `history/<task>/attempt-<n>.json`.
     pub fn history_attempt(&self, task: &str, attempt: u32) -> PathBuf {
-        self.history_dir(task).join(format!("attempt-{attempt}.json"))
+        self.history_dir(task)
+            .join(format!("attempt-{attempt}.json"))
     }
 
     /// `index/results.jsonl`.

@@ -54,8 +54,12 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
         .open(path)
         .map_err(|e| {
             let e = match e.raw_os_error() {
-                Some(libc::ELOOP) => io::Error::other("it is a symlink; lock files must be regular files"),
-                Some(libc::EISDIR) => io::Error::other("it is a directory; remove it so a lock file can be made"),
+                Some(libc::ELOOP) => {
+                    io::Error::other("it is a symlink; lock files must be regular files")
+                }
+                Some(libc::EISDIR) => {
+                    io::Error::other("it is a directory; remove it so a lock file can be made")
+                }
                 _ => e,
             };
             Error::io("open lock file", path, e)

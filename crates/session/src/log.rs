@@ -43,7 +43,9 @@ pub fn run_event(dir: &SessionDir, who: &str, message: &str) -> Result<()> {
         std::process::id(),
         sanitize(message)
     );
-    open_append(&path)?.write_all(line.as_bytes()).ctx("append to", &path)
+    open_append(&path)?
+        .write_all(line.as_bytes())
+        .ctx("append to", &path)
 }
 
 /// A task's log.
@@ -85,7 +87,9 @@ impl TaskLog {
         if buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(buf.as_bytes()).ctx("append to", &self.path)
+        self.file
+            .write_all(buf.as_bytes())
+            .ctx("append to", &self.path)
     }
 
     /// Appends an event line (`--- message`).

@@ -33,7 +33,9 @@ impl ProcessIdentity {
     /// and not a zombie.
     pub fn is_alive(&self) -> bool {
         match stat_fields(self.pid) {
-            Some((state, start)) => state != 'Z' && state != 'X' && (self.start == 0 || start == self.start),
+            Some((state, start)) => {
+                state != 'Z' && state != 'X' && (self.start == 0 || start == self.start)
+            }
             None => false,
         }
     }

@@ -113,7 +113,8 @@ impl TaskOutput {
                 }
             }
         }
-        let mut out: TaskOutput = serde_json::from_value(Value::Object(known)).map_err(|e| e.to_string())?;
+        let mut out: TaskOutput =
+            serde_json::from_value(Value::Object(known)).map_err(|e| e.to_string())?;
         out.data = data;
         Ok(out)
     }

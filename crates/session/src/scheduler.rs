@@ -8,19 +8,22 @@ use crate::claim::{self, Attempt, Claim, ClaimRecord};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::log;
-use crate::result::{Status, TaskResult, TaskOutput, RESULT_FORMAT};
+use crate::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
 use crate::time;
 
 /// Claims the ready task with the highest priority that nobody holds.
 /// Returns `None` when every ready task is held (or none is ready).
-pub fn claim_next(board: &mut Board, mut record: impl FnMut(&str, u32) -> ClaimRecord) -> Result<Option<(u32, Claim)>> {
+pub fn claim_next(
+    board: &mut Board,
+    mut record: impl FnMut(&str, u32) -> ClaimRecord,
+) -> Result<Option<(u32, Claim)>> {
     let mut held = Vec::new();
     let mut found = None;
     while let Some(i) = board.pop_ready() {
         let id = board.task(i).id.clone();
         match claim::try_claim(board.dir(), &id, |attempt| record(&id, attempt))? {
             Attempt::Claimed(c) => {
-                found = Some((i, c));
+                found = Some((i, *c));
                 held.push(i);
                 break;
             }
@@ -39,7 +42,11 @@ pub fn claim_next(board: &mut Board, mut record: impl FnMut(&str, u32) -> ClaimR
 }
 
 /// Claims one named task if it is ready.
-pub fn claim_task(board: &mut Board, i: u32, record: impl FnOnce(u32) -> ClaimRecord) -> Result<Attempt> {
+pub fn claim_task(
+    board: &mut Board,
+    i: u32,
+    record: impl FnOnce(u32) -> ClaimRecord,
+) -> Result<Attempt> {
     let id = board.task(i).id.clone();
     let attempt = claim::try_claim(board.dir(), &id, record)?;
     if let Attempt::Finished(s) = attempt {
@@ -88,9 +95,15 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
             };
             match claim::write_result(board.dir(), &result) {
                 Ok(()) => {
-                    let _ = log::run_event(board.dir(), who, &format!("skipped {id}: dependency {dep_id} ended with {dep_status}"));
+                    let _ = log::run_event(
+                        board.dir(),
+                        who,
+                        &format!("skipped {id}: dependency {dep_id} ended with {dep_status}"),
+                    );
                     if let Ok(mut tl) = log::TaskLog::open(board.dir(), &id) {
-                        let _ = tl.event(&format!("skipped: dependency `{dep_id}` ended with {dep_status}"));
+                        let _ = tl.event(&format!(
+                            "skipped: dependency `{dep_id}` ended with {dep_status}"
+                        ));
                     }
                     board.record(i, Some(Status::Skipped));
                     skipped.push(id);
@@ -121,7 +134,11 @@ pub fn mark_finished(board: &Board, who: &str) -> Result<bool> {
         c.timeout,
         c.skipped
     );
-    match atomic::create_once(&board.dir().finished_marker(), text.as_bytes(), Durability::Durable) {
+    match atomic::create_once(
+        &board.dir().finished_marker(),
+        text.as_bytes(),
+        Durability::Durable,
+    ) {
         Ok(()) => {
             let _ = log::run_event(
                 board.dir(),

@@ -94,21 +94,32 @@ pub fn make_private_dir(path: &Path) -> Result<()> {
 fn new_id() -> String {
     let now = time::now();
     let nanos = now.timestamp_subsec_nanos();
-    let mix = (u64::from(nanos) ^ (u64::from(std::process::id()) << 16)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), (mix >> 48) & 0xffff)
+    let mix = (u64::from(nanos) ^ (u64::from(std::process::id()) << 16))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%d-%H%M%S"),
+        (mix >> 48) & 0xffff
+    )
 }
 
 impl Session {
     /// Creates a new session for `plan` under `root`. The directory appears
     /// whole (built under a temp name, then renamed) or not at all.
-    pub fn create(root: &Path, plan: &Plan, source: Option<&Path>, workdir: &Path) -> Result<Session> {
+    pub fn create(
+        root: &Path,
+        plan: &Plan,
+        source: Option<&Path>,
+        workdir: &Path,
+    ) -> Result<Session> {
         make_private_dir(root)?;
         let doc = PlanDoc {
             format: PLAN_FORMAT,
             tasks: plan.tasks.clone(),
             analysis: plan.analysis.clone(),
         };
-        let plan_bytes = serde_json::to_vec(&doc).map_err(|e| Error::io("serialise plan for", root, io::Error::other(e)))?;
+        let plan_bytes = serde_json::to_vec(&doc)
+            .map_err(|e| Error::io("serialise plan for", root, io::Error::other(e)))?;
         for _ in 0..20 {
             let id = new_id();
             let info = SessionInfo {
@@ -123,14 +134,24 @@ impl Session {
             };
             let temp = root.join(format!(".{SESSION_PREFIX}{id}.tmp.{}", std::process::id()));
             let built = (|| -> Result<()> {
-                DirBuilder::new().mode(0o700).create(&temp).ctx("create directory", &temp)?;
+                DirBuilder::new()
+                    .mode(0o700)
+                    .create(&temp)
+                    .ctx("create directory", &temp)?;
                 for sub in SESSION_SUBDIRS {
                     let p = temp.join(sub);
-                    DirBuilder::new().mode(0o700).create(&p).ctx("create directory", &p)?;
+                    DirBuilder::new()
+                        .mode(0o700)
+                        .create(&p)
+                        .ctx("create directory", &p)?;
                 }
                 let dir = SessionDir::new(&temp);
                 atomic::create_once(&dir.plan_json(), &plan_bytes, Durability::Durable)?;
-                atomic::create_once(&dir.session_json(), &to_json_bytes(&info), Durability::Durable)?;
+                atomic::create_once(
+                    &dir.session_json(),
+                    &to_json_bytes(&info),
+                    Durability::Durable,
+                )?;
                 Ok(())
             })();
             if let Err(e) = built {
@@ -155,7 +176,11 @@ impl Session {
                 }
             }
         }
-        Err(Error::io("create a session in", root, io::Error::other("could not find a free session id")))
+        Err(Error::io(
+            "create a session in",
+            root,
+            io::Error::other("could not find a free session id"),
+        ))
     }
 
     /// Opens the session in `dir`.
@@ -164,8 +189,14 @@ impl Session {
         let info: SessionInfo = read_json(&dir.session_json())?;
         if info.format > SESSION_FORMAT {
             return Err(Error::invalid(
-                Diagnostic::new(dir.session_json(), format!("session format {} is newer than this orch understands ({SESSION_FORMAT})", info.format))
-                    .help("upgrade orch"),
+                Diagnostic::new(
+                    dir.session_json(),
+                    format!(
+                        "session format {} is newer than this orch understands ({SESSION_FORMAT})",
+                        info.format
+                    ),
+                )
+                .help("upgrade orch"),
             ));
         }
         Ok(Session { dir, info })
@@ -176,8 +207,14 @@ impl Session {
         let doc: PlanDoc = read_json(&self.dir.plan_json())?;
         if doc.format > PLAN_FORMAT {
             return Err(Error::invalid(
-                Diagnostic::new(self.dir.plan_json(), format!("plan format {} is newer than this orch understands ({PLAN_FORMAT})", doc.format))
-                    .help("upgrade orch"),
+                Diagnostic::new(
+                    self.dir.plan_json(),
+                    format!(
+                        "plan format {} is newer than this orch understands ({PLAN_FORMAT})",
+                        doc.format
+                    ),
+                )
+                .help("upgrade orch"),
             ));
         }
         Ok(doc)
@@ -245,10 +282,19 @@ pub fn resolve(root: &Path, query: Option<&str>) -> Result<Session> {
                 if p.join(crate::layout::SESSION_JSON).exists() {
                     return Session::open(p);
                 }
-                return Err(Error::SessionNotFound { root: root.to_path_buf(), query: q.to_owned() });
+                return Err(Error::SessionNotFound {
+                    root: root.to_path_buf(),
+                    query: q.to_owned(),
+                });
             }
-            let by_id = root.join(if q.starts_with(SESSION_PREFIX) { q.to_owned() } else { format!("{SESSION_PREFIX}{q}") });
-            if crate::layout::check_name("session id", q).is_ok() && by_id.join(crate::layout::SESSION_JSON).exists() {
+            let by_id = root.join(if q.starts_with(SESSION_PREFIX) {
+                q.to_owned()
+            } else {
+                format!("{SESSION_PREFIX}{q}")
+            });
+            if crate::layout::check_name("session id", q).is_ok()
+                && by_id.join(crate::layout::SESSION_JSON).exists()
+            {
                 return Session::open(by_id);
             }
             let (sessions, _) = list_sessions(root)?;
@@ -256,7 +302,10 @@ pub fn resolve(root: &Path, query: Option<&str>) -> Result<Session> {
                 .into_iter()
                 .rev()
                 .find(|s| s.info.name == q)
-                .ok_or_else(|| Error::SessionNotFound { root: root.to_path_buf(), query: q.to_owned() })
+                .ok_or_else(|| Error::SessionNotFound {
+                    root: root.to_path_buf(),
+                    query: q.to_owned(),
+                })
         }
         _ => {
             let (sessions, _) = list_sessions(root)?;
@@ -264,7 +313,9 @@ pub fn resolve(root: &Path, query: Option<&str>) -> Result<Session> {
                 .into_iter()
                 .rev()
                 .find(|s| !s.is_finished())
-                .ok_or_else(|| Error::NoSession { root: root.to_path_buf() })
+                .ok_or_else(|| Error::NoSession {
+                    root: root.to_path_buf(),
+                })
         }
     }
 }

@@ -54,7 +54,10 @@ impl Summary {
     pub fn to_yaml(&self) -> String {
         let mut y = String::new();
         let c = &self.counts;
-        let _ = writeln!(y, "# orch session summary, rewritten atomically on every change");
+        let _ = writeln!(
+            y,
+            "# orch session summary, rewritten atomically on every change"
+        );
         let _ = writeln!(y, "session: {}", q(&self.session));
         let _ = writeln!(y, "name: {}", q(&self.name));
         let _ = writeln!(y, "state: {}", self.state);
@@ -104,6 +107,10 @@ impl Summary {
 
     /// Replaces `status/orchestration.yaml`.
     pub fn write(&self, dir: &SessionDir) -> Result<()> {
-        atomic::write_atomic(&dir.status_yaml(), self.to_yaml().as_bytes(), Durability::Volatile)
+        atomic::write_atomic(
+            &dir.status_yaml(),
+            self.to_yaml().as_bytes(),
+            Durability::Volatile,
+        )
     }
 }

@@ -69,7 +69,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1e10).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e10).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Formats a duration compactly: `250ms`, `4.2s`, `3m05s`, `2h10m`.

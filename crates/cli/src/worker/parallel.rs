@@ -28,7 +28,11 @@ pub fn run(global: &Global, n: u32, once: bool) -> Result<u8> {
     let signals = Signals::install().context("installing signal handlers")?;
     let session = global.session()?;
     let root = global.root()?;
-    let n = if n == 0 { session.info.settings.agents.max(1) } else { n };
+    let n = if n == 0 {
+        session.info.settings.agents.max(1)
+    } else {
+        n
+    };
     let style = Style::stdout();
     let exe = std::env::current_exe().context("finding orch-worker's own path")?;
     if !global.json {
@@ -47,7 +51,13 @@ pub fn run(global: &Global, n: u32, once: bool) -> Result<u8> {
         let mut cmd = Command::new(&exe);
         cmd.arg("--root")
             .arg(&root)
-            .args(["--session", &session.info.id, "--log-to-slot", "--summary-fd", "3"])
+            .args([
+                "--session",
+                &session.info.id,
+                "--log-to-slot",
+                "--summary-fd",
+                "3",
+            ])
             .env_remove("ORCH_SESSION")
             .stdin(std::process::Stdio::null())
             .process_group(0);
@@ -63,15 +73,24 @@ pub fn run(global: &Global, n: u32, once: bool) -> Result<u8> {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("starting worker {k}"))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting worker {k}"))?;
         drop(write_fd);
         if !global.json {
             outln(&format!("  [worker {k}/{n}] started (pid {})", child.id()))?;
         }
-        workers.push(Spawned { child, summary: read, status: None });
+        workers.push(Spawned {
+            child,
+            summary: read,
+            status: None,
+        });
     }
     if !global.json {
-        outln(&format!("Logs: {}/worker-<n>.log; waiting for all workers...", session.dir.logs_dir().display()))?;
+        outln(&format!(
+            "Logs: {}/worker-<n>.log; waiting for all workers...",
+            session.dir.logs_dir().display()
+        ))?;
     }
 
     let mut forwarded = 0;
@@ -100,10 +119,13 @@ pub fn run(global: &Global, n: u32, once: bool) -> Result<u8> {
         let _ = w.summary.set_read_timeout(Some(Duration::from_secs(1)));
         let _ = w.summary.read_to_string(&mut text);
         let summary: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
-        let status = w.status.unwrap_or_else(|| std::process::ExitStatus::from_raw(0));
-        let wcode = status
-            .code()
-            .map_or_else(|| exit::for_signal(status.signal().unwrap_or(9)), |c| u8::try_from(c).unwrap_or(exit::FAILED));
+        let status = w
+            .status
+            .unwrap_or_else(|| std::process::ExitStatus::from_raw(0));
+        let wcode = status.code().map_or_else(
+            || exit::for_signal(status.signal().unwrap_or(9)),
+            |c| u8::try_from(c).unwrap_or(exit::FAILED),
+        );
         if wcode != exit::OK && (code == exit::OK || code == exit::FAILED) {
             code = wcode;
         }
@@ -127,7 +149,10 @@ pub fn run(global: &Global, n: u32, once: bool) -> Result<u8> {
     }
     outln("")?;
     for (pid, s, wcode) in &rows {
-        let id = s.get("worker").and_then(Value::as_str).unwrap_or("worker-?");
+        let id = s
+            .get("worker")
+            .and_then(Value::as_str)
+            .unwrap_or("worker-?");
         let done = s.get("done").and_then(Value::as_u64).unwrap_or(0);
         let failed = s.get("failed").and_then(Value::as_u64).unwrap_or(0);
         let mark = if *wcode == exit::OK {
@@ -135,7 +160,9 @@ pub fn run(global: &Global, n: u32, once: bool) -> Result<u8> {
         } else {
             style.paint(Color::Red, style.sym("✗", "!!"))
         };
-        outln(&format!("{mark} {id} (pid {pid}): {done} succeeded, {failed} failed, exit {wcode}"))?;
+        outln(&format!(
+            "{mark} {id} (pid {pid}): {done} succeeded, {failed} failed, exit {wcode}"
+        ))?;
     }
     outln(&format!(
         "Session {} ({}): {}/{} tasks finished: {} succeeded, {} failed, {} timed out, {} skipped{}",

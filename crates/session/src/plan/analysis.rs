@@ -104,8 +104,10 @@ impl Graph {
         let mut cur = start;
         loop {
             if let Some(&pos) = seen.get(&cur) {
-                let mut cycle: Vec<String> =
-                    path[pos..].iter().map(|&i: &usize| tasks[i].id.clone()).collect();
+                let mut cycle: Vec<String> = path[pos..]
+                    .iter()
+                    .map(|&i: &usize| tasks[i].id.clone())
+                    .collect();
                 cycle.push(tasks[cur].id.clone());
                 return cycle;
             }
@@ -135,11 +137,19 @@ pub fn analyse(
 
     let mut wave = vec![1u32; tasks.len()];
     for &i in &order {
-        wave[i] = graph.deps[i].iter().map(|&d| wave[d] + 1).max().unwrap_or(1);
+        wave[i] = graph.deps[i]
+            .iter()
+            .map(|&d| wave[d] + 1)
+            .max()
+            .unwrap_or(1);
     }
     let mut bottom = vec![0u64; tasks.len()];
     for &i in order.iter().rev() {
-        let tail = graph.children[i].iter().map(|&c| bottom[c]).max().unwrap_or(0);
+        let tail = graph.children[i]
+            .iter()
+            .map(|&c| bottom[c])
+            .max()
+            .unwrap_or(0);
         bottom[i] = est[i].saturating_add(tail);
     }
     let depth = wave.iter().copied().max().unwrap_or(0);
@@ -239,10 +249,14 @@ fn simulate(graph: &Graph, est: &[u64], priority: &[u64], agents: u32) -> u64 {
     let agents = agents.max(1) as usize;
     loop {
         while running.len() < agents {
-            let Some((_, Reverse(i))) = ready.pop() else { break };
+            let Some((_, Reverse(i))) = ready.pop() else {
+                break;
+            };
             running.push(Reverse((now.saturating_add(est[i]), i)));
         }
-        let Some(Reverse((t, i))) = running.pop() else { break };
+        let Some(Reverse((t, i))) = running.pop() else {
+            break;
+        };
         now = t;
         for &c in &graph.children[i] {
             indeg[c] -= 1;
@@ -257,7 +271,11 @@ fn simulate(graph: &Graph, est: &[u64], priority: &[u64], agents: u32) -> u64 {
 /// Simulates the workers' schedule for `tasks` (already analysed) with
 /// `agents` agents and the given per-task durations in milliseconds.
 pub fn simulate_makespan(tasks: &[Task], durations: &[u64], agents: u32) -> u64 {
-    let index: HashMap<String, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+    let index: HashMap<String, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.clone(), i))
+        .collect();
     let graph = Graph::new(tasks, &index);
     let priority: Vec<u64> = tasks.iter().map(|t| t.priority).collect();
     simulate(&graph, durations, &priority, agents)
@@ -290,8 +308,17 @@ mod tests {
     #[test]
     fn waves_priorities_and_makespan() {
         // a(10) -> b(10) -> c(10); d(25) independent.
-        let mut tasks = vec![task("a", &[], 10), task("b", &["a"], 10), task("c", &["b"], 10), task("d", &[], 25)];
-        let index = tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let mut tasks = vec![
+            task("a", &[], 10),
+            task("b", &["a"], 10),
+            task("c", &["b"], 10),
+            task("d", &[], 25),
+        ];
+        let index = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
         let a = analyse(&mut tasks, &index, Some(1)).unwrap();
         assert_eq!(a.depth, 3);
         assert_eq!(a.wave_sizes, vec![2, 1, 1]);
@@ -308,7 +335,11 @@ mod tests {
     fn auto_picks_smallest_count_near_unlimited() {
         // 8 independent tasks of 10: unlimited = 10; needs 8 agents (capped by cores).
         let mut tasks: Vec<Task> = (0..8).map(|i| task(&format!("t{i}"), &[], 10)).collect();
-        let index = tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let index = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
         let a = analyse(&mut tasks, &index, None).unwrap();
         let cores = std::thread::available_parallelism().unwrap().get() as u32;
         assert_eq!(a.agents, cores.min(8));

@@ -116,12 +116,13 @@ impl<'de> Deserialize<'de> for AgentValue {
         impl<'de> Visitor<'de> for V {
             type Value = AgentValue;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an argv template: a string like \"claude -p {prompt}\" or a list of strings")
+                f.write_str(
+                    "an argv template: a string like \"claude -p {prompt}\" or a list of strings",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<AgentValue, E> {
-                let argv = shlex::split(v).ok_or_else(|| {
-                    E::custom(format!("agent `{v}` has an unclosed quote"))
-                })?;
+                let argv = shlex::split(v)
+                    .ok_or_else(|| E::custom(format!("agent `{v}` has an unclosed quote")))?;
                 Ok(AgentValue(argv))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AgentValue, A::Error> {
@@ -205,7 +206,11 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
     fn diag(&self, offset: Option<usize>, message: impl Into<String>) -> Diagnostic {
@@ -300,10 +305,7 @@ fn parse_json(ctx: &Ctx<'_>) -> Result<(Head, Tasks), Diagnostic> {
         let line = offset.map_or(1, |o| ctx.line_of(o));
         let task: RawTask<String> =
             serde_json::from_str(raw_task.get()).map_err(|e| json_err(e, line))?;
-        out.push((
-            task.map(|text| Located { text, offset }),
-            offset,
-        ));
+        out.push((task.map(|text| Located { text, offset }), offset));
     }
     Ok((head, out))
 }
@@ -341,17 +343,26 @@ fn is_pure_reference(value: &str) -> bool {
         .is_some_and(is_env_name)
 }
 
-fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str>) -> Result<Plan, Diagnostic> {
+fn build(
+    ctx: &Ctx<'_>,
+    head: Head,
+    raw_tasks: Tasks,
+    name_override: Option<&str>,
+) -> Result<Plan, Diagnostic> {
     let mut settings = Settings::default();
     if let Some(a) = head.agent {
         if a.0.is_empty() || a.0[0].is_empty() {
-            return Err(ctx.diag(None, "`agent` is empty").help("give an argv template like \"claude -p {prompt}\""));
+            return Err(ctx
+                .diag(None, "`agent` is empty")
+                .help("give an argv template like \"claude -p {prompt}\""));
         }
         settings.agent = a.0;
     }
     if let Some(t) = head.timeout {
         if t.0.is_zero() {
-            return Err(ctx.diag(None, "`timeout` must be more than 0").help("write e.g. timeout = \"30m\""));
+            return Err(ctx
+                .diag(None, "`timeout` must be more than 0")
+                .help("write e.g. timeout = \"30m\""));
         }
         settings.timeout_ms = t.millis();
     }
@@ -374,15 +385,20 @@ fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "plan".to_owned()),
     };
-    if name.trim().is_empty() || name.len() > MAX_SESSION_NAME || name.chars().any(char::is_control) {
-        return Err(ctx.diag(None, format!("session name `{}` is not usable", name.escape_debug()))
+    if name.trim().is_empty() || name.len() > MAX_SESSION_NAME || name.chars().any(char::is_control)
+    {
+        return Err(ctx
+            .diag(
+                None,
+                format!("session name `{}` is not usable", name.escape_debug()),
+            )
             .help("use 1 to 100 printable characters"));
     }
 
     if raw_tasks.is_empty() {
-        return Err(ctx.diag(None, "the plan has no tasks").help(
-            "add a task: [[task]] with an `id` and a `command` or `prompt`",
-        ));
+        return Err(ctx
+            .diag(None, "the plan has no tasks")
+            .help("add a task: [[task]] with an `id` and a `command` or `prompt`"));
     }
 
     let plan_dir = ctx.path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -402,18 +418,24 @@ fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str
                 .and_then(|t: &Task| t.line)
                 .map(|l| format!(" (first defined on line {l})"))
                 .unwrap_or_default();
-            return Err(ctx.diag(at, format!("duplicate task id `{id}`{first_line}"))
+            return Err(ctx
+                .diag(at, format!("duplicate task id `{id}`{first_line}"))
                 .help("give each task its own id"));
         }
         let action = match (raw.command, raw.prompt) {
             (Some(c), None) => Action::Command(c),
             (None, Some(p)) => Action::Prompt(p),
             (Some(_), Some(_)) => {
-                return Err(ctx.diag(at, format!("task `{id}` has both `command` and `prompt`"))
+                return Err(ctx
+                    .diag(at, format!("task `{id}` has both `command` and `prompt`"))
                     .help("keep one: `command` runs in sh, `prompt` goes to the agent"))
             }
             (None, None) => {
-                return Err(ctx.diag(at, format!("task `{id}` has neither `command` nor `prompt`"))
+                return Err(ctx
+                    .diag(
+                        at,
+                        format!("task `{id}` has neither `command` nor `prompt`"),
+                    )
                     .help("add command = \"...\" or prompt = \"...\""))
             }
         };
@@ -422,11 +444,19 @@ fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str
             return Err(ctx.diag(at, format!("task `{id}` has an empty command or prompt")));
         }
         for res in &raw.resources {
-            check_name("resource name", res).map_err(|e| ctx.diag(at, format!("task `{id}`: {e}")))?;
+            check_name("resource name", res)
+                .map_err(|e| ctx.diag(at, format!("task `{id}`: {e}")))?;
         }
         for (k, v) in &raw.env {
             if !is_env_name(k) {
-                return Err(ctx.diag(at, format!("task `{id}`: `{}` is not an environment variable name", k.escape_debug()))
+                return Err(ctx
+                    .diag(
+                        at,
+                        format!(
+                            "task `{id}`: `{}` is not an environment variable name",
+                            k.escape_debug()
+                        ),
+                    )
                     .help("use letters, digits and `_`, not starting with a digit"));
             }
             if looks_secret(k) && !is_pure_reference(v) {
@@ -441,7 +471,11 @@ fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str
         }
         let cwd = raw.cwd.map(|c| {
             let p = PathBuf::from(&c);
-            if p.is_absolute() { c } else { plan_dir.join(p).to_string_lossy().into_owned() }
+            if p.is_absolute() {
+                c
+            } else {
+                plan_dir.join(p).to_string_lossy().into_owned()
+            }
         });
         index.insert(id.clone(), tasks.len());
         after_offsets.push(raw.after.iter().map(|a| a.offset.or(at)).collect());
@@ -452,7 +486,9 @@ fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str
             files: raw.files,
             resources: raw.resources,
             estimate_ms: raw.estimate.map(DurationValue::millis),
-            timeout_ms: raw.timeout.map_or(settings.timeout_ms, DurationValue::millis),
+            timeout_ms: raw
+                .timeout
+                .map_or(settings.timeout_ms, DurationValue::millis),
             retries: raw.retries.unwrap_or(settings.retries),
             env: raw.env,
             cwd,
@@ -469,7 +505,10 @@ fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str
         for (j, dep) in task.after.iter().enumerate() {
             let at = after_offsets[i][j];
             if !index.contains_key(dep) {
-                let mut d = ctx.diag(at, format!("task `{}` depends on unknown task `{dep}`", task.id));
+                let mut d = ctx.diag(
+                    at,
+                    format!("task `{}` depends on unknown task `{dep}`", task.id),
+                );
                 d = match suggest(dep, index.keys()) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help("list an existing task id in `after`"),
@@ -477,22 +516,26 @@ fn build(ctx: &Ctx<'_>, head: Head, raw_tasks: Tasks, name_override: Option<&str
                 return Err(d);
             }
             if seen.insert(dep.as_str(), ()).is_some() {
-                return Err(ctx.diag(at, format!("task `{}` lists `{dep}` twice in `after`", task.id)));
+                return Err(ctx.diag(
+                    at,
+                    format!("task `{}` lists `{dep}` twice in `after`", task.id),
+                ));
             }
         }
     }
 
-    let analysis = analysis::analyse(&mut tasks, &index, agents_for_analysis(agents)).map_err(|cycle| {
-        let first = index[&cycle[0]];
-        let needs: Vec<String> = cycle
-            .windows(2)
-            .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
-            .collect();
-        let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
-        let at = dep_pos.and_then(|p| after_offsets[first][p]);
-        ctx.diag(at, format!("dependency cycle: {}", needs.join(", ")))
-            .help("remove one of these `after` entries")
-    })?;
+    let analysis =
+        analysis::analyse(&mut tasks, &index, agents_for_analysis(agents)).map_err(|cycle| {
+            let first = index[&cycle[0]];
+            let needs: Vec<String> = cycle
+                .windows(2)
+                .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
+                .collect();
+            let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
+            let at = dep_pos.and_then(|p| after_offsets[first][p]);
+            ctx.diag(at, format!("dependency cycle: {}", needs.join(", ")))
+                .help("remove one of these `after` entries")
+        })?;
     settings.agents = analysis.agents;
     settings.agents_auto = matches!(agents, AgentsValue::Auto);
     Ok(Plan {
@@ -589,14 +632,18 @@ after = ["api"]
     fn cycle_is_named() {
         let err = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nafter = [\"b\"]\n[[task]]\nid = \"b\"\ncommand = \"true\"\nafter = [\"a\"]\n").unwrap_err();
         assert!(err.message.contains("dependency cycle"), "{err}");
-        assert!(err.message.contains("`a` needs `b`") && err.message.contains("`b` needs `a`"), "{err}");
+        assert!(
+            err.message.contains("`a` needs `b`") && err.message.contains("`b` needs `a`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_field_and_bad_duration_have_lines() {
         let err = parse("[[task]]\nid = \"a\"\ncomand = \"true\"\n").unwrap_err();
         assert_eq!(err.line, Some(3), "{err}");
-        let err = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\ntimeout = \"10 parsecs\"\n").unwrap_err();
+        let err = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\ntimeout = \"10 parsecs\"\n")
+            .unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
         assert!(err.message.contains("invalid duration"), "{err}");
     }
@@ -604,17 +651,34 @@ after = ["api"]
     #[test]
     fn json_plans_report_task_lines() {
         let text = "{\n \"tasks\": [\n  {\"id\": \"a\", \"command\": \"true\"},\n  {\"id\": \"b/c\", \"command\": \"true\"}\n ]\n}\n";
-        let err = parse_plan(PlanSource { path: Path::new("p.json"), text }, None).unwrap_err();
+        let err = parse_plan(
+            PlanSource {
+                path: Path::new("p.json"),
+                text,
+            },
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
         let text = "{\"tasks\": [{\"id\": \"a\", \"command\": \"true\", \"bogus\": 1}]}";
-        let err = parse_plan(PlanSource { path: Path::new("p.json"), text }, None).unwrap_err();
+        let err = parse_plan(
+            PlanSource {
+                path: Path::new("p.json"),
+                text,
+            },
+            None,
+        )
+        .unwrap_err();
         assert!(err.message.contains("bogus"), "{err}");
     }
 
     #[test]
     fn secret_env_literals_are_refused() {
-        let err = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nenv = { API_TOKEN = \"abc\" }\n").unwrap_err();
+        let err =
+            parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nenv = { API_TOKEN = \"abc\" }\n")
+                .unwrap_err();
         assert!(err.message.contains("looks secret"), "{err}");
-        parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nenv = { API_TOKEN = \"${API_TOKEN}\" }\n").unwrap();
+        parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nenv = { API_TOKEN = \"${API_TOKEN}\" }\n")
+            .unwrap();
     }
 }

@@ -1,0 +1,235 @@
+//! orch-claim: concurrent claims, hand claims bound to a shell, exit codes.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::{Command, Stdio};
+
+use orch_session::lock;
+
+use crate::support::*;
+
+fn independent_plan(n: usize) -> String {
+    let mut s = String::from("name = \"wide\"\n");
+    for i in 0..n {
+        s += &format!("[[task]]\nid = \"t{i:03}\"\ncommand = \"true\"\n");
+    }
+    s
+}
+
+/// How many processes wait for a flock on `path` (from /proc/locks).
+fn lock_waiters(path: &std::path::Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(path).unwrap().ino();
+    let suffix = format!(":{ino} ");
+    fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("->") && l.contains(&suffix))
+        .count()
+}
+
+/// A process to bind hand claims to; killing it ends them.
+fn sleeper() -> Guard {
+    Guard::new(
+        Command::new("sleep")
+            .arg("1000")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn eight_processes_claiming_at_the_same_instant_never_share_a_task() {
+    let env = Env::new();
+    let id = env.plan(&independent_plan(50));
+    let owner = sleeper();
+    // A start gate: every claimer blocks on a shared flock of `gate` while
+    // the test holds it exclusively, then all are released at once.
+    let gate = env.path("gate");
+    let gate_lock = lock::try_lock(&gate).unwrap().expect("gate");
+    let claim_bin = bin("orch-claim");
+    let mut procs = Vec::new();
+    for k in 0..8 {
+        let script = format!(
+            "flock -s '{gate}' true; while '{bin}' --pid {pid} >> '{out}'; do :; done",
+            gate = gate.display(),
+            bin = claim_bin.display(),
+            pid = owner.pid(),
+            out = env.path(&format!("claims.{k}")).display()
+        );
+        procs.push(Guard::new(
+            env.sh(&script).stderr(Stdio::null()).spawn().unwrap(),
+        ));
+    }
+    wait_until("8 claimers to wait at the gate", LONG, || {
+        lock_waiters(&gate) == 8
+    });
+    drop(gate_lock);
+    for p in &mut procs {
+        let s = p.wait_timeout(LONG);
+        assert!(s.success(), "claim loop failed");
+    }
+    let mut all = Vec::new();
+    for k in 0..8 {
+        let text = fs::read_to_string(env.path(&format!("claims.{k}"))).unwrap_or_default();
+        all.extend(text.lines().map(str::to_owned));
+    }
+    let unique: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), 50, "claims: {all:?}");
+    assert_eq!(unique.len(), 50, "a task was claimed twice: {all:?}");
+    // Every claim is live while its owner lives.
+    let list = env.run("orch-claim", &["list", "--json", "--session", &id]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let claims = v["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), 50);
+    assert!(claims
+        .iter()
+        .all(|c| c["live"] == true && c["kind"] == "hand"));
+    // Nothing else is runnable; the exit code says so.
+    let out = env.run("orch-claim", &["--pid", &owner.pid().to_string()]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    drop(owner);
+    let dir = env.session_dir(&id);
+    wait_until("all hand claims to end with their owner", LONG, || {
+        (0..50).all(|i| !lock::is_held(&dir.join(format!("locks/t{i:03}.lock"))).unwrap())
+    });
+    wait_until("holders to remove their records", LONG, || {
+        fs::read_dir(dir.join("claims")).unwrap().count() == 0
+    });
+}
+
+#[test]
+fn a_hand_claim_lives_with_its_shell_and_is_reclaimable_after() {
+    let env = Env::new();
+    let id = env.plan(&independent_plan(2));
+    let dir = env.session_dir(&id);
+    let claim_bin = bin("orch-claim");
+    // A shell that claims, then keeps living.
+    let script = format!(
+        "'{}' --task t000 > '{}' && exec sleep 1000",
+        claim_bin.display(),
+        env.path("out").display()
+    );
+    let shell = Guard::new(env.sh(&script).spawn().unwrap());
+    let lockp = dir.join("locks/t000.lock");
+    wait_until("the claim", LONG, || {
+        dir.join("claims/t000.json").exists() && lock::is_held(&lockp).unwrap()
+    });
+    let record = read_json(&dir.join("claims/t000.json"));
+    assert_eq!(record["kind"], "hand");
+    assert_eq!(record["pid"], shell.pid());
+    // Held: another claim of it is refused with the owner named.
+    let out = env.run("orch-claim", &["--task", "t000"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("pid {}", shell.pid())),
+        "{}",
+        stderr(&out)
+    );
+    // The shell dies: the task becomes claimable by itself.
+    drop(shell);
+    wait_until("the lock to be released", LONG, || {
+        !lock::is_held(&lockp).unwrap()
+    });
+    wait_until("the record to be removed", LONG, || {
+        !dir.join("claims/t000.json").exists()
+    });
+    let keeper = sleeper();
+    let out = env.run(
+        "orch-claim",
+        &["--task", "t000", "--pid", &keeper.pid().to_string()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "t000");
+    assert_eq!(read_json(&dir.join("claims/t000.json"))["attempt"], 1);
+}
+
+#[test]
+fn a_claim_from_a_shell_that_exits_at_once_is_released() {
+    let env = Env::new();
+    let id = env.plan(&independent_plan(1));
+    let dir = env.session_dir(&id);
+    let claim_bin = bin("orch-claim");
+    let status = env
+        .sh(&format!("'{}' --task t000 >/dev/null", claim_bin.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the lock to be released", LONG, || {
+        !lock::is_held(&dir.join("locks/t000.lock")).unwrap()
+    });
+    let keeper = sleeper();
+    let out = env.run("orch-claim", &["--pid", &keeper.pid().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn done_fail_release_and_the_exit_codes_of_an_empty_queue() {
+    let env = Env::new();
+    let id = env.plan(
+        "[[task]]\nid = \"a\"\ncommand = \"true\"\n[[task]]\nid = \"b\"\ncommand = \"true\"\nafter = [\"a\"]\n[[task]]\nid = \"c\"\ncommand = \"true\"\n[[task]]\nid = \"d\"\ncommand = \"true\"\nafter = [\"c\"]\n",
+    );
+    let dir = env.session_dir(&id);
+    let keeper = sleeper();
+    let pid = keeper.pid().to_string();
+    let claim = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--pid", &pid]);
+        env.run("orch-claim", &a)
+    };
+    // `b` waits for `a`: not runnable yet (7).
+    let out = claim(&["--task", "b"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(stderr(&out).contains("waits for a"), "{}", stderr(&out));
+    assert_eq!(stdout(&claim(&["--task", "a"])).trim(), "a");
+    let out = env.run("orch-claim", &["done", "a", "--summary", "schema made"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = read_json(&dir.join("results/a.json"));
+    assert_eq!(r["status"], "success");
+    assert_eq!(r["summary"], "schema made");
+    assert_eq!(r["worker"], "hand");
+    assert!(!lock::is_held(&dir.join("locks/a.lock")).unwrap());
+    // Done twice: a conflict.
+    assert_eq!(env.run("orch-claim", &["done", "a"]).status.code(), Some(6));
+
+    // Release gives it back without a result.
+    assert_eq!(stdout(&claim(&["--task", "c"])).trim(), "c");
+    assert!(env.run("orch-claim", &["release", "c"]).status.success());
+    assert!(!dir.join("results/c.json").exists());
+    assert_eq!(stdout(&claim(&["--task", "c"])).trim(), "c");
+    let out = env.run("orch-claim", &["fail", "c", "--reason", "broken"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = read_json(&dir.join("results/c.json"));
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("failure"), Some("broken"))
+    );
+    // d depends on c: skipped with the reason.
+    let d = read_json(&dir.join("results/d.json"));
+    assert_eq!(d["status"], "skipped");
+    assert!(d["reason"].as_str().unwrap().contains("`c`"), "{d}");
+
+    assert_eq!(stdout(&claim(&[])).trim(), "b");
+    assert!(env.run("orch-claim", &["done", "b"]).status.success());
+    let out = claim(&["--session", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "finished session: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("is finished"));
+    assert!(dir.join("status/finished").exists());
+}
+
+#[test]
+fn done_on_a_task_nobody_claimed_is_a_conflict() {
+    let env = Env::new();
+    env.plan(&independent_plan(1));
+    let out = env.run("orch-claim", &["done", "t000"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(stderr(&out).contains("not claimed"), "{}", stderr(&out));
+    let out = env.run("orch-claim", &["done", "../x"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}

@@ -1,0 +1,193 @@
+//! orch-plan: analysis output, session creation, and every validation error
+//! as a user sees it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::*;
+
+pub const DEMO: &str = r#"
+name = "demo"
+agents = 4
+
+[[task]]
+id = "schema"
+command = "sleep 1 && echo schema ready"
+
+[[task]]
+id = "api"
+command = "sleep 2"
+after = ["schema"]
+
+[[task]]
+id = "review"
+prompt = "Review the API in src/api for security problems"
+after = ["api"]
+"#;
+
+#[test]
+fn smallest_plan_prints_analysis_and_creates_private_session() {
+    let env = Env::new();
+    let p = env.write("plan.toml", DEMO);
+    let out = env.run("orch-plan", &[p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "3 tasks",
+        "Dependency depth: 3 waves",
+        "Wave 1 (1 task): schema",
+        "Wave 3 (1 task): review",
+        "Critical path: schema -> api -> review",
+        "Widest wave: wave 1, 1 task",
+        "Estimated time with 4 agents",
+        "sequential",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(text.is_ascii(), "piped output must be ASCII:\n{text}");
+    let id = text.lines().last().unwrap();
+    let dir = env.session_dir(id);
+    let session = read_json(&dir.join("session.json"));
+    assert_eq!(session["name"], "demo");
+    assert_eq!(session["settings"]["agents"], 4);
+    assert_eq!(session["settings"]["timeout_ms"], 30 * 60 * 1000);
+    assert_eq!(
+        session["settings"]["agent"],
+        serde_json::json!([
+            "claude",
+            "-p",
+            "{prompt}",
+            "--output-format",
+            "stream-json",
+            "--verbose"
+        ])
+    );
+    let plan = read_json(&dir.join("plan.json"));
+    assert_eq!(plan["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        plan["analysis"]["critical_path"],
+        serde_json::json!(["schema", "api", "review"])
+    );
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "session dir must be private");
+    let mode = fs::metadata(dir.join("session.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(fs::read_to_string(dir.join("logs/run.log"))
+        .unwrap()
+        .contains("created session"));
+}
+
+#[test]
+fn dry_run_and_json_create_nothing_or_report_it() {
+    let env = Env::new();
+    let p = env.write("plan.toml", DEMO);
+    let out = env.run("orch-plan", &[p.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("Dry run"));
+    assert!(!env.root().exists(), "dry run created the root");
+
+    let out = env.run("orch-plan", &[p.to_str().unwrap(), "--dry-run", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["session"], serde_json::Value::Null);
+    assert_eq!(v["depth"], 3);
+    assert_eq!(
+        v["waves"],
+        serde_json::json!([["schema"], ["api"], ["review"]])
+    );
+
+    let out = env.run(
+        "orch-plan",
+        &[p.to_str().unwrap(), "--json", "--name", "other"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["session"].as_str().unwrap();
+    assert_eq!(env.json(id, "session.json")["name"], "other");
+}
+
+/// (plan text, file name, expected line, words the message must contain)
+const BAD_PLANS: &[(&str, &str, usize, &[&str])] = &[
+    ("[[task]]\nid = \"a\"\ncommand = \"true\"\n\n[[task]]\nid = \"a\"\ncommand = \"true\"\n", "plan.toml", 6, &["duplicate task id `a`", "line 2"]),
+    ("[[task]]\nid = \"schema\"\ncommand = \"true\"\n[[task]]\nid = \"api\"\ncommand = \"true\"\nafter = [\"shema\"]\n", "plan.toml", 7, &["unknown task `shema`", "did you mean `schema`"]),
+    ("[[task]]\nid = \"a\"\ncommand = \"true\"\nafter = [\"c\"]\n[[task]]\nid = \"b\"\ncommand = \"true\"\nafter = [\"a\"]\n[[task]]\nid = \"c\"\ncommand = \"true\"\nafter = [\"b\"]\n", "plan.toml", 4, &["dependency cycle", "`a` needs `c`", "`c` needs `b`", "`b` needs `a`"]),
+    ("[[task]]\nid = \"a\"\ncommand = \"true\"\ntimeout = \"ten minutes\"\n", "plan.toml", 4, &["invalid duration", "30m"]),
+    ("[[task]]\nid = \"../etc\"\ncommand = \"true\"\n", "plan.toml", 2, &["invalid task id", "letters, digits"]),
+    ("[[task]]\nid = \"-rf\"\ncommand = \"true\"\n", "plan.toml", 2, &["may not start with `-`"]),
+    ("[[task]]\nid = \"a\"\ncommand = \"true\"\nprompt = \"hi\"\n", "plan.toml", 2, &["both `command` and `prompt`"]),
+    ("[[task]]\nid = \"a\"\n", "plan.toml", 2, &["neither `command` nor `prompt`"]),
+    ("[[task]]\nid = \"a\"\ncomand = \"true\"\n", "plan.toml", 3, &["unknown field `comand`"]),
+    ("name = \"x\"\n[[task]\nid = \"a\"\n", "plan.toml", 2, &[]),
+    ("agents = 0\n[[task]]\nid = \"a\"\ncommand = \"true\"\n", "plan.toml", 1, &["out of range"]),
+    ("name = \"empty\"\n", "plan.toml", 0, &["no tasks"]),
+    ("{\"tasks\": [\n {\"id\": \"a\", \"command\": \"true\"},\n {\"id\": \"b\", \"command\": \"true\", \"after\": [\"zz\"]}\n]}\n", "plan.json", 3, &["unknown task `zz`"]),
+    ("{\"tasks\": [\n {\"id\": \"a\", \"command\": \"true\",}\n]}\n", "plan.json", 2, &[]),
+];
+
+#[test]
+fn every_validation_error_names_file_line_and_fix_and_creates_nothing() {
+    for (text, file, line, words) in BAD_PLANS {
+        let env = Env::new();
+        let p = env.write(file, text);
+        let out = env.run("orch-plan", &[p.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "plan {text:?}: want exit 3, got {:?}: {err}",
+            out.status.code()
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "error must be one line: {err}"
+        );
+        assert!(err.starts_with("orch-plan: error: "), "{err}");
+        if *line > 0 {
+            let loc = format!("{}:{line}:", p.display());
+            assert!(err.contains(&loc), "plan {text:?}: want {loc} in: {err}");
+        } else {
+            assert!(err.contains(&p.display().to_string()), "{err}");
+        }
+        for w in *words {
+            assert!(err.contains(w), "plan {text:?}: want {w:?} in: {err}");
+        }
+        assert!(
+            !env.root().exists(),
+            "a failed plan created {}",
+            env.root().display()
+        );
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn missing_plan_file_is_an_io_error() {
+    let env = Env::new();
+    let out = env.run("orch-plan", &["nope.toml"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).contains("cannot read plan `nope.toml`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn existing_sessions_are_untouched_by_a_bad_plan() {
+    let env = Env::new();
+    let id = env.plan(DEMO);
+    let before = fs::read(env.session_dir(&id).join("plan.json")).unwrap();
+    let p = env.write("bad.toml", "[[task]]\nid = \"a\"\n");
+    let out = env.run("orch-plan", &[p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        fs::read(env.session_dir(&id).join("plan.json")).unwrap(),
+        before
+    );
+    let sessions = fs::read_dir(env.root()).unwrap().count();
+    assert_eq!(sessions, 1);
+}

@@ -1,0 +1,471 @@
+//! orch-worker: running, recording, retrying, timeouts, signals, crashes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::Stdio;
+use std::time::Duration;
+
+use orch_session::lock;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn task_log(env: &Env, id: &str, task: &str) -> String {
+    fs::read_to_string(env.session_dir(id).join(format!("logs/{task}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn demo_plan_runs_to_the_end_with_four_workers() {
+    let env = Env::new();
+    env.script("bin/claude", "#!/bin/sh\nprintf '%s\\n' '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"ok\"}'\n");
+    let plan = crate::plan::DEMO
+        .replace("sleep 1 && ", "")
+        .replace("sleep 2", "echo api");
+    let id = env.plan(&plan);
+    let path = format!(
+        "{}:{}",
+        env.path("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = output(
+        env.cmd("orch-worker")
+            .args(["--parallel", "4"])
+            .env("PATH", path),
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("3/3 tasks finished: 3 succeeded"), "{text}");
+    assert!(text.is_ascii());
+    let results = env.results(&id);
+    assert_eq!(results.len(), 3);
+    assert!(results.values().all(|r| r["status"] == "success"));
+    for w in 1..=4 {
+        assert!(env
+            .session_dir(&id)
+            .join(format!("logs/worker-{w}.log"))
+            .exists());
+    }
+    let log = task_log(&env, &id, "schema");
+    assert!(
+        log.lines().any(|l| l.ends_with("[schema] schema ready")),
+        "{log}"
+    );
+    let yaml = fs::read_to_string(env.session_dir(&id).join("status/orchestration.yaml")).unwrap();
+    assert!(
+        yaml.contains("state: finished") && yaml.contains("success: 3"),
+        "{yaml}"
+    );
+    assert!(env.session_dir(&id).join("status/finished").exists());
+    assert!(damaged_files(&env.session_dir(&id)).is_empty());
+    // Heartbeats are removed on clean exit.
+    let beats: Vec<_> = fs::read_dir(env.session_dir(&id).join("status"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".active"))
+        .collect();
+    assert!(beats.is_empty());
+}
+
+#[test]
+fn results_carry_exit_codes_output_and_environment() {
+    let env = Env::new();
+    let id = env.plan(
+        r#"
+[[task]]
+id = "out"
+command = """
+printf '{"summary":"did it","insights":["x is slow"],"decisions":{"db":"postgres"},"score":0.9,"extra":1}' > "$ORCH_OUTPUT"
+echo "task=$ORCH_TASK worker=$ORCH_WORKER attempt=$ORCH_ATTEMPT session=$ORCH_SESSION"
+echo "greeting=$GREETING"
+test -d "$ORCH_SESSION_DIR/results"
+"""
+env = { GREETING = "hello ${ORCH_TEST_WHO}" }
+
+[[task]]
+id = "bad"
+command = "echo oops >&2; exit 3"
+"#,
+    );
+    let out = output(env.cmd("orch-worker").env("ORCH_TEST_WHO", "world"));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed task makes the worker exit 1: {}",
+        stderr(&out)
+    );
+    let r = env.results(&id);
+    let ok = &r["out"];
+    assert_eq!(ok["status"], "success");
+    assert_eq!(ok["exit_code"], 0);
+    assert_eq!(ok["attempt"], 1);
+    assert_eq!(ok["worker"], "worker-1");
+    assert_eq!(ok["summary"], "did it");
+    assert_eq!(ok["insights"], serde_json::json!(["x is slow"]));
+    assert_eq!(ok["decisions"]["db"], "postgres");
+    assert_eq!(ok["score"], 0.9);
+    assert_eq!(ok["data"]["extra"], 1);
+    for k in ["started", "finished", "duration", "pid"] {
+        assert!(!ok[k].is_null(), "missing {k}");
+    }
+    let log = task_log(&env, &id, "out");
+    assert!(
+        log.contains(&format!(
+            "[out] task=out worker=worker-1 attempt=1 session={id}"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("[out] greeting=hello world"), "{log}");
+    let bad = &r["bad"];
+    assert_eq!(
+        (bad["status"].as_str(), bad["exit_code"].as_i64()),
+        (Some("failure"), Some(3))
+    );
+    assert_eq!(bad["reason"], "exit code 3");
+    assert!(task_log(&env, &id, "bad").contains("[bad] oops"));
+}
+
+#[test]
+fn prompt_reaches_the_agent_as_one_literal_argument() {
+    let env = Env::new();
+    let pwned = env.path("pwned");
+    env.script("agent.sh", "#!/bin/sh\nfor a in \"$@\"; do printf '<%s>\\n' \"$a\"; done > \"$ORCH_SESSION_DIR/../../argv\"\n");
+    let prompt = format!(
+        "$(touch {p}) `touch {p}`; touch {p}\nnext line 'q' \"dq\"",
+        p = pwned.display()
+    );
+    let plan = format!(
+        "agent = [\"{}\", \"--task\", \"{{task}}\", \"-p\", \"{{prompt}}\"]\n[[task]]\nid = \"p\"\nprompt = '''{prompt}'''\n",
+        env.path("agent.sh").display()
+    );
+    let id = env.plan(&plan);
+    let out = output(&mut env.cmd("orch-worker"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.results(&id)["p"]["status"], "success");
+    let argv = fs::read_to_string(env.path("argv")).unwrap();
+    assert_eq!(argv, format!("<--task>\n<p>\n<-p>\n<{prompt}>\n"));
+    assert!(!pwned.exists(), "the prompt ran as shell");
+}
+
+#[test]
+fn failures_retry_with_backoff_then_dependents_are_skipped() {
+    let env = Env::new();
+    let counter = env.path("count");
+    let id = env.plan(&format!(
+        r#"
+backoff = "10ms"
+[[task]]
+id = "flaky"
+retries = 3
+command = "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{c}'; [ $n -ge 3 ]"
+
+[[task]]
+id = "broken"
+retries = 1
+command = "exit 7"
+
+[[task]]
+id = "child"
+command = "true"
+after = ["broken"]
+
+[[task]]
+id = "grandchild"
+command = "true"
+after = ["child", "flaky"]
+"#,
+        c = counter.display()
+    ));
+    let out = output(&mut env.cmd("orch-worker"));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let r = env.results(&id);
+    assert_eq!(
+        (
+            r["flaky"]["status"].as_str(),
+            r["flaky"]["attempt"].as_u64()
+        ),
+        (Some("success"), Some(3))
+    );
+    assert_eq!(
+        (
+            r["broken"]["status"].as_str(),
+            r["broken"]["attempt"].as_u64()
+        ),
+        (Some("failure"), Some(2))
+    );
+    assert_eq!(r["child"]["status"], "skipped");
+    assert!(r["child"]["reason"].as_str().unwrap().contains("`broken`"));
+    assert_eq!(r["grandchild"]["status"], "skipped");
+    assert!(r["grandchild"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("`child`"));
+    let hist = env.session_dir(&id).join("history/flaky");
+    let mut attempts: Vec<String> = fs::read_dir(&hist)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    attempts.sort();
+    assert_eq!(attempts, ["attempt-1.json", "attempt-2.json"]);
+    assert_eq!(read_json(&hist.join("attempt-1.json"))["status"], "failure");
+    assert!(task_log(&env, &id, "flaky").contains("retry 1/3"));
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group_including_grandchildren() {
+    let env = Env::new();
+    let id = env.plan("grace = \"200ms\"\n[[task]]\nid = \"slow\"\ntimeout = \"300ms\"\ncommand = \"sleep 100 & sleep 100\"\n");
+    let out = output(&mut env.cmd("orch-worker"));
+    assert_eq!(out.status.code(), Some(1));
+    let r = &env.results(&id)["slow"];
+    assert_eq!(r["status"], "timeout");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 300ms"),
+        "{r}"
+    );
+    let pgid = r["pid"].as_i64().unwrap() as i32;
+    assert!(
+        !group_alive(pgid),
+        "processes of the timed-out task survive"
+    );
+    assert!(task_log(&env, &id, "slow").contains("SIGTERM to its process group"));
+}
+
+#[test]
+fn sigterm_stops_the_task_records_interrupted_and_releases_it() {
+    let env = Env::new();
+    let id = env.plan(
+        "grace = \"5s\"\n[[task]]\nid = \"long\"\ncommand = \"if [ $ORCH_ATTEMPT = 1 ]; then echo waiting; sleep 100; fi; echo second run\"\n",
+    );
+    let dir = env.session_dir(&id);
+    let mut w = Guard::new(
+        env.cmd("orch-worker")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the task to start", LONG, || {
+        task_log(&env, &id, "long").contains("[long] waiting")
+    });
+    let agent = read_json(&dir.join("claims/long.json"))["agent"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: signalling the worker we started.
+    unsafe { libc::kill(w.pid(), libc::SIGTERM) };
+    let status = w.wait_timeout(LONG);
+    assert_eq!(status.code(), Some(143), "exit 128+SIGTERM");
+    let r = read_json(&dir.join("results/long.json"));
+    assert_eq!(r["status"], "interrupted");
+    assert!(!group_alive(agent), "the agent's group survives");
+    assert!(!lock::is_held(&dir.join("locks/long.lock")).unwrap());
+    assert!(!dir.join("claims/long.json").exists());
+    // Released: another worker runs it again as attempt 2.
+    let out = output(&mut env.cmd("orch-worker"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = read_json(&dir.join("results/long.json"));
+    assert_eq!(
+        (r["status"].as_str(), r["attempt"].as_u64()),
+        (Some("success"), Some(2))
+    );
+    assert_eq!(
+        read_json(&dir.join("history/long/attempt-1.json"))["status"],
+        "interrupted"
+    );
+}
+
+#[test]
+fn kill9_of_worker_and_agent_group_leaves_the_task_claimable_and_files_whole() {
+    let env = Env::new();
+    let id = env.plan("[[task]]\nid = \"victim\"\ncommand = \"echo started; sleep 100\"\n[[task]]\nid = \"other\"\ncommand = \"true\"\nafter = [\"victim\"]\n");
+    let dir = env.session_dir(&id);
+    let mut w = Guard::new(
+        env.cmd("orch-worker")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the task to start", LONG, || {
+        task_log(&env, &id, "victim").contains("[victim] started")
+    });
+    let agent = read_json(&dir.join("claims/victim.json"))["agent"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: killing what this test started.
+    unsafe {
+        libc::kill(w.pid(), libc::SIGKILL);
+        libc::kill(-agent, libc::SIGKILL);
+    }
+    w.wait_timeout(LONG);
+    wait_until("the agent group to die", LONG, || !group_alive(agent));
+    assert!(
+        !lock::is_held(&dir.join("locks/victim.lock")).unwrap(),
+        "the lock died with its holders"
+    );
+    assert!(!dir.join("results/victim.json").exists());
+    assert!(damaged_files(&dir).is_empty(), "{:?}", damaged_files(&dir));
+    // The stale claim record does not stop anyone.
+    assert!(dir.join("claims/victim.json").exists());
+    let keeper = Guard::new(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap(),
+    );
+    let out = env.run("orch-claim", &["--pid", &keeper.pid().to_string()]);
+    assert_eq!(stdout(&out).trim(), "victim", "{}", stderr(&out));
+    assert_eq!(read_json(&dir.join("claims/victim.json"))["kind"], "hand");
+}
+
+#[test]
+fn no_second_runner_while_an_orphan_of_the_first_still_runs() {
+    let env = Env::new();
+    let journal = env.path("journal");
+    // Attempt 1 leaves a background child (an orphan once the worker and
+    // its direct child die); every run writes start/end to a journal.
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"t\"\ncommand = '''echo \"start $ORCH_ATTEMPT\" >> {j}; if [ $ORCH_ATTEMPT = 1 ]; then (sleep 100; echo \"end 1\" >> {j}) & echo spawned; wait; fi; echo \"end $ORCH_ATTEMPT\" >> {j}'''\n",
+        j = journal.display()
+    ));
+    let dir = env.session_dir(&id);
+    let mut w1 = Guard::new(
+        env.cmd("orch-worker")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("attempt 1 to start", LONG, || {
+        task_log(&env, &id, "t").contains("[t] spawned")
+    });
+    let pgid = read_json(&dir.join("claims/t.json"))["agent"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: killing the worker this test started.
+    unsafe { libc::kill(w1.pid(), libc::SIGKILL) };
+    w1.wait_timeout(LONG);
+    wait_until("the direct child to die with its worker", LONG, || {
+        !pid_alive(pgid)
+    });
+    assert!(group_alive(pgid), "the orphan should still run");
+    assert!(
+        lock::is_held(&dir.join("locks/t.lock")).unwrap(),
+        "the orphan must keep the task locked"
+    );
+
+    // A second worker finds the task held and waits.
+    let mut w2 = Guard::new(
+        env.cmd("orch-worker")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("worker 2 to wait", LONG, || {
+        fs::read_to_string(dir.join("status/worker-1.active"))
+            .is_ok_and(|s| s.contains("\"waiting\""))
+            || fs::read_to_string(dir.join("status/worker-2.active"))
+                .is_ok_and(|s| s.contains("\"waiting\""))
+    });
+    assert_eq!(
+        fs::read_to_string(&journal).unwrap(),
+        "start 1\n",
+        "a second run started beside the orphan"
+    );
+    // The orphan ends; only then does the task run again.
+    // SAFETY: killing the orphaned group this test caused.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let status = w2.wait_timeout(LONG);
+    assert!(status.success());
+    assert_eq!(
+        fs::read_to_string(&journal).unwrap(),
+        "start 1\nstart 2\nend 2\n"
+    );
+    assert_eq!(read_json(&dir.join("results/t.json"))["attempt"], 1 + 1);
+}
+
+/// A random DAG: every task depends on up to 3 earlier ones.
+fn random_dag(n: usize, seed: u64, cmd: &str) -> (String, Vec<Vec<usize>>) {
+    let mut rng = Lcg(seed);
+    let mut plan = String::from("name = \"dag\"\nagents = 4\n");
+    let mut deps = Vec::new();
+    for i in 0..n {
+        let mut d: Vec<usize> = Vec::new();
+        if i > 0 {
+            for _ in 0..rng.below(4) {
+                let j = rng.below(i as u64) as usize;
+                if !d.contains(&j) {
+                    d.push(j);
+                }
+            }
+        }
+        plan += &format!("[[task]]\nid = \"t{i}\"\ncommand = \"{cmd}\"\n");
+        if !d.is_empty() {
+            let list: Vec<String> = d.iter().map(|j| format!("\"t{j}\"")).collect();
+            plan += &format!("after = [{}]\n", list.join(", "));
+        }
+        deps.push(d);
+    }
+    (plan, deps)
+}
+
+#[test]
+fn random_dag_of_200_tasks_with_4_workers_runs_each_once_in_dependency_order() {
+    let env = Env::new();
+    let (plan, deps) = random_dag(200, 42, "echo $ORCH_TASK");
+    let id = env.plan(&plan);
+    let out = output(env.cmd("orch-worker").args(["--parallel", "4"]));
+    assert!(out.status.success(), "{}", stdout(&out));
+    let results = env.results(&id);
+    assert_eq!(results.len(), 200);
+    let parse = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let times: BTreeMap<String, (_, _)> = results
+        .iter()
+        .map(|(k, r)| {
+            assert_eq!(r["status"], "success", "{k}");
+            assert_eq!(r["attempt"], 1, "{k} ran more than once");
+            (k.clone(), (parse(&r["started"]), parse(&r["finished"])))
+        })
+        .collect();
+    for (i, d) in deps.iter().enumerate() {
+        let (start, _) = times[&format!("t{i}")];
+        for j in d {
+            let (_, dep_end) = times[&format!("t{j}")];
+            assert!(
+                dep_end <= start,
+                "t{i} started {start} before its dependency t{j} finished {dep_end}"
+            );
+        }
+        let log = task_log(&env, &id, &format!("t{i}"));
+        assert_eq!(
+            log.matches("--- started attempt").count(),
+            1,
+            "t{i} started twice:\n{log}"
+        );
+    }
+    let workers: std::collections::BTreeSet<_> = results
+        .values()
+        .map(|r| r["worker"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        workers.len() > 1,
+        "only one worker did anything: {workers:?}"
+    );
+    assert!(fs::read_dir(env.session_dir(&id).join("history"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(damaged_files(&env.session_dir(&id)).is_empty());
+}
+
+#[test]
+fn once_runs_a_single_task() {
+    let env = Env::new();
+    let id = env.plan(
+        "[[task]]\nid = \"a\"\ncommand = \"true\"\n[[task]]\nid = \"b\"\ncommand = \"true\"\n",
+    );
+    let out = env.run("orch-worker", &["--once"]);
+    assert!(out.status.success());
+    assert_eq!(env.results(&id).len(), 1);
+    let _ = Duration::ZERO;
+}
