@@ -38,7 +38,7 @@ The plan format is described in docs/plan.md. The smallest plan:
 /// Reads a plan file (TOML, or JSON when its name ends in .json), checks it
 /// (ids, dependencies, cycles, durations), and prints the analysis: waves,
 /// critical path, estimated parallel and sequential time. Unless --dry-run,
-/// creates session-<id>/ under the root and prints the id as the last line.
+/// creates session-ID/ under the root and prints the id as the last line.
 #[derive(Debug, Parser)]
 #[command(name = "orch-plan", version, after_help = format!("{AFTER_HELP}\n{}", exit::HELP_EXIT_CODES))]
 pub struct Args {

@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     parallel: Option<u32>,
 
-    /// Internal: write stdout and stderr to logs/worker-<n>.log
+    /// Internal: write stdout and stderr to logs/worker-N.log
     #[arg(long, hide = true)]
     log_to_slot: bool,
 
