@@ -469,3 +469,36 @@ fn once_runs_a_single_task() {
     assert_eq!(env.results(&id).len(), 1);
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn progress_from_output_lines_and_the_progress_file_reaches_the_heartbeat() {
+    let env = Env::new();
+    let gate1 = env.path("gate1");
+    let gate2 = env.path("gate2");
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"p\"\ncommand = '''echo '::progress 40'; while [ ! -e {g1} ]; do sleep 0.02; done; echo 70 > \"$ORCH_PROGRESS\"; while [ ! -e {g2} ]; do sleep 0.02; done'''\n",
+        g1 = gate1.display(),
+        g2 = gate2.display()
+    ));
+    let dir = env.session_dir(&id);
+    let mut w = Guard::new(
+        env.cmd("orch-worker")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let beat = || {
+        fs::read_to_string(dir.join("status/worker-1.active"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    };
+    wait_until("progress 40 from output", LONG, || {
+        beat().is_some_and(|b| b["progress"] == 40.0 && b["progress_source"] == "output")
+    });
+    fs::write(&gate1, "").unwrap();
+    wait_until("progress 70 from the file", LONG, || {
+        beat().is_some_and(|b| b["progress"] == 70.0 && b["progress_source"] == "file")
+    });
+    fs::write(&gate2, "").unwrap();
+    assert!(w.wait_timeout(LONG).success());
+}

@@ -95,7 +95,8 @@ pub fn run(args: Args) -> Result<u8> {
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/"));
-        let s = Session::create(&root, &plan, Some(&path), &workdir)
+        let repo = git_toplevel(&workdir);
+        let s = Session::create(&root, &plan, Some(&path), &workdir, repo.as_deref())
             .with_context(|| format!("creating a session under `{}`", root.display()))?;
         let _ = log::run_event(
             &s.dir,
@@ -125,6 +126,24 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The top level of the git repository containing `dir`, if any.
+fn git_toplevel(dir: &std::path::Path) -> Option<PathBuf> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--show-toplevel"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let top = String::from_utf8(out.stdout).ok()?;
+    let top = top.trim_end_matches('\n');
+    (!top.is_empty()).then(|| PathBuf::from(top))
 }
 
 fn ms(v: u64) -> String {

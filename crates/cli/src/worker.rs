@@ -40,8 +40,9 @@ Each task runs in its own process group with these variables set:
   ORCH_SESSION_DIR ORCH_SESSION ORCH_HOME ORCH_TASK ORCH_WORKER ORCH_ATTEMPT
   ORCH_OUTPUT   a path where the task may write a JSON object with summary,
                 insights, decisions, score and artifacts for its result
+  ORCH_PROGRESS a path where the task may write its progress (a percentage)
 Its output goes to logs/<task>.log, one timestamped line per line.
-A line `::progress 42` reports progress. SIGINT, SIGTERM or SIGHUP stop the
+A line `::progress 42` also reports progress. SIGINT, SIGTERM or SIGHUP stop the
 worker: it stops its task's process group (SIGTERM, then SIGKILL after the
 grace period), records it as interrupted and releases it for another worker.
 ";
@@ -128,6 +129,7 @@ struct Worker {
     ran: Vec<(String, Status)>,
     last_summary: Option<Instant>,
     hb: Heartbeat,
+    last_beat: Instant,
     inotify: Option<nix::sys::inotify::Inotify>,
 }
 
@@ -188,6 +190,7 @@ impl Worker {
             task_started: None,
             agent_pid: None,
             progress: None,
+            progress_source: None,
             done: 0,
             failed: 0,
         };
@@ -205,6 +208,7 @@ impl Worker {
             ran: Vec::new(),
             last_summary: None,
             hb,
+            last_beat: Instant::now(),
             inotify: None,
         };
         w.beat();
@@ -231,6 +235,7 @@ impl Worker {
     }
 
     fn beat(&mut self) {
+        self.last_beat = Instant::now();
         self.hb.updated = time::rfc3339(&time::now());
         self.hb.done = self.done;
         self.hb.failed = self.failed;
@@ -412,6 +417,10 @@ impl Worker {
                 "ORCH_OUTPUT".to_owned(),
                 self.dir.output(&task.id).to_string_lossy().into_owned(),
             ),
+            (
+                "ORCH_PROGRESS".to_owned(),
+                self.progress_path(&task.id).to_string_lossy().into_owned(),
+            ),
             ("ORCH_LOCK_FD".to_owned(), lock_fd.to_string()),
         ];
         for (k, v) in &task.env {
@@ -430,6 +439,13 @@ impl Worker {
             grace: Duration::from_millis(self.session.info.settings.grace_ms),
             lock_fd,
         })
+    }
+
+    /// `output/<task>.progress`: a task may write a percentage there.
+    fn progress_path(&self, task: &str) -> PathBuf {
+        self.dir
+            .join(layout::OUTPUT_DIR)
+            .join(format!("{task}.progress"))
     }
 
     fn workdir(&self, task: &Task) -> PathBuf {
@@ -456,6 +472,7 @@ impl Worker {
             self.event(&format!("claimed {} (attempt {attempt})", task.id));
             let output_path = self.dir.output(&task.id);
             let _ = fs::remove_file(&output_path);
+            let _ = fs::remove_file(self.progress_path(&task.id));
 
             let outcome = match self.spec(&task, attempt, lock_fd) {
                 Ok(spec) => {
@@ -593,8 +610,23 @@ impl Worker {
                     return;
                 }
                 self.hb.progress = Some(p);
+                self.hb.progress_source = Some("output".to_owned());
             }
-            Event::Tick => {}
+            Event::Tick => {
+                let file = self.hb.task.as_deref().map(|t| self.progress_path(t));
+                let from_file = file.and_then(|f| fs::read_to_string(f).ok()).and_then(|s| {
+                    let first = s.split_whitespace().next().unwrap_or("").to_owned();
+                    runner::parse_progress(&format!("::progress {first}"))
+                });
+                match from_file {
+                    Some(p) if self.hb.progress != Some(p) => {
+                        self.hb.progress = Some(p);
+                        self.hb.progress_source = Some("file".to_owned());
+                    }
+                    _ if self.last_beat.elapsed() < Duration::from_secs(5) => return,
+                    _ => {}
+                }
+            }
         }
         self.beat();
     }
@@ -606,6 +638,7 @@ impl Worker {
         self.hb.task_started = None;
         self.hb.agent_pid = None;
         self.hb.progress = None;
+        self.hb.progress_source = None;
         self.beat();
         self.summary(false);
     }

@@ -53,6 +53,10 @@ pub struct Heartbeat {
     /// Progress in percent, as the task reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
+    /// Where the progress came from: `output` (a `::progress N` line),
+    /// `file` (`ORCH_PROGRESS`) or `stream-json` (agent turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_source: Option<String>,
     /// Tasks this worker finished with success.
     pub done: u32,
     /// Tasks this worker finished otherwise.

@@ -112,6 +112,13 @@ pub struct Task {
     /// Working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Tasks with the same `compete` name are alternatives; the report
+    /// picks a winner among them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compete: Option<String>,
+    /// The group the task belongs to (a ROADMAP group, or set by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Line of the task in the plan file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,

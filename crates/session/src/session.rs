@@ -35,6 +35,10 @@ pub struct SessionInfo {
     pub source: Option<String>,
     /// Where tasks run unless they set `cwd`: the plan file's directory.
     pub workdir: String,
+    /// The git repository the session works on (the top level of the
+    /// repository containing `workdir`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// Host that created it.
     pub host: String,
     /// Settings.
@@ -111,6 +115,7 @@ impl Session {
         plan: &Plan,
         source: Option<&Path>,
         workdir: &Path,
+        repo: Option<&Path>,
     ) -> Result<Session> {
         make_private_dir(root)?;
         let doc = PlanDoc {
@@ -129,6 +134,7 @@ impl Session {
                 created: time::rfc3339(&time::now()),
                 source: source.map(|p| p.to_string_lossy().into_owned()),
                 workdir: workdir.to_string_lossy().into_owned(),
+                repo: repo.map(|r| r.to_string_lossy().into_owned()),
                 host: proc::hostname(),
                 settings: plan.settings.clone(),
             };

@@ -299,6 +299,8 @@ mod tests {
             retries: 0,
             env: Default::default(),
             cwd: None,
+            compete: None,
+            group: None,
             line: None,
             wave: 0,
             priority: 0,

@@ -170,6 +170,8 @@ struct RawTask<S> {
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<String>,
+    compete: Option<String>,
+    group: Option<String>,
 }
 
 /// A string with the byte offset where it appears, when known.
@@ -194,6 +196,8 @@ impl<S> RawTask<S> {
             retries: self.retries,
             env: self.env,
             cwd: self.cwd,
+            compete: self.compete,
+            group: self.group,
         }
     }
 }
@@ -492,6 +496,8 @@ fn build(
             retries: raw.retries.unwrap_or(settings.retries),
             env: raw.env,
             cwd,
+            compete: raw.compete,
+            group: raw.group,
             line: at.map(|o| ctx.line_of(o)),
             wave: 0,
             priority: 0,
