@@ -1,7 +1,4 @@
-//! `orch-sync`: checkpoints, resources, shared memory, messages.
+//! `orch-sync`: checkpoints, locks, shared memory, messages (see `orch_cli::sync`).
 fn main() -> std::process::ExitCode {
-    orch_cli::stub::main(
-        "orch-sync",
-        "Checkpoints, pipelines, named locks, shared memory and messages between agents (not built yet)",
-    )
+    orch_cli::sync::main()
 }

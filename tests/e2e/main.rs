@@ -7,4 +7,5 @@ mod cli;
 mod locks;
 mod plan;
 mod support;
+mod sync;
 mod worker;

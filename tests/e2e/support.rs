@@ -137,6 +137,11 @@ impl Env {
 /// Like `Command::output`, but kills the process and fails the test if it
 /// runs longer than [`LONG`]: a hung binary must not hang the suite.
 pub fn output(cmd: &mut Command) -> Output {
+    output_within(cmd, LONG)
+}
+
+/// [`output`] with another limit, for the long scenarios.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     use std::io::Read;
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -155,7 +160,7 @@ pub fn output(cmd: &mut Command) -> Output {
         let _ = err.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + LONG;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
             break s;
@@ -163,7 +168,7 @@ pub fn output(cmd: &mut Command) -> Output {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {LONG:?}");
+            panic!("{cmd:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -21,12 +21,15 @@ pub const IO: u8 = 5;
 /// Someone else holds it: task claimed, lock held, result already written,
 /// or the task is not in a state that allows the operation.
 pub const CONFLICT: u8 = 6;
-/// `orch-claim`: nothing is runnable yet (tasks are running or waiting).
+/// Nothing available yet: `orch-claim` found no runnable task (tasks are
+/// running or waiting), `orch-sync recv` no message.
 pub const NOTHING_RUNNABLE: u8 = 7;
 /// `orch-claim`: the session is finished; nothing will become runnable.
 pub const FINISHED: u8 = 8;
 /// A wait timed out.
 pub const TIMEOUT: u8 = 9;
+/// Not found: a shared-memory key that does not exist.
+pub const MISSING: u8 = 10;
 
 /// The exit code for a process stopped by signal `sig`: 128 + sig.
 pub fn for_signal(sig: i32) -> u8 {
@@ -104,9 +107,15 @@ pub fn run_main(bin: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCod
 /// The table printed at the end of every `--help`.
 pub const HELP_EXIT_CODES: &str = "\
 Exit codes:
-  0  success                      5  filesystem error (permissions, disk full)
-  1  some tasks failed            6  conflict: claimed, locked or already done
-  2  bad command line             7  nothing runnable yet (orch-claim)
-  3  malformed input file         8  session finished (orch-claim)
-  4  no such session              9  wait timed out
+  0   success
+  1   the work ran but some tasks failed
+  2   bad command line
+  3   malformed input file (plan, result, claim, lock file)
+  4   no such session
+  5   filesystem error (permissions, disk full)
+  6   conflict: already claimed, lock held, already done, cas mismatch
+  7   nothing available yet (no runnable task, no message)
+  8   session finished (orch-claim)
+  9   wait timed out
+  10  no such key (orch-sync get)
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

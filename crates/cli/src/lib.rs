@@ -10,5 +10,7 @@ pub mod exit;
 pub mod plan;
 pub mod runner;
 pub mod stub;
+pub mod sync;
 pub mod sys;
+pub mod watch;
 pub mod worker;

@@ -175,6 +175,10 @@ pub fn analysis_json(plan: &Plan, session: Option<&Session>) -> serde_json::Valu
         "agents_auto": plan.settings.agents_auto,
         "auto_scaling": a.auto_scaling.iter().map(|(k, m)| json!({"agents": k, "makespan_ms": m})).collect::<Vec<_>>(),
         "assumed_estimates": a.assumed_estimates,
+        "checkpoints": plan.checkpoints,
+        "resources": plan.resources,
+        "strict_waves": plan.settings.strict_waves,
+        "warnings": plan.warnings,
         "speedup": if a.parallel_ms > 0 { a.sequential_ms as f64 / a.parallel_ms as f64 } else { 1.0 },
     })
 }
@@ -270,6 +274,37 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
             },
             ms(orch_session::plan::DEFAULT_ESTIMATE_MS)
         );
+    }
+    for (name, cp) in &plan.checkpoints {
+        s += &format!(
+            "Checkpoint {name}: expects {}\n",
+            if cp.expect.is_empty() {
+                "-".to_owned()
+            } else {
+                cp.expect.join(", ")
+            }
+        );
+    }
+    for (name, r) in &plan.resources {
+        s += &format!(
+            "Resource {name}: capacity {}{}\n",
+            r.capacity,
+            r.rate_limit
+                .map(|l| format!(", at most {l}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(r) = plan.settings.rate_limit {
+        s += &format!("Rate limit: at most {r} task starts across all workers\n");
+    }
+    if plan.settings.strict_waves {
+        s += &format!(
+            "Schedule: strict waves (a wave starts when the one before finished with at most {:.0}% failed)\n",
+            plan.settings.wave_failure_threshold * 100.0
+        );
+    }
+    for w in &plan.warnings {
+        s += &format!("warning: {w}\n");
     }
     match session {
         None => s += "Dry run: no session created\n",

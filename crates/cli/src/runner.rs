@@ -36,8 +36,9 @@ pub struct Spec {
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
-    /// The task lock's descriptor, inherited by the agent.
-    pub lock_fd: RawFd,
+    /// Descriptors the agent inherits: the task's lock and its resource
+    /// units.
+    pub inherit_fds: Vec<RawFd>,
 }
 
 /// How an attempt ended.
@@ -169,7 +170,7 @@ fn spawn(spec: &Spec) -> io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let lock_fd = spec.lock_fd;
+    let fds = spec.inherit_fds.clone();
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec: prctl,
     // getppid, raise and fcntl.
@@ -186,7 +187,10 @@ fn spawn(spec: &Spec) -> io::Result<Child> {
                 // The worker died before we could ask to follow it.
                 libc::raise(libc::SIGKILL);
             }
-            sys::set_cloexec(lock_fd, false)
+            for &fd in &fds {
+                sys::set_cloexec(fd, false)?;
+            }
+            Ok(())
         });
     }
     cmd.spawn()

@@ -66,6 +66,11 @@ pub struct Args {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     parallel: Option<u32>,
 
+    /// Run wave by wave: a wave starts only when the one before finished
+    /// with at most the plan's wave_failure_threshold of it failed
+    #[arg(long)]
+    waves: bool,
+
     /// Internal: write stdout and stderr to logs/worker-N.log
     #[arg(long, hide = true)]
     log_to_slot: bool,
@@ -98,6 +103,14 @@ pub fn run(args: Args) -> Result<u8> {
     let session = args.global.session()?;
     let root = args.global.root()?;
     let mut worker = Worker::start(session, root, signals, args.log_to_slot)?;
+    if args.waves || worker.session.info.settings.strict_waves {
+        let threshold = worker.session.info.settings.wave_failure_threshold;
+        worker.board.set_strict_waves(threshold);
+        worker.say(&format!(
+            "strict waves: each wave waits for the one before (halts above {:.0}% failed)",
+            threshold * 100.0
+        ));
+    }
     let code = worker.work(args.once);
     worker.finish();
     if let Some(fd) = args.summary_fd {
@@ -128,6 +141,7 @@ struct Worker {
     failed: u32,
     ran: Vec<(String, Status)>,
     last_summary: Option<Instant>,
+    summary_dirty: bool,
     hb: Heartbeat,
     last_beat: Instant,
     inotify: Option<nix::sys::inotify::Inotify>,
@@ -207,6 +221,7 @@ impl Worker {
             failed: 0,
             ran: Vec::new(),
             last_summary: None,
+            summary_dirty: false,
             hb,
             last_beat: Instant::now(),
             inotify: None,
@@ -251,9 +266,12 @@ impl Worker {
                 .last_summary
                 .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
         {
+            // Written at the next idle moment at the latest.
+            self.summary_dirty = true;
             return;
         }
         self.last_summary = Some(Instant::now());
+        self.summary_dirty = false;
         let workers: Vec<WorkerLine> = heartbeat::list(&self.dir)
             .unwrap_or_default()
             .into_iter()
@@ -295,6 +313,11 @@ impl Worker {
                 return Ok(exit::for_signal(sig));
             }
             self.board.refresh()?;
+            if let Some(reason) = self.board.halted() {
+                let msg = format!("session halted: {reason}; retry or fix those tasks to go on");
+                self.event(&msg);
+                return Ok(exit::FAILED);
+            }
             let skipped = scheduler::skip_doomed(&mut self.board, &self.id)?;
             if !skipped.is_empty() {
                 self.summary(false);
@@ -341,6 +364,9 @@ impl Worker {
                             "nothing left to run here: {} open tasks wait on unfinished or unreadable ones",
                             c.pending + c.interrupted
                         ));
+                        for line in scheduler::explain_blocked(&self.board) {
+                            self.event(&line);
+                        }
                         break;
                     }
                     if self.hb.state != "waiting" {
@@ -362,11 +388,17 @@ impl Worker {
     /// (a dead worker frees its lock without touching any file).
     fn wait_for_change(&mut self) {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        if self.summary_dirty {
+            self.summary(true);
+        }
         if self.inotify.is_none() {
             if let Ok(ino) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
                 let flags = AddWatchFlags::IN_MODIFY
                     | AddWatchFlags::IN_CREATE
                     | AddWatchFlags::IN_MOVED_TO;
+                for (cp, _) in self.board.waiting_checkpoints() {
+                    let _ = ino.add_watch(cp.dir().as_path(), flags);
+                }
                 if ino
                     .add_watch(&self.dir.join(layout::INDEX_DIR), flags)
                     .is_ok()
@@ -390,7 +422,8 @@ impl Worker {
         }
     }
 
-    fn spec(&self, task: &Task, attempt: u32, lock_fd: i32) -> std::result::Result<Spec, String> {
+    fn spec(&self, task: &Task, attempt: u32, fds: &[i32]) -> std::result::Result<Spec, String> {
+        let lock_fd = fds.first().copied().unwrap_or(-1);
         let argv = match &task.action {
             Action::Command(c) => vec!["sh".to_owned(), "-c".to_owned(), c.clone()],
             Action::Prompt(p) => agent_argv(
@@ -437,7 +470,7 @@ impl Worker {
             cwd: self.workdir(task),
             timeout: Duration::from_millis(task.timeout_ms),
             grace: Duration::from_millis(self.session.info.settings.grace_ms),
-            lock_fd,
+            inherit_fds: fds.to_vec(),
         })
     }
 
@@ -459,7 +492,13 @@ impl Worker {
         let task = self.board.task(i).clone();
         let mut tlog = log::TaskLog::open(&self.dir, &task.id)?;
         let mut spent = claim::failed_attempts(&self.dir, &task.id)?;
-        let lock_fd = claim.guard().raw_fd();
+        let fds = claim.inherit_fds();
+        if !self.take_rate_limits(&task, &mut tlog) {
+            let _ = tlog.event("released while waiting for the rate limit (worker stopping)");
+            claim.release()?;
+            self.after_task(&task.id, Status::Interrupted);
+            return Ok(Status::Interrupted);
+        }
         let final_result = loop {
             let attempt = claim.record.attempt;
             self.hb.state = "running".to_owned();
@@ -474,7 +513,7 @@ impl Worker {
             let _ = fs::remove_file(&output_path);
             let _ = fs::remove_file(self.progress_path(&task.id));
 
-            let outcome = match self.spec(&task, attempt, lock_fd) {
+            let outcome = match self.spec(&task, attempt, &fds) {
                 Ok(spec) => {
                     let _ = tlog.event(&format!(
                         "started attempt {attempt} on {} (pid {}): {}",
@@ -596,6 +635,51 @@ impl Worker {
         ));
         self.after_task(&task.id, status);
         Ok(status)
+    }
+
+    /// Waits for a start under the session's rate limit and those of the
+    /// task's resources. Returns false if a signal came first.
+    fn take_rate_limits(&mut self, task: &Task, tlog: &mut log::TaskLog) -> bool {
+        let mut limits: Vec<(String, orch_session::rate::Rate)> = Vec::new();
+        if let Some(r) = self.session.info.settings.rate_limit {
+            limits.push(("session".to_owned(), r));
+        }
+        for name in &task.resources {
+            if let Some(r) = self.board.resources().get(name).and_then(|d| d.rate_limit) {
+                limits.push((format!("resource-{name}"), r));
+            }
+        }
+        for (name, rate) in limits {
+            let mut told = false;
+            loop {
+                match orch_session::rate::try_take(&self.dir, &name, rate) {
+                    Ok(Ok(())) => break,
+                    Ok(Err(wait)) => {
+                        if !told {
+                            let msg = format!(
+                                "{} waits {} for the rate limit {rate} ({name})",
+                                task.id,
+                                format_duration(wait)
+                            );
+                            let _ = tlog.event(&msg);
+                            self.say(&msg);
+                            self.hb.state = "rate-limited".to_owned();
+                            self.beat();
+                            told = true;
+                        }
+                        if self.signals.sleep(wait.min(Duration::from_secs(5))) {
+                            return false;
+                        }
+                    }
+                    Err(e) => {
+                        // A broken limiter must not stop the work; say so.
+                        let _ = tlog.event(&format!("rate limit {name} unavailable: {e:#}"));
+                        break;
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// Reacts to what the runner reports while the task runs.

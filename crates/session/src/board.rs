@@ -10,10 +10,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::journal;
 use crate::layout::SessionDir;
-use crate::plan::{PlanDoc, Task};
+use crate::plan::{PlanDoc, ResourceDecl, Task};
 use crate::result::{Status, TaskResult};
 use crate::session::read_json;
 
@@ -76,6 +77,15 @@ pub struct Board {
     in_ready: Vec<bool>,
     doomed: Vec<u32>,
     journal: journal::Reader,
+    /// Checkpoints not signalled yet, with the tasks waiting for them.
+    waiting: Vec<(Checkpoint, Vec<u32>)>,
+    resources: std::collections::BTreeMap<String, ResourceDecl>,
+    /// Strict waves: the failure threshold, when on.
+    strict: Option<f64>,
+    /// Open (not final) tasks per wave (index wave - 1).
+    open_in_wave: Vec<usize>,
+    by_wave: Vec<Vec<u32>>,
+    halted: Option<String>,
     /// Result files that could not be read, with the error.
     pub corrupt: Vec<(String, Error)>,
 }
@@ -83,6 +93,7 @@ pub struct Board {
 impl Board {
     /// Builds the board from the plan, the journal and `results/`.
     pub fn load(dir: &SessionDir, plan: PlanDoc) -> Result<Board> {
+        let resources = plan.resources;
         let tasks = plan.tasks;
         let n = tasks.len();
         let index: HashMap<String, u32> = tasks
@@ -92,13 +103,34 @@ impl Board {
             .collect();
         let mut deps = vec![Vec::new(); n];
         let mut children = vec![Vec::new(); n];
+        let mut cp_waiters: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+        let mut extra_unmet = vec![0u32; n];
         for (i, t) in tasks.iter().enumerate() {
             for d in &t.after {
-                if let Some(&j) = index.get(d) {
+                if let Some(cp) = checkpoint::after_checkpoint(d) {
+                    cp_waiters.entry(cp).or_default().push(i as u32);
+                    extra_unmet[i] += 1;
+                } else if let Some(&j) = index.get(d) {
                     deps[i].push(j);
                     children[j as usize].push(i as u32);
                 }
             }
+        }
+        let mut waiting = Vec::new();
+        for (name, waiters) in cp_waiters {
+            let cp = Checkpoint::new(dir, name)?;
+            if cp.is_signalled() {
+                for &w in &waiters {
+                    extra_unmet[w as usize] -= 1;
+                }
+            } else {
+                waiting.push((cp, waiters));
+            }
+        }
+        let depth = tasks.iter().map(|t| t.wave).max().unwrap_or(0) as usize;
+        let mut by_wave = vec![Vec::new(); depth];
+        for (i, t) in tasks.iter().enumerate() {
+            by_wave[(t.wave.max(1) - 1) as usize].push(i as u32);
         }
         let mut journal = journal::Reader::new(dir.results_journal());
         let mut known: HashMap<u32, Option<Status>> = HashMap::new();
@@ -121,7 +153,17 @@ impl Board {
         }
         let mut board = Board {
             dir: dir.clone(),
-            unmet: deps.iter().map(|d| d.len() as u32).collect(),
+            unmet: deps
+                .iter()
+                .zip(&extra_unmet)
+                .map(|(d, e)| d.len() as u32 + e)
+                .collect(),
+            open_in_wave: by_wave.iter().map(Vec::len).collect(),
+            by_wave,
+            waiting,
+            resources,
+            strict: None,
+            halted: None,
             state: vec![TaskState::Pending; n],
             in_ready: vec![false; n],
             ready: BinaryHeap::new(),
@@ -194,14 +236,122 @@ impl Board {
         &self.deps[i as usize]
     }
 
-    /// Applies journal lines written since the last refresh.
+    /// Applies journal lines written since the last refresh, and notices
+    /// checkpoints that were signalled.
     pub fn refresh(&mut self) -> Result<()> {
         for e in self.journal.read_new()? {
             if let Some(&i) = self.index.get(&e.task) {
                 self.record(i, e.status);
             }
         }
+        let mut k = 0;
+        while k < self.waiting.len() {
+            if self.waiting[k].0.is_signalled() {
+                let (_, waiters) = self.waiting.swap_remove(k);
+                for w in waiters {
+                    self.unmet[w as usize] -= 1;
+                    self.enqueue_if_ready(w);
+                }
+            } else {
+                k += 1;
+            }
+        }
         Ok(())
+    }
+
+    /// Checkpoints not signalled yet that open tasks wait for, with those
+    /// tasks.
+    pub fn waiting_checkpoints(&self) -> Vec<(&Checkpoint, Vec<u32>)> {
+        self.waiting
+            .iter()
+            .map(|(cp, w)| {
+                (
+                    cp,
+                    w.iter()
+                        .copied()
+                        .filter(|&t| self.state[t as usize].is_open())
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, w)| !w.is_empty())
+            .collect()
+    }
+
+    /// Whether task `i` waits for a checkpoint that is not signalled.
+    pub fn waits_for_checkpoint(&self, i: u32) -> Option<&Checkpoint> {
+        self.waiting
+            .iter()
+            .find(|(_, w)| w.contains(&i))
+            .map(|(cp, _)| cp)
+    }
+
+    /// The declared resources.
+    pub fn resources(&self) -> &std::collections::BTreeMap<String, ResourceDecl> {
+        &self.resources
+    }
+
+    /// A resource's capacity (1 when undeclared).
+    pub fn capacity(&self, name: &str) -> u32 {
+        self.resources.get(name).map_or(1, |r| r.capacity)
+    }
+
+    /// Runs wave by wave from now on: a wave starts only when the one
+    /// before it has finished with at most `threshold` of its tasks failed.
+    pub fn set_strict_waves(&mut self, threshold: f64) {
+        self.strict = Some(threshold);
+        self.check_waves();
+    }
+
+    /// Why the session halted (strict waves), if it did.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    fn open_wave(&self) -> Option<u32> {
+        self.open_in_wave
+            .iter()
+            .position(|&n| n > 0)
+            .map(|i| i as u32 + 1)
+    }
+
+    /// In strict mode: halts if a finished wave failed too much; enqueues
+    /// the tasks of the wave now open.
+    fn check_waves(&mut self) {
+        let Some(threshold) = self.strict else { return };
+        let open = self.open_wave().unwrap_or(self.by_wave.len() as u32 + 1);
+        if self.halted.is_none() {
+            for w in 1..open {
+                let tasks = &self.by_wave[(w - 1) as usize];
+                let failed: Vec<&str> = tasks
+                    .iter()
+                    .filter(|&&t| {
+                        matches!(
+                            self.state[t as usize],
+                            TaskState::Final(Status::Failure | Status::Timeout)
+                        )
+                    })
+                    .map(|&t| self.tasks[t as usize].id.as_str())
+                    .collect();
+                let rate = failed.len() as f64 / tasks.len().max(1) as f64;
+                if rate > threshold {
+                    self.halted = Some(format!(
+                        "wave {w} failed {} of {} tasks ({:.0}% > {:.0}%): {}",
+                        failed.len(),
+                        tasks.len(),
+                        rate * 100.0,
+                        threshold * 100.0,
+                        failed.join(", ")
+                    ));
+                    return;
+                }
+            }
+        }
+        if let Some(w) = self.open_wave() {
+            for k in 0..self.by_wave[(w - 1) as usize].len() {
+                let t = self.by_wave[(w - 1) as usize][k];
+                self.enqueue_if_ready(t);
+            }
+        }
     }
 
     /// Records what happened to a task (`None`: its result was moved away).
@@ -217,6 +367,20 @@ impl Board {
             return;
         }
         self.state[i as usize] = new;
+        let wave = (self.tasks[i as usize].wave.max(1) - 1) as usize;
+        match (
+            matches!(old, TaskState::Final(_)),
+            matches!(new, TaskState::Final(_)),
+        ) {
+            (false, true) => {
+                self.open_in_wave[wave] -= 1;
+                if self.open_in_wave[wave] == 0 {
+                    self.check_waves();
+                }
+            }
+            (true, false) => self.open_in_wave[wave] += 1,
+            _ => {}
+        }
         let was_success = old == TaskState::Final(Status::Success);
         let is_success = new == TaskState::Final(Status::Success);
         if was_success && !is_success {
@@ -248,7 +412,16 @@ impl Board {
 
     /// Whether task `i` can start now (as far as the board knows).
     pub fn is_ready(&self, i: u32) -> bool {
-        self.state[i as usize].is_open() && self.unmet[i as usize] == 0
+        let iu = i as usize;
+        if !(self.state[iu].is_open() && self.unmet[iu] == 0) {
+            return false;
+        }
+        match self.strict {
+            None => true,
+            Some(_) => {
+                self.halted.is_none() && Some(self.tasks[iu].wave.max(1)) == self.open_wave()
+            }
+        }
     }
 
     /// Takes the best ready task out of the queue; give it back with

@@ -103,6 +103,7 @@ impl ClaimRecord {
 #[derive(Debug)]
 pub struct Claim {
     guard: LockGuard,
+    units: Vec<crate::resource::Unit>,
     dir: SessionDir,
     /// The record as written.
     pub record: ClaimRecord,
@@ -130,6 +131,19 @@ impl Claim {
         &self.guard
     }
 
+    /// Descriptors the agent inherits: the task lock and every resource
+    /// unit, so an orphaned agent keeps them all.
+    pub fn inherit_fds(&self) -> Vec<std::os::unix::io::RawFd> {
+        std::iter::once(self.guard.raw_fd())
+            .chain(self.units.iter().map(|u| u.guard.raw_fd()))
+            .collect()
+    }
+
+    /// The resource units held with the task.
+    pub fn units(&self) -> &[crate::resource::Unit] {
+        &self.units
+    }
+
     /// Rewrites the record (e.g. with the agent's pid once it started).
     pub fn update(&mut self, f: impl FnOnce(&mut ClaimRecord)) -> Result<()> {
         f(&mut self.record);
@@ -144,6 +158,7 @@ impl Claim {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", &path, e)),
         };
+        drop(self.units);
         drop(self.guard);
         removed
     }
@@ -273,6 +288,19 @@ pub fn try_claim(
     task: &str,
     record: impl FnOnce(u32) -> ClaimRecord,
 ) -> Result<Attempt> {
+    try_claim_with(dir, task, &[], |_| 1, record)
+}
+
+/// Like [`try_claim`], also taking one unit of each of `resources`
+/// (capacities from `capacity`) without waiting: if one is not free, the
+/// task counts as held and nothing is taken.
+pub fn try_claim_with(
+    dir: &SessionDir,
+    task: &str,
+    resources: &[String],
+    capacity: impl Fn(&str) -> u32,
+    record: impl FnOnce(u32) -> ClaimRecord,
+) -> Result<Attempt> {
     let Some(guard) = lock::try_lock(&dir.task_lock(task))? else {
         return Ok(Attempt::Held);
     };
@@ -283,6 +311,14 @@ pub fn try_claim(
         }
         None => {}
     }
+    let units = if resources.is_empty() {
+        Vec::new()
+    } else {
+        match crate::resource::try_acquire_all(dir, resources, capacity, Some(task))? {
+            Some(u) => u,
+            None => return Ok(Attempt::Held),
+        }
+    };
     let mut attempt = next_attempt(dir, task)?;
     if let Some(n) = archive_stale_claim(dir, task)? {
         attempt = attempt.max(n + 1);
@@ -291,6 +327,7 @@ pub fn try_claim(
     write_record(dir, &record)?;
     Ok(Attempt::Claimed(Box::new(Claim {
         guard,
+        units,
         dir: dir.clone(),
         record,
     })))

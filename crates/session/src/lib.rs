@@ -14,18 +14,24 @@
 
 pub mod atomic;
 pub mod board;
+pub mod checkpoint;
 pub mod claim;
 pub mod error;
+pub mod fsinfo;
 pub mod heartbeat;
 pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod log;
+pub mod mailbox;
 pub mod plan;
 pub mod proc;
+pub mod rate;
+pub mod resource;
 pub mod result;
 pub mod scheduler;
 pub mod session;
+pub mod shared;
 pub mod status;
 pub mod time;
 

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rate::Rate;
+
 pub use analysis::{analyse, simulate_makespan, Analysis};
 pub use parse::{parse_plan, PlanSource};
 
@@ -53,6 +55,37 @@ pub struct Settings {
     pub backoff_ms: u64,
     /// Time between SIGTERM and SIGKILL when stopping a task, milliseconds.
     pub grace_ms: u64,
+    /// At most this many task starts per window, across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Rate>,
+    /// Run wave by wave, with a barrier between waves.
+    #[serde(default)]
+    pub strict_waves: bool,
+    /// In strict waves: the largest share of failed tasks in a wave that
+    /// still lets the next wave start.
+    #[serde(default = "default_wave_failure_threshold")]
+    pub wave_failure_threshold: f64,
+}
+
+fn default_wave_failure_threshold() -> f64 {
+    0.1
+}
+
+/// A checkpoint declared in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointDecl {
+    /// Agents (task ids or other names) that must arrive.
+    pub expect: Vec<String>,
+}
+
+/// A resource declared in the plan (or implied by a task naming it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceDecl {
+    /// How many tasks may hold it at once.
+    pub capacity: u32,
+    /// At most this many task starts per window for tasks holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Rate>,
 }
 
 impl Default for Settings {
@@ -65,6 +98,9 @@ impl Default for Settings {
             retries: 0,
             backoff_ms: 5_000,
             grace_ms: 10_000,
+            rate_limit: None,
+            strict_waves: false,
+            wave_failure_threshold: default_wave_failure_threshold(),
         }
     }
 }
@@ -154,6 +190,12 @@ pub struct Plan {
     pub tasks: Vec<Task>,
     /// Waves, critical path, estimates.
     pub analysis: Analysis,
+    /// Declared checkpoints.
+    pub checkpoints: BTreeMap<String, CheckpointDecl>,
+    /// Declared (or implied) resources.
+    pub resources: BTreeMap<String, ResourceDecl>,
+    /// Things worth telling the user that are not errors.
+    pub warnings: Vec<String>,
 }
 
 /// `plan.json` as stored.
@@ -165,4 +207,10 @@ pub struct PlanDoc {
     pub tasks: Vec<Task>,
     /// The analysis.
     pub analysis: Analysis,
+    /// Declared checkpoints.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checkpoints: BTreeMap<String, CheckpointDecl>,
+    /// Declared (or implied) resources.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, ResourceDecl>,
 }

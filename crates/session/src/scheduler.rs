@@ -10,6 +10,7 @@ use crate::lock;
 use crate::log;
 use crate::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
 use crate::time;
+use std::collections::HashMap;
 
 /// Claims the ready task with the highest priority that nobody holds.
 /// Returns `None` when every ready task is held (or none is ready).
@@ -21,7 +22,15 @@ pub fn claim_next(
     let mut found = None;
     while let Some(i) = board.pop_ready() {
         let id = board.task(i).id.clone();
-        match claim::try_claim(board.dir(), &id, |attempt| record(&id, attempt))? {
+        let resources = board.task(i).resources.clone();
+        let attempt = claim::try_claim_with(
+            board.dir(),
+            &id,
+            &resources,
+            |r| board.capacity(r),
+            |attempt| record(&id, attempt),
+        )?;
+        match attempt {
             Attempt::Claimed(c) => {
                 found = Some((i, *c));
                 held.push(i);
@@ -48,7 +57,9 @@ pub fn claim_task(
     record: impl FnOnce(u32) -> ClaimRecord,
 ) -> Result<Attempt> {
     let id = board.task(i).id.clone();
-    let attempt = claim::try_claim(board.dir(), &id, record)?;
+    let resources = board.task(i).resources.clone();
+    let attempt =
+        claim::try_claim_with(board.dir(), &id, &resources, |r| board.capacity(r), record)?;
     if let Attempt::Finished(s) = attempt {
         board.record(i, Some(s));
     }
@@ -153,4 +164,138 @@ pub fn mark_finished(board: &Board, who: &str) -> Result<bool> {
         Err(Error::AlreadyExists { .. }) => Ok(true),
         Err(e) => Err(e),
     }
+}
+
+/// What blocks an open task: an unfinished dependency or a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Blocker {
+    Task(u32),
+    Checkpoint(String),
+}
+
+fn blockers(board: &Board, i: u32) -> Vec<Blocker> {
+    let mut out: Vec<Blocker> = board
+        .deps(i)
+        .iter()
+        .filter(|&&d| board.state(d) != TaskState::Final(Status::Success))
+        .map(|&d| Blocker::Task(d))
+        .collect();
+    if let Some(cp) = board.waits_for_checkpoint(i) {
+        out.push(Blocker::Checkpoint(cp.name().to_owned()));
+    }
+    out
+}
+
+/// Expected agents of checkpoint `name` that have not arrived.
+fn missing_agents(board: &Board, name: &str) -> Option<Vec<String>> {
+    let cp = crate::checkpoint::Checkpoint::new(board.dir(), name).ok()?;
+    let expected = cp.expected().ok()??;
+    cp.missing(&expected).ok()
+}
+
+/// When nothing is ready: why the open tasks wait, one line per
+/// checkpoint, and a deadlock cycle through checkpoints when there is one.
+pub fn explain_blocked(board: &Board) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (cp, waiters) in board.waiting_checkpoints() {
+        let mut names: Vec<&str> = waiters
+            .iter()
+            .take(4)
+            .map(|&t| board.task(t).id.as_str())
+            .collect();
+        if waiters.len() > 4 {
+            names.push("...");
+        }
+        let who = names.join(", ");
+        match missing_agents(board, cp.name()) {
+            None => lines.push(format!(
+                "{who} wait for checkpoint `{0}`, which has no expected agents: run `orch-sync wait {0} --expect AGENT,...`",
+                cp.name()
+            )),
+            Some(missing) => {
+                let detail: Vec<String> = missing
+                    .iter()
+                    .map(|a| match board.index_of(a) {
+                        Some(j) => match board.state(j) {
+                            TaskState::Final(s) => format!("`{a}` ended with {s} without arriving"),
+                            _ if board.is_ready(j) => format!("`{a}` has not arrived yet"),
+                            _ => format!("`{a}` cannot start yet"),
+                        },
+                        None => format!("`{a}` is not a task here (`orch-sync arrive {} --as {a}`)", cp.name()),
+                    })
+                    .collect();
+                lines.push(format!("{who} wait for checkpoint `{}`: {}", cp.name(), detail.join("; ")));
+            }
+        }
+    }
+    if let Some(cycle) = deadlock_cycle(board) {
+        lines.push(format!("deadlock: {cycle}"));
+    }
+    lines
+}
+
+/// A cycle of waits through at least one checkpoint, in words.
+pub fn deadlock_cycle(board: &Board) -> Option<String> {
+    // Nodes are tasks; a -> b when a waits for b (a dependency, or an
+    // expected agent of a checkpoint a waits for). Only open, not-ready
+    // tasks take part: a ready or running one can still make progress.
+    let stuck = |i: u32| !matches!(board.state(i), TaskState::Final(_)) && !board.is_ready(i);
+    let edges = |i: u32| -> Vec<(u32, Option<String>)> {
+        let mut out = Vec::new();
+        for b in blockers(board, i) {
+            match b {
+                Blocker::Task(d) => out.push((d, None)),
+                Blocker::Checkpoint(name) => {
+                    for a in missing_agents(board, &name).unwrap_or_default() {
+                        if let Some(j) = board.index_of(&a) {
+                            out.push((j, Some(name.clone())));
+                        }
+                    }
+                }
+            }
+        }
+        out.retain(|&(j, _)| stuck(j));
+        out
+    };
+    let starts: Vec<u32> = board
+        .waiting_checkpoints()
+        .into_iter()
+        .flat_map(|(_, w)| w)
+        .collect();
+    for s in starts {
+        let mut path: Vec<(u32, Option<String>)> = Vec::new();
+        let mut cur = s;
+        let mut seen = HashMap::new();
+        loop {
+            if let Some(&pos) = seen.get(&cur) {
+                let cyc = &path[pos..];
+                if !cyc.iter().any(|(_, via)| via.is_some()) {
+                    break;
+                }
+                let words: Vec<String> = cyc
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (t, via))| {
+                        let next = cyc.get(k + 1).map_or(cur, |n| n.0);
+                        let (a, b) = (&board.task(*t).id, &board.task(next).id);
+                        match via {
+                            Some(cp) => {
+                                format!("`{a}` waits for checkpoint `{cp}`, which expects `{b}`")
+                            }
+                            None => format!("`{a}` waits for `{b}`"),
+                        }
+                    })
+                    .collect();
+                return Some(words.join("; "));
+            }
+            let next = edges(cur);
+            let Some((n, via)) = next.into_iter().next() else {
+                break;
+            };
+            seen.insert(cur, path.len());
+            path.push((cur, via));
+            cur = n;
+        }
+    }
+    None
 }

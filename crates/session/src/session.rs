@@ -122,6 +122,8 @@ impl Session {
             format: PLAN_FORMAT,
             tasks: plan.tasks.clone(),
             analysis: plan.analysis.clone(),
+            checkpoints: plan.checkpoints.clone(),
+            resources: plan.resources.clone(),
         };
         let plan_bytes = serde_json::to_vec(&doc)
             .map_err(|e| Error::io("serialise plan for", root, io::Error::other(e)))?;
@@ -152,6 +154,25 @@ impl Session {
                         .ctx("create directory", &p)?;
                 }
                 let dir = SessionDir::new(&temp);
+                // Checkpoints the plan declares or waits for exist from the
+                // start, with their expected agents, so waits can watch them.
+                let referenced = plan
+                    .tasks
+                    .iter()
+                    .flat_map(|t| t.after.iter())
+                    .filter_map(|a| crate::checkpoint::after_checkpoint(a));
+                for name in plan
+                    .checkpoints
+                    .keys()
+                    .map(String::as_str)
+                    .chain(referenced)
+                {
+                    let cp = crate::checkpoint::Checkpoint::new(&dir, name)?;
+                    cp.ensure()?;
+                    if let Some(decl) = plan.checkpoints.get(name) {
+                        cp.expect(&decl.expect.iter().cloned().collect())?;
+                    }
+                }
                 atomic::create_once(&dir.plan_json(), &plan_bytes, Durability::Durable)?;
                 atomic::create_once(
                     &dir.session_json(),

@@ -12,9 +12,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{analysis, Action, Plan, Settings, Task};
+use super::{analysis, Action, CheckpointDecl, Plan, ResourceDecl, Settings, Task};
 use crate::error::Diagnostic;
 use crate::layout::check_name;
+use crate::rate::Rate;
 use crate::time::parse_duration;
 
 /// Longest accepted session name.
@@ -147,8 +148,67 @@ struct RawPlan<T> {
     retries: Option<u32>,
     backoff: Option<DurationValue>,
     grace: Option<DurationValue>,
+    rate_limit: Option<String>,
+    waves: Option<String>,
+    wave_failure_threshold: Option<FractionValue>,
+    #[serde(default)]
+    checkpoint: BTreeMap<String, RawCheckpoint>,
+    #[serde(default)]
+    resource: BTreeMap<String, RawResource>,
     #[serde(default = "Vec::new", alias = "tasks")]
     task: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    #[serde(default)]
+    expect: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    capacity: Option<u32>,
+    rate_limit: Option<String>,
+}
+
+/// `0.1` or `"10%"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FractionValue(f64);
+
+impl<'de> Deserialize<'de> for FractionValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FractionValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a fraction like 0.1 or a percentage like \"10%\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<FractionValue, E> {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(FractionValue(v))
+                } else {
+                    Err(E::custom(format!(
+                        "{v} is not between 0 and 1 (write \"10%\" or 0.1)"
+                    )))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FractionValue, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FractionValue, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FractionValue, E> {
+                match v.trim().strip_suffix('%').map(|p| p.trim().parse::<f64>()) {
+                    Some(Ok(p)) => self.visit_f64(p / 100.0),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +311,11 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         retries,
         backoff,
         grace,
+        rate_limit,
+        waves,
+        wave_failure_threshold,
+        checkpoint,
+        resource,
         task,
     } = raw;
     (
@@ -262,6 +327,11 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             retries,
             backoff,
             grace,
+            rate_limit,
+            waves,
+            wave_failure_threshold,
+            checkpoint,
+            resource,
             task: Vec::new(),
         },
         task,
@@ -378,6 +448,62 @@ fn build(
     }
     if let Some(g) = head.grace {
         settings.grace_ms = g.millis();
+    }
+    if let Some(r) = &head.rate_limit {
+        settings.rate_limit = Some(
+            r.parse::<Rate>()
+                .map_err(|e| ctx.diag(find(ctx, "rate_limit"), e))?,
+        );
+    }
+    match head.waves.as_deref() {
+        None | Some("dynamic") => {}
+        Some("strict") => settings.strict_waves = true,
+        Some(other) => return Err(ctx
+            .diag(
+                find(ctx, "waves"),
+                format!("waves = \"{other}\" is not a schedule"),
+            )
+            .help(
+                "write waves = \"strict\" (barriers between waves) or \"dynamic\" (the default)",
+            )),
+    }
+    if let Some(t) = head.wave_failure_threshold {
+        settings.wave_failure_threshold = t.0;
+    }
+    let mut checkpoints = BTreeMap::new();
+    for (name, cp) in head.checkpoint {
+        let at = find(ctx, &format!("checkpoint.{name}"));
+        check_name("checkpoint name", &name).map_err(|e| ctx.diag(at, e.to_string()))?;
+        for a in &cp.expect {
+            check_name("agent name", a)
+                .map_err(|e| ctx.diag(at, format!("checkpoint `{name}`: {e}")))?;
+        }
+        checkpoints.insert(name, CheckpointDecl { expect: cp.expect });
+    }
+    let mut resources = BTreeMap::new();
+    for (name, r) in head.resource {
+        let at = find(ctx, &format!("resource.{name}"));
+        check_name("resource name", &name).map_err(|e| ctx.diag(at, e.to_string()))?;
+        let capacity = r.capacity.unwrap_or(1);
+        if capacity == 0 {
+            return Err(ctx
+                .diag(at, format!("resource `{name}` has capacity 0"))
+                .help("give it capacity = 1 or more"));
+        }
+        let rate_limit = match &r.rate_limit {
+            Some(s) => Some(
+                s.parse::<Rate>()
+                    .map_err(|e| ctx.diag(at, format!("resource `{name}`: {e}")))?,
+            ),
+            None => None,
+        };
+        resources.insert(
+            name,
+            ResourceDecl {
+                capacity,
+                rate_limit,
+            },
+        );
     }
     let agents = head.agents.unwrap_or(AgentsValue::Count(settings.agents));
 
@@ -506,10 +632,30 @@ fn build(
     }
 
     // Dependencies: known, not repeated.
+    let mut warnings = Vec::new();
     for (i, task) in tasks.iter().enumerate() {
         let mut seen = HashMap::new();
         for (j, dep) in task.after.iter().enumerate() {
             let at = after_offsets[i][j];
+            if let Some(cp) = crate::checkpoint::after_checkpoint(dep) {
+                check_name("checkpoint name", cp).map_err(|e| {
+                    ctx.diag(at, format!("task `{}`: {e}", task.id))
+                        .help("write after = [\"checkpoint:NAME\"] with a plain name")
+                })?;
+                if !checkpoints.contains_key(cp) {
+                    warnings.push(format!(
+                        "task `{}` waits for checkpoint `{cp}`, which the plan does not declare: something must run `orch-sync wait {cp} --expect ...` or the plan needs [checkpoint.{cp}] expect = [...]",
+                        task.id
+                    ));
+                }
+                if seen.insert(dep.as_str(), ()).is_some() {
+                    return Err(ctx.diag(
+                        at,
+                        format!("task `{}` lists `{dep}` twice in `after`", task.id),
+                    ));
+                }
+                continue;
+            }
             if !index.contains_key(dep) {
                 let mut d = ctx.diag(
                     at,
@@ -530,6 +676,19 @@ fn build(
         }
     }
 
+    if let Some(words) = checkpoint_cycle(&tasks, &index, &checkpoints) {
+        let first = words.first().cloned().unwrap_or_default();
+        let line = tasks
+            .iter()
+            .find(|t| first.starts_with(&format!("`{}`", t.id)))
+            .and_then(|t| t.line);
+        return Err(Diagnostic::new(
+            ctx.path,
+            format!("checkpoint deadlock: {}", words.join("; ")),
+        )
+        .line(line)
+        .help("a task cannot wait for a checkpoint that only a task after it can reach"));
+    }
     let analysis =
         analysis::analyse(&mut tasks, &index, agents_for_analysis(agents)).map_err(|cycle| {
             let first = index[&cycle[0]];
@@ -542,6 +701,19 @@ fn build(
             ctx.diag(at, format!("dependency cycle: {}", needs.join(", ")))
                 .help("remove one of these `after` entries")
         })?;
+    for t in &tasks {
+        for r in &t.resources {
+            if !resources.contains_key(r) {
+                resources.insert(
+                    r.clone(),
+                    ResourceDecl {
+                        capacity: 1,
+                        rate_limit: None,
+                    },
+                );
+            }
+        }
+    }
     settings.agents = analysis.agents;
     settings.agents_auto = matches!(agents, AgentsValue::Auto);
     Ok(Plan {
@@ -549,7 +721,116 @@ fn build(
         settings,
         tasks,
         analysis,
+        checkpoints,
+        resources,
+        warnings,
     })
+}
+
+/// The line of the first `key =` or `[key]` in a TOML text (best effort,
+/// for settings that carry no span), as a byte offset.
+fn find(ctx: &Ctx<'_>, key: &str) -> Option<usize> {
+    let table = format!("[{key}]");
+    let mut offset = 0;
+    for l in ctx.text.lines() {
+        let t = l.trim_start();
+        if t.starts_with(&table)
+            || t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(offset);
+        }
+        offset += l.len() + 1;
+    }
+    None
+}
+
+/// A cycle through checkpoints: task T waits for checkpoint C, C expects
+/// agent A (a task), and A runs only after T. Returns the cycle in words.
+fn checkpoint_cycle(
+    tasks: &[Task],
+    index: &HashMap<String, usize>,
+    checkpoints: &BTreeMap<String, CheckpointDecl>,
+) -> Option<Vec<String>> {
+    // T -> D means "T cannot start before D has started": D is a task
+    // dependency of T, or an expected agent of a checkpoint T waits for.
+    let n = tasks.len();
+    let mut edges: Vec<Vec<(usize, Option<&str>)>> = vec![Vec::new(); n];
+    let mut any = false;
+    for (i, t) in tasks.iter().enumerate() {
+        for d in &t.after {
+            if let Some(cp) = crate::checkpoint::after_checkpoint(d) {
+                for a in checkpoints
+                    .get(cp)
+                    .map(|c| c.expect.as_slice())
+                    .unwrap_or_default()
+                {
+                    if let Some(&j) = index.get(a) {
+                        edges[i].push((j, Some(cp)));
+                        any = true;
+                    }
+                }
+            } else if let Some(&j) = index.get(d) {
+                edges[i].push((j, None));
+            }
+        }
+    }
+    if !any {
+        return None;
+    }
+    let mut state = vec![0u8; n];
+    for s in 0..n {
+        if state[s] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(s, 0)];
+        state[s] = 1;
+        while let Some(top) = stack.last_mut() {
+            let (v, k) = *top;
+            let Some(&(w, _)) = edges[v].get(k) else {
+                state[v] = 2;
+                stack.pop();
+                continue;
+            };
+            top.1 += 1;
+            if state[w] == 0 {
+                state[w] = 1;
+                stack.push((w, 0));
+                continue;
+            }
+            if state[w] != 1 {
+                continue;
+            }
+            let pos = stack.iter().position(|&(x, _)| x == w).unwrap_or(0);
+            let path: Vec<usize> = stack[pos..].iter().map(|&(x, _)| x).collect();
+            let step = |a: usize, b: usize| {
+                edges[a]
+                    .iter()
+                    .find(|&&(x, _)| x == b)
+                    .and_then(|&(_, c)| c)
+            };
+            let through_checkpoint =
+                (0..path.len()).any(|i| step(path[i], path[(i + 1) % path.len()]).is_some());
+            if !through_checkpoint {
+                // A plain dependency cycle: analyse() reports it.
+                return None;
+            }
+            let words = (0..path.len())
+                .map(|i| {
+                    let (a, b) = (path[i], path[(i + 1) % path.len()]);
+                    match step(a, b) {
+                        Some(cp) => format!(
+                            "`{}` waits for checkpoint `{cp}`, which expects `{}`",
+                            tasks[a].id, tasks[b].id
+                        ),
+                        None => format!("`{}` runs after `{}`", tasks[a].id, tasks[b].id),
+                    }
+                })
+                .collect();
+            return Some(words);
+        }
+    }
+    None
 }
 
 fn agents_for_analysis(a: AgentsValue) -> Option<u32> {
