@@ -3,7 +3,10 @@
 # and that a fresh machine may lack. Does nothing when they are present.
 set -eu
 need=""
-for pair in flock:util-linux tmux:tmux; do
+pairs="flock:util-linux tmux:tmux python3:python3"
+# The long scenarios drive a real cron daemon.
+[ -n "${ORCH_LONG_TESTS:-}" ] && pairs="$pairs cron:cron"
+for pair in $pairs; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
 done
 [ -z "$need" ] && exit 0

@@ -8,4 +8,5 @@ mod locks;
 mod plan;
 mod support;
 mod sync;
+mod unattended;
 mod worker;

@@ -110,6 +110,9 @@ enum Cmd {
 
 /// Entry point of `orch-claim`.
 pub fn main() -> std::process::ExitCode {
+    if let Some(code) = crate::gen::intercept(command) {
+        return code;
+    }
     exit::run_main("orch-claim", || run(Args::parse()))
 }
 

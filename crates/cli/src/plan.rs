@@ -56,10 +56,22 @@ pub struct Args {
     /// Name the session (overrides the plan's `name`)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+
+    /// Then start N workers in the background (asks first on a terminal)
+    /// [default N: the plan's agents]
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "dry_run")]
+    run: Option<u32>,
+
+    /// With --run: do not ask
+    #[arg(long, short = 'y', requires = "run")]
+    yes: bool,
 }
 
 /// Entry point of `orch-plan`.
 pub fn main() -> std::process::ExitCode {
+    if let Some(code) = crate::gen::intercept(command) {
+        return code;
+    }
     exit::run_main("orch-plan", || run(Args::parse()))
 }
 
@@ -112,8 +124,12 @@ pub fn run(args: Args) -> Result<u8> {
         Some(s)
     };
 
+    let agents = |n: u32| if n == 0 { plan.settings.agents } else { n };
     if args.global.json {
         print_json(&analysis_json(&plan, session.as_ref()))?;
+        if let (Some(n), Some(s)) = (args.run, &session) {
+            start_workers(&args.global, s, agents(n), true)?;
+        }
     } else {
         out(&render(
             &plan,
@@ -121,11 +137,82 @@ pub fn run(args: Args) -> Result<u8> {
             session.as_ref(),
             Style::stdout(),
         ))?;
+        if let (Some(n), Some(s)) = (args.run, &session) {
+            start_workers(&args.global, s, agents(n), args.yes)?;
+        }
         if let Some(s) = &session {
             outln(&s.info.id)?;
         }
     }
     Ok(exit::OK)
+}
+
+/// `--run`: asks on a terminal, then starts the workers detached.
+fn start_workers(global: &Global, s: &Session, n: u32, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!("Ready to execute? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            outln(&format!(
+                "Not started. Later: orch-worker --session {} --parallel {n}",
+                s.info.id
+            ))?;
+            return Ok(());
+        }
+    }
+    let exe = std::env::current_exe().context("finding orch-plan's own path")?;
+    let worker = exe
+        .parent()
+        .map(|d| d.join("orch-worker"))
+        .unwrap_or_else(|| PathBuf::from("orch-worker"));
+    let root = global.root()?;
+    let out = std::process::Command::new(&worker)
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "--session",
+            &s.info.id,
+            "--parallel",
+            &n.to_string(),
+            "--detach",
+        ])
+        .env_remove("ORCH_SESSION")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("starting {}", worker.display()))?;
+    if !out.status.success() {
+        return Err(coded(
+            out.status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(exit::FAILED),
+            format!(
+                "orch-worker could not start: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    if global.json {
+        return Ok(());
+    }
+    out_raw(&out.stdout)?;
+    outln(&format!(
+        "Watch: orch-monitor --watch --session {}",
+        s.info.id
+    ))?;
+    outln(&format!("       tail -f {}", s.dir.run_log().display()))?;
+    outln(&format!("Stop:  orch-worker stop --session {}", s.info.id))?;
+    Ok(())
+}
+
+fn out_raw(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(bytes)?;
+    o.flush()
 }
 
 /// The top level of the git repository containing `dir`, if any.

@@ -39,6 +39,8 @@ pub struct Spec {
     /// Descriptors the agent inherits: the task's lock and its resource
     /// units.
     pub inherit_fds: Vec<RawFd>,
+    /// Memory limit of the agent's whole process group, bytes.
+    pub memory_limit: Option<u64>,
 }
 
 /// How an attempt ended.
@@ -78,6 +80,26 @@ const MAX_LINE: usize = 16 * 1024;
 enum Stop {
     Timeout,
     Interrupted(i32),
+    Memory,
+}
+
+/// How often the memory of an agent's process group is sampled.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
+
+/// Resident memory of every live process in group `pgid`, bytes.
+pub fn group_rss(pgid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    sys::group_members(pgid)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/statm")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|pages| pages * page)
+        .sum()
 }
 
 /// Splits a byte stream into lines for the log.
@@ -241,15 +263,22 @@ pub fn run(
     let mut stop: Option<(Stop, Instant)> = None;
     let mut killed = false;
     let mut next_tick = Instant::now() + TICK;
+    let mut next_sample = Instant::now() + MEMORY_SAMPLE;
     let mut lines = Vec::new();
 
     let exit: ExitStatus = loop {
         let now = Instant::now();
-        let mut wake = next_tick.min(if stop.is_none() {
-            deadline
-        } else {
-            now + Duration::from_secs(3600)
-        });
+        let mut wake = next_tick
+            .min(if spec.memory_limit.is_some() && stop.is_none() {
+                next_sample
+            } else {
+                next_tick
+            })
+            .min(if stop.is_none() {
+                deadline
+            } else {
+                now + Duration::from_secs(3600)
+            });
         if let Some((_, kill_at)) = stop {
             if !killed {
                 wake = wake.min(kill_at);
@@ -293,6 +322,22 @@ pub fn run(
             signals.drain();
             sys::kill_group(pid, libc::SIGKILL);
             killed = true;
+        }
+        if let (Some(limit), None) = (spec.memory_limit, stop) {
+            if now >= next_sample {
+                next_sample = now + MEMORY_SAMPLE;
+                let rss = group_rss(pid);
+                if rss > limit {
+                    let _ = log.event(&format!(
+                        "memory {} is over the limit of {}; SIGKILL to its process group",
+                        orch_session::size::format_size(rss),
+                        orch_session::size::format_size(limit)
+                    ));
+                    sys::kill_group(pid, libc::SIGKILL);
+                    killed = true;
+                    stop = Some((Stop::Memory, now));
+                }
+            }
         }
         if let Some((_, kill_at)) = stop {
             if !killed && now >= kill_at {
@@ -362,6 +407,7 @@ pub fn run(
             Status::Timeout,
             Some(format!("timed out after {}", format_duration(spec.timeout))),
         ),
+        Some((Stop::Memory, _)) => (Status::Failure, Some("memory".to_owned())),
         Some((Stop::Interrupted(sig), _)) => (
             Status::Interrupted,
             Some(format!("worker stopped by signal {sig}")),

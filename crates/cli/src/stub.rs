@@ -18,13 +18,19 @@ pub struct Args {
 
 /// Runs a stub: prints that the binary is not built yet and exits 2.
 pub fn main(name: &'static str, about: &'static str) -> std::process::ExitCode {
-    let cmd = <Args as clap::CommandFactory>::command()
-        .name(name)
-        .about(about)
-        .after_help(format!(
-            "This binary is not built yet: every command exits 2.\n\n{}",
-            exit::HELP_EXIT_CODES
-        ));
+    let make = || {
+        <Args as clap::CommandFactory>::command()
+            .name(name)
+            .about(about)
+            .after_help(format!(
+                "This binary is not built yet: every command exits 2.\n\n{}",
+                exit::HELP_EXIT_CODES
+            ))
+    };
+    if let Some(code) = crate::gen::intercept(make) {
+        return code;
+    }
+    let cmd = make();
     let matches = cmd.get_matches();
     let _ = <Args as clap::FromArgMatches>::from_arg_matches(&matches);
     eprintln!("{name}: not built yet (see `{name} --help` for what it will do)");

@@ -166,6 +166,9 @@ enum Cmd {
 
 /// Entry point of `orch-sync`.
 pub fn main() -> std::process::ExitCode {
+    if let Some(code) = crate::gen::intercept(command) {
+        return code;
+    }
     exit::run_main("orch-sync", || run(Args::parse()))
 }
 

@@ -1,6 +1,8 @@
 //! `orch-worker`: claim, run, record, release, repeat.
 
+mod control;
 mod parallel;
+mod tmux;
 
 use std::fs;
 use std::io::Write;
@@ -10,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, Subcommand};
 use orch_session::board::Board;
 use orch_session::claim::{self, Claim, ClaimKind, ClaimRecord};
 use orch_session::heartbeat::{self, Heartbeat, HEARTBEAT_FORMAT};
@@ -34,6 +36,11 @@ Examples:
   orch-worker                             work on the newest unfinished session
   orch-worker --session demo --once       run one task and exit
   orch-worker --parallel 4                start 4 workers, wait, print a summary
+  orch-worker --parallel 4 --detach       a cron tick: top up to 4 live workers, exit
+  orch-worker --parallel 4 --until 18:00  claim nothing new after 18:00
+  orch-worker --parallel 3 --tmux         one tmux window per worker, plus a monitor
+  orch-worker stop [--now]                stop every live worker of the session
+  orch-worker --print-crontab --parallel 4
   tail -f ~/.claude/orchestration/session-*/logs/run.log
 
 Each task runs in its own process group with these variables set:
@@ -61,10 +68,41 @@ pub struct Args {
     #[arg(long)]
     once: bool,
 
-    /// Start N worker processes, wait for all, print a summary
-    /// [default N: the session's `agents`]
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+
+    /// Top the session up to N live workers (counting those already
+    /// running), wait for them, print a summary [default N: the session's
+    /// agents]. Safe to run from cron at any moment
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     parallel: Option<u32>,
+
+    /// With --parallel: start the workers in the background and exit at once
+    #[arg(long, requires = "parallel")]
+    detach: bool,
+
+    /// With --parallel: one tmux window per worker plus one running
+    /// orch-monitor --watch, in tmux session NAME [default: orch-SESSIONNAME]
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", requires = "parallel")]
+    tmux: Option<String>,
+
+    /// Claim no new task after this time: a duration from now (6h), a time
+    /// of day (18:30) or an RFC 3339 time; running tasks finish
+    #[arg(long, value_name = "TIME|DURATION")]
+    until: Option<String>,
+
+    /// Print the crontab line that runs this session every 10 minutes
+    #[arg(long)]
+    print_crontab: bool,
+
+    /// With --print-crontab: the cron schedule
+    #[arg(
+        long,
+        value_name = "CRON",
+        default_value = "*/10 * * * *",
+        requires = "print_crontab"
+    )]
+    schedule: String,
 
     /// Run wave by wave: a wave starts only when the one before finished
     /// with at most the plan's wave_failure_threshold of it failed
@@ -78,10 +116,34 @@ pub struct Args {
     /// Internal: write a JSON summary line to this descriptor at exit
     #[arg(long, hide = true)]
     summary_fd: Option<i32>,
+
+    /// Internal: the worker slot's lock, already taken by the parent
+    #[arg(long, hide = true, requires = "slot")]
+    slot_fd: Option<i32>,
+
+    /// Internal: the slot number of --slot-fd
+    #[arg(long, hide = true)]
+    slot: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Stop every live worker of the session (SIGTERM; they release their
+    /// tasks) and keep cron ticks from starting new ones until `resume`
+    Stop {
+        /// Also kill their agents at once, without the grace period
+        #[arg(long)]
+        now: bool,
+    },
+    /// Allow workers again after `stop`
+    Resume,
 }
 
 /// Entry point of `orch-worker`.
 pub fn main() -> std::process::ExitCode {
+    if let Some(code) = crate::gen::intercept(command) {
+        return code;
+    }
     exit::run_main("orch-worker", || run(Args::parse()))
 }
 
@@ -92,8 +154,35 @@ pub fn command() -> clap::Command {
 
 /// Runs `orch-worker` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
+    match args.cmd {
+        Some(Cmd::Stop { now }) => return control::stop(&args.global, now),
+        Some(Cmd::Resume) => return control::resume(&args.global),
+        None => {}
+    }
+    let until = match &args.until {
+        Some(u) => Some(
+            time::parse_deadline(u, &time::now())
+                .map_err(|e| exit::coded(exit::USAGE, format!("--until: {e}")))?,
+        ),
+        None => None,
+    };
+    if args.print_crontab {
+        return control::print_crontab(
+            &args.global,
+            args.parallel.unwrap_or(0),
+            &args.schedule,
+            args.until.as_deref(),
+        );
+    }
     if let Some(n) = args.parallel {
-        return parallel::run(&args.global, n, args.once);
+        let opts = parallel::Options {
+            once: args.once,
+            detach: args.detach,
+            tmux: args.tmux.clone(),
+            until: args.until.clone(),
+            waves: args.waves,
+        };
+        return parallel::run(&args.global, n, &opts, until);
     }
     if let Some(fd) = args.summary_fd {
         // Keep the summary descriptor out of the agents we spawn.
@@ -102,7 +191,28 @@ pub fn run(args: Args) -> Result<u8> {
     let signals = Signals::install().context("installing signal handlers")?;
     let session = args.global.session()?;
     let root = args.global.root()?;
-    let mut worker = Worker::start(session, root, signals, args.log_to_slot)?;
+    let slot = match (args.slot_fd, args.slot) {
+        (Some(fd), Some(n)) => {
+            // SAFETY: the parent passed this locked descriptor to us alone.
+            let file = unsafe { fs::File::from_raw_fd(fd) };
+            sys::set_cloexec(fd, true).context("--slot-fd")?;
+            Some((
+                n,
+                LockGuard::from_file(file, session.dir.worker_slot_lock(n)),
+            ))
+        }
+        _ => None,
+    };
+    let mut worker = Worker::start(session, root, signals, args.log_to_slot, slot)?;
+    worker.until = until.or_else(|| {
+        worker
+            .session
+            .info
+            .settings
+            .deadline
+            .as_deref()
+            .and_then(time::parse_rfc3339)
+    });
     if args.waves || worker.session.info.settings.strict_waves {
         let threshold = worker.session.info.settings.wave_failure_threshold;
         worker.board.set_strict_waves(threshold);
@@ -144,17 +254,58 @@ struct Worker {
     summary_dirty: bool,
     hb: Heartbeat,
     last_beat: Instant,
+    until: Option<chrono::DateTime<chrono::Local>>,
+    /// Why the worker does not claim right now (said once).
+    paused: Option<String>,
+    /// With degrade = "sequential": the lock that lets this worker go on.
+    sequential: Option<LockGuard>,
     inotify: Option<nix::sys::inotify::Inotify>,
+}
+
+/// Whether a worker may claim.
+enum Gating {
+    /// Yes (with what changed, to say when resuming).
+    Go(Option<String>),
+    /// Not now: why.
+    Wait(String),
+    /// Not any more: why.
+    Stop(String),
 }
 
 /// Takes the lowest free worker slot: `locks/worker-<n>.lock`.
 fn take_slot(dir: &SessionDir) -> Result<(u32, LockGuard)> {
-    for n in 1..=100_000u32 {
+    take_slot_after(dir, 0)
+}
+
+/// Takes the lowest free worker slot above `after`.
+fn take_slot_after(dir: &SessionDir, after: u32) -> Result<(u32, LockGuard)> {
+    for n in after + 1..=100_000u32 {
         if let Some(g) = lock::try_lock(&dir.worker_slot_lock(n))? {
             return Ok((n, g));
         }
     }
     anyhow::bail!("no free worker slot in {}", dir.path().display())
+}
+
+/// Slots whose lock is held: the live workers.
+fn live_slots(dir: &SessionDir) -> Vec<u32> {
+    let mut out: Vec<u32> = fs::read_dir(dir.locks_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let n: u32 = name
+                .to_str()?
+                .strip_prefix("worker-")?
+                .strip_suffix(".lock")?
+                .parse()
+                .ok()?;
+            lock::is_held(&e.path()).unwrap_or(false).then_some(n)
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 impl Worker {
@@ -163,9 +314,13 @@ impl Worker {
         root: PathBuf,
         signals: Signals,
         log_to_slot: bool,
+        slot: Option<(u32, LockGuard)>,
     ) -> Result<Worker> {
         let dir = session.dir.clone();
-        let (slot, guard) = take_slot(&dir)?;
+        let (slot, guard) = match slot {
+            Some(s) => s,
+            None => take_slot(&dir)?,
+        };
         sys::become_subreaper();
         let id = worker_id(slot);
         if log_to_slot {
@@ -175,6 +330,18 @@ impl Worker {
                 libc::dup2(f.as_raw_fd(), 1);
                 libc::dup2(f.as_raw_fd(), 2);
             }
+        }
+        if let (Some(_), Some(_), Ok(pane)) = (
+            std::env::var_os("ORCH_TMUX_WINDOW"),
+            std::env::var_os("TMUX"),
+            std::env::var("TMUX_PANE"),
+        ) {
+            // Name the tmux window (the one holding our pane) after the worker.
+            let _ = std::process::Command::new("tmux")
+                .args(["rename-window", "-t", &pane, &id])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
         for sub in [
             layout::RESULTS_DIR,
@@ -224,6 +391,9 @@ impl Worker {
             summary_dirty: false,
             hb,
             last_beat: Instant::now(),
+            until: None,
+            paused: None,
+            sequential: None,
             inotify: None,
         };
         w.beat();
@@ -330,6 +500,30 @@ impl Worker {
                 ));
                 break;
             }
+            match self.gate()? {
+                Gating::Stop(msg) => {
+                    self.event(&msg);
+                    break;
+                }
+                Gating::Wait(msg) => {
+                    if self.paused.as_deref() != Some(msg.as_str()) {
+                        self.event(&format!("paused: {msg}"));
+                        self.paused = Some(msg);
+                        self.hb.state = "paused".to_owned();
+                        self.beat();
+                    }
+                    self.wait_for_change();
+                    continue;
+                }
+                Gating::Go(note) => {
+                    if self.paused.take().is_some() {
+                        self.event(&format!(
+                            "resuming{}",
+                            note.map(|n| format!(": {n}")).unwrap_or_default()
+                        ));
+                    }
+                }
+            }
             let me = ProcessIdentity::current();
             let owner = self.id.clone();
             let next = scheduler::claim_next(&mut self.board, |task, attempt| {
@@ -382,6 +576,96 @@ impl Worker {
         } else {
             exit::OK
         })
+    }
+
+    /// Whether this worker may claim now: the stop marker, the deadline,
+    /// free disk, and the circuit breaker.
+    fn gate(&mut self) -> Result<Gating> {
+        if let Ok(text) = fs::read_to_string(
+            self.dir
+                .join(layout::STATUS_DIR)
+                .join(control::STOPPED_MARKER),
+        ) {
+            return Ok(Gating::Stop(format!(
+                "session stopped by `orch-worker stop` ({}); `orch-worker resume` allows workers again",
+                text.trim()
+            )));
+        }
+        if let Some(until) = self.until {
+            if time::now() >= until {
+                return Ok(Gating::Stop(format!(
+                    "deadline {} passed: not claiming new tasks",
+                    time::rfc3339(&until)
+                )));
+            }
+        }
+        let min_free = self.session.info.settings.min_free_disk;
+        if let Some(free) = orch_session::fsinfo::free_bytes(self.dir.path()) {
+            if free < min_free {
+                return Ok(Gating::Wait(format!(
+                    "only {} free on the session's filesystem (below {}): not claiming",
+                    orch_session::size::format_size(free),
+                    orch_session::size::format_size(min_free)
+                )));
+            }
+        }
+        let settings = &self.session.info.settings;
+        if settings.breaker_failures == 0 {
+            return Ok(Gating::Go(None));
+        }
+        if settings.degrade_sequential {
+            let b = orch_session::breaker::read(&self.dir)?;
+            if b.state.is_empty() || b.state == "closed" {
+                self.sequential = None;
+                return Ok(Gating::Go(Some("circuit breaker closed".to_owned())));
+            }
+            if self.sequential.is_none() {
+                self.sequential = orch_session::breaker::try_sequential(&self.dir)?;
+            }
+            return Ok(match self.sequential {
+                Some(_) => Gating::Go(Some("degraded to one worker while the circuit breaker is tripped".to_owned())),
+                None => Gating::Wait(format!(
+                    "circuit breaker tripped ({} consecutive failures): the session runs on one worker",
+                    b.consecutive
+                )),
+            });
+        }
+        let dir = self.dir.clone();
+        let alive = |w: &str| lock::is_held(&dir.named_lock(w)).unwrap_or(false);
+        Ok(
+            match orch_session::breaker::gate(&self.dir, &self.id, alive)? {
+                orch_session::breaker::Gate::Go => {
+                    Gating::Go(Some("circuit breaker closed".to_owned()))
+                }
+                orch_session::breaker::Gate::Probe => Gating::Go(Some(
+                    "circuit breaker half-open: this worker runs one task to test".to_owned(),
+                )),
+                orch_session::breaker::Gate::Wait(why) => Gating::Wait(why),
+            },
+        )
+    }
+
+    /// Feeds an attempt's outcome to the circuit breaker and says what
+    /// changed.
+    fn note_outcome(&mut self, task: &str, status: Status) {
+        let s = &self.session.info.settings;
+        let (k, cooldown) = (
+            s.breaker_failures,
+            Duration::from_millis(s.breaker_cooldown_ms),
+        );
+        match orch_session::breaker::record(&self.dir, task, status, k, cooldown) {
+            Ok(orch_session::breaker::Change::Opened(b)) => self.event(&format!(
+                "circuit breaker open: {} consecutive failures ({}); no claims until {}",
+                b.consecutive,
+                b.failed.join(", "),
+                b.until.unwrap_or_default()
+            )),
+            Ok(orch_session::breaker::Change::Closed) => {
+                self.event(&format!("circuit breaker closed: {task} succeeded"))
+            }
+            Ok(orch_session::breaker::Change::None) => {}
+            Err(e) => self.event(&format!("cannot update the circuit breaker: {e:#}")),
+        }
     }
 
     /// Waits until the journal changes, a signal arrives, or a second passes
@@ -471,6 +755,7 @@ impl Worker {
             timeout: Duration::from_millis(task.timeout_ms),
             grace: Duration::from_millis(self.session.info.settings.grace_ms),
             inherit_fds: fds.to_vec(),
+            memory_limit: self.session.info.settings.memory_per_agent,
         })
     }
 
@@ -561,6 +846,7 @@ impl Worker {
                     / 1000.0,
                 output,
             };
+            self.note_outcome(&task.id, outcome.status);
             let retryable = matches!(outcome.status, Status::Failure | Status::Timeout);
             if retryable && spent < task.retries && self.signals.received().is_none() {
                 spent += 1;

@@ -14,6 +14,7 @@
 
 pub mod atomic;
 pub mod board;
+pub mod breaker;
 pub mod checkpoint;
 pub mod claim;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod result;
 pub mod scheduler;
 pub mod session;
 pub mod shared;
+pub mod size;
 pub mod status;
 pub mod time;
 

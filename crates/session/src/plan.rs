@@ -65,6 +65,38 @@ pub struct Settings {
     /// still lets the next wave start.
     #[serde(default = "default_wave_failure_threshold")]
     pub wave_failure_threshold: f64,
+    /// No new claims after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Consecutive failed attempts (across the session) that trip the
+    /// circuit breaker; 0 turns it off.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long claims pause when the breaker trips, milliseconds.
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+    /// While the breaker is tripped, go on with one worker instead of
+    /// pausing everyone.
+    #[serde(default)]
+    pub degrade_sequential: bool,
+    /// Memory limit of each agent's whole process group, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_per_agent: Option<u64>,
+    /// No new claims while the session's filesystem has less free space.
+    #[serde(default = "default_min_free_disk")]
+    pub min_free_disk: u64,
+}
+
+fn default_breaker_failures() -> u32 {
+    3
+}
+
+fn default_breaker_cooldown_ms() -> u64 {
+    60_000
+}
+
+fn default_min_free_disk() -> u64 {
+    1 << 30
 }
 
 fn default_wave_failure_threshold() -> f64 {
@@ -101,6 +133,12 @@ impl Default for Settings {
             rate_limit: None,
             strict_waves: false,
             wave_failure_threshold: default_wave_failure_threshold(),
+            deadline: None,
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown_ms: default_breaker_cooldown_ms(),
+            degrade_sequential: false,
+            memory_per_agent: None,
+            min_free_disk: default_min_free_disk(),
         }
     }
 }

@@ -72,6 +72,40 @@ fn seconds(secs: f64) -> Option<Duration> {
     (secs.is_finite() && (0.0..1e10).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
+/// Parses a deadline: a duration from `now` (`6h`), a time of day today
+/// or tomorrow (`18:30`), or an RFC 3339 time.
+pub fn parse_deadline(text: &str, now: &DateTime<Local>) -> Result<DateTime<Local>, String> {
+    let s = text.trim();
+    if let Some(t) = parse_rfc3339(s) {
+        return Ok(t);
+    }
+    if let Ok(d) = parse_duration(s) {
+        return chrono::Duration::from_std(d)
+            .map(|d| *now + d)
+            .map_err(|e| e.to_string());
+    }
+    if let Ok(tod) = chrono::NaiveTime::parse_from_str(s, "%H:%M")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(s, "%H:%M:%S"))
+    {
+        let today = now.date_naive().and_time(tod);
+        let mut t = today
+            .and_local_timezone(Local)
+            .earliest()
+            .ok_or_else(|| format!("`{s}` does not exist today"))?;
+        if t <= *now {
+            t += chrono::Duration::days(1);
+        }
+        return Ok(t);
+    }
+    if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M") {
+        return dt
+            .and_local_timezone(Local)
+            .earliest()
+            .ok_or_else(|| format!("`{s}` does not exist"));
+    }
+    Err(format!("invalid time `{s}`: write a duration like \"6h\", a time like \"18:30\", or \"2026-11-21 18:30\""))
+}
+
 /// Formats a duration compactly: `250ms`, `4.2s`, `3m05s`, `2h10m`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();

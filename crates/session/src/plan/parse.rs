@@ -151,6 +151,12 @@ struct RawPlan<T> {
     rate_limit: Option<String>,
     waves: Option<String>,
     wave_failure_threshold: Option<FractionValue>,
+    deadline: Option<String>,
+    breaker: Option<u32>,
+    breaker_cooldown: Option<DurationValue>,
+    degrade: Option<String>,
+    memory_per_agent: Option<String>,
+    min_free_disk: Option<String>,
     #[serde(default)]
     checkpoint: BTreeMap<String, RawCheckpoint>,
     #[serde(default)]
@@ -314,6 +320,12 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         rate_limit,
         waves,
         wave_failure_threshold,
+        deadline,
+        breaker,
+        breaker_cooldown,
+        degrade,
+        memory_per_agent,
+        min_free_disk,
         checkpoint,
         resource,
         task,
@@ -330,6 +342,12 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             rate_limit,
             waves,
             wave_failure_threshold,
+            deadline,
+            breaker,
+            breaker_cooldown,
+            degrade,
+            memory_per_agent,
+            min_free_disk,
             checkpoint,
             resource,
             task: Vec::new(),
@@ -469,6 +487,36 @@ fn build(
     }
     if let Some(t) = head.wave_failure_threshold {
         settings.wave_failure_threshold = t.0;
+    }
+    if let Some(d) = &head.deadline {
+        let t = crate::time::parse_deadline(d, &crate::time::now()).map_err(|e| {
+            ctx.diag(find(ctx, "deadline"), e)
+                .help("write deadline = \"6h\" (from when the session is made), \"18:30\" or \"2026-11-21T18:30:00+01:00\"")
+        })?;
+        settings.deadline = Some(crate::time::rfc3339(&t));
+    }
+    if let Some(k) = head.breaker {
+        settings.breaker_failures = k;
+    }
+    if let Some(c) = head.breaker_cooldown {
+        settings.breaker_cooldown_ms = c.millis();
+    }
+    match head.degrade.as_deref() {
+        None | Some("none") => {}
+        Some("sequential") => settings.degrade_sequential = true,
+        Some(other) => {
+            return Err(ctx.diag(find(ctx, "degrade"), format!("degrade = \"{other}\" is not a mode"))
+                .help("write degrade = \"sequential\" (one worker while the breaker is tripped) or \"none\""))
+        }
+    }
+    if let Some(m) = &head.memory_per_agent {
+        settings.memory_per_agent = Some(
+            crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "memory_per_agent"), e))?,
+        );
+    }
+    if let Some(m) = &head.min_free_disk {
+        settings.min_free_disk =
+            crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "min_free_disk"), e))?;
     }
     let mut checkpoints = BTreeMap::new();
     for (name, cp) in head.checkpoint {

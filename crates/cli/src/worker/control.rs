@@ -1,0 +1,187 @@
+//! `orch-worker stop` / `resume`, and the crontab line.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use orch_session::atomic::{self, Durability};
+use orch_session::heartbeat;
+use orch_session::proc::ProcessIdentity;
+use orch_session::{layout, lock, log, time};
+use serde_json::json;
+
+use crate::common::{outln, print_json, Global};
+use crate::exit;
+use crate::sys;
+
+/// `status/stopped`: while it exists, workers and cron ticks start nothing.
+pub const STOPPED_MARKER: &str = "stopped";
+
+/// Stops every live worker of the session: SIGTERM (they stop their agents
+/// after the grace period, record them as interrupted and release them);
+/// with `now`, their agents' process groups get SIGKILL at once.
+pub fn stop(global: &Global, now: bool) -> Result<u8> {
+    let session = global.session()?;
+    let dir = &session.dir;
+    let stamp = format!(
+        "{} by pid {}",
+        time::rfc3339(&time::now()),
+        std::process::id()
+    );
+    atomic::write_atomic(
+        &dir.status_dir().join(STOPPED_MARKER),
+        format!("{stamp}\n").as_bytes(),
+        Durability::Durable,
+    )?;
+    let _ = log::run_event(
+        dir,
+        "orch-worker stop",
+        &format!(
+            "stopping every worker{}",
+            if now { " and their agents now" } else { "" }
+        ),
+    );
+    let mut signalled = Vec::new();
+    for info in heartbeat::list(dir)? {
+        let Ok(hb) = info.heartbeat else { continue };
+        if !info.live {
+            continue;
+        }
+        let id = ProcessIdentity {
+            pid: hb.pid,
+            start: hb.pid_start,
+        };
+        if hb.host != orch_session::proc::hostname() || !id.is_alive() {
+            continue;
+        }
+        sys::kill_identity(&id, libc::SIGTERM);
+        if now {
+            if let Some(agent) = hb.agent_pid {
+                sys::kill_group(agent, libc::SIGKILL);
+            }
+        }
+        signalled.push((hb.worker, hb.pid));
+    }
+    let grace = Duration::from_millis(session.info.settings.grace_ms);
+    let deadline = Instant::now() + grace + Duration::from_secs(10);
+    let mut still = Vec::new();
+    for (worker, pid) in &signalled {
+        let lp = dir.named_lock(worker);
+        let gone = lock::lock_until(&lp, Some(deadline))?.is_some();
+        if !gone {
+            still.push((worker.clone(), *pid));
+        }
+    }
+    if global.json {
+        print_json(&json!({
+            "session": session.info.id,
+            "stopped": signalled.iter().map(|(w, p)| json!({"worker": w, "pid": p})).collect::<Vec<_>>(),
+            "still_running": still.iter().map(|(w, p)| json!({"worker": w, "pid": p})).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        if signalled.is_empty() {
+            outln(&format!("no live workers in session {}", session.info.id))?;
+        }
+        for (w, p) in &signalled {
+            if !still.iter().any(|(s, _)| s == w) {
+                outln(&format!("stopped {w} (pid {p})"))?;
+            }
+        }
+        for (w, p) in &still {
+            outln(&format!(
+                "{w} (pid {p}) is still running after the grace period"
+            ))?;
+        }
+        outln(&format!(
+            "session {} stopped: no worker starts until `orch-worker resume --session {}`",
+            session.info.id, session.info.id
+        ))?;
+    }
+    Ok(if still.is_empty() {
+        exit::OK
+    } else {
+        exit::CONFLICT
+    })
+}
+
+/// Lifts `stop`.
+pub fn resume(global: &Global) -> Result<u8> {
+    let session = global.session()?;
+    let marker = session.dir.status_dir().join(STOPPED_MARKER);
+    let existed = match fs::remove_file(&marker) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("removing {}", marker.display())))
+        }
+    };
+    if existed {
+        let _ = log::run_event(&session.dir, "orch-worker resume", "workers allowed again");
+    }
+    if !global.json {
+        outln(&format!(
+            "session {}: {}",
+            session.info.id,
+            if existed {
+                "workers may start again"
+            } else {
+                "was not stopped"
+            }
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
+/// Quotes for sh, escaping `%` (cron turns a bare `%` into a newline).
+fn cron_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''").replace('%', "\\%"))
+}
+
+/// Prints the crontab line for this session.
+pub fn print_crontab(global: &Global, n: u32, schedule: &str, until: Option<&str>) -> Result<u8> {
+    let session = global.session()?;
+    let root = global.root()?;
+    let exe = std::env::current_exe().context("finding orch-worker's own path")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    let n = if n == 0 {
+        session.info.settings.agents
+    } else {
+        n
+    };
+    let name = &session.info.name;
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let logfile = root.join(format!("cron-{safe}.log"));
+    let mut line = format!(
+        "{schedule} PATH={} ORCH_HOME={} {} --session {} --parallel {n} --detach",
+        cron_quote(&path),
+        cron_quote(&root.to_string_lossy()),
+        cron_quote(&exe.to_string_lossy()),
+        cron_quote(name)
+    );
+    if let Some(u) = until {
+        line += &format!(" --until {}", cron_quote(u));
+    }
+    line += &format!(
+        " >> {} 2>&1 # orch:{safe}",
+        cron_quote(&logfile.to_string_lossy())
+    );
+    if global.json {
+        print_json(
+            &json!({"line": line, "session": session.info.id, "name": name, "log": logfile}),
+        )?;
+    } else {
+        outln(&line)?;
+    }
+    let _ = layout::check_name("session name", &safe);
+    Ok(exit::OK)
+}
