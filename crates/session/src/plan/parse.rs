@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{analysis, Action, Plan, Settings, Task};
+use super::{analysis, Action, Analysis, Plan, Settings, Task};
 use crate::error::Diagnostic;
 use crate::layout::check_name;
 use crate::time::parse_duration;
@@ -389,15 +389,7 @@ fn build(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "plan".to_owned()),
     };
-    if name.trim().is_empty() || name.len() > MAX_SESSION_NAME || name.chars().any(char::is_control)
-    {
-        return Err(ctx
-            .diag(
-                None,
-                format!("session name `{}` is not usable", name.escape_debug()),
-            )
-            .help("use 1 to 100 printable characters"));
-    }
+    check_session_name(ctx.path, &name)?;
 
     if raw_tasks.is_empty() {
         return Err(ctx
@@ -412,20 +404,7 @@ fn build(
     for (raw, task_offset) in raw_tasks {
         let at = raw.id.offset.or(task_offset);
         let id = raw.id.text;
-        check_name("task id", &id).map_err(|e| {
-            ctx.diag(at, e.to_string())
-                .help("task ids may use letters, digits, `.`, `_` and `-`")
-        })?;
-        if let Some(&first) = index.get(&id) {
-            let first_line = tasks
-                .get(first)
-                .and_then(|t: &Task| t.line)
-                .map(|l| format!(" (first defined on line {l})"))
-                .unwrap_or_default();
-            return Err(ctx
-                .diag(at, format!("duplicate task id `{id}`{first_line}"))
-                .help("give each task its own id"));
-        }
+        check_new_id(&index, &tasks, &id, ctx.path, at.map(|o| ctx.line_of(o)))?;
         let action = match (raw.command, raw.prompt) {
             (Some(c), None) => Action::Command(c),
             (None, Some(p)) => Action::Prompt(p),
@@ -505,43 +484,14 @@ fn build(
         });
     }
 
-    // Dependencies: known, not repeated.
-    for (i, task) in tasks.iter().enumerate() {
-        let mut seen = HashMap::new();
-        for (j, dep) in task.after.iter().enumerate() {
-            let at = after_offsets[i][j];
-            if !index.contains_key(dep) {
-                let mut d = ctx.diag(
-                    at,
-                    format!("task `{}` depends on unknown task `{dep}`", task.id),
-                );
-                d = match suggest(dep, index.keys()) {
-                    Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help("list an existing task id in `after`"),
-                };
-                return Err(d);
-            }
-            if seen.insert(dep.as_str(), ()).is_some() {
-                return Err(ctx.diag(
-                    at,
-                    format!("task `{}` lists `{dep}` twice in `after`", task.id),
-                ));
-            }
-        }
-    }
-
-    let analysis =
-        analysis::analyse(&mut tasks, &index, agents_for_analysis(agents)).map_err(|cycle| {
-            let first = index[&cycle[0]];
-            let needs: Vec<String> = cycle
-                .windows(2)
-                .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
-                .collect();
-            let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
-            let at = dep_pos.and_then(|p| after_offsets[first][p]);
-            ctx.diag(at, format!("dependency cycle: {}", needs.join(", ")))
-                .help("remove one of these `after` entries")
-        })?;
+    let origins: Vec<Origin<'_>> = after_offsets
+        .iter()
+        .map(|offsets| Origin {
+            file: ctx.path,
+            after_lines: offsets.iter().map(|o| o.map(|o| ctx.line_of(o))).collect(),
+        })
+        .collect();
+    let analysis = check_and_analyse(&mut tasks, &index, &origins, agents_for_analysis(agents))?;
     settings.agents = analysis.agents;
     settings.agents_auto = matches!(agents, AgentsValue::Auto);
     Ok(Plan {
@@ -549,6 +499,157 @@ fn build(
         settings,
         tasks,
         analysis,
+    })
+}
+
+/// A task made from an input other than a plan file (a ROADMAP track, a
+/// prompt file), with where it was written, for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcedTask {
+    /// The task; `wave` and `priority` are computed by the analysis.
+    pub task: Task,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// For each entry of `task.after`, the line that asked for it.
+    pub after_lines: Vec<Option<usize>>,
+}
+
+/// Validates and analyses tasks made from another input, exactly as the
+/// tasks of a plan file are: ids, duplicates, unknown and repeated
+/// dependencies, cycles. `source` is named in errors about the whole plan;
+/// `settings.agents` is the agent count unless `settings.agents_auto`.
+pub fn plan_from_tasks(
+    source: &Path,
+    name: &str,
+    mut settings: Settings,
+    sourced: Vec<SourcedTask>,
+) -> Result<Plan, Diagnostic> {
+    check_session_name(source, name)?;
+    if sourced.is_empty() {
+        return Err(Diagnostic::new(source, "nothing to plan: no tasks"));
+    }
+    let mut tasks: Vec<Task> = Vec::with_capacity(sourced.len());
+    let mut origins = Vec::with_capacity(sourced.len());
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(sourced.len());
+    for s in &sourced {
+        check_new_id(&index, &tasks, &s.task.id, &s.file, s.task.line)?;
+        let (Action::Command(body) | Action::Prompt(body)) = &s.task.action;
+        if body.trim().is_empty() {
+            return Err(Diagnostic::new(
+                &s.file,
+                format!("task `{}` has an empty command or prompt", s.task.id),
+            )
+            .line(s.task.line));
+        }
+        index.insert(s.task.id.clone(), tasks.len());
+        tasks.push(s.task.clone());
+    }
+    for s in &sourced {
+        origins.push(Origin {
+            file: &s.file,
+            after_lines: s.after_lines.clone(),
+        });
+    }
+    let agents = (!settings.agents_auto).then_some(settings.agents);
+    let analysis = check_and_analyse(&mut tasks, &index, &origins, agents)?;
+    settings.agents = analysis.agents;
+    Ok(Plan {
+        name: Some(name.to_owned()),
+        settings,
+        tasks,
+        analysis,
+    })
+}
+
+fn check_session_name(file: &Path, name: &str) -> Result<(), Diagnostic> {
+    if name.trim().is_empty() || name.len() > MAX_SESSION_NAME || name.chars().any(char::is_control)
+    {
+        return Err(Diagnostic::new(
+            file,
+            format!("session name `{}` is not usable", name.escape_debug()),
+        )
+        .help("use 1 to 100 printable characters"));
+    }
+    Ok(())
+}
+
+/// Checks that `id` is a usable task id and not taken yet.
+fn check_new_id(
+    index: &HashMap<String, usize>,
+    tasks: &[Task],
+    id: &str,
+    file: &Path,
+    line: Option<usize>,
+) -> Result<(), Diagnostic> {
+    check_name("task id", id).map_err(|e| {
+        Diagnostic::new(file, e.to_string())
+            .line(line)
+            .help("task ids may use letters, digits, `.`, `_` and `-`")
+    })?;
+    if let Some(&first) = index.get(id) {
+        let first_line = tasks
+            .get(first)
+            .and_then(|t| t.line)
+            .map(|l| format!(" (first defined on line {l})"))
+            .unwrap_or_default();
+        return Err(
+            Diagnostic::new(file, format!("duplicate task id `{id}`{first_line}"))
+                .line(line)
+                .help("give each task its own id"),
+        );
+    }
+    Ok(())
+}
+
+/// Where a task's `after` entries were written.
+struct Origin<'a> {
+    file: &'a Path,
+    after_lines: Vec<Option<usize>>,
+}
+
+/// Dependencies known and not repeated, no cycles; then the analysis.
+fn check_and_analyse(
+    tasks: &mut [Task],
+    index: &HashMap<String, usize>,
+    origins: &[Origin<'_>],
+    agents: Option<u32>,
+) -> Result<Analysis, Diagnostic> {
+    let at = |i: usize, j: usize| origins[i].after_lines.get(j).copied().flatten();
+    for (i, task) in tasks.iter().enumerate() {
+        let mut seen = HashMap::new();
+        for (j, dep) in task.after.iter().enumerate() {
+            let diag = |m: String| Diagnostic::new(origins[i].file, m).line(at(i, j));
+            if !index.contains_key(dep) {
+                let d = diag(format!(
+                    "task `{}` depends on unknown task `{dep}`",
+                    task.id
+                ));
+                return Err(match suggest(dep, index.keys()) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help("list an existing task id in `after`"),
+                });
+            }
+            if seen.insert(dep.as_str(), ()).is_some() {
+                return Err(diag(format!(
+                    "task `{}` lists `{dep}` twice in `after`",
+                    task.id
+                )));
+            }
+        }
+    }
+    analysis::analyse(tasks, index, agents).map_err(|cycle| {
+        let first = index[&cycle[0]];
+        let needs: Vec<String> = cycle
+            .windows(2)
+            .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
+            .collect();
+        let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
+        Diagnostic::new(
+            origins[first].file,
+            format!("dependency cycle: {}", needs.join(", ")),
+        )
+        .line(dep_pos.and_then(|p| at(first, p)))
+        .help("remove one of these dependencies")
     })
 }
 
