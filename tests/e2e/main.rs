@@ -6,5 +6,6 @@ mod claim;
 mod cli;
 mod locks;
 mod plan;
+mod roadmap;
 mod support;
 mod worker;

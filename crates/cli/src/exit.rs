@@ -23,7 +23,9 @@ pub const IO: u8 = 5;
 pub const CONFLICT: u8 = 6;
 /// `orch-claim`: nothing is runnable yet (tasks are running or waiting).
 pub const NOTHING_RUNNABLE: u8 = 7;
-/// `orch-claim`: the session is finished; nothing will become runnable.
+/// Nothing is left to do: `orch-claim` finds the session finished (nothing
+/// will become runnable); `orch-plan` finds every track or prompt file it
+/// was given marked done.
 pub const FINISHED: u8 = 8;
 /// A wait timed out.
 pub const TIMEOUT: u8 = 9;
@@ -107,6 +109,6 @@ Exit codes:
   0  success                      5  filesystem error (permissions, disk full)
   1  some tasks failed            6  conflict: claimed, locked or already done
   2  bad command line             7  nothing runnable yet (orch-claim)
-  3  malformed input file         8  session finished (orch-claim)
+  3  malformed input file         8  finished: nothing left to do
   4  no such session              9  wait timed out
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

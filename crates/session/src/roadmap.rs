@@ -1189,10 +1189,10 @@ impl Roadmap {
     /// group's title, deliverables and success criteria.
     pub fn prompt(&self, group: &Group, track: &Track) -> String {
         let mut p = format!(
-            "{}, Group {}: {}\nTrack {}: {}\n",
-            self.file_name(),
+            "Group {}: {} (from {})\nTrack {}: {}\n",
             group.name,
             group.title,
+            self.file_name(),
             track.number,
             track.title
         );
