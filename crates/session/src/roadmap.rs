@@ -197,6 +197,7 @@ const GROUP_LABELS: &[&str] = &[
     "Status",
     "Deliverables",
     "Success Criteria",
+    "Depends on",
 ];
 /// Labels read inside a track.
 const TRACK_LABELS: &[&str] = &["Status", "Depends on"];
@@ -527,6 +528,14 @@ impl<'a> Parser<'a> {
                 gb.marks.line = Some((s, line.no));
                 gb.section = Section::Other;
             }
+            Some((5, _)) => {
+                return Err(Diagnostic::new(
+                    path,
+                    format!("{what} has a `Depends on:` line; the groups it needs go on its `Prerequisites:` line"),
+                )
+                .line(Some(line.no))
+                .help("write `Prerequisites: Group F complete`"));
+            }
             Some((i, value)) => {
                 let (section, buf) = if i == 3 {
                     (Section::Deliverables, &mut gb.deliverables)
@@ -575,12 +584,45 @@ impl<'a> Parser<'a> {
         }
         if let Some(item) = markdown::list_item(line.text) {
             let sc = markdown::scan_status(item.text, DONE_WORDS, false);
-            if let Some(head) = head_of("Track", &sc.clean) {
-                let mark = sc.status().map_err(|()| self.conflict(line.no))?;
-                return self.start_track(line, TrackKind::Item(item.indent), head, mark);
+            if let Some(head @ (number, _)) = head_of("Track", &sc.clean) {
+                match &self.track {
+                    // A list item nested in a track's content is content.
+                    Some(tb) if item.indent > 0 || matches!(tb.kind, TrackKind::Item(_)) => {}
+                    Some(tb) => {
+                        return Err(self
+                            .diag(
+                                line.no,
+                                format!(
+                                    "`Track {number}:` is a list item inside the content of track {} (line {}): a track of its own, or part of it?",
+                                    tb.track.number, tb.track.line
+                                ),
+                            )
+                            .help(format!(
+                                "write it as a heading like the other tracks (`### Track {number}: Title`), or reword it"
+                            )));
+                    }
+                    None => {
+                        let mark = sc.status().map_err(|()| self.conflict(line.no))?;
+                        return self.start_track(line, TrackKind::Item(item.indent), head, mark);
+                    }
+                }
             }
             if item.numbered {
                 self.near_miss(line.no, &sc.clean)?;
+            }
+        } else if self.track.is_none() && markdown::indent(line.text) == 0 {
+            // `**Track 1: Title**` on a line of its own: neither a heading
+            // nor a list item.
+            let sc = markdown::scan_status(line.text, DONE_WORDS, false);
+            if let Some((number, _)) = head_of("Track", &sc.clean) {
+                return Err(self
+                    .diag(
+                        line.no,
+                        format!("`Track {number}:` is neither a heading nor a numbered item"),
+                    )
+                    .help(format!(
+                        "write `### Track {number}: Title` or `{number}. **Track {number}: Title**`"
+                    )));
             }
         }
         if self.track.is_some() {
@@ -1714,6 +1756,9 @@ Depends on: `group_d_track_1`, Track 1 of Group D
         ("## Group A: x ✅\n### Track 1: a 🔄\n", Some(2), &["in progress", "group A is marked done on line 1"]),
         ("# Just notes\n\nNo groups here.\n", None, &["no groups found", "## Group A: Title"]),
         ("## Group A: x\n<!-- ## Group B: y\n", Some(2), &["comment is never closed"]),
+        ("## Group A: x\nDepends on: Group B\n### Track 1: a\n## Group B: y\n### Track 1: b\n", Some(2), &["`Prerequisites:` line"]),
+        ("## Group A: x\n**Track 1: Ledger** ✅\n- `a.py`\n", Some(2), &["neither a heading nor a numbered item", "### Track 1: Title"]),
+        ("## Group A: x\n### Track 1: a\n- body\n1. **Track 2: b**\n", Some(4), &["inside the content of track 1 (line 2)"]),
     ];
 
     #[test]
@@ -1805,6 +1850,64 @@ body of 2
         let p = r.prompt(g, &g.tracks[0]);
         assert!(!p.contains("Intro"), "{p}");
         assert!(p.contains("Deliverables of Group A:\n- the thing"), "{p}");
+    }
+
+    #[test]
+    fn the_example_in_the_docs_plans_what_the_docs_say() {
+        let doc = include_str!("../../../docs/roadmap.md");
+        let start = doc.find("````markdown\n").unwrap() + "````markdown\n".len();
+        let end = start + doc[start..].find("\n````").unwrap();
+        let example = &doc[start..=end];
+        let s = select(example, Selection::Current);
+        assert_eq!(ids(&s), ["group_G_track_2", "group_G_track_3"]);
+        assert_eq!(
+            edges(&s),
+            BTreeSet::from([("group_G_track_3".into(), "group_G_track_2".into())])
+        );
+        assert_eq!(s.skipped[0].id, "group_G_track_1");
+        assert_eq!(s.skipped[0].reason, "marked done on line 20");
+        let want = prompt(&s, "group_G_track_3");
+        assert!(
+            doc.contains(&want),
+            "the prompt shown in the docs is not:\n{want}"
+        );
+        let s = select(example, Selection::All);
+        let h: BTreeSet<(String, String)> = edges(&s)
+            .into_iter()
+            .filter(|(a, _)| a.starts_with("group_H"))
+            .collect();
+        let want: BTreeSet<(String, String)> = [
+            ("group_H_track_1", "group_G_track_2"),
+            ("group_H_track_1", "group_G_track_3"),
+            ("group_H_track_2", "group_G_track_2"),
+            ("group_H_track_2", "group_G_track_3"),
+            ("group_H_track_2", "group_H_track_1"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        assert_eq!(h, want);
+    }
+
+    #[test]
+    fn track_like_lines_nested_in_content_stay_content() {
+        let text = "\
+## Group A: x
+1. **Track 1: a**
+   - Track 2: must merge first, says the note
+### Track 3: c
+  - Track 4: an indented note under a heading track
+";
+        let r = parse(text).unwrap();
+        let numbers: Vec<&str> = r.groups[0]
+            .tracks
+            .iter()
+            .map(|t| t.number.as_str())
+            .collect();
+        assert_eq!(numbers, ["1", "3"]);
+        assert!(r.groups[0].tracks[0]
+            .content
+            .contains("Track 2: must merge first"));
     }
 
     #[test]
