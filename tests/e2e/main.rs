@@ -6,6 +6,7 @@ mod claim;
 mod cli;
 mod locks;
 mod plan;
+mod roadmap;
 mod support;
 mod sync;
 mod unattended;

@@ -456,16 +456,28 @@ fn a_real_cron_runs_ticks_every_minute_until_the_session_is_done_long() {
         .replace('.', "_");
     let cronfile = Path::new("/etc/cron.d").join(format!("orch-test-{tag}"));
     let _cleanup = RemoveOnDrop(cronfile.clone());
+    // The very line --print-crontab gives, with the user field /etc/cron.d wants.
+    let out = env.run(
+        "orch-worker",
+        &[
+            "--session",
+            "cronrun",
+            "--print-crontab",
+            "--parallel",
+            "2",
+            "--schedule",
+            "* * * * *",
+        ],
+    );
+    assert!(out.status.success());
+    let line = stdout(&out);
+    let fields: Vec<&str> = line.splitn(6, ' ').collect();
     fs::write(
         &cronfile,
-        format!(
-            "* * * * * root ORCH_HOME='{}' '{}' --session cronrun --parallel 2 --detach >> '{}' 2>&1\n",
-            env.root().display(),
-            worker.display(),
-            env.path("cron.log").display()
-        ),
+        format!("{} root {}", fields[..5].join(" "), fields[5]),
     )
     .unwrap();
+    let _ = worker;
     let mut max_live = 0;
     wait_until(
         "cron to finish the session",
@@ -487,7 +499,7 @@ fn a_real_cron_runs_ticks_every_minute_until_the_session_is_done_long() {
         );
     }
     assert!(!dir.join("locks/worker-3.lock").exists());
-    let cron_log = fs::read_to_string(env.path("cron.log")).unwrap();
+    let cron_log = fs::read_to_string(env.root().join("cron-cronrun.log")).unwrap();
     assert!(
         cron_log.lines().count() >= 3,
         "expected several ticks:\n{cron_log}"

@@ -24,7 +24,9 @@ pub const CONFLICT: u8 = 6;
 /// Nothing available yet: `orch-claim` found no runnable task (tasks are
 /// running or waiting), `orch-sync recv` no message.
 pub const NOTHING_RUNNABLE: u8 = 7;
-/// `orch-claim`: the session is finished; nothing will become runnable.
+/// Nothing is left to do: `orch-claim` finds the session finished (nothing
+/// will become runnable); `orch-plan` finds every track or prompt file it
+/// was given marked done.
 pub const FINISHED: u8 = 8;
 /// A wait timed out.
 pub const TIMEOUT: u8 = 9;
@@ -110,12 +112,12 @@ Exit codes:
   0   success
   1   the work ran but some tasks failed
   2   bad command line
-  3   malformed input file (plan, result, claim, lock file)
+  3   malformed input file (plan, ROADMAP, result, claim, lock file)
   4   no such session
   5   filesystem error (permissions, disk full)
   6   conflict: already claimed, lock held, already done, cas mismatch
   7   nothing available yet (no runnable task, no message)
-  8   session finished (orch-claim)
+  8   finished: nothing left to do (session finished, every track done)
   9   wait timed out
   10  no such key (orch-sync get)
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

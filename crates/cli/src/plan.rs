@@ -1,12 +1,16 @@
-//! `orch-plan`: validate and analyse a plan, and create its session.
+//! `orch-plan`: validate and analyse a plan (a plan file, the tracks of a
+//! ROADMAP.md, or prompt files), and create its session.
 
+use std::collections::HashMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
-use orch_session::plan::{parse_plan, Plan, PlanSource};
+use orch_session::plan::{parse_plan, plan_from_tasks, Plan, PlanSource, Settings};
+use orch_session::prompts::{plan_prompts, PromptInput};
+use orch_session::roadmap::{parse_roadmap, SelectError, Selection};
 use orch_session::time::format_duration;
 use orch_session::{log, Session};
 use serde_json::json;
@@ -21,8 +25,17 @@ Examples:
   orch-plan plan.toml --name nightly      name the session (for --session nightly)
   id=$(orch-plan plan.toml | tail -n1)    the id is the last line of stdout
   orch-plan plan.toml --json | jq .analysis.critical_path
+  orch-plan --roadmap ROADMAP.md          the current group's open tracks
+  orch-plan --roadmap ROADMAP.md --group G
+  orch-plan --roadmap ROADMAP.md --all    every open group, ordered by prerequisites
+  orch-plan prompts/01-auth.md prompts/02-api.md
+                                          one task per prompt file
+  orch-plan --all prompts/                every .md file in prompts/
 
-The plan format is described in docs/plan.md. The smallest plan:
+Plan files are described in docs/plan.md, ROADMAP.md and prompt files in
+docs/roadmap.md. Tracks and prompt files marked done are skipped and listed;
+when nothing is left to plan, orch-plan exits 8 and creates nothing.
+The smallest plan:
   name = \"demo\"
   [[task]]
   id = \"schema\"
@@ -35,25 +48,44 @@ The plan format is described in docs/plan.md. The smallest plan:
 
 /// Validate a plan, print its analysis, and create a session for it.
 ///
-/// Reads a plan file (TOML, or JSON when its name ends in .json), checks it
-/// (ids, dependencies, cycles, durations), and prints the analysis: waves,
-/// critical path, estimated parallel and sequential time. Unless --dry-run,
-/// creates session-ID/ under the root and prints the id as the last line.
+/// Reads a plan file (TOML, or JSON when its name ends in .json), the tracks
+/// of a ROADMAP.md (--roadmap), or prompt files (Markdown, one task each);
+/// checks it (ids, dependencies, cycles, durations), and prints the
+/// analysis: waves, critical path, estimated parallel and sequential time.
+/// Unless --dry-run, creates session-ID/ under the root and prints the id as
+/// the last line.
 #[derive(Debug, Parser)]
 #[command(name = "orch-plan", version, after_help = format!("{AFTER_HELP}\n{}", exit::HELP_EXIT_CODES))]
 pub struct Args {
     #[command(flatten)]
     global: Global,
 
-    /// The plan file (TOML, or JSON by extension)
-    #[arg(value_name = "PLAN")]
-    plan: PathBuf,
+    /// A plan file (TOML, or JSON by extension), or prompt files (one task
+    /// each; a directory only with --all)
+    #[arg(value_name = "FILE", required_unless_present = "roadmap")]
+    inputs: Vec<PathBuf>,
+
+    /// Plan the tracks of a ROADMAP.md: the current group's, unless --group
+    /// or --all
+    #[arg(long, value_name = "FILE", conflicts_with = "inputs")]
+    roadmap: Option<PathBuf>,
+
+    /// With --roadmap: plan this group's open tracks
+    #[arg(long, value_name = "G", conflicts_with = "all")]
+    group: Option<String>,
+
+    /// With --roadmap: every group not done, as one plan; with a directory:
+    /// every .md file in it
+    #[arg(long)]
+    all: bool,
 
     /// Analyse and print, but create no session
     #[arg(long)]
     dry_run: bool,
 
-    /// Name the session (overrides the plan's `name`)
+    /// Name the session (overrides the plan's `name`; for a roadmap the
+    /// default is roadmap-G or roadmap-all, for prompt files the file's id
+    /// or "prompts")
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
@@ -67,6 +99,341 @@ pub struct Args {
     yes: bool,
 }
 
+/// What `orch-plan` was asked to read.
+#[derive(Debug)]
+enum Input {
+    Plan(PathBuf),
+    Roadmap(PathBuf, Which),
+    Prompts(Vec<PathBuf>),
+}
+
+#[derive(Debug)]
+enum Which {
+    Current,
+    Group(String),
+    All,
+}
+
+impl Input {
+    /// Checks the combination of arguments.
+    fn from_args(args: &Args) -> Result<Input> {
+        if let Some(r) = &args.roadmap {
+            let which = match (&args.group, args.all) {
+                (Some(g), _) => Which::Group(g.clone()),
+                (None, true) => Which::All,
+                (None, false) => Which::Current,
+            };
+            return Ok(Input::Roadmap(r.clone(), which));
+        }
+        if let Some(g) = &args.group {
+            return Err(coded(
+                exit::USAGE,
+                format!("--group {g} is for a roadmap: orch-plan --roadmap ROADMAP.md --group {g}"),
+            ));
+        }
+        let is_plan = |p: &PathBuf| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("toml") || e.eq_ignore_ascii_case("json"))
+        };
+        if args.inputs.iter().any(is_plan) {
+            if args.inputs.len() > 1 {
+                return Err(coded(
+                    exit::USAGE,
+                    "give one plan file (TOML or JSON), or prompt files, not both or several plans",
+                ));
+            }
+            if args.all {
+                return Err(coded(
+                    exit::USAGE,
+                    "--all is for --roadmap or a directory of prompt files, not a plan file",
+                ));
+            }
+            return Ok(Input::Plan(args.inputs[0].clone()));
+        }
+        let mut files = Vec::new();
+        let mut any_dir = false;
+        for p in &args.inputs {
+            if p.is_dir() {
+                if !args.all {
+                    return Err(coded(
+                        exit::USAGE,
+                        format!(
+                            "`{}` is a directory: name the prompt files to plan, or add --all to plan every .md file in it",
+                            p.display()
+                        ),
+                    ));
+                }
+                any_dir = true;
+                files.extend(markdown_files(p)?);
+            } else {
+                files.push(p.clone());
+            }
+        }
+        if args.all && !any_dir {
+            return Err(coded(
+                exit::USAGE,
+                "--all needs --roadmap FILE or a directory of prompt files",
+            ));
+        }
+        if let [only] = files.as_slice() {
+            if only
+                .file_name()
+                .is_some_and(|f| f.eq_ignore_ascii_case("roadmap.md"))
+            {
+                return Err(coded(
+                    exit::USAGE,
+                    format!(
+                        "`{0}` looks like a roadmap: plan its tracks with --roadmap {0}",
+                        only.display()
+                    ),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &files {
+            let key = fs::canonicalize(f).unwrap_or_else(|_| absolute(f));
+            if !seen.insert(key) {
+                return Err(coded(
+                    exit::USAGE,
+                    format!("`{}` is given twice", f.display()),
+                ));
+            }
+        }
+        Ok(Input::Prompts(files))
+    }
+}
+
+/// The `.md` files of a directory, sorted by name (not recursive).
+fn markdown_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = fs::read_dir(dir)
+        .map_err(|e| coded(exit::IO, format!("cannot list `{}`: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("md"))
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(coded(
+            exit::USAGE,
+            format!("`{}` has no .md files", dir.display()),
+        ));
+    }
+    Ok(files)
+}
+
+/// Reads an input file; a file that is not UTF-8 is malformed input.
+fn read_input(what: &str, path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::InvalidData {
+            exit::BAD_INPUT
+        } else {
+            exit::IO
+        };
+        coded(
+            code,
+            format!("cannot read {what} `{}`: {e}", path.display()),
+        )
+    })
+}
+
+/// A plan made from one of the inputs, and what was left out of it.
+struct Planned {
+    plan: Plan,
+    /// Shown after "Plan NAME: ..." in the analysis.
+    source: String,
+    /// Recorded as the session's source.
+    source_path: Option<PathBuf>,
+    /// Where tasks run.
+    workdir: PathBuf,
+    /// Lines printed before the analysis.
+    report: Vec<String>,
+    /// Printed to stderr.
+    warnings: Vec<String>,
+    /// Extra keys for --json.
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn plan_file(path: &Path, name: Option<&str>) -> Result<Planned> {
+    let abs = absolute(path);
+    let text = read_input("plan", path)?;
+    let plan = parse_plan(PlanSource { path, text: &text }, name)
+        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    Ok(Planned {
+        plan,
+        source: path.display().to_string(),
+        workdir: dir_of(&abs),
+        source_path: Some(abs),
+        report: Vec::new(),
+        warnings: Vec::new(),
+        json: serde_json::Map::new(),
+    })
+}
+
+fn plan_roadmap(path: &Path, which: &Which, name: Option<&str>) -> Result<Planned> {
+    let abs = absolute(path);
+    let text = read_input("roadmap", path)?;
+    let roadmap = parse_roadmap(path, &text).map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    let selection = match which {
+        Which::Current => Selection::Current,
+        Which::Group(g) => Selection::Group(g),
+        Which::All => Selection::All,
+    };
+    let settings = Settings::default();
+    let sel = roadmap.select(selection, &settings).map_err(|e| {
+        let code = match e {
+            SelectError::UnknownGroup { .. } => exit::USAGE,
+            SelectError::NothingToPlan(_) => exit::FINISHED,
+            SelectError::Invalid(_) => exit::BAD_INPUT,
+        };
+        coded(code, e.to_string())
+    })?;
+    let default_name = match which {
+        Which::All => "roadmap-all".to_owned(),
+        _ => format!("roadmap-{}", sel.groups.join("-")),
+    };
+    let name = name.map_or(default_name, str::to_owned);
+    let open = sel.tasks.len();
+    let plan = plan_from_tasks(path, &name, settings, sel.tasks)
+        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+
+    let titles: HashMap<&str, &str> = roadmap
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.title.as_str()))
+        .collect();
+    let groups = match sel.groups.as_slice() {
+        [one] => format!("group {one} ({})", titles.get(one.as_str()).unwrap_or(&"")),
+        many => format!("groups {}", many.join(", ")),
+    };
+    let mut report = vec![format!(
+        "Roadmap {}: planning {groups}, {}",
+        path.display(),
+        plural(open, "open track")
+    )];
+    if !sel.done_groups.is_empty() {
+        report.push(format!("  groups done: {}", sel.done_groups.join(", ")));
+    }
+    if !sel.skipped.is_empty() {
+        report.push(format!(
+            "Skipped {}:",
+            plural(sel.skipped.len(), "done track")
+        ));
+        for k in &sel.skipped {
+            report.push(format!("  {}  {}: {}", k.id, k.title, k.reason));
+        }
+    }
+    let mut json = serde_json::Map::new();
+    json.insert("groups".into(), json!(sel.groups));
+    json.insert("done_groups".into(), json!(sel.done_groups));
+    json.insert(
+        "skipped".into(),
+        json!(sel
+            .skipped
+            .iter()
+            .map(|k| json!({"id": k.id, "title": k.title, "reason": k.reason}))
+            .collect::<Vec<_>>()),
+    );
+    json.insert("warnings".into(), json!(sel.warnings));
+    Ok(Planned {
+        plan,
+        source: path.display().to_string(),
+        workdir: dir_of(&abs),
+        source_path: Some(abs),
+        report,
+        warnings: sel.warnings,
+        json,
+    })
+}
+
+fn plan_prompt_files(files: &[PathBuf], name: Option<&str>) -> Result<Planned> {
+    let mut texts = Vec::with_capacity(files.len());
+    for f in files {
+        texts.push(read_input("prompt file", f)?);
+    }
+    let inputs: Vec<PromptInput<'_>> = files
+        .iter()
+        .zip(&texts)
+        .map(|(path, text)| PromptInput { path, text })
+        .collect();
+    let settings = Settings::default();
+    let lookup = |p: &Path| fs::read_to_string(p).ok();
+    let prompts = plan_prompts(&inputs, &settings, &lookup)
+        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    if prompts.tasks.is_empty() {
+        let why: Vec<String> = prompts
+            .skipped
+            .iter()
+            .map(|k| format!("`{}`: {}", k.path.display(), k.reason))
+            .collect();
+        return Err(coded(
+            exit::FINISHED,
+            format!(
+                "nothing to plan: every prompt file given is marked done ({})",
+                why.join("; ")
+            ),
+        ));
+    }
+    let default_name = match prompts.tasks.as_slice() {
+        [one] if prompts.skipped.is_empty() => one.task.id.clone(),
+        _ => "prompts".to_owned(),
+    };
+    let name = name.map_or(default_name, str::to_owned);
+    let open = prompts.tasks.len();
+    let plan = plan_from_tasks(&files[0], &name, settings, prompts.tasks)
+        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    let mut report = vec![format!(
+        "Prompt files: {} to plan, {} skipped",
+        open,
+        prompts.skipped.len()
+    )];
+    if !prompts.skipped.is_empty() {
+        report.push(format!(
+            "Skipped {}:",
+            plural(prompts.skipped.len(), "done prompt file")
+        ));
+        for k in &prompts.skipped {
+            report.push(format!("  {} ({}): {}", k.path.display(), k.id, k.reason));
+        }
+    }
+    let mut json = serde_json::Map::new();
+    json.insert(
+        "skipped".into(),
+        json!(prompts
+            .skipped
+            .iter()
+            .map(|k| json!({"file": k.path, "id": k.id, "reason": k.reason}))
+            .collect::<Vec<_>>()),
+    );
+    let first = absolute(&files[0]);
+    let first_dir = dir_of(&first);
+    Ok(Planned {
+        plan,
+        source: if files.len() == 1 {
+            files[0].display().to_string()
+        } else {
+            plural(files.len(), "prompt file")
+        },
+        workdir: git_toplevel(&first_dir).unwrap_or(first_dir),
+        source_path: (files.len() == 1).then_some(first),
+        report,
+        warnings: Vec::new(),
+        json,
+    })
+}
+
 /// Entry point of `orch-plan`.
 pub fn main() -> std::process::ExitCode {
     if let Some(code) = crate::gen::intercept(command) {
@@ -77,39 +444,31 @@ pub fn main() -> std::process::ExitCode {
 
 /// Runs `orch-plan` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
-    let path = absolute(&args.plan);
-    let text = fs::read_to_string(&path).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::InvalidData {
-            exit::BAD_INPUT
-        } else {
-            exit::IO
-        };
-        coded(
-            code,
-            format!("cannot read plan `{}`: {e}", args.plan.display()),
-        )
-    })?;
-    let shown = args.plan.clone();
-    let plan = parse_plan(
-        PlanSource {
-            path: &shown,
-            text: &text,
-        },
-        args.name.as_deref(),
-    )
-    .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    let input = Input::from_args(&args)?;
+    let name = args.name.as_deref();
+    let planned = match &input {
+        Input::Plan(p) => plan_file(p, name)?,
+        Input::Roadmap(p, which) => plan_roadmap(p, which, name)?,
+        Input::Prompts(files) => plan_prompt_files(files, name)?,
+    };
+    for w in &planned.warnings {
+        eprintln!("orch-plan: warning: {w}");
+    }
+    let plan = &planned.plan;
 
     let session = if args.dry_run {
         None
     } else {
         let root = args.global.root()?;
-        let workdir = path
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let repo = git_toplevel(&workdir);
-        let s = Session::create(&root, &plan, Some(&path), &workdir, repo.as_deref())
-            .with_context(|| format!("creating a session under `{}`", root.display()))?;
+        let repo = git_toplevel(&planned.workdir);
+        let s = Session::create(
+            &root,
+            plan,
+            planned.source_path.as_deref(),
+            &planned.workdir,
+            repo.as_deref(),
+        )
+        .with_context(|| format!("creating a session under `{}`", root.display()))?;
         let _ = log::run_event(
             &s.dir,
             "orch-plan",
@@ -117,7 +476,7 @@ pub fn run(args: Args) -> Result<u8> {
                 "created session {} ({}) from {}: {}",
                 s.info.id,
                 s.info.name,
-                path.display(),
+                planned.source,
                 plural(plan.tasks.len(), "task")
             ),
         );
@@ -126,17 +485,22 @@ pub fn run(args: Args) -> Result<u8> {
 
     let agents = |n: u32| if n == 0 { plan.settings.agents } else { n };
     if args.global.json {
-        print_json(&analysis_json(&plan, session.as_ref()))?;
+        let mut v = analysis_json(plan, session.as_ref());
+        if let Some(obj) = v.as_object_mut() {
+            obj.extend(planned.json.clone());
+        }
+        print_json(&v)?;
         if let (Some(n), Some(s)) = (args.run, &session) {
             start_workers(&args.global, s, agents(n), true)?;
         }
     } else {
-        out(&render(
-            &plan,
-            &shown.display().to_string(),
-            session.as_ref(),
-            Style::stdout(),
-        ))?;
+        let mut text = String::new();
+        for line in &planned.report {
+            text += line;
+            text += "\n";
+        }
+        text += &render(plan, &planned.source, session.as_ref(), Style::stdout());
+        out(&text)?;
         if let (Some(n), Some(s)) = (args.run, &session) {
             start_workers(&args.global, s, agents(n), args.yes)?;
         }
@@ -216,7 +580,7 @@ fn out_raw(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The top level of the git repository containing `dir`, if any.
-fn git_toplevel(dir: &std::path::Path) -> Option<PathBuf> {
+fn git_toplevel(dir: &Path) -> Option<PathBuf> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)

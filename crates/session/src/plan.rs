@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::rate::Rate;
 
 pub use analysis::{analyse, simulate_makespan, Analysis};
-pub use parse::{parse_plan, PlanSource};
+pub use parse::{parse_plan, plan_from_tasks, PlanSource, SourcedTask};
 
 /// Current `plan.json` format.
 pub const PLAN_FORMAT: u32 = 1;

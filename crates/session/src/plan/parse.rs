@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{analysis, Action, CheckpointDecl, Plan, ResourceDecl, Settings, Task};
+use super::{analysis, Action, Analysis, CheckpointDecl, Plan, ResourceDecl, Settings, Task};
 use crate::error::Diagnostic;
 use crate::layout::check_name;
 use crate::rate::Rate;
@@ -563,15 +563,7 @@ fn build(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "plan".to_owned()),
     };
-    if name.trim().is_empty() || name.len() > MAX_SESSION_NAME || name.chars().any(char::is_control)
-    {
-        return Err(ctx
-            .diag(
-                None,
-                format!("session name `{}` is not usable", name.escape_debug()),
-            )
-            .help("use 1 to 100 printable characters"));
-    }
+    check_session_name(ctx.path, &name)?;
 
     if raw_tasks.is_empty() {
         return Err(ctx
@@ -586,20 +578,7 @@ fn build(
     for (raw, task_offset) in raw_tasks {
         let at = raw.id.offset.or(task_offset);
         let id = raw.id.text;
-        check_name("task id", &id).map_err(|e| {
-            ctx.diag(at, e.to_string())
-                .help("task ids may use letters, digits, `.`, `_` and `-`")
-        })?;
-        if let Some(&first) = index.get(&id) {
-            let first_line = tasks
-                .get(first)
-                .and_then(|t: &Task| t.line)
-                .map(|l| format!(" (first defined on line {l})"))
-                .unwrap_or_default();
-            return Err(ctx
-                .diag(at, format!("duplicate task id `{id}`{first_line}"))
-                .help("give each task its own id"));
-        }
+        check_new_id(&index, &tasks, &id, ctx.path, at.map(|o| ctx.line_of(o)))?;
         let action = match (raw.command, raw.prompt) {
             (Some(c), None) => Action::Command(c),
             (None, Some(p)) => Action::Prompt(p),
@@ -679,89 +658,21 @@ fn build(
         });
     }
 
-    // Dependencies: known, not repeated.
-    let mut warnings = Vec::new();
-    for (i, task) in tasks.iter().enumerate() {
-        let mut seen = HashMap::new();
-        for (j, dep) in task.after.iter().enumerate() {
-            let at = after_offsets[i][j];
-            if let Some(cp) = crate::checkpoint::after_checkpoint(dep) {
-                check_name("checkpoint name", cp).map_err(|e| {
-                    ctx.diag(at, format!("task `{}`: {e}", task.id))
-                        .help("write after = [\"checkpoint:NAME\"] with a plain name")
-                })?;
-                if !checkpoints.contains_key(cp) {
-                    warnings.push(format!(
-                        "task `{}` waits for checkpoint `{cp}`, which the plan does not declare: something must run `orch-sync wait {cp} --expect ...` or the plan needs [checkpoint.{cp}] expect = [...]",
-                        task.id
-                    ));
-                }
-                if seen.insert(dep.as_str(), ()).is_some() {
-                    return Err(ctx.diag(
-                        at,
-                        format!("task `{}` lists `{dep}` twice in `after`", task.id),
-                    ));
-                }
-                continue;
-            }
-            if !index.contains_key(dep) {
-                let mut d = ctx.diag(
-                    at,
-                    format!("task `{}` depends on unknown task `{dep}`", task.id),
-                );
-                d = match suggest(dep, index.keys()) {
-                    Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help("list an existing task id in `after`"),
-                };
-                return Err(d);
-            }
-            if seen.insert(dep.as_str(), ()).is_some() {
-                return Err(ctx.diag(
-                    at,
-                    format!("task `{}` lists `{dep}` twice in `after`", task.id),
-                ));
-            }
-        }
-    }
-
-    if let Some(words) = checkpoint_cycle(&tasks, &index, &checkpoints) {
-        let first = words.first().cloned().unwrap_or_default();
-        let line = tasks
-            .iter()
-            .find(|t| first.starts_with(&format!("`{}`", t.id)))
-            .and_then(|t| t.line);
-        return Err(Diagnostic::new(
-            ctx.path,
-            format!("checkpoint deadlock: {}", words.join("; ")),
-        )
-        .line(line)
-        .help("a task cannot wait for a checkpoint that only a task after it can reach"));
-    }
-    let analysis =
-        analysis::analyse(&mut tasks, &index, agents_for_analysis(agents)).map_err(|cycle| {
-            let first = index[&cycle[0]];
-            let needs: Vec<String> = cycle
-                .windows(2)
-                .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
-                .collect();
-            let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
-            let at = dep_pos.and_then(|p| after_offsets[first][p]);
-            ctx.diag(at, format!("dependency cycle: {}", needs.join(", ")))
-                .help("remove one of these `after` entries")
-        })?;
-    for t in &tasks {
-        for r in &t.resources {
-            if !resources.contains_key(r) {
-                resources.insert(
-                    r.clone(),
-                    ResourceDecl {
-                        capacity: 1,
-                        rate_limit: None,
-                    },
-                );
-            }
-        }
-    }
+    let origins: Vec<Origin<'_>> = after_offsets
+        .iter()
+        .map(|offsets| Origin {
+            file: ctx.path,
+            after_lines: offsets.iter().map(|o| o.map(|o| ctx.line_of(o))).collect(),
+        })
+        .collect();
+    let (analysis, warnings) = check_and_analyse(
+        &mut tasks,
+        &index,
+        &origins,
+        &checkpoints,
+        agents_for_analysis(agents),
+    )?;
+    add_implied_resources(&tasks, &mut resources);
     settings.agents = analysis.agents;
     settings.agents_auto = matches!(agents, AgentsValue::Auto);
     Ok(Plan {
@@ -879,6 +790,214 @@ fn checkpoint_cycle(
         }
     }
     None
+}
+
+/// A task made from an input other than a plan file (a ROADMAP track, a
+/// prompt file), with where it was written, for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcedTask {
+    /// The task; `wave` and `priority` are computed by the analysis.
+    pub task: Task,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// For each entry of `task.after`, the line that asked for it.
+    pub after_lines: Vec<Option<usize>>,
+}
+
+/// Validates and analyses tasks made from another input, exactly as the
+/// tasks of a plan file are: ids, duplicates, unknown and repeated
+/// dependencies, cycles. `source` is named in errors about the whole plan;
+/// `settings.agents` is the agent count unless `settings.agents_auto`.
+pub fn plan_from_tasks(
+    source: &Path,
+    name: &str,
+    mut settings: Settings,
+    sourced: Vec<SourcedTask>,
+) -> Result<Plan, Diagnostic> {
+    check_session_name(source, name)?;
+    if sourced.is_empty() {
+        return Err(Diagnostic::new(source, "nothing to plan: no tasks"));
+    }
+    let mut tasks: Vec<Task> = Vec::with_capacity(sourced.len());
+    let mut origins = Vec::with_capacity(sourced.len());
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(sourced.len());
+    for s in &sourced {
+        check_new_id(&index, &tasks, &s.task.id, &s.file, s.task.line)?;
+        let (Action::Command(body) | Action::Prompt(body)) = &s.task.action;
+        if body.trim().is_empty() {
+            return Err(Diagnostic::new(
+                &s.file,
+                format!("task `{}` has an empty command or prompt", s.task.id),
+            )
+            .line(s.task.line));
+        }
+        index.insert(s.task.id.clone(), tasks.len());
+        tasks.push(s.task.clone());
+    }
+    for s in &sourced {
+        origins.push(Origin {
+            file: &s.file,
+            after_lines: s.after_lines.clone(),
+        });
+    }
+    let agents = (!settings.agents_auto).then_some(settings.agents);
+    let checkpoints = BTreeMap::new();
+    let (analysis, warnings) =
+        check_and_analyse(&mut tasks, &index, &origins, &checkpoints, agents)?;
+    settings.agents = analysis.agents;
+    let mut resources = BTreeMap::new();
+    add_implied_resources(&tasks, &mut resources);
+    Ok(Plan {
+        name: Some(name.to_owned()),
+        settings,
+        tasks,
+        analysis,
+        checkpoints,
+        resources,
+        warnings,
+    })
+}
+
+fn check_session_name(file: &Path, name: &str) -> Result<(), Diagnostic> {
+    if name.trim().is_empty() || name.len() > MAX_SESSION_NAME || name.chars().any(char::is_control)
+    {
+        return Err(Diagnostic::new(
+            file,
+            format!("session name `{}` is not usable", name.escape_debug()),
+        )
+        .help("use 1 to 100 printable characters"));
+    }
+    Ok(())
+}
+
+/// Checks that `id` is a usable task id and not taken yet.
+fn check_new_id(
+    index: &HashMap<String, usize>,
+    tasks: &[Task],
+    id: &str,
+    file: &Path,
+    line: Option<usize>,
+) -> Result<(), Diagnostic> {
+    check_name("task id", id).map_err(|e| {
+        Diagnostic::new(file, e.to_string())
+            .line(line)
+            .help("task ids may use letters, digits, `.`, `_` and `-`")
+    })?;
+    if let Some(&first) = index.get(id) {
+        let first_line = tasks
+            .get(first)
+            .and_then(|t| t.line)
+            .map(|l| format!(" (first defined on line {l})"))
+            .unwrap_or_default();
+        return Err(
+            Diagnostic::new(file, format!("duplicate task id `{id}`{first_line}"))
+                .line(line)
+                .help("give each task its own id"),
+        );
+    }
+    Ok(())
+}
+
+/// Where a task's `after` entries were written.
+struct Origin<'a> {
+    file: &'a Path,
+    after_lines: Vec<Option<usize>>,
+}
+
+/// Resources tasks name without the plan declaring them: capacity 1.
+fn add_implied_resources(tasks: &[Task], resources: &mut BTreeMap<String, ResourceDecl>) {
+    for t in tasks {
+        for r in &t.resources {
+            resources.entry(r.clone()).or_insert(ResourceDecl {
+                capacity: 1,
+                rate_limit: None,
+            });
+        }
+    }
+}
+
+/// Dependencies (tasks or `checkpoint:NAME`) known and not repeated, no
+/// cycles, none through a checkpoint either; then the analysis. Returns it
+/// with warnings (checkpoints waited for but not declared).
+fn check_and_analyse(
+    tasks: &mut [Task],
+    index: &HashMap<String, usize>,
+    origins: &[Origin<'_>],
+    checkpoints: &BTreeMap<String, CheckpointDecl>,
+    agents: Option<u32>,
+) -> Result<(Analysis, Vec<String>), Diagnostic> {
+    let at = |i: usize, j: usize| origins[i].after_lines.get(j).copied().flatten();
+    let mut warnings = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let mut seen = HashMap::new();
+        for (j, dep) in task.after.iter().enumerate() {
+            let diag = |m: String| Diagnostic::new(origins[i].file, m).line(at(i, j));
+            if let Some(cp) = crate::checkpoint::after_checkpoint(dep) {
+                check_name("checkpoint name", cp).map_err(|e| {
+                    diag(format!("task `{}`: {e}", task.id))
+                        .help("write after = [\"checkpoint:NAME\"] with a plain name")
+                })?;
+                if !checkpoints.contains_key(cp) {
+                    warnings.push(format!(
+                        "task `{}` waits for checkpoint `{cp}`, which the plan does not declare: something must run `orch-sync wait {cp} --expect ...` or the plan needs [checkpoint.{cp}] expect = [...]",
+                        task.id
+                    ));
+                }
+                if seen.insert(dep.as_str(), ()).is_some() {
+                    return Err(diag(format!(
+                        "task `{}` lists `{dep}` twice in `after`",
+                        task.id
+                    )));
+                }
+                continue;
+            }
+            if !index.contains_key(dep) {
+                let d = diag(format!(
+                    "task `{}` depends on unknown task `{dep}`",
+                    task.id
+                ));
+                return Err(match suggest(dep, index.keys()) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help("list an existing task id in `after`"),
+                });
+            }
+            if seen.insert(dep.as_str(), ()).is_some() {
+                return Err(diag(format!(
+                    "task `{}` lists `{dep}` twice in `after`",
+                    task.id
+                )));
+            }
+        }
+    }
+    if let Some(words) = checkpoint_cycle(tasks, index, checkpoints) {
+        let first = words.first().cloned().unwrap_or_default();
+        let culprit = tasks
+            .iter()
+            .position(|t| first.starts_with(&format!("`{}`", t.id)));
+        let file = culprit.map_or(origins.first().map_or(Path::new(""), |o| o.file), |i| {
+            origins[i].file
+        });
+        return Err(
+            Diagnostic::new(file, format!("checkpoint deadlock: {}", words.join("; ")))
+                .line(culprit.and_then(|i| tasks[i].line))
+                .help("a task cannot wait for a checkpoint that only a task after it can reach"),
+        );
+    }
+    let analysis = analysis::analyse(tasks, index, agents).map_err(|cycle| {
+        let first = index[&cycle[0]];
+        let needs: Vec<String> = cycle
+            .windows(2)
+            .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
+            .collect();
+        let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
+        Diagnostic::new(
+            origins[first].file,
+            format!("dependency cycle: {}", needs.join(", ")),
+        )
+        .line(dep_pos.and_then(|p| at(first, p)))
+        .help("remove one of these dependencies")
+    })?;
+    Ok((analysis, warnings))
 }
 
 fn agents_for_analysis(a: AgentsValue) -> Option<u32> {
