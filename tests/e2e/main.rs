@@ -2,6 +2,7 @@
 //! End-to-end tests: the built binaries against temporary roots, with real
 //! processes, signals and files.
 
+mod agents;
 mod claim;
 mod cli;
 mod locks;

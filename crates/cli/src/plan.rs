@@ -94,6 +94,16 @@ pub struct Args {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "dry_run")]
     run: Option<u32>,
 
+    /// Agents: a number, or `auto` to choose by simulating the schedule
+    /// (overrides the plan's `agents`)
+    #[arg(long, value_name = "N|auto")]
+    agents: Option<String>,
+
+    /// Give every task these phases (like `[template] phases = [...]`),
+    /// e.g. work,review,commit
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    phases: Vec<String>,
+
     /// With --run: do not ask
     #[arg(long, short = 'y', requires = "run")]
     yes: bool,
@@ -241,6 +251,172 @@ fn read_input(what: &str, path: &Path) -> Result<String> {
             format!("cannot read {what} `{}`: {e}", path.display()),
         )
     })
+}
+
+/// `--phases a,b,c`: phases by name, as `[template] phases = [...]`.
+fn shorthand_template(names: &[String]) -> Result<orch_session::plan::Template> {
+    let mut phases = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        orch_session::layout::check_name("phase name", n)
+            .map_err(|e| coded(exit::USAGE, format!("--phases: {e}")))?;
+        if names[..i].contains(n) {
+            return Err(coded(
+                exit::USAGE,
+                format!("--phases: `{n}` is listed twice"),
+            ));
+        }
+        let action = (i > 0 && n != "work").then(|| {
+            orch_session::plan::Action::Prompt(orch_session::plan::builtin_phase_prompt(n))
+        });
+        phases.push(orch_session::plan::Phase {
+            name: n.clone(),
+            action,
+            parallel: false,
+            gate: false,
+            threshold: None,
+        });
+    }
+    Ok(orch_session::plan::Template {
+        phases,
+        max_rounds: 3,
+    })
+}
+
+/// What this machine allows: cores (`ORCH_CORES` overrides), available
+/// memory (`ORCH_MEMORY`, bytes, overrides) over `memory_per_agent`
+/// (default 2GiB), the plan's `max_agents` and `level`.
+fn capacity(settings: &orch_session::plan::Settings) -> orch_session::plan::Capacity {
+    let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let cores = env_u64("ORCH_CORES")
+        .map(|c| c as u32)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let memory = env_u64("ORCH_MEMORY").or_else(|| {
+        std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        })
+    });
+    let per = settings.memory_per_agent.unwrap_or(2 << 30).max(1);
+    orch_session::plan::Capacity {
+        cores: cores.max(1),
+        by_memory: memory.map_or(u32::MAX, |m| {
+            u32::try_from(m / per).unwrap_or(u32::MAX).max(1)
+        }),
+        max_agents: settings.max_agents,
+        level: settings.level,
+    }
+}
+
+/// Each task's duration for the simulation: the median of its successful
+/// runs in the last sessions under `root` (same task id), else its
+/// estimate. Returns the durations and how many were measured.
+fn durations_with_history(
+    tasks: &[orch_session::plan::Task],
+    root: &std::path::Path,
+) -> (Vec<u64>, usize) {
+    let mut measured: std::collections::HashMap<&str, Vec<u64>> = std::collections::HashMap::new();
+    // Reading history costs a stat per task and session: skip it for
+    // very large plans, where estimates must do.
+    if tasks.len() <= 10_000 {
+        if let Ok((sessions, _)) = orch_session::session::list_sessions(root) {
+            for s in sessions.iter().rev().take(20) {
+                for t in tasks {
+                    if let Ok(Some(r)) = orch_session::claim::read_result(&s.dir, &t.id) {
+                        if r.status == orch_session::result::Status::Success {
+                            measured
+                                .entry(&t.id)
+                                .or_default()
+                                .push((r.duration * 1000.0) as u64);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut count = 0;
+    let durations = tasks
+        .iter()
+        .map(|t| match measured.get_mut(t.id.as_str()) {
+            Some(v) if !v.is_empty() => {
+                count += 1;
+                v.sort_unstable();
+                v[v.len() / 2].max(1)
+            }
+            _ => t.estimate_or_default(),
+        })
+        .collect();
+    (durations, count)
+}
+
+/// Applies `--agents`, or chooses the count for `agents = "auto"`, and
+/// says why; warns when an explicit count is above this machine's capacity.
+fn scale(planned: &mut Planned, flag: Option<&str>, root: &std::path::Path) -> Result<()> {
+    let plan = &mut planned.plan;
+    match flag {
+        Some(a) if a.eq_ignore_ascii_case("auto") => plan.settings.agents_auto = true,
+        Some(n) => {
+            let n: u32 = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| {
+                    coded(
+                        exit::USAGE,
+                        format!("--agents {n}: give 1 to 1024, or auto"),
+                    )
+                })?;
+            plan.settings.agents = n;
+            plan.settings.agents_auto = false;
+            let est: Vec<u64> = plan.tasks.iter().map(|t| t.estimate_or_default()).collect();
+            plan.analysis.agents = n;
+            plan.analysis.parallel_ms = orch_session::plan::simulate_makespan(&plan.tasks, &est, n);
+            plan.analysis.auto_scaling.clear();
+        }
+        None => {}
+    }
+    let cap = capacity(&plan.settings);
+    let (limit, bound) = cap.limit();
+    if plan.settings.agents_auto {
+        let (durations, measured) = durations_with_history(&plan.tasks, root);
+        let s = orch_session::plan::autoscale(&plan.tasks, &durations, &cap);
+        plan.settings.agents = s.agents;
+        plan.analysis.agents = s.agents;
+        plan.analysis.parallel_ms = s
+            .tried
+            .iter()
+            .find(|(k, _)| *k == s.agents)
+            .map_or(plan.analysis.parallel_ms, |t| t.1);
+        plan.analysis.auto_scaling = s.tried.clone();
+        let tried: Vec<String> = s
+            .tried
+            .iter()
+            .map(|(k, ms)| format!("{k}: {}", ms_text(*ms)))
+            .collect();
+        planned.report.push(format!(
+            "Auto-scaling: makespan by agents {}; unlimited {} (the critical path)",
+            tried.join(", "),
+            ms_text(s.unlimited_ms)
+        ));
+        planned.report.push(format!(
+            "  choice: {} agents, {} (capacity {limit}, bound by {bound}); durations: {measured} measured in earlier sessions, {} estimated",
+            s.agents,
+            if s.capped { "the capacity" } else { "the smallest within 5% of unlimited" },
+            plan.tasks.len() - measured
+        ));
+    } else if flag.is_some() && plan.settings.agents > limit {
+        planned.warnings.push(format!(
+            "{} agents is above this machine's capacity of {limit} (bound by {bound}); going ahead as asked",
+            plan.settings.agents
+        ));
+    }
+    Ok(())
+}
+
+fn ms_text(ms: u64) -> String {
+    format_duration(Duration::from_millis(ms))
 }
 
 /// A plan made from one of the inputs, and what was left out of it.
@@ -446,11 +622,21 @@ pub fn main() -> std::process::ExitCode {
 pub fn run(args: Args) -> Result<u8> {
     let input = Input::from_args(&args)?;
     let name = args.name.as_deref();
-    let planned = match &input {
+    let mut planned = match &input {
         Input::Plan(p) => plan_file(p, name)?,
         Input::Roadmap(p, which) => plan_roadmap(p, which, name)?,
         Input::Prompts(files) => plan_prompt_files(files, name)?,
     };
+    if !args.phases.is_empty() {
+        if planned.plan.template.is_some() {
+            return Err(coded(
+                exit::USAGE,
+                "--phases: the plan already has a [template]",
+            ));
+        }
+        planned.plan.template = Some(shorthand_template(&args.phases)?);
+    }
+    scale(&mut planned, args.agents.as_deref(), &args.global.root()?)?;
     for w in &planned.warnings {
         eprintln!("orch-plan: warning: {w}");
     }
@@ -702,17 +888,25 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
         ms(a.parallel_ms),
         ms(a.sequential_ms),
     );
-    if plan.settings.agents_auto {
-        let tried: Vec<String> = a
-            .auto_scaling
-            .iter()
-            .map(|(k, m)| format!("{k}: {}", ms(*m)))
-            .collect();
+    if let Some(t) = &plan.template {
+        let mut stages: Vec<String> = Vec::new();
+        for p in &t.phases {
+            let mut name = p.name.clone();
+            if p.gate {
+                name += &match p.threshold {
+                    Some(th) => format!(" (gate {th})"),
+                    None => " (gate)".to_owned(),
+                };
+            }
+            match stages.last_mut() {
+                Some(last) if p.parallel => *last += &format!(" + {name}"),
+                _ => stages.push(name),
+            }
+        }
         s += &format!(
-            "Agents chosen automatically: {} (makespan by agents: {}; target: within 5% of {})\n",
-            a.agents,
-            tried.join(", "),
-            ms(a.critical_path_ms)
+            "Phases of every task: {} (at most {} rounds); shown as TASK/PHASE\n",
+            stages.join(style.arrow()),
+            t.max_rounds
         );
     }
     if a.assumed_estimates > 0 {

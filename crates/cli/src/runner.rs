@@ -41,6 +41,10 @@ pub struct Spec {
     pub inherit_fds: Vec<RawFd>,
     /// Memory limit of the agent's whole process group, bytes.
     pub memory_limit: Option<u64>,
+    /// What to write to the agent's stdin (else it reads /dev/null).
+    pub stdin: Option<Vec<u8>>,
+    /// Report every output line as [`Event::Line`].
+    pub observe: bool,
 }
 
 /// How an attempt ended.
@@ -63,12 +67,19 @@ pub struct Outcome {
 }
 
 /// Things the caller may want to react to while the task runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Event {
     /// The agent started with this pid (also its process group).
     Spawned(u32),
     /// The task reported progress, in percent.
     Progress(f64),
+    /// A line of output (with `Spec::observe`): on stderr or stdout.
+    Line {
+        /// From stderr.
+        stderr: bool,
+        /// The text, without the newline.
+        text: String,
+    },
     /// A few seconds passed (time for a heartbeat).
     Tick,
 }
@@ -76,11 +87,22 @@ pub enum Event {
 const TICK: Duration = Duration::from_secs(5);
 const MAX_LINE: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What the caller wants after an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Go on.
+    Continue,
+    /// Stop the task (SIGTERM to its group, SIGKILL after the grace) and
+    /// record it as interrupted, for this reason.
+    Stop(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
 enum Stop {
     Timeout,
     Interrupted(i32),
     Memory,
+    Requested(String),
 }
 
 /// How often the memory of an agent's process group is sampled.
@@ -148,23 +170,31 @@ impl<R: Read + AsRawFd> Stream<R> {
     }
 
     /// Reads what is available; closes the pipe at EOF.
-    fn pump(&mut self, out: &mut Vec<String>) {
+    fn pump(&mut self, stderr: bool, out: &mut Vec<(bool, String)>) {
         let mut buf = [0u8; 65536];
+        let mut got = Vec::new();
         while let Some(p) = self.pipe.as_mut() {
             match p.read(&mut buf) {
                 Ok(0) => {
                     self.pipe = None;
-                    self.lines.flush(out);
+                    self.lines.flush(&mut got);
                 }
-                Ok(n) => self.lines.push(&buf[..n], out),
+                Ok(n) => self.lines.push(&buf[..n], &mut got),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.pipe = None;
-                    self.lines.flush(out);
+                    self.lines.flush(&mut got);
                 }
             }
         }
+        out.extend(got.into_iter().map(|l| (stderr, l)));
+    }
+
+    fn finish(&mut self, stderr: bool, out: &mut Vec<(bool, String)>) {
+        let mut got = Vec::new();
+        self.lines.flush(&mut got);
+        out.extend(got.into_iter().map(|l| (stderr, l)));
     }
 }
 
@@ -188,7 +218,11 @@ fn spawn(spec: &Spec) -> io::Result<Child> {
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -224,7 +258,7 @@ pub fn run(
     spec: &Spec,
     log: &mut TaskLog,
     signals: &Signals,
-    mut on_event: impl FnMut(Event),
+    mut on_event: impl FnMut(Event) -> Control,
 ) -> Outcome {
     let started = time::now();
     let start = Instant::now();
@@ -246,7 +280,14 @@ pub fn run(
         }
     };
     let pid = child.id();
-    on_event(Event::Spawned(pid));
+    let _ = on_event(Event::Spawned(pid));
+    if let (Some(data), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
+        // A thread, so a large prompt cannot block us against a full pipe.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&data);
+        });
+    }
     let mut out: Stream<ChildStdout> = Stream {
         pipe: child.stdout.take(),
         lines: LineBuf::default(),
@@ -279,9 +320,9 @@ pub fn run(
             } else {
                 now + Duration::from_secs(3600)
             });
-        if let Some((_, kill_at)) = stop {
+        if let Some((_, kill_at)) = &stop {
             if !killed {
-                wake = wake.min(kill_at);
+                wake = wake.min(*kill_at);
             }
         }
         let mut fds: Vec<RawFd> = vec![signals.fd()];
@@ -296,9 +337,9 @@ pub fn run(
         }
         let _ = sys::poll_read(&fds, Some(timeout));
 
-        out.pump(&mut lines);
-        err.pump(&mut lines);
-        flush_lines(log, &mut lines, &mut on_event);
+        out.pump(false, &mut lines);
+        err.pump(true, &mut lines);
+        let requested = flush_lines(log, &mut lines, spec.observe, &mut on_event);
 
         let now = Instant::now();
         if stop.is_none() {
@@ -316,6 +357,10 @@ pub fn run(
                 ));
                 sys::kill_group(pid, libc::SIGTERM);
                 stop = Some((Stop::Timeout, now + spec.grace));
+            } else if let Some(r) = requested {
+                let _ = log.event(&format!("stopping: {r}; SIGTERM to its process group"));
+                sys::kill_group(pid, libc::SIGTERM);
+                stop = Some((Stop::Requested(r), now + spec.grace));
             }
         } else if signals.count() >= 2 && !killed {
             // A second Ctrl-C: no more grace.
@@ -323,7 +368,7 @@ pub fn run(
             sys::kill_group(pid, libc::SIGKILL);
             killed = true;
         }
-        if let (Some(limit), None) = (spec.memory_limit, stop) {
+        if let (Some(limit), None) = (spec.memory_limit, &stop) {
             if now >= next_sample {
                 next_sample = now + MEMORY_SAMPLE;
                 let rss = group_rss(pid);
@@ -339,8 +384,8 @@ pub fn run(
                 }
             }
         }
-        if let Some((_, kill_at)) = stop {
-            if !killed && now >= kill_at {
+        if let Some((_, kill_at)) = &stop {
+            if !killed && now >= *kill_at {
                 let _ = log.event(&format!(
                     "still running after {}; SIGKILL to its process group",
                     format_duration(spec.grace)
@@ -350,7 +395,13 @@ pub fn run(
             }
         }
         if now >= next_tick {
-            on_event(Event::Tick);
+            if let Control::Stop(r) = on_event(Event::Tick) {
+                if stop.is_none() {
+                    let _ = log.event(&format!("stopping: {r}; SIGTERM to its process group"));
+                    sys::kill_group(pid, libc::SIGTERM);
+                    stop = Some((Stop::Requested(r), now + spec.grace));
+                }
+            }
             next_tick = now + TICK;
         }
         match child.try_wait() {
@@ -393,12 +444,15 @@ pub fn run(
         fds.extend(out.fd());
         fds.extend(err.fd());
         let _ = sys::poll_read(&fds, Some(until.saturating_duration_since(Instant::now())));
-        out.pump(&mut lines);
-        err.pump(&mut lines);
+        out.pump(false, &mut lines);
+        err.pump(true, &mut lines);
     }
-    out.lines.flush(&mut lines);
-    err.lines.flush(&mut lines);
-    flush_lines(log, &mut lines, &mut on_event);
+    out.finish(false, &mut lines);
+    err.finish(true, &mut lines);
+    let late = flush_lines(log, &mut lines, spec.observe, &mut on_event);
+    if let (Some(r), None) = (late, &stop) {
+        stop = Some((Stop::Requested(r), Instant::now()));
+    }
 
     let finished = time::now();
     let elapsed = format_duration(start.elapsed());
@@ -408,6 +462,7 @@ pub fn run(
             Some(format!("timed out after {}", format_duration(spec.timeout))),
         ),
         Some((Stop::Memory, _)) => (Status::Failure, Some("memory".to_owned())),
+        Some((Stop::Requested(r), _)) => (Status::Interrupted, Some(r)),
         Some((Stop::Interrupted(sig), _)) => (
             Status::Interrupted,
             Some(format!("worker stopped by signal {sig}")),
@@ -437,15 +492,29 @@ pub fn run(
     }
 }
 
-fn flush_lines(log: &mut TaskLog, lines: &mut Vec<String>, on_event: &mut impl FnMut(Event)) {
+/// Logs the lines gathered and reports them. Returns a stop request.
+fn flush_lines(
+    log: &mut TaskLog,
+    lines: &mut Vec<(bool, String)>,
+    observe: bool,
+    on_event: &mut impl FnMut(Event) -> Control,
+) -> Option<String> {
     if lines.is_empty() {
-        return;
+        return None;
     }
-    for l in lines.iter() {
-        if let Some(p) = parse_progress(l) {
-            on_event(Event::Progress(p));
+    let _ = log.lines(lines.iter().map(|(_, l)| l.as_str()));
+    let mut stop = None;
+    for (stderr, l) in lines.drain(..) {
+        if let Some(p) = parse_progress(&l) {
+            if let Control::Stop(r) = on_event(Event::Progress(p)) {
+                stop.get_or_insert(r);
+            }
+        }
+        if observe {
+            if let Control::Stop(r) = on_event(Event::Line { stderr, text: l }) {
+                stop.get_or_insert(r);
+            }
         }
     }
-    let _ = log.lines(lines.iter().map(String::as_str));
-    lines.clear();
+    stop
 }

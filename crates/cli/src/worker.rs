@@ -1,5 +1,6 @@
 //! `orch-worker`: claim, run, record, release, repeat.
 
+mod attempt;
 mod control;
 mod parallel;
 mod tmux;
@@ -95,6 +96,10 @@ pub struct Args {
     #[arg(long)]
     print_crontab: bool,
 
+    /// Lift a pause caused by a usage limit now (then go on as asked)
+    #[arg(long)]
+    resume_now: bool,
+
     /// With --print-crontab: the cron schedule
     #[arg(
         long,
@@ -158,6 +163,29 @@ pub fn run(args: Args) -> Result<u8> {
         Some(Cmd::Stop { now }) => return control::stop(&args.global, now),
         Some(Cmd::Resume) => return control::resume(&args.global),
         None => {}
+    }
+    if args.resume_now {
+        let session = args.global.session()?;
+        let lifted = orch_session::pause::clear(&session.dir)?;
+        if lifted {
+            let _ = log::run_event(
+                &session.dir,
+                "orch-worker --resume-now",
+                "usage-limit pause lifted",
+            );
+        }
+        crate::common::outln(&format!(
+            "session {}: {}",
+            session.info.id,
+            if lifted {
+                "usage-limit pause lifted"
+            } else {
+                "was not paused"
+            }
+        ))?;
+        if args.parallel.is_none() && !args.once {
+            return Ok(exit::OK);
+        }
     }
     let until = match &args.until {
         Some(u) => Some(
@@ -254,6 +282,8 @@ struct Worker {
     summary_dirty: bool,
     hb: Heartbeat,
     last_beat: Instant,
+    /// The plan's phases, if it has a template.
+    template: Option<orch_session::plan::Template>,
     until: Option<chrono::DateTime<chrono::Local>>,
     /// Why the worker does not claim right now (said once).
     paused: Option<String>,
@@ -351,7 +381,9 @@ impl Worker {
         ] {
             atomic::sweep_temp_files(&dir.join(sub));
         }
-        let board = Board::load(&dir, session.load_plan()?)?;
+        let plan = session.load_plan()?;
+        let template = plan.template.clone();
+        let board = Board::load(&dir, plan)?;
         for (task, e) in &board.corrupt {
             eprintln!("orch-worker: warning: result of `{task}` is unreadable, its dependents stay blocked: {e:#}");
         }
@@ -391,6 +423,7 @@ impl Worker {
             summary_dirty: false,
             hb,
             last_beat: Instant::now(),
+            template,
             until: None,
             paused: None,
             sequential: None,
@@ -543,8 +576,9 @@ impl Worker {
             match next {
                 Some((i, claim)) => {
                     let status = self.run_claimed(i, claim)?;
-                    if status == Status::Interrupted {
-                        let sig = self.signals.received().unwrap_or(libc::SIGTERM);
+                    // Interrupted by a signal: stop. (A usage limit also
+                    // interrupts, and the loop then waits out the pause.)
+                    if let (Status::Interrupted, Some(sig)) = (status, self.signals.received()) {
                         return Ok(exit::for_signal(sig));
                     }
                     if once {
@@ -598,6 +632,12 @@ impl Worker {
                     time::rfc3339(&until)
                 )));
             }
+        }
+        if let Some(p) = orch_session::pause::current(&self.dir) {
+            return Ok(Gating::Wait(format!(
+                "usage limit: every worker waits until {} (hit by {}: {}); `orch-worker --resume-now` lifts it",
+                p.until, p.task, p.reason
+            )));
         }
         let min_free = self.session.info.settings.min_free_disk;
         if let Some(free) = orch_session::fsinfo::free_bytes(self.dir.path()) {
@@ -706,17 +746,42 @@ impl Worker {
         }
     }
 
-    fn spec(&self, task: &Task, attempt: u32, fds: &[i32]) -> std::result::Result<Spec, String> {
+    fn spec(
+        &self,
+        task: &Task,
+        action: &Action,
+        attempt: u32,
+        fds: &[i32],
+    ) -> std::result::Result<Spec, String> {
         let lock_fd = fds.first().copied().unwrap_or(-1);
-        let argv = match &task.action {
+        let settings = &self.session.info.settings;
+        let mut stdin = None;
+        let argv = match action {
             Action::Command(c) => vec!["sh".to_owned(), "-c".to_owned(), c.clone()],
-            Action::Prompt(p) => agent_argv(
-                &self.session.info.settings.agent,
-                p,
-                task,
-                &self.workdir(task),
-            ),
+            Action::Prompt(p) => {
+                let prompt_file = self
+                    .dir
+                    .join(layout::OUTPUT_DIR)
+                    .join(format!("{}.prompt", task.id));
+                if settings.agent.iter().any(|a| a.contains("{prompt_file}")) {
+                    atomic::write_atomic(&prompt_file, p.as_bytes(), atomic::Durability::Volatile)
+                        .map_err(|e| format!("cannot write the prompt file: {e:#}"))?;
+                }
+                if settings.prompt_stdin {
+                    stdin = Some(p.as_bytes().to_vec());
+                }
+                crate::agent::argv(
+                    &settings.agent,
+                    p,
+                    &prompt_file,
+                    task,
+                    &self.workdir(task),
+                    settings.prompt_stdin,
+                )
+            }
         };
+        let observe =
+            matches!(action, Action::Prompt(_)) || !settings.usage_limit_patterns.is_empty();
         let mut env = vec![
             (
                 "ORCH_SESSION_DIR".to_owned(),
@@ -755,7 +820,9 @@ impl Worker {
             timeout: Duration::from_millis(task.timeout_ms),
             grace: Duration::from_millis(self.session.info.settings.grace_ms),
             inherit_fds: fds.to_vec(),
-            memory_limit: self.session.info.settings.memory_per_agent,
+            memory_limit: settings.memory_per_agent,
+            stdin,
+            observe,
         })
     }
 
@@ -798,35 +865,43 @@ impl Worker {
             let _ = fs::remove_file(&output_path);
             let _ = fs::remove_file(self.progress_path(&task.id));
 
-            let outcome = match self.spec(&task, attempt, &fds) {
-                Ok(spec) => {
-                    let _ = tlog.event(&format!(
-                        "started attempt {attempt} on {} (pid {}): {}",
-                        self.id,
-                        std::process::id(),
-                        describe(&spec.argv, &task)
-                    ));
-                    self.summary(false);
-                    let signals = self.signals.clone();
-                    runner::run(&spec, &mut tlog, &signals, |ev| {
-                        self.on_event(&mut claim, ev)
-                    })
+            let run = self.run_attempt(&task, attempt, &fds, &mut claim, &mut tlog);
+            let mut outcome = run.outcome;
+            if let Some(limit) = &run.limit {
+                let until = limit.until.unwrap_or_else(|| {
+                    time::now()
+                        + chrono::Duration::milliseconds(
+                            self.session.info.settings.usage_pause_ms as i64,
+                        )
+                });
+                let pause = orch_session::pause::Pause {
+                    until: time::rfc3339(&until),
+                    reason: limit.line.trim().to_owned(),
+                    task: task.id.clone(),
+                    by: self.id.clone(),
+                    since: time::rfc3339(&time::now()),
+                };
+                if let Err(e) = orch_session::pause::set(&self.dir, &pause) {
+                    self.event(&format!("cannot write the pause file: {e:#}"));
                 }
-                Err(reason) => {
-                    let _ = tlog.event(&reason);
-                    let now = time::now();
-                    runner::Outcome {
-                        status: Status::Failure,
-                        exit_code: None,
-                        signal: None,
-                        reason: Some(reason),
-                        pid: None,
-                        started: now,
-                        finished: now,
-                    }
-                }
-            };
-            let output = read_output(&output_path, &mut tlog);
+                let msg = format!(
+                    "usage limit hit by {}: every worker pauses until {} ({})",
+                    task.id, pause.until, pause.reason
+                );
+                let _ = tlog.event(&msg);
+                self.event(&msg);
+                outcome.status = Status::Interrupted;
+                outcome.reason = Some(format!("usage limit until {}", pause.until));
+            }
+            let mut output = read_output(&output_path, &mut tlog);
+            if output.summary.is_none() {
+                output.summary = run.output.summary;
+            }
+            output.agent = run.output.agent;
+            output.phases = run.output.phases;
+            for (k, v) in run.output.data {
+                output.data.entry(k).or_insert(v);
+            }
             let result = TaskResult {
                 format: RESULT_FORMAT,
                 task: task.id.clone(),
@@ -969,15 +1044,14 @@ impl Worker {
     }
 
     /// Reacts to what the runner reports while the task runs.
-    fn on_event(&mut self, claim: &mut Claim, ev: Event) {
+    fn on_event(&mut self, ev: Event) -> runner::Control {
         match ev {
             Event::Spawned(pid) => {
-                let _ = claim.update(|r| r.agent = Some(ProcessIdentity::of(pid)));
                 self.hb.agent_pid = Some(pid);
             }
             Event::Progress(p) => {
                 if self.hb.progress == Some(p) {
-                    return;
+                    return runner::Control::Continue;
                 }
                 self.hb.progress = Some(p);
                 self.hb.progress_source = Some("output".to_owned());
@@ -993,12 +1067,16 @@ impl Worker {
                         self.hb.progress = Some(p);
                         self.hb.progress_source = Some("file".to_owned());
                     }
-                    _ if self.last_beat.elapsed() < Duration::from_secs(5) => return,
+                    _ if self.last_beat.elapsed() < Duration::from_secs(5) => {
+                        return runner::Control::Continue
+                    }
                     _ => {}
                 }
             }
+            Event::Line { .. } => return runner::Control::Continue,
         }
         self.beat();
+        runner::Control::Continue
     }
 
     fn after_task(&mut self, _task: &str, _status: Status) {
@@ -1023,8 +1101,8 @@ impl Worker {
     }
 }
 
-fn describe(argv: &[String], task: &Task) -> String {
-    match &task.action {
+fn describe(argv: &[String], action: &Action) -> String {
+    match action {
         Action::Command(c) => format!("sh -c {}", shell_quote(c)),
         Action::Prompt(p) => format!(
             "{} (prompt of {} bytes)",
@@ -1046,30 +1124,6 @@ fn shell_quote(s: &str) -> String {
             ""
         }
     )
-}
-
-/// The agent's argv: `{prompt}`, `{task}`, `{workdir}` substituted inside
-/// each element (each stays one argument); the prompt is appended as the
-/// last argument when the template does not place it.
-pub fn agent_argv(
-    template: &[String],
-    prompt: &str,
-    task: &Task,
-    workdir: &std::path::Path,
-) -> Vec<String> {
-    let placed = template.iter().any(|a| a.contains("{prompt}"));
-    let mut argv: Vec<String> = template
-        .iter()
-        .map(|a| {
-            a.replace("{task}", &task.id)
-                .replace("{workdir}", &workdir.to_string_lossy())
-                .replace("{prompt}", prompt)
-        })
-        .collect();
-    if !placed {
-        argv.push(prompt.to_owned());
-    }
-    argv
 }
 
 /// Expands `${NAME}` from the environment; returns the missing name.

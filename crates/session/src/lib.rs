@@ -26,6 +26,7 @@ pub mod lock;
 pub mod log;
 pub mod mailbox;
 mod markdown;
+pub mod pause;
 pub mod plan;
 pub mod proc;
 pub mod prompts;

@@ -67,6 +67,17 @@ impl TaskLog {
         })
     }
 
+    /// Opens `logs/<task>.log` with lines labelled `[<label>]` (a phase:
+    /// `[<task>/<phase>]`).
+    pub fn open_as(dir: &SessionDir, task: &str, label: &str) -> Result<Self> {
+        let path = dir.task_log(task);
+        Ok(Self {
+            file: open_append(&path)?,
+            prefix: format!("[{label}]"),
+            path,
+        })
+    }
+
     /// The log's path.
     pub fn path(&self) -> &Path {
         &self.path

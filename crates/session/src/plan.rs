@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rate::Rate;
 
-pub use analysis::{analyse, simulate_makespan, Analysis};
+pub use analysis::{analyse, autoscale, simulate_makespan, Analysis, AutoScale, Capacity};
 pub use parse::{parse_plan, plan_from_tasks, PlanSource, SourcedTask};
 
 /// Current `plan.json` format.
@@ -85,6 +85,38 @@ pub struct Settings {
     /// No new claims while the session's filesystem has less free space.
     #[serde(default = "default_min_free_disk")]
     pub min_free_disk: u64,
+    /// Give prompts on the agent's stdin instead of as an argument.
+    #[serde(default)]
+    pub prompt_stdin: bool,
+    /// More output that means "usage limit" (substrings, any case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage_limit_patterns: Vec<String>,
+    /// How long to pause when a usage limit gives no reset time, ms.
+    #[serde(default = "default_usage_pause_ms")]
+    pub usage_pause_ms: u64,
+    /// Most agents `agents = "auto"` may choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_agents: Option<u32>,
+    /// Project level 1 to 5 (seed 000): caps agents at 2 to 6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+}
+
+fn default_usage_pause_ms() -> u64 {
+    30 * 60 * 1000
+}
+
+/// The argv template of a known agent: `claude` (the default), `codex`,
+/// `aider`, `gemini`.
+pub fn agent_preset(name: &str) -> Option<Vec<String>> {
+    let argv: &[&str] = match name {
+        "claude" => DEFAULT_AGENT,
+        "codex" => &["codex", "exec", "{prompt}"],
+        "aider" => &["aider", "--yes-always", "--message", "{prompt}"],
+        "gemini" => &["gemini", "-p", "{prompt}"],
+        _ => return None,
+    };
+    Some(argv.iter().map(|s| (*s).to_owned()).collect())
 }
 
 fn default_breaker_failures() -> u32 {
@@ -101,6 +133,128 @@ fn default_min_free_disk() -> u64 {
 
 fn default_wave_failure_threshold() -> f64 {
     0.1
+}
+
+/// Phases every task goes through (`[template]` in a plan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    /// The phases, in order.
+    pub phases: Vec<Phase>,
+    /// How many times a failed gate sends the task back to its work phase,
+    /// counting the first round.
+    pub max_rounds: u32,
+}
+
+/// One phase of a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// Name (`work`, `review`, ...): `<task>/<name>` in logs and results.
+    pub name: String,
+    /// What it runs; `None` for the task's own command or prompt. In a
+    /// phase's prompt or command, `{prompt}` is the task's prompt (or
+    /// command), `{task}` its id, `{title}` its title, `{phase}` the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// Runs at the same time as the phase before it.
+    #[serde(default)]
+    pub parallel: bool,
+    /// A gate: its failure sends the task back to its first phase, with
+    /// the gate's output, for another round.
+    #[serde(default)]
+    pub gate: bool,
+    /// For a gate: a condition on the last number it prints (`>= 85`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
+}
+
+/// `>= 85`: the comparison a gate's number must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// One of `>=`, `>`, `<=`, `<`, `==`.
+    pub op: ThresholdOp,
+    /// The value compared with.
+    pub value: f64,
+}
+
+/// A comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ThresholdOp {
+    /// At least.
+    #[serde(rename = ">=")]
+    Ge,
+    /// More than.
+    #[serde(rename = ">")]
+    Gt,
+    /// At most.
+    #[serde(rename = "<=")]
+    Le,
+    /// Less than.
+    #[serde(rename = "<")]
+    Lt,
+    /// Equal.
+    #[serde(rename = "==")]
+    Eq,
+}
+
+impl Threshold {
+    /// Parses `>= 85`, `> 0.9`, `85` (meaning `>= 85`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (op, rest) = if let Some(r) = t.strip_prefix(">=") {
+            (ThresholdOp::Ge, r)
+        } else if let Some(r) = t.strip_prefix("<=") {
+            (ThresholdOp::Le, r)
+        } else if let Some(r) = t.strip_prefix("==") {
+            (ThresholdOp::Eq, r)
+        } else if let Some(r) = t.strip_prefix('>') {
+            (ThresholdOp::Gt, r)
+        } else if let Some(r) = t.strip_prefix('<') {
+            (ThresholdOp::Lt, r)
+        } else {
+            (ThresholdOp::Ge, t)
+        };
+        let value: f64 = rest.trim().trim_end_matches('%').parse().map_err(|_| {
+            format!("invalid threshold `{s}`: write it like \">= 85\" or \"< 0.5\"")
+        })?;
+        Ok(Self { op, value })
+    }
+
+    /// Whether `x` passes.
+    pub fn passes(&self, x: f64) -> bool {
+        match self.op {
+            ThresholdOp::Ge => x >= self.value,
+            ThresholdOp::Gt => x > self.value,
+            ThresholdOp::Le => x <= self.value,
+            ThresholdOp::Lt => x < self.value,
+            ThresholdOp::Eq => (x - self.value).abs() < f64::EPSILON,
+        }
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            ThresholdOp::Ge => ">=",
+            ThresholdOp::Gt => ">",
+            ThresholdOp::Le => "<=",
+            ThresholdOp::Lt => "<",
+            ThresholdOp::Eq => "==",
+        };
+        write!(f, "{op} {}", self.value)
+    }
+}
+
+/// The prompt of a phase given only by name.
+pub fn builtin_phase_prompt(name: &str) -> String {
+    let what = match name {
+        "review" => "Review the work done for this task and fix what is wrong.",
+        "test" | "tests" => "Write or update tests for this task, run them, and fix failures.",
+        "docs" => "Update the documentation for this task.",
+        "commit" => "Commit the work for this task with a clear message.",
+        "validate" => "Check that this task is complete and correct; fix what is missing.",
+        _ => "Do the {phase} phase of this task.",
+    };
+    format!("{what}\n\nTask: {{prompt}}")
 }
 
 /// A checkpoint declared in the plan.
@@ -139,6 +293,11 @@ impl Default for Settings {
             degrade_sequential: false,
             memory_per_agent: None,
             min_free_disk: default_min_free_disk(),
+            prompt_stdin: false,
+            usage_limit_patterns: Vec::new(),
+            usage_pause_ms: default_usage_pause_ms(),
+            max_agents: None,
+            level: None,
         }
     }
 }
@@ -190,6 +349,9 @@ pub struct Task {
     /// picks a winner among them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compete: Option<String>,
+    /// Whether the plan's template applies to this task.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub phases: bool,
     /// The group the task belongs to (a ROADMAP group, or set by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -203,6 +365,14 @@ pub struct Task {
     /// the end of the plan; runnable tasks with a larger value go first.
     #[serde(default)]
     pub priority: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Task {
@@ -234,6 +404,8 @@ pub struct Plan {
     pub resources: BTreeMap<String, ResourceDecl>,
     /// Things worth telling the user that are not errors.
     pub warnings: Vec<String>,
+    /// Phases every task goes through.
+    pub template: Option<Template>,
 }
 
 /// `plan.json` as stored.
@@ -251,4 +423,7 @@ pub struct PlanDoc {
     /// Declared (or implied) resources.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, ResourceDecl>,
+    /// Phases every task goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
 }

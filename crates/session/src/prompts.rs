@@ -343,6 +343,7 @@ pub fn plan_prompts(
                 env: Default::default(),
                 cwd: None,
                 compete: None,
+                phases: true,
                 group: None,
                 line: None,
                 wave: 0,

@@ -1403,6 +1403,7 @@ impl Roadmap {
                         env: Default::default(),
                         cwd: None,
                         compete: None,
+                        phases: true,
                         group: Some(g.name.clone()),
                         line: Some(t.line),
                         wave: 0,

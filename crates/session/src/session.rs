@@ -124,6 +124,7 @@ impl Session {
             analysis: plan.analysis.clone(),
             checkpoints: plan.checkpoints.clone(),
             resources: plan.resources.clone(),
+            template: plan.template.clone(),
         };
         let plan_bytes = serde_json::to_vec(&doc)
             .map_err(|e| Error::io("serialise plan for", root, io::Error::other(e)))?;

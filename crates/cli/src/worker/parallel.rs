@@ -85,6 +85,16 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
             ),
         );
     }
+    if let Some(p) = orch_session::pause::current(dir) {
+        return idle(
+            &session,
+            global.json,
+            &format!(
+                "paused by a usage limit until {} (hit by {}); `orch-worker --resume-now` lifts it",
+                p.until, p.task
+            ),
+        );
+    }
     let Some(tick) = lock::lock_until(
         &dir.named_lock("tick"),
         Some(Instant::now() + Duration::from_secs(10)),

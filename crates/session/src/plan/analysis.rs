@@ -300,6 +300,7 @@ mod tests {
             env: Default::default(),
             cwd: None,
             compete: None,
+            phases: true,
             group: None,
             line: None,
             wave: 0,
@@ -345,5 +346,165 @@ mod tests {
         let a = analyse(&mut tasks, &index, None).unwrap();
         let cores = std::thread::available_parallelism().unwrap().get() as u32;
         assert_eq!(a.agents, cores.min(8));
+    }
+}
+
+/// What bounds the agent count on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capacity {
+    /// CPU cores.
+    pub cores: u32,
+    /// Available memory divided by the memory per agent.
+    pub by_memory: u32,
+    /// The plan's `max_agents`.
+    pub max_agents: Option<u32>,
+    /// The plan's project `level` (1 to 5 caps at 2 to 6).
+    pub level: Option<u32>,
+}
+
+impl Capacity {
+    /// The most agents allowed, and what set it.
+    pub fn limit(&self) -> (u32, String) {
+        let mut best = (self.cores.max(1), format!("{} cores", self.cores));
+        if self.by_memory.max(1) < best.0 {
+            best = (
+                self.by_memory.max(1),
+                "available memory / memory_per_agent".to_owned(),
+            );
+        }
+        if let Some(m) = self.max_agents {
+            if m < best.0 {
+                best = (m, format!("max_agents = {m}"));
+            }
+        }
+        if let Some(l) = self.level {
+            let cap = l + 1;
+            if cap < best.0 {
+                best = (cap, format!("level {l}"));
+            }
+        }
+        best
+    }
+}
+
+/// The agent count chosen by simulation, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoScale {
+    /// The choice.
+    pub agents: u32,
+    /// Makespan (ms) for each count tried.
+    pub tried: Vec<(u32, u64)>,
+    /// Makespan with unlimited agents (the critical path), ms.
+    pub unlimited_ms: u64,
+    /// The most agents the machine allows.
+    pub capacity: u32,
+    /// What set the capacity.
+    pub bound_by: String,
+    /// Whether the capacity, not the schedule, decided.
+    pub capped: bool,
+}
+
+/// Chooses the agent count for `tasks` (analysed) with the given per-task
+/// durations: the smallest count up to the capacity whose simulated
+/// makespan is within 5% of unlimited agents.
+pub fn autoscale(tasks: &[Task], durations: &[u64], capacity: &Capacity) -> AutoScale {
+    let index: HashMap<String, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.clone(), i))
+        .collect();
+    let graph = Graph::new(tasks, &index);
+    // Priorities from these durations, as the workers' would be.
+    let order = graph.topo().unwrap_or_default();
+    let mut bottom = vec![0u64; tasks.len()];
+    for &i in order.iter().rev() {
+        let tail = graph.children[i]
+            .iter()
+            .map(|&c| bottom[c])
+            .max()
+            .unwrap_or(0);
+        bottom[i] = durations[i].saturating_add(tail);
+    }
+    let (cap, bound_by) = capacity.limit();
+    let (agents, tried) = choose_agents(&graph, durations, &bottom, cap);
+    let unlimited_ms = bottom.iter().copied().max().unwrap_or(0);
+    let capped = agents == cap
+        && tried
+            .iter()
+            .find(|(k, _)| *k == agents)
+            .is_some_and(|&(_, ms)| (ms as f64) > unlimited_ms as f64 * 1.05);
+    AutoScale {
+        agents,
+        tried,
+        unlimited_ms,
+        capacity: cap,
+        bound_by,
+        capped,
+    }
+}
+
+#[cfg(test)]
+mod autoscale_tests {
+    use super::*;
+    use crate::plan::{Action, Task};
+
+    fn t(id: &str, after: &[&str]) -> Task {
+        Task {
+            id: id.into(),
+            title: None,
+            action: Action::Command("true".into()),
+            after: after.iter().map(|s| (*s).to_owned()).collect(),
+            files: vec![],
+            resources: vec![],
+            estimate_ms: None,
+            timeout_ms: 1000,
+            retries: 0,
+            env: Default::default(),
+            cwd: None,
+            compete: None,
+            phases: true,
+            group: None,
+            line: None,
+            wave: 0,
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn chooses_the_smallest_count_near_the_critical_path_and_names_the_cap() {
+        // a(40) -> b(40) is the critical path (80); c, d, e, f take 20 each.
+        let tasks = vec![
+            t("a", &[]),
+            t("b", &["a"]),
+            t("c", &[]),
+            t("d", &[]),
+            t("e", &[]),
+            t("f", &[]),
+        ];
+        let d = [40, 40, 20, 20, 20, 20];
+        let wide = Capacity {
+            cores: 64,
+            by_memory: 64,
+            max_agents: None,
+            level: None,
+        };
+        let s = autoscale(&tasks, &d, &wide);
+        assert_eq!((s.agents, s.unlimited_ms), (2, 80));
+        assert_eq!(s.tried.iter().find(|x| x.0 == 1), Some(&(1, 160)));
+        let narrow = Capacity {
+            cores: 64,
+            by_memory: 64,
+            max_agents: None,
+            level: Some(1),
+        };
+        assert_eq!(narrow.limit(), (2, "level 1".to_owned()));
+        let one = Capacity {
+            cores: 1,
+            by_memory: 64,
+            max_agents: None,
+            level: None,
+        };
+        let s = autoscale(&tasks, &d, &one);
+        assert!(s.agents == 1 && s.capped && s.bound_by == "1 cores");
     }
 }

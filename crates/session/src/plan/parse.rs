@@ -12,7 +12,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{analysis, Action, Analysis, CheckpointDecl, Plan, ResourceDecl, Settings, Task};
+use super::{
+    analysis, Action, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl, Settings, Task,
+    Template, Threshold,
+};
 use crate::error::Diagnostic;
 use crate::layout::check_name;
 use crate::rate::Rate;
@@ -157,12 +160,163 @@ struct RawPlan<T> {
     degrade: Option<String>,
     memory_per_agent: Option<String>,
     min_free_disk: Option<String>,
+    prompt_stdin: Option<bool>,
+    usage_limit_patterns: Option<Vec<String>>,
+    usage_pause: Option<DurationValue>,
+    max_agents: Option<u32>,
+    level: Option<u32>,
+    template: Option<RawTemplate>,
     #[serde(default)]
     checkpoint: BTreeMap<String, RawCheckpoint>,
     #[serde(default)]
     resource: BTreeMap<String, RawResource>,
     #[serde(default = "Vec::new", alias = "tasks")]
     task: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    phases: Option<Vec<String>>,
+    #[serde(default)]
+    phase: Vec<RawPhase>,
+    max_rounds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhase {
+    name: String,
+    command: Option<String>,
+    prompt: Option<String>,
+    #[serde(default)]
+    parallel: bool,
+    #[serde(default)]
+    gate: bool,
+    threshold: Option<ThresholdValue>,
+}
+
+/// `threshold = ">= 85"` or `threshold = 85`.
+#[derive(Debug)]
+struct ThresholdValue(String);
+
+impl<'de> Deserialize<'de> for ThresholdValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ThresholdValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a threshold like \">= 85\" or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ThresholdValue, E> {
+                Ok(ThresholdValue(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ThresholdValue, E> {
+                Ok(ThresholdValue(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ThresholdValue, E> {
+                Ok(ThresholdValue(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ThresholdValue, E> {
+                Ok(ThresholdValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Builds the template of a plan, checking it.
+fn build_template(ctx: &Ctx<'_>, raw: RawTemplate) -> Result<Template, Diagnostic> {
+    let at = find(ctx, "template");
+    let err = |m: String| ctx.diag(at, m);
+    let mut phases: Vec<Phase> = match (raw.phases, raw.phase.is_empty()) {
+        (Some(_), false) => {
+            return Err(
+                err("[template] has both `phases` and `[[template.phase]]`".to_owned())
+                    .help("keep one: phases = [\"work\", \"review\"] or [[template.phase]] tables"),
+            )
+        }
+        (Some(names), true) => names
+            .into_iter()
+            .map(|name| Phase {
+                name,
+                action: None,
+                parallel: false,
+                gate: false,
+                threshold: None,
+            })
+            .collect(),
+        (None, _) => raw
+            .phase
+            .into_iter()
+            .map(|p| {
+                let action = match (p.command, p.prompt) {
+                    (Some(c), None) => Some(Action::Command(c)),
+                    (None, Some(pr)) => Some(Action::Prompt(pr)),
+                    (None, None) => None,
+                    (Some(_), Some(_)) => {
+                        return Err(err(format!(
+                            "phase `{}` has both `command` and `prompt`",
+                            p.name
+                        )))
+                    }
+                };
+                let threshold = p
+                    .threshold
+                    .map(|t| {
+                        Threshold::parse(&t.0).map_err(|e| err(format!("phase `{}`: {e}", p.name)))
+                    })
+                    .transpose()?;
+                Ok(Phase {
+                    name: p.name,
+                    action,
+                    parallel: p.parallel,
+                    gate: p.gate,
+                    threshold,
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if phases.is_empty() {
+        return Err(err("[template] has no phases".to_owned())
+            .help("list them: phases = [\"work\", \"review\", \"commit\"]"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in phases.iter_mut().enumerate() {
+        check_name("phase name", &p.name).map_err(|e| err(e.to_string()))?;
+        if !seen.insert(p.name.clone()) {
+            return Err(err(format!("phase `{}` is listed twice", p.name)));
+        }
+        if i == 0 && p.parallel {
+            return Err(err(format!(
+                "the first phase `{}` cannot be parallel",
+                p.name
+            )));
+        }
+        if p.gate && !matches!(p.action, Some(Action::Command(_))) {
+            return Err(err(format!(
+                "gate `{}` needs a `command` (its exit status decides)",
+                p.name
+            )));
+        }
+        if p.threshold.is_some() && !p.gate {
+            return Err(err(format!(
+                "phase `{}` has a threshold but is not a gate",
+                p.name
+            ))
+            .help("add gate = true"));
+        }
+        // The first phase, and any `work` phase, without an action runs the
+        // task's own; other bare names get a built-in prompt.
+        if p.action.is_none() && i > 0 && p.name != "work" {
+            p.action = Some(Action::Prompt(super::builtin_phase_prompt(&p.name)));
+        }
+    }
+    let max_rounds = raw.max_rounds.unwrap_or(3);
+    if max_rounds == 0 {
+        return Err(err("max_rounds = 0 runs nothing".to_owned()).help("use 1 or more (default 3)"));
+    }
+    Ok(Template { phases, max_rounds })
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +392,8 @@ struct RawTask<S> {
     cwd: Option<String>,
     compete: Option<String>,
     group: Option<String>,
+    /// `template = false` opts the task out of the plan's template.
+    template: Option<bool>,
 }
 
 /// A string with the byte offset where it appears, when known.
@@ -264,6 +420,7 @@ impl<S> RawTask<S> {
             cwd: self.cwd,
             compete: self.compete,
             group: self.group,
+            template: self.template,
         }
     }
 }
@@ -326,6 +483,12 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         degrade,
         memory_per_agent,
         min_free_disk,
+        prompt_stdin,
+        usage_limit_patterns,
+        usage_pause,
+        max_agents,
+        level,
+        template,
         checkpoint,
         resource,
         task,
@@ -348,6 +511,12 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             degrade,
             memory_per_agent,
             min_free_disk,
+            prompt_stdin,
+            usage_limit_patterns,
+            usage_pause,
+            max_agents,
+            level,
+            template,
             checkpoint,
             resource,
             task: Vec::new(),
@@ -448,7 +617,37 @@ fn build(
                 .diag(None, "`agent` is empty")
                 .help("give an argv template like \"claude -p {prompt}\""));
         }
-        settings.agent = a.0;
+        // A single known name is a preset.
+        settings.agent = match a.0.as_slice() {
+            [one] => super::agent_preset(one).unwrap_or(a.0),
+            _ => a.0,
+        };
+    }
+    if let Some(v) = head.prompt_stdin {
+        settings.prompt_stdin = v;
+    }
+    settings.usage_limit_patterns = head.usage_limit_patterns.unwrap_or_default();
+    if let Some(p) = head.usage_pause {
+        settings.usage_pause_ms = p.millis();
+    }
+    if let Some(m) = head.max_agents {
+        if m == 0 {
+            return Err(ctx
+                .diag(find(ctx, "max_agents"), "max_agents = 0 allows no agent")
+                .help("use 1 or more"));
+        }
+        settings.max_agents = Some(m);
+    }
+    if let Some(l) = head.level {
+        if !(1..=5).contains(&l) {
+            return Err(ctx
+                .diag(
+                    find(ctx, "level"),
+                    format!("level = {l} is not a project level"),
+                )
+                .help("use 1 (MVP) to 5 (enterprise)"));
+        }
+        settings.level = Some(l);
     }
     if let Some(t) = head.timeout {
         if t.0.is_zero() {
@@ -518,6 +717,7 @@ fn build(
         settings.min_free_disk =
             crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "min_free_disk"), e))?;
     }
+    let template = head.template.map(|t| build_template(ctx, t)).transpose()?;
     let mut checkpoints = BTreeMap::new();
     for (name, cp) in head.checkpoint {
         let at = find(ctx, &format!("checkpoint.{name}"));
@@ -650,6 +850,7 @@ fn build(
             env: raw.env,
             cwd,
             compete: raw.compete,
+            phases: raw.template.unwrap_or(true),
             group: raw.group,
             line: at.map(|o| ctx.line_of(o)),
             wave: 0,
@@ -683,6 +884,7 @@ fn build(
         checkpoints,
         resources,
         warnings,
+        template,
     })
 }
 
@@ -855,6 +1057,7 @@ pub fn plan_from_tasks(
         checkpoints,
         resources,
         warnings,
+        template: None,
     })
 }
 

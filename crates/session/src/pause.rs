@@ -1,0 +1,63 @@
+//! `status/paused.json`: a session-wide pause, written when an agent hits a
+//! usage or rate limit. Until it ends no worker claims and cron ticks start
+//! nothing; `orch-worker --resume-now` lifts it early.
+
+use std::fs;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, Durability};
+use crate::error::{Error, Result};
+use crate::layout::SessionDir;
+use crate::session::{read_json, to_json_bytes};
+use crate::time;
+
+/// File name in `status/`.
+pub const PAUSED_JSON: &str = "paused.json";
+
+/// A pause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// When it ends, RFC 3339.
+    pub until: String,
+    /// Why (the agent's line).
+    pub reason: String,
+    /// The task that hit the limit.
+    pub task: String,
+    /// The worker that saw it.
+    pub by: String,
+    /// When it was written, RFC 3339.
+    pub since: String,
+}
+
+fn path(dir: &SessionDir) -> std::path::PathBuf {
+    dir.status_dir().join(PAUSED_JSON)
+}
+
+/// The pause in force, if any (an ended or unreadable one counts as none).
+pub fn current(dir: &SessionDir) -> Option<Pause> {
+    let p: Pause = read_json(&path(dir)).ok()?;
+    let until = time::parse_rfc3339(&p.until)?;
+    (time::now() < until).then_some(p)
+}
+
+/// Pauses the session until `p.until`, or keeps a longer pause in force.
+pub fn set(dir: &SessionDir, p: &Pause) -> Result<()> {
+    if let Some(old) = current(dir) {
+        if old.until >= p.until {
+            return Ok(());
+        }
+    }
+    atomic::write_atomic(&path(dir), &to_json_bytes(p), Durability::Durable)
+}
+
+/// Lifts the pause. Returns whether there was one.
+pub fn clear(dir: &SessionDir) -> Result<bool> {
+    let p = path(dir);
+    match fs::remove_file(&p) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove", &p, e)),
+    }
+}
