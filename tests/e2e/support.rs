@@ -14,6 +14,27 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Env {
+    /// Stops every worker a test left running in its sessions (a failing
+    /// test must not leave detached workers behind).
+    fn drop(&mut self) {
+        let Ok(entries) = fs::read_dir(self.root()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_prefix("session-") {
+                if e.path().join("status").is_dir() {
+                    let _ = self
+                        .cmd("orch-worker")
+                        .args(["stop", "--now", "--session", id])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+}
+
 /// Path of a built binary.
 pub fn bin(name: &str) -> PathBuf {
     match name {

@@ -392,10 +392,13 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
         sys::kill_identity(&holder, libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    if lock::lock_until(&dir.task_lock(id), Some(deadline))?.is_none() {
-        eprintln!("orch-claim: warning: the holder of `{id}` did not let go within 5s");
-    } else {
-        let _ = std::fs::remove_file(dir.claim(id));
+    match lock::lock_until(&dir.task_lock(id), Some(deadline))? {
+        // Holding the lock while removing the record, so a claim someone
+        // made in between is never touched.
+        Some(_guard) => {
+            let _ = std::fs::remove_file(dir.claim(id));
+        }
+        None => eprintln!("orch-claim: warning: the holder of `{id}` did not let go within 5s"),
     }
     let verb = match how {
         Finish::Done(_) => "done",

@@ -373,14 +373,7 @@ impl Worker {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-        for sub in [
-            layout::RESULTS_DIR,
-            layout::CLAIMS_DIR,
-            layout::STATUS_DIR,
-            layout::HISTORY_DIR,
-        ] {
-            atomic::sweep_temp_files(&dir.join(sub));
-        }
+        atomic::sweep_session(dir.path());
         let plan = session.load_plan()?;
         let template = plan.template.clone();
         let board = Board::load(&dir, plan)?;
@@ -1093,6 +1086,7 @@ impl Worker {
 
     fn finish(&mut self) {
         let _ = heartbeat::remove(&self.dir, &self.id);
+        atomic::sweep_session(self.dir.path());
         self.summary(true);
         self.event(&format!(
             "exiting: {} succeeded, {} failed",

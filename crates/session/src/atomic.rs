@@ -238,6 +238,26 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
+/// Removes temp files of dead processes everywhere in a session directory
+/// (they exist only between two system calls of a replace, so only a
+/// process killed right there leaves one). Returns how many were removed.
+pub fn sweep_session(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        n += sweep_temp_files(&d);
+        if let Ok(entries) = fs::read_dir(&d) {
+            for e in entries.flatten() {
+                // Do not walk logs (many files, no temps) or follow links.
+                if e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "logs" {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    n
+}
+
 /// Parses the pid out of a temp file name made by this module.
 pub fn temp_file_pid(name: &str) -> Option<u32> {
     if !name.starts_with('.') {

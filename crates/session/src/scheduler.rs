@@ -151,6 +151,7 @@ pub fn mark_finished(board: &Board, who: &str) -> Result<bool> {
         Durability::Durable,
     ) {
         Ok(()) => {
+            atomic::sweep_session(board.dir().path());
             let _ = log::run_event(
                 board.dir(),
                 who,
