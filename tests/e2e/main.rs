@@ -5,6 +5,7 @@
 mod claim;
 mod cli;
 mod locks;
+mod monitor;
 mod plan;
 mod support;
 mod worker;

@@ -133,6 +133,16 @@ pub fn watch(
         ],
         signals,
     );
+
+    install_panic_hook();
+    enable_raw_mode()?;
+    let _guard = TermGuard;
+    execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    terminal.clear()?;
+    // Read keys only now: setting up the terminal reads the cursor
+    // position from the same input, and a reader already waiting would
+    // take the answer.
     let tx = waker.tx.clone();
     std::thread::spawn(move || loop {
         match event::read() {
@@ -147,13 +157,6 @@ pub fn watch(
             }
         }
     });
-
-    install_panic_hook();
-    enable_raw_mode()?;
-    let _guard = TermGuard;
-    execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
-    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-    terminal.clear()?;
 
     let mut ui = Ui {
         selected: 0,
