@@ -426,7 +426,7 @@ fn clean_stale_keeps_an_orphaned_claim_and_names_the_processes_holding_its_lock(
 #[test]
 fn clean_stale_never_removes_a_live_claim_while_workers_claim_the_same_tasks() {
     let env = Env::new();
-    let n = 120;
+    let n = 200;
     // Each task checks, at its start and after a pause, that its own claim
     // record is still there: a monitor removing a live record fails it.
     let check = r#"test -e "$ORCH_SESSION_DIR/claims/$ORCH_TASK.json" && sleep 0.01 && test -e "$ORCH_SESSION_DIR/claims/$ORCH_TASK.json""#;
@@ -446,30 +446,56 @@ fn clean_stale_never_removes_a_live_claim_while_workers_claim_the_same_tasks() {
         let r = ClaimRecord::new(&task, ClaimKind::Worker, "worker-9", ProcessIdentity { pid: dead, start: 1 }, 1);
         fs::write(dir.join(format!("claims/{task}.json")), serde_json::to_vec(&r).unwrap()).unwrap();
     }
+    // Four workers, and three monitors cleaning in a loop, all at once.
     let mut w = Guard::new(
-        env.cmd("orch-worker").args(["--parallel", "2"]).stdout(Stdio::null()).spawn().unwrap(),
+        env.cmd("orch-worker").args(["--parallel", "4"]).stdout(Stdio::null()).spawn().unwrap(),
     );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitors: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let mut cmd = env.cmd("orch-monitor");
+            cmd.args(["--clean-stale", "--json", "-s", &id]);
+            std::thread::spawn(move || {
+                let mut runs = 0;
+                let mut removed = Vec::new();
+                let mut bad = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let out = output(&mut cmd);
+                    assert!(out.status.success(), "{}", stderr(&out));
+                    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                    runs += 1;
+                    for it in v["items"].as_array().unwrap() {
+                        let name = it["name"].as_str().unwrap().to_owned();
+                        match (it["kind"].as_str().unwrap(), it["action"].as_str().unwrap()) {
+                            ("claim", "removed") => {
+                                let k: usize = name[1..].parse().unwrap();
+                                if k % 2 != 0 {
+                                    bad.push(format!("removed the claim of {name}, which was never stale: {it}"));
+                                }
+                                removed.push(name);
+                            }
+                            ("heartbeat", a) if a != "live" => {
+                                bad.push(format!("a live worker's heartbeat: {it}"));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                (runs, removed, bad)
+            })
+        })
+        .collect();
+    let status = w.wait_timeout(LONG);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut runs = 0;
     let mut removed_by_monitor = Vec::new();
-    let status = loop {
-        let v = report_json(&env, &["--clean-stale", "-s", &id]);
-        runs += 1;
-        for it in v["items"].as_array().unwrap() {
-            let name = it["name"].as_str().unwrap().to_owned();
-            match (it["kind"].as_str().unwrap(), it["action"].as_str().unwrap()) {
-                ("claim", "removed") => {
-                    let k: usize = name[1..].parse().unwrap();
-                    assert!(k % 2 == 0, "removed the claim of {name}, which was never stale: {it}");
-                    removed_by_monitor.push(name);
-                }
-                ("heartbeat", a) => assert_eq!(a, "live", "a live worker's heartbeat: {it}"),
-                _ => {}
-            }
-        }
-        if let Some(s) = w.child.try_wait().unwrap() {
-            break s;
-        }
-    };
+    for m in monitors {
+        let (r, removed, bad) = m.join().unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        runs += r;
+        removed_by_monitor.extend(removed);
+    }
     assert!(status.success(), "a task failed: its live claim was removed ({runs} monitor runs)");
     let results = env.results(&id);
     assert_eq!(results.len(), n);
