@@ -115,7 +115,10 @@ pub fn command() -> clap::Command {
 /// Runs `orch-monitor` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
     if !(args.interval.is_finite() && args.interval >= 0.1) {
-        return Err(coded(exit::USAGE, "--interval must be at least 0.1 seconds"));
+        return Err(coded(
+            exit::USAGE,
+            "--interval must be at least 0.1 seconds",
+        ));
     }
     let g = &args.global;
     let root = g.root()?;

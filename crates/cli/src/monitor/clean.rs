@@ -67,10 +67,7 @@ fn ago(t: &str) -> String {
         || "at an unknown time".to_owned(),
         |t| {
             let d = (time::now() - t).num_milliseconds().max(0) as u64;
-            format!(
-                "{} ago",
-                time::format_duration(Duration::from_millis(d))
-            )
+            format!("{} ago", time::format_duration(Duration::from_millis(d)))
         },
     )
 }
@@ -202,7 +199,8 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
             } else {
                 match claim::retire_stale(dir, &c.task)? {
                     Retired::Held => {
-                        item.evidence = format!("{lock_file} was taken meanwhile: the task was claimed again");
+                        item.evidence =
+                            format!("{lock_file} was taken meanwhile: the task was claimed again");
                     }
                     Retired::Missing => {
                         item.evidence = "the record went away meanwhile".to_owned();
@@ -259,10 +257,7 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
                     }
                     .is_alive() =>
                 {
-                    item.evidence = format!(
-                        "{lock_file} is free but pid {} still lives",
-                        h.pid
-                    );
+                    item.evidence = format!("{lock_file} is free but pid {} still lives", h.pid);
                     false
                 }
                 Ok(h) => {

@@ -65,7 +65,7 @@ impl Tailer {
             starts.push(0);
         }
         for (i, &b) in buf.iter().enumerate() {
-            if b == b'\n' && i + 1 <= buf.len() {
+            if b == b'\n' {
                 starts.push(i + 1);
             }
         }
@@ -124,8 +124,18 @@ pub fn follow(
     json: bool,
     signals: &Signals,
 ) -> Result<u8> {
-    for t in named {
-        layout::check_name("task id", t)?;
+    if !named.is_empty() {
+        let plan = session.load_plan()?;
+        for t in named {
+            layout::check_name("task id", t)?;
+            if !plan.tasks.iter().any(|k| &k.id == t) {
+                return Err(orch_session::Error::UnknownTask {
+                    task: t.clone(),
+                    session: session.info.id.clone(),
+                }
+                .into());
+            }
+        }
     }
     let dir = &session.dir;
     let style = Style::stdout();

@@ -119,7 +119,11 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
         return Err(format!(
             "git {} failed: {}",
             args.first().copied().unwrap_or(""),
-            if first.is_empty() { "no message" } else { first }
+            if first.is_empty() {
+                "no message"
+            } else {
+                first
+            }
         ));
     }
     Ok(String::from_utf8_lossy(&stdout).into_owned())

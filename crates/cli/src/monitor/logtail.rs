@@ -219,9 +219,13 @@ mod tests {
     fn lines_parse() {
         let r = parse_run_line("2026-01-02T03:04:05.000+00:00 worker-1[42] claimed a (attempt 1)")
             .expect("run line");
-        assert_eq!((r.who, r.pid, r.message), ("worker-1", Some(42), "claimed a (attempt 1)"));
+        assert_eq!(
+            (r.who, r.pid, r.message),
+            ("worker-1", Some(42), "claimed a (attempt 1)")
+        );
         assert!(parse_run_line("garbage").is_none());
-        let t = parse_task_line("2026-01-02T03:04:05.000+00:00 [api] --- started").expect("task line");
+        let t =
+            parse_task_line("2026-01-02T03:04:05.000+00:00 [api] --- started").expect("task line");
         assert_eq!((t.task, t.text), ("api", "--- started"));
     }
 
@@ -254,7 +258,10 @@ mod tests {
         let mut c = StreamCounter::default();
         c.update(&p).expect("update");
         assert_eq!((c.turns, c.tool_calls, c.seen), (1, 1, true));
-        let mut f = std::fs::OpenOptions::new().append(true).open(&p).expect("open");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .expect("open");
         std::io::Write::write_all(&mut f, format!("{ts} [t] {a}\n").as_bytes()).expect("append");
         c.update(&p).expect("update");
         assert_eq!((c.turns, c.tool_calls), (2, 2));

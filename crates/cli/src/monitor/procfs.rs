@@ -122,7 +122,13 @@ pub fn meminfo() -> Option<(u64, u64)> {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kb| kb * 1024)
     };
     Some((field("MemTotal:")?, field("MemAvailable:")?))
@@ -149,9 +155,18 @@ pub struct Reading {
 impl Reading {
     /// Reads `/proc` now.
     pub fn now() -> Self {
+        Self::take(true)
+    }
+
+    /// Reads the machine's CPU times, and every process if `procs`.
+    pub fn take(procs: bool) -> Self {
         Self {
             at: Instant::now(),
-            procs: processes().into_iter().map(|p| (p.pid, p)).collect(),
+            procs: if procs {
+                processes().into_iter().map(|p| (p.pid, p)).collect()
+            } else {
+                HashMap::new()
+            },
             cpu: cpu_times(),
         }
     }
@@ -165,10 +180,12 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Takes a reading; the previous one becomes the base of percentages.
-    pub fn sample(&mut self) {
+    /// Takes a reading (of every process only if `procs`: a session
+    /// without live workers needs only the machine's figures); the previous
+    /// one becomes the base of percentages.
+    pub fn sample(&mut self, procs: bool) {
         self.prev = self.cur.take();
-        self.cur = Some(Reading::now());
+        self.cur = Some(Reading::take(procs));
     }
 
     /// When the last reading was taken.

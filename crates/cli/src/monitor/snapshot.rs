@@ -382,7 +382,7 @@ impl Monitor {
     /// Opens `session`: reads the plan and builds the board.
     pub fn open(session: Session) -> orch_session::Result<Monitor> {
         let mut sampler = Sampler::default();
-        sampler.sample();
+        sampler.sample(true);
         let plan = session.load_plan()?;
         let board = Board::load(&session.dir, plan)?;
         Ok(Monitor {
@@ -427,7 +427,7 @@ impl Monitor {
                 std::thread::sleep(opts.cpu_window - waited);
             }
         }
-        self.sampler.sample();
+        self.sampler.sample(beats.iter().any(|b| b.live));
 
         let mut claim_views: Vec<ClaimView> =
             claims.iter().map(|c| claim_view(&dir, c, &now)).collect();
@@ -521,8 +521,8 @@ impl Monitor {
             skipped: c.skipped,
             // A running task may have an interrupted result from its last
             // attempt: count it once, as running.
-            interrupted: c.interrupted
-                - running
+            interrupted: c.interrupted.saturating_sub(
+                running
                     .keys()
                     .filter(|t| {
                         self.board
@@ -530,9 +530,10 @@ impl Monitor {
                             .is_some_and(|i| self.board.state(i) == TaskState::Interrupted)
                     })
                     .count(),
+            ),
             running: run,
-            pending: c.pending
-                - running
+            pending: c.pending.saturating_sub(
+                running
                     .keys()
                     .filter(|t| {
                         self.board
@@ -540,6 +541,7 @@ impl Monitor {
                             .is_some_and(|i| self.board.state(i) == TaskState::Pending)
                     })
                     .count(),
+            ),
             corrupt: c.corrupt,
         }
     }

@@ -148,7 +148,7 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             .iter()
             .position(|w| w.progress.finished < w.progress.total)
             .unwrap_or(waves.len());
-        let start = first_open.min(waves.len().saturating_sub(MAX_WAVES));
+        let start = first_open;
         if start > 0 {
             let done: usize = waves[..start].iter().map(|w| w.progress.total).sum();
             let _ = writeln!(
@@ -238,16 +238,18 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             ),
             None => "-".to_owned(),
         };
-        let mut line = format!(
-            "  {:<10} {:>7}  {:<8} {task}",
-            w.worker, pid, w.state
-        );
+        let mut line = format!("  {:<10} {:>7}  {:<8} {task}", w.worker, pid, w.state);
         let p = worker_progress(w, style);
         if !p.is_empty() {
             let _ = write!(line, "  {p}");
         }
         if let (Some(t), Some(k)) = (w.turns, w.tool_calls) {
-            let _ = write!(line, " ({}, {})", plural(t as usize, "turn"), plural(k as usize, "tool call"));
+            let _ = write!(
+                line,
+                " ({}, {})",
+                plural(t as usize, "turn"),
+                plural(k as usize, "tool call")
+            );
         }
         let _ = write!(
             line,
@@ -301,18 +303,26 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             line,
             ", attempt {}, since {}",
             c.attempt.unwrap_or(1),
-            c.age_s.map_or("?".to_owned(), |a| format!("{} ago", dur(a)))
+            c.age_s
+                .map_or("?".to_owned(), |a| format!("{} ago", dur(a)))
         );
         match c.state {
             "stale" => {
-                let _ = write!(line, " (owner gone, lock free; orch-monitor --clean-stale removes it)");
+                let _ = write!(
+                    line,
+                    " (owner gone, lock free; orch-monitor --clean-stale removes it)"
+                );
             }
             "orphaned" => {
                 let pids: Vec<String> = c.holders.iter().map(u32::to_string).collect();
                 let _ = write!(
                     line,
                     " (owner gone; lock still held by pid {})",
-                    if pids.is_empty() { "?".to_owned() } else { pids.join(", ") }
+                    if pids.is_empty() {
+                        "?".to_owned()
+                    } else {
+                        pids.join(", ")
+                    }
                 );
             }
             _ => {}
@@ -376,7 +386,11 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
     }
     if let (Some(t), Some(a)) = (m.memory_total_bytes, m.memory_available_bytes) {
         let used = t.saturating_sub(a);
-        let pct = if t > 0 { used as f64 * 100.0 / t as f64 } else { 0.0 };
+        let pct = if t > 0 {
+            used as f64 * 100.0 / t as f64
+        } else {
+            0.0
+        };
         let _ = write!(
             line,
             ", memory {} {pct:.0}% ({} of {})",
@@ -489,7 +503,11 @@ pub fn sessions(list: &SessionList, style: &Style) -> String {
         }
     }
     for e in &list.errors {
-        let _ = writeln!(o, "{}", style.paint(Color::Yellow, &format!("warning: {e}")));
+        let _ = writeln!(
+            o,
+            "{}",
+            style.paint(Color::Yellow, &format!("warning: {e}"))
+        );
     }
     o
 }
@@ -520,10 +538,18 @@ pub fn clean_report(r: &clean::Report, style: &Style) -> String {
         o,
         "{} {}, {} kept, {} live left alone{}",
         removed,
-        if r.dry_run { "would be removed" } else { "removed" },
+        if r.dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        },
         kept,
         live,
-        if r.dry_run { " (dry run: nothing changed)" } else { "" }
+        if r.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
     );
     o
 }

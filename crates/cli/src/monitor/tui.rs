@@ -185,7 +185,9 @@ pub fn watch(
         } else {
             next_tick
         };
-        let msg = waker.rx.recv_timeout(wake_at.saturating_duration_since(now));
+        let msg = waker
+            .rx
+            .recv_timeout(wake_at.saturating_duration_since(now));
         let mut redraw_now = false;
         match msg {
             Ok(Wake::Changed) => dirty = true,
@@ -333,14 +335,21 @@ fn render(
     events(f, rows[3], s, ui);
     log_pane(f, rows[4], log, ui);
     let footer = Line::from(vec![
-        Span::styled(" ↑/↓ ", color(ui, TColor::Cyan).add_modifier(Modifier::BOLD)),
+        Span::styled(
+            " ↑/↓ ",
+            color(ui, TColor::Cyan).add_modifier(Modifier::BOLD),
+        ),
         Span::raw("select worker/track  "),
         Span::styled(" q ", color(ui, TColor::Cyan).add_modifier(Modifier::BOLD)),
         Span::raw("quit  "),
         Span::raw(format!(
             "updated {}  ({})",
             short_time(&s.generated),
-            if ui.polling { "polling" } else { "watching for changes" }
+            if ui.polling {
+                "polling"
+            } else {
+                "watching for changes"
+            }
         )),
     ]);
     f.render_widget(Paragraph::new(footer), rows[5]);
@@ -358,7 +367,10 @@ fn header(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui) {
             "PARALLEL ORCHESTRATION LIVE",
             TStyle::default().add_modifier(Modifier::BOLD),
         ),
-        Span::raw(format!("   session {} ({})  ", s.session.id, s.session.name)),
+        Span::raw(format!(
+            "   session {} ({})  ",
+            s.session.id, s.session.name
+        )),
         Span::styled(
             s.session.state.to_uppercase(),
             color(ui, state_color).add_modifier(Modifier::BOLD),
@@ -372,7 +384,10 @@ fn header(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui) {
             color(ui, TColor::Red),
         ),
         Span::raw(format!("skipped {}  ", c.skipped)),
-        Span::styled(format!("▶ {} running  ", c.running), color(ui, TColor::Cyan)),
+        Span::styled(
+            format!("▶ {} running  ", c.running),
+            color(ui, TColor::Cyan),
+        ),
         Span::raw(format!(
             "{} pending  {} interrupted{}",
             c.pending,
@@ -428,7 +443,11 @@ fn workers(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui, list: &[Item]) 
             Cell::from(w.task.clone().unwrap_or_else(|| "-".to_owned())),
             Cell::from(format!("{progress}{stream}")),
             Cell::from(w.running_s.map(dur).unwrap_or_default()),
-            Cell::from(w.cpu_percent.map(|c| format!("{c:.0}%")).unwrap_or_default()),
+            Cell::from(
+                w.cpu_percent
+                    .map(|c| format!("{c:.0}%"))
+                    .unwrap_or_default(),
+            ),
             Cell::from(w.rss_bytes.map(bytes).unwrap_or_default()),
         ]));
     }
@@ -444,7 +463,11 @@ fn workers(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui, list: &[Item]) 
             Cell::from(""),
             Cell::from(Span::styled(state.to_owned(), color(ui, c))),
             Cell::from(it.label.clone()),
-            Cell::from(t.and_then(|t| t.finished.as_deref()).map(short_time).unwrap_or_default()),
+            Cell::from(
+                t.and_then(|t| t.finished.as_deref())
+                    .map(short_time)
+                    .unwrap_or_default(),
+            ),
             Cell::from(t.and_then(|t| t.duration_s).map(dur).unwrap_or_default()),
             Cell::from(""),
             Cell::from(""),
@@ -495,15 +518,27 @@ fn phases(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui) {
         .iter()
         .position(|w| w.progress.finished < w.progress.total)
         .unwrap_or(s.waves.len());
-    let start = first_open.saturating_sub(1).min(s.waves.len().saturating_sub(inner_h));
+    let start = first_open
+        .saturating_sub(1)
+        .min(s.waves.len().saturating_sub(inner_h));
     for w in s.waves.iter().skip(start).take(inner_h) {
-        lines.push(progress_row(format!("Wave {}", w.wave), &w.progress, ui, width));
+        lines.push(progress_row(
+            format!("Wave {}", w.wave),
+            &w.progress,
+            ui,
+            width,
+        ));
     }
     for g in &s.groups {
         if lines.len() >= inner_h {
             break;
         }
-        lines.push(progress_row(format!("Group {}", g.group), &g.progress, ui, width));
+        lines.push(progress_row(
+            format!("Group {}", g.group),
+            &g.progress,
+            ui,
+            width,
+        ));
     }
     let title = if start > 0 {
         format!(" PHASE PROGRESS (waves 1-{start} done) ")
@@ -531,7 +566,11 @@ fn resources(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui) {
     }
     if let (Some(t), Some(a)) = (m.memory_total_bytes, m.memory_available_bytes) {
         let used = t.saturating_sub(a);
-        let pct = if t > 0 { used as f64 * 100.0 / t as f64 } else { 0.0 };
+        let pct = if t > 0 {
+            used as f64 * 100.0 / t as f64
+        } else {
+            0.0
+        };
         lines.push(Line::from(vec![
             Span::raw("Memory: "),
             Span::styled(bar_text(pct, w), color(ui, TColor::Yellow)),
@@ -544,10 +583,7 @@ fn resources(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui) {
             l[0], l[1], l[2]
         )));
     }
-    lines.push(Line::from(format!(
-        "Time:   {} elapsed",
-        dur(s.elapsed_s)
-    )));
+    lines.push(Line::from(format!("Time:   {} elapsed", dur(s.elapsed_s))));
     let orphaned = s.claims.iter().filter(|c| c.state == "orphaned").count();
     let stale = s.claims.iter().filter(|c| c.state == "stale").count();
     let mut claims = format!("Claims: {} live", s.claims.len() - orphaned - stale);
