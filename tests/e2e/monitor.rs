@@ -402,8 +402,7 @@ fn damaged_files_are_named_in_warnings_and_left_as_they_are() {
         "{text}"
     );
     assert!(text.contains("garbage line without time"), "{text}");
-    // The monitor changed nothing, and --clean-stale leaves damaged files
-    // that someone may still need alone only while their lock is held.
+    // The report changed nothing.
     for (f, bytes) in damaged {
         assert_eq!(fs::read(dir.join(f)).unwrap(), bytes, "{f} was changed");
     }
