@@ -1,7 +1,5 @@
-//! `orch-monitor`: see sessions, workers and tracks.
+//! `orch-monitor`: sessions, workers, claims, progress and logs (see
+//! `orch_cli::monitor`).
 fn main() -> std::process::ExitCode {
-    orch_cli::stub::main(
-        "orch-monitor",
-        "Show sessions, live workers, claims, progress and logs; a live dashboard with --watch (not built yet)",
-    )
+    orch_cli::monitor::main()
 }

@@ -176,6 +176,13 @@ fn a_usage_limit_pauses_every_worker_until_it_resets_or_is_lifted() {
     // SAFETY: stopping the worker this test started.
     unsafe { libc::kill(w.pid(), libc::SIGTERM) };
     w.wait_timeout(LONG);
+    let snap: Value = serde_json::from_slice(&env.run("orch-monitor", &["--json"]).stdout).unwrap();
+    assert_eq!(
+        snap["control"]["paused"]["task"], "p",
+        "{}",
+        snap["control"]
+    );
+    assert_eq!(snap["control"]["paused"]["until"], pause["until"]);
     // Lifted by hand: the task runs again (attempt 2), no retry spent.
     let out = env.run("orch-worker", &["--resume-now"]);
     assert!(

@@ -19,7 +19,10 @@ use serde_json::Value;
 use crate::support::*;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// What one chaos run saw.
@@ -39,14 +42,24 @@ struct Figures {
 
 fn live_worker_pids(dir: &Path) -> Vec<(i32, Option<i32>)> {
     let mut out = Vec::new();
-    for e in fs::read_dir(dir.join("status")).into_iter().flatten().flatten() {
+    for e in fs::read_dir(dir.join("status"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(worker) = name.strip_suffix(".active") else { continue };
+        let Some(worker) = name.strip_suffix(".active") else {
+            continue;
+        };
         if !lock::is_held(&dir.join(format!("locks/{worker}.lock"))).unwrap_or(false) {
             continue;
         }
-        let Ok(text) = fs::read_to_string(e.path()) else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
         if let Some(pid) = v["pid"].as_i64() {
             out.push((pid as i32, v["agent_pid"].as_i64().map(|p| p as i32)));
         }
@@ -60,7 +73,9 @@ fn chaos_round(seed: u64, n: usize) -> Figures {
     fs::create_dir_all(work.join("flocks")).unwrap();
     let journal = work.join("journal");
     let mut rng = Lcg(seed);
-    let mut plan = String::from("name = \"chaos\"\nagents = 4\nbreaker = 0\nmin_free_disk = \"0\"\ngrace = \"1s\"\n");
+    let mut plan = String::from(
+        "name = \"chaos\"\nagents = 4\nbreaker = 0\nmin_free_disk = \"0\"\ngrace = \"1s\"\n",
+    );
     for i in 0..n {
         let ms = 10 + rng.below(90);
         // The task takes a flock of its own for its whole run: if another
@@ -88,16 +103,25 @@ fn chaos_round(seed: u64, n: usize) -> Figures {
     let id = env.plan(&plan);
     let dir = env.session_dir(&id);
     let started = Instant::now();
-    let mut f = Figures { tasks: n, ..Figures::default() };
+    let mut f = Figures {
+        tasks: n,
+        ..Figures::default()
+    };
     let deadline = started + Duration::from_secs(600);
     let mut next_kill = Instant::now() + Duration::from_millis(100 + rng.below(400));
     let mut next_tick = Instant::now();
     while !dir.join("status/finished").exists() {
-        assert!(Instant::now() < deadline, "chaos round did not finish in 10 minutes");
+        assert!(
+            Instant::now() < deadline,
+            "chaos round did not finish in 10 minutes"
+        );
         let now = Instant::now();
         if now >= next_tick {
             // The restarter plays cron: top up to 4 workers.
-            let out = env.run("orch-worker", &["--session", &id, "--parallel", "4", "--detach"]);
+            let out = env.run(
+                "orch-worker",
+                &["--session", &id, "--parallel", "4", "--detach"],
+            );
             assert!(out.status.success(), "tick failed: {}", stderr(&out));
             f.ticks += 1;
             next_tick = now + Duration::from_millis(200);
@@ -122,7 +146,9 @@ fn chaos_round(seed: u64, n: usize) -> Figures {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Let the last workers go, then stop anything left.
-    wait_until("the workers to exit", LONG, || live_worker_pids(&dir).is_empty());
+    wait_until("the workers to exit", LONG, || {
+        live_worker_pids(&dir).is_empty()
+    });
     f.seconds = started.elapsed().as_secs_f64();
 
     let results = env.results(&id);
@@ -136,7 +162,10 @@ fn chaos_round(seed: u64, n: usize) -> Figures {
     f.overlaps = text.lines().filter(|l| l.starts_with("OVERLAP")).count();
     f.runs = text.lines().filter(|l| l.starts_with("start")).count();
     let damaged = damaged_files(&dir);
-    f.temp_files = damaged.iter().filter(|d| d.starts_with("temp file")).count();
+    f.temp_files = damaged
+        .iter()
+        .filter(|d| d.starts_with("temp file"))
+        .count();
     f.corrupt = damaged.len() - f.temp_files;
     assert!(damaged.is_empty(), "damaged files: {damaged:?}");
     f

@@ -7,6 +7,7 @@ mod chaos;
 mod claim;
 mod cli;
 mod locks;
+mod monitor;
 mod plan;
 mod roadmap;
 mod support;

@@ -18,7 +18,9 @@ impl Drop for Env {
     /// Stops every worker a test left running in its sessions (a failing
     /// test must not leave detached workers behind).
     fn drop(&mut self) {
-        let Ok(entries) = fs::read_dir(self.root()) else { return };
+        let Ok(entries) = fs::read_dir(self.root()) else {
+            return;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_prefix("session-") {

@@ -109,6 +109,12 @@ fn stop_ends_three_live_workers_and_releases_their_tasks() {
         assert_eq!(r["status"], "interrupted");
         assert!(!lock::is_held(&dir.join(format!("locks/long{i}.lock"))).unwrap());
     }
+    let report = env.run("orch-monitor", &["--session", &id]);
+    assert!(
+        stdout(&report).contains("STOPPED by orch-worker stop"),
+        "{}",
+        stdout(&report)
+    );
     // Stopped: a tick starts nothing until resume.
     let out = env.run(
         "orch-worker",

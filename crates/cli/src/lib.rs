@@ -9,6 +9,7 @@ pub mod claim;
 pub mod common;
 pub mod exit;
 pub mod gen;
+pub mod monitor;
 pub mod plan;
 pub mod runner;
 pub mod stub;

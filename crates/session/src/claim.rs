@@ -448,6 +448,50 @@ pub fn remove_if_stale(dir: &SessionDir, task: &str) -> Result<bool> {
     }
 }
 
+/// What [`retire_stale`] did with a claim record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retired {
+    /// The task's lock is held (by its owner, or by an orphan that
+    /// inherited it): the record was not touched.
+    Held,
+    /// There was no record.
+    Missing,
+    /// The record was removed. `archived` is the attempt recorded in
+    /// `history/` as interrupted, as the next claimer would have recorded
+    /// it (`None` when the task already has a result, which describes the
+    /// attempt, or the record was unreadable).
+    Removed {
+        /// The attempt archived as interrupted.
+        archived: Option<u32>,
+    },
+}
+
+/// Retires a stale claim record the way the next claimer would: takes the
+/// task's lock without waiting (so a live claim is never touched), records
+/// the dead owner's attempt as interrupted unless the task has a result,
+/// and removes the record.
+pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
+    let Some(_guard) = lock::try_lock(&dir.task_lock(task))? else {
+        return Ok(Retired::Held);
+    };
+    let path = dir.claim(task);
+    match fs::symlink_metadata(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Retired::Missing),
+        Err(e) => return Err(Error::io("stat", &path, e)),
+    }
+    let archived = if matches!(read_result(dir, task), Ok(None)) {
+        archive_stale_claim(dir, task)?
+    } else {
+        None
+    };
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(Retired::Removed { archived }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Retired::Missing),
+        Err(e) => Err(Error::io("remove", &path, e)),
+    }
+}
+
 /// Whether `path` names a claim file (for sweeps).
 pub fn is_claim_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json")

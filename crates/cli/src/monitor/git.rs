@@ -1,0 +1,247 @@
+//! The session's repository, through the `git` command line: branch, what
+//! changed in the work tree, and the last commits.
+//!
+//! Runs with `GIT_OPTIONAL_LOCKS=0`, so `git status` never writes the index
+//! (the monitor only reads), and gives up after a few seconds on a huge or
+//! hung repository.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Changed paths listed at most.
+pub const MAX_CHANGES: usize = 50;
+
+/// How long one git command may take.
+const GIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A changed path, as `git status --porcelain` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    /// The two status letters (`" M"`, `"??"`, `"A "`...).
+    pub status: String,
+    /// The path (for renames, `old -> new`).
+    pub path: String,
+}
+
+/// A commit.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Commit {
+    /// Abbreviated hash.
+    pub hash: String,
+    /// Committer date, RFC 3339.
+    pub date: String,
+    /// Author name.
+    pub author: String,
+    /// First line of the message.
+    pub subject: String,
+}
+
+/// What the monitor shows of a repository.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GitInfo {
+    /// The repository's top level.
+    pub repo: String,
+    /// Current branch (`null` when detached).
+    pub branch: Option<String>,
+    /// Commits ahead of the upstream branch.
+    pub ahead: Option<u32>,
+    /// Commits behind the upstream branch.
+    pub behind: Option<u32>,
+    /// Changed and untracked paths, at most [`MAX_CHANGES`].
+    pub changes: Vec<Change>,
+    /// How many paths changed in all.
+    pub changes_total: usize,
+    /// The last commits, newest first.
+    pub commits: Vec<Commit>,
+    /// Why git could not answer, if it could not.
+    pub error: Option<String>,
+}
+
+/// Runs `git -C repo args` with a time limit; stdout on success.
+fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        if let Some(s) = out.as_mut() {
+            let _ = s.read_to_end(&mut o);
+        }
+        o
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        if let Some(s) = err.as_mut() {
+            let _ = s.read_to_end(&mut e);
+        }
+        e
+    });
+    let deadline = Instant::now() + GIT_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "git {} took longer than {}s",
+                    args.first().copied().unwrap_or(""),
+                    GIT_TIMEOUT.as_secs()
+                ));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("waiting for git: {e}")),
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        let msg = String::from_utf8_lossy(&stderr);
+        let first = msg.lines().next().unwrap_or("").trim();
+        return Err(format!(
+            "git {} failed: {}",
+            args.first().copied().unwrap_or(""),
+            if first.is_empty() {
+                "no message"
+            } else {
+                first
+            }
+        ));
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// Parses `git status --porcelain=v1 --branch` output.
+fn parse_status(text: &str, info: &mut GitInfo) {
+    for line in text.lines() {
+        if let Some(head) = line.strip_prefix("## ") {
+            // `main...origin/main [ahead 1, behind 2]`, `HEAD (no branch)`,
+            // `No commits yet on main`.
+            let (names, counts) = match head.find(" [") {
+                Some(i) => (&head[..i], Some(&head[i + 2..])),
+                None => (head, None),
+            };
+            let local = names.split("...").next().unwrap_or(names);
+            let local = local.strip_prefix("No commits yet on ").unwrap_or(local);
+            info.branch = (!local.starts_with("HEAD (no branch)")).then(|| local.to_owned());
+            if let Some(c) = counts {
+                for part in c.trim_end_matches(']').split(", ") {
+                    if let Some(n) = part.strip_prefix("ahead ") {
+                        info.ahead = n.parse().ok();
+                    } else if let Some(n) = part.strip_prefix("behind ") {
+                        info.behind = n.parse().ok();
+                    }
+                }
+            }
+            if names.contains("...") {
+                info.ahead = info.ahead.or(Some(0));
+                info.behind = info.behind.or(Some(0));
+            }
+        } else if line.len() > 3 {
+            info.changes_total += 1;
+            if info.changes.len() < MAX_CHANGES {
+                info.changes.push(Change {
+                    status: line[..2].to_owned(),
+                    path: line[3..].to_owned(),
+                });
+            }
+        }
+    }
+}
+
+/// Reads the repository's state; errors end up in [`GitInfo::error`].
+pub fn inspect(repo: &Path, commits: usize) -> GitInfo {
+    let mut info = GitInfo {
+        repo: repo.to_string_lossy().into_owned(),
+        branch: None,
+        ahead: None,
+        behind: None,
+        changes: Vec::new(),
+        changes_total: 0,
+        commits: Vec::new(),
+        error: None,
+    };
+    match git(repo, &["status", "--porcelain=v1", "--branch"]) {
+        Ok(text) => parse_status(&text, &mut info),
+        Err(e) => {
+            info.error = Some(e);
+            return info;
+        }
+    }
+    let n = format!("-n{commits}");
+    match git(
+        repo,
+        &["log", &n, "--format=%h%x1f%cI%x1f%an%x1f%s", "--no-color"],
+    ) {
+        Ok(text) => {
+            for line in text.lines() {
+                let f: Vec<&str> = line.split('\x1f').collect();
+                if let [hash, date, author, subject] = f[..] {
+                    info.commits.push(Commit {
+                        hash: hash.to_owned(),
+                        date: date.to_owned(),
+                        author: author.to_owned(),
+                        subject: subject.to_owned(),
+                    });
+                }
+            }
+        }
+        // A repository without commits has no log; that is not an error.
+        Err(e) if e.contains("does not have any commits") => {}
+        Err(e) => info.error = Some(e),
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn porcelain_status_parses() {
+        let mut info = inspect_empty();
+        parse_status(
+            "## main...origin/main [ahead 2, behind 1]\n M src/a.rs\n?? new.txt\nR  old -> new\n",
+            &mut info,
+        );
+        assert_eq!(info.branch.as_deref(), Some("main"));
+        assert_eq!((info.ahead, info.behind), (Some(2), Some(1)));
+        assert_eq!(info.changes_total, 3);
+        assert_eq!(info.changes[0].status, " M");
+        assert_eq!(info.changes[2].path, "old -> new");
+        let mut d = inspect_empty();
+        parse_status("## HEAD (no branch)\n", &mut d);
+        assert_eq!(d.branch, None);
+    }
+
+    fn inspect_empty() -> GitInfo {
+        GitInfo {
+            repo: String::new(),
+            branch: None,
+            ahead: None,
+            behind: None,
+            changes: Vec::new(),
+            changes_total: 0,
+            commits: Vec::new(),
+            error: None,
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Reading the ends of logs without reading them whole, and making sense of
+//! their lines: `logs/run.log` (`<time> <who>[<pid>] <message>`) and
+//! `logs/<task>.log` (`<time> [<task>] <text>`).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Bytes read from the end of a file to find its last lines.
+const TAIL_BYTES: u64 = 16 * 1024;
+
+/// Longest line shown; longer ones are cut (a log line may be 16 KiB).
+pub const MAX_LINE_CHARS: usize = 400;
+
+/// The end of a file.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    /// File size, bytes.
+    pub size: u64,
+    /// Last modification.
+    pub modified: Option<SystemTime>,
+    /// The last complete lines, oldest first, control characters replaced
+    /// and cut at [`MAX_LINE_CHARS`].
+    pub lines: Vec<String>,
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// The last `n` lines of `path` (reading at most the last 16 KiB, more if
+/// lines are long and `n` is large).
+pub fn tail(path: &Path, n: usize) -> io::Result<Tail> {
+    let mut f = open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let size = meta.len();
+    let want = TAIL_BYTES.max(n as u64 * 256).min(size);
+    f.seek(SeekFrom::Start(size - want))?;
+    let mut buf = Vec::with_capacity(want as usize);
+    f.take(want).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut all: Vec<&str> = text.split('\n').collect();
+    // The last piece is an unfinished line (or empty after the final \n).
+    all.pop();
+    // The first piece may be the end of a line cut by the seek.
+    if want < size && !all.is_empty() {
+        all.remove(0);
+    }
+    let start = all.len().saturating_sub(n);
+    Ok(Tail {
+        size,
+        modified: meta.modified().ok(),
+        lines: all[start..].iter().map(|l| clean(l)).collect(),
+    })
+}
+
+/// Replaces control characters and cuts long lines, so one line stays one
+/// line on a terminal.
+pub fn clean(line: &str) -> String {
+    let mut s: String = line
+        .chars()
+        .take(MAX_LINE_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().nth(MAX_LINE_CHARS).is_some() {
+        s.push_str("...");
+    }
+    s
+}
+
+/// A line of `logs/run.log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLine<'a> {
+    /// RFC 3339 time.
+    pub time: &'a str,
+    /// Who wrote it (`worker-1`, `orch-claim@123`...).
+    pub who: &'a str,
+    /// Its pid.
+    pub pid: Option<u32>,
+    /// The event.
+    pub message: &'a str,
+}
+
+/// Parses `<time> <who>[<pid>] <message>`.
+pub fn parse_run_line(line: &str) -> Option<RunLine<'_>> {
+    let (time, rest) = line.split_once(' ')?;
+    let (who_pid, message) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (who, pid) = match who_pid.strip_suffix(']').and_then(|s| s.rsplit_once('[')) {
+        Some((w, p)) => (w, p.parse().ok()),
+        None => (who_pid, None),
+    };
+    orch_session::time::parse_rfc3339(time)?;
+    Some(RunLine {
+        time,
+        who,
+        pid,
+        message,
+    })
+}
+
+/// A line of `logs/<task>.log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLine<'a> {
+    /// RFC 3339 time.
+    pub time: &'a str,
+    /// Task id.
+    pub task: &'a str,
+    /// The text (worker events start with `--- `).
+    pub text: &'a str,
+}
+
+/// Parses `<time> [<task>] <text>`.
+pub fn parse_task_line(line: &str) -> Option<TaskLine<'_>> {
+    let (time, rest) = line.split_once(' ')?;
+    let rest = rest.strip_prefix('[')?;
+    let (task, text) = rest.split_once(']')?;
+    Some(TaskLine {
+        time,
+        task,
+        text: text.strip_prefix(' ').unwrap_or(text),
+    })
+}
+
+/// `HH:MM:SS` of an RFC 3339 time, in local time, or the text itself.
+pub fn short_time(rfc3339: &str) -> String {
+    orch_session::time::parse_rfc3339(rfc3339)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| rfc3339.to_owned())
+}
+
+/// Counts what a `claude --output-format stream-json` agent did, from its
+/// task log: assistant turns and tool calls of the current attempt. Reads
+/// incrementally: each call looks only at what was appended since.
+#[derive(Debug, Default, Clone)]
+pub struct StreamCounter {
+    offset: u64,
+    partial: Vec<u8>,
+    /// Assistant messages seen.
+    pub turns: u32,
+    /// Tool calls seen.
+    pub tool_calls: u32,
+    /// Whether any stream-json line was seen.
+    pub seen: bool,
+}
+
+impl StreamCounter {
+    /// Reads what was appended to `path` since the last call.
+    pub fn update(&mut self, path: &Path) -> io::Result<()> {
+        let mut f = open(path)?;
+        let len = f.metadata()?.len();
+        if len < self.offset {
+            *self = StreamCounter::default();
+        }
+        if len == self.offset {
+            return Ok(());
+        }
+        f.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = Vec::new();
+        f.take(len - self.offset).read_to_end(&mut buf)?;
+        self.offset += buf.len() as u64;
+        let mut data = std::mem::take(&mut self.partial);
+        data.extend_from_slice(&buf);
+        let mut start = 0;
+        for i in 0..data.len() {
+            if data[i] == b'\n' {
+                self.line(&data[start..i]);
+                start = i + 1;
+            }
+        }
+        self.partial = data[start..].to_vec();
+        Ok(())
+    }
+
+    fn line(&mut self, raw: &[u8]) {
+        let Ok(line) = std::str::from_utf8(raw) else {
+            return;
+        };
+        let Some(l) = parse_task_line(line) else {
+            return;
+        };
+        if l.text.starts_with("--- started attempt") {
+            // A new attempt: count afresh.
+            self.turns = 0;
+            self.tool_calls = 0;
+            return;
+        }
+        if !l.text.starts_with("{\"type\"") {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l.text) else {
+            return;
+        };
+        if v["type"] == "assistant" {
+            self.seen = true;
+            self.turns += 1;
+            if let Some(items) = v["message"]["content"].as_array() {
+                let calls = items.iter().filter(|c| c["type"] == "tool_use").count();
+                self.tool_calls += u32::try_from(calls).unwrap_or(0);
+            }
+        } else if matches!(v["type"].as_str(), Some("system" | "user" | "result")) {
+            self.seen = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse() {
+        let r = parse_run_line("2026-01-02T03:04:05.000+00:00 worker-1[42] claimed a (attempt 1)")
+            .expect("run line");
+        assert_eq!(
+            (r.who, r.pid, r.message),
+            ("worker-1", Some(42), "claimed a (attempt 1)")
+        );
+        assert!(parse_run_line("garbage").is_none());
+        let t =
+            parse_task_line("2026-01-02T03:04:05.000+00:00 [api] --- started").expect("task line");
+        assert_eq!((t.task, t.text), ("api", "--- started"));
+    }
+
+    #[test]
+    fn tail_gives_the_last_complete_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x.log");
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str("partial");
+        std::fs::write(&p, &text).expect("write");
+        let t = tail(&p, 3).expect("tail");
+        assert_eq!(t.lines, ["line 4997", "line 4998", "line 4999"]);
+        assert_eq!(t.size, text.len() as u64);
+    }
+
+    #[test]
+    fn stream_json_turns_and_tool_calls_are_counted_per_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("t.log");
+        let ts = "2026-01-02T03:04:05.000+00:00";
+        let a = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"hi"},{"type":"tool_use","name":"Bash"}]}}"#;
+        std::fs::write(
+            &p,
+            format!("{ts} [t] --- started attempt 1\n{ts} [t] {a}\n{ts} [t] --- started attempt 2\n{ts} [t] {a}\n"),
+        )
+        .expect("write");
+        let mut c = StreamCounter::default();
+        c.update(&p).expect("update");
+        assert_eq!((c.turns, c.tool_calls, c.seen), (1, 1, true));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .expect("open");
+        std::io::Write::write_all(&mut f, format!("{ts} [t] {a}\n").as_bytes()).expect("append");
+        c.update(&p).expect("update");
+        assert_eq!((c.turns, c.tool_calls), (2, 2));
+    }
+}
