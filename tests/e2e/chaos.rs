@@ -149,6 +149,12 @@ fn chaos_round(seed: u64, n: usize) -> Figures {
     wait_until("the workers to exit", LONG, || {
         live_worker_pids(&dir).is_empty()
     });
+    // One more tick, as cron would run: it finds the session finished.
+    let out = env.run(
+        "orch-worker",
+        &["--session", &id, "--parallel", "4", "--detach"],
+    );
+    assert!(stdout(&out).contains("is finished"), "{}", stdout(&out));
     f.seconds = started.elapsed().as_secs_f64();
 
     let results = env.results(&id);

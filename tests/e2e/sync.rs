@@ -315,13 +315,13 @@ fn strict_waves_wait_for_the_whole_wave_and_halt_on_failures() {
     wait_until("fast to finish", LONG, || {
         dir.join("results/fast.json").exists()
     });
-    wait_until("both workers to settle", LONG, || {
-        fs::read_to_string(dir.join("status/orchestration.yaml"))
-            .is_ok_and(|y| y.contains("success: 1"))
-            && fs::read_dir(dir.join("status"))
-                .unwrap()
-                .flatten()
-                .any(|e| fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"waiting\"")))
+    // A worker that finished `fast` now waits at the barrier.
+    wait_until("a worker to wait at the barrier", LONG, || {
+        fs::read_dir(dir.join("status"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".active"))
+            .any(|e| fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"waiting\"")))
     });
     assert!(
         !dir.join("results/after_fast.json").exists(),

@@ -732,7 +732,8 @@ fn recv(
     loop {
         {
             let locked = mb.lock()?;
-            while let Some(m) = locked.peek()? {
+            let mut skipped = Vec::new();
+            while let Some(m) = locked.peek(&mut skipped)? {
                 // Hand it over first; record the delivery only once it is out.
                 let text = if g.json {
                     serde_json::to_string(&m)?
@@ -749,6 +750,9 @@ fn recv(
                 if !all {
                     break;
                 }
+            }
+            for w in skipped {
+                eprintln!("orch-sync: warning: skipped an unreadable message: {w}");
             }
         }
         if received > 0 {

@@ -282,6 +282,8 @@ struct Worker {
     summary_dirty: bool,
     hb: Heartbeat,
     last_beat: Instant,
+    beat_failing: bool,
+    unclaimable_told: usize,
     /// The plan's phases, if it has a template.
     template: Option<orch_session::plan::Template>,
     until: Option<chrono::DateTime<chrono::Local>>,
@@ -374,6 +376,14 @@ impl Worker {
                 .status();
         }
         atomic::sweep_session(dir.path());
+        for p in session.too_open() {
+            let msg = format!(
+                "warning: {} is readable by other users; sessions should be private (chmod go-rwx)",
+                p.display()
+            );
+            eprintln!("orch-worker: {msg}");
+            let _ = log::run_event(&dir, &worker_id(slot), &msg);
+        }
         let plan = session.load_plan()?;
         let template = plan.template.clone();
         let board = Board::load(&dir, plan)?;
@@ -416,6 +426,8 @@ impl Worker {
             summary_dirty: false,
             hb,
             last_beat: Instant::now(),
+            beat_failing: false,
+            unclaimable_told: 0,
             template,
             until: None,
             paused: None,
@@ -450,8 +462,14 @@ impl Worker {
         self.hb.updated = time::rfc3339(&time::now());
         self.hb.done = self.done;
         self.hb.failed = self.failed;
-        if let Err(e) = heartbeat::write(&self.dir, &self.hb) {
-            eprintln!("orch-worker: warning: cannot write heartbeat: {e:#}");
+        match heartbeat::write(&self.dir, &self.hb) {
+            Ok(()) => self.beat_failing = false,
+            // Said once per run of failures (a full disk fails every beat).
+            Err(e) if !self.beat_failing => {
+                self.beat_failing = true;
+                eprintln!("orch-worker: warning: cannot write heartbeat: {e:#}");
+            }
+            Err(_) => {}
         }
     }
 
@@ -555,6 +573,15 @@ impl Worker {
             let next = scheduler::claim_next(&mut self.board, |task, attempt| {
                 ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt)
             });
+            while self.unclaimable_told < self.board.unclaimable.len() {
+                let (task, e) = &self.board.unclaimable[self.unclaimable_told];
+                let msg = format!(
+                    "warning: {task} cannot be claimed and is left out: {}",
+                    e.chain()
+                );
+                self.unclaimable_told += 1;
+                self.event(&msg);
+            }
             let next = match next {
                 Ok(n) => n,
                 Err(e) if e.is_disk_full() => {
@@ -579,6 +606,11 @@ impl Worker {
                     }
                 }
                 None => {
+                    // Before concluding nothing is left, look at results/
+                    // itself: the journal may have missed a line.
+                    if !self.board.has_ready() && self.board.reconcile().unwrap_or(0) > 0 {
+                        continue;
+                    }
                     if !self.board.has_ready() {
                         let c = self.board.counts();
                         self.event(&format!(
@@ -835,7 +867,38 @@ impl Worker {
     /// Runs a claimed task through its attempts; records and releases it.
     fn run_claimed(&mut self, i: u32, mut claim: Claim) -> Result<Status> {
         let task = self.board.task(i).clone();
-        let mut tlog = log::TaskLog::open(&self.dir, &task.id)?;
+        let mut tlog = match log::TaskLog::open(&self.dir, &task.id) {
+            Ok(l) => l,
+            Err(e) => {
+                // A task whose log cannot be opened (say, a symlink planted
+                // in its place, which is never followed) fails, named.
+                let reason = format!("cannot open its log: {}", e.chain());
+                self.event(&format!("{} failed: {reason}", task.id));
+                let now = time::now();
+                let result = TaskResult {
+                    format: RESULT_FORMAT,
+                    task: task.id.clone(),
+                    status: Status::Failure,
+                    exit_code: None,
+                    signal: None,
+                    reason: Some(reason),
+                    attempt: claim.record.attempt,
+                    worker: Some(self.id.clone()),
+                    pid: None,
+                    host: Some(proc::hostname()),
+                    started: Some(time::rfc3339(&now)),
+                    finished: time::rfc3339(&now),
+                    duration: 0.0,
+                    output: TaskOutput::default(),
+                };
+                let written = claim::write_result(&self.dir, &result);
+                claim.release()?;
+                written?;
+                self.board.record(i, Some(Status::Failure));
+                self.failed += 1;
+                return Ok(Status::Failure);
+            }
+        };
         let mut spent = claim::failed_attempts(&self.dir, &task.id)?;
         let fds = claim.inherit_fds();
         if !self.take_rate_limits(&task, &mut tlog) {
@@ -854,6 +917,10 @@ impl Worker {
             self.hb.agent_pid = None;
             self.beat();
             self.event(&format!("claimed {} (attempt {attempt})", task.id));
+            if self.summary_dirty {
+                // A throttled summary must not stay stale for a whole task.
+                self.summary(true);
+            }
             let output_path = self.dir.output(&task.id);
             let _ = fs::remove_file(&output_path);
             let _ = fs::remove_file(self.progress_path(&task.id));
@@ -918,7 +985,18 @@ impl Worker {
             let retryable = matches!(outcome.status, Status::Failure | Status::Timeout);
             if retryable && spent < task.retries && self.signals.received().is_none() {
                 spent += 1;
-                claim::archive_attempt(&self.dir, &result)?;
+                if let Err(e) = claim::archive_attempt(&self.dir, &result) {
+                    if !e.is_disk_full() {
+                        let _ = claim.release();
+                        return Err(e.into());
+                    }
+                    let msg = format!("disk full: cannot record attempt {attempt} of {} ({e:#}); it goes back to the queue", task.id);
+                    let _ = tlog.event(&msg);
+                    self.event(&msg);
+                    let _ = claim.release();
+                    self.after_task(&task.id, Status::Interrupted);
+                    return Ok(Status::Interrupted);
+                }
                 let delay = backoff(self.session.info.settings.backoff_ms, spent);
                 let msg = format!(
                     "{} {} ({}); retry {spent}/{} in {}",
@@ -954,6 +1032,19 @@ impl Worker {
             Ok(()) => {}
             Err(orch_session::Error::AlreadyExists { .. }) => {
                 let _ = tlog.event("a result was already recorded by someone else; keeping theirs");
+            }
+            Err(e) if e.is_disk_full() => {
+                // Nothing half-written: the result was never linked in.
+                // The task goes back to the queue; claims wait for space.
+                let msg = format!(
+                    "disk full: cannot record the result of {} ({e:#}); it goes back to the queue, and no task is claimed until space is freed",
+                    task.id
+                );
+                let _ = tlog.event(&msg);
+                self.event(&msg);
+                let _ = claim.release();
+                self.after_task(&task.id, Status::Interrupted);
+                return Ok(Status::Interrupted);
             }
             Err(e) => {
                 let _ = claim.release();

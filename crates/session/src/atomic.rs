@@ -281,7 +281,10 @@ pub fn sweep_temp_files(dir: &Path) -> usize {
         let Some(pid) = name.to_str().and_then(temp_file_pid) else {
             continue;
         };
-        if !crate::proc::pid_exists(pid) && fs::remove_file(entry.path()).is_ok() {
+        // A zombie counts as dead: it will never finish its write.
+        if !crate::proc::ProcessIdentity::of(pid).is_alive()
+            && fs::remove_file(entry.path()).is_ok()
+        {
             removed += 1;
         }
     }

@@ -88,6 +88,9 @@ pub struct Board {
     halted: Option<String>,
     /// Result files that could not be read, with the error.
     pub corrupt: Vec<(String, Error)>,
+    /// Tasks that could not be claimed for a reason of their own (a lock
+    /// file that is a directory, ...), with the error; they are left out.
+    pub unclaimable: Vec<(String, Error)>,
 }
 
 impl Board {
@@ -169,6 +172,7 @@ impl Board {
             ready: BinaryHeap::new(),
             doomed: Vec::new(),
             corrupt: Vec::new(),
+            unclaimable: Vec::new(),
             tasks,
             index,
             children,
@@ -234,6 +238,44 @@ impl Board {
     /// Dependencies of a task.
     pub fn deps(&self, i: u32) -> &[u32] {
         &self.deps[i as usize]
+    }
+
+    /// Reconciles with `results/` itself, for what the journal may have
+    /// missed (a line lost to a crash, a journal that cannot be written):
+    /// reads every result file whose task the board thinks is open.
+    /// Returns how many tasks changed.
+    pub fn reconcile(&mut self) -> Result<usize> {
+        let rdir = self.dir.results_dir();
+        let mut changed = 0;
+        let mut present = HashSet::new();
+        for entry in fs::read_dir(&rdir).ctx("read", &rdir)?.flatten() {
+            let name = entry.file_name();
+            let Some(&i) = name
+                .to_str()
+                .and_then(|s| s.strip_suffix(".json"))
+                .and_then(|t| self.index.get(t))
+            else {
+                continue;
+            };
+            present.insert(i);
+            if !self.state[i as usize].is_open() {
+                continue;
+            }
+            if let Ok(r) = read_json::<TaskResult>(&entry.path()) {
+                if self.state[i as usize] != state_of(r.status) {
+                    self.record(i, Some(r.status));
+                    changed += 1;
+                }
+            }
+        }
+        // Results moved away (a retry) without a journal line.
+        for i in 0..self.tasks.len() as u32 {
+            if matches!(self.state[i as usize], TaskState::Final(_)) && !present.contains(&i) {
+                self.record(i, None);
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// Applies journal lines written since the last refresh, and notices

@@ -271,13 +271,13 @@ pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>
             Ok(()) => break,
         }
     }
-    journal::append(
+    let _ = journal::append(
         &dir.results_journal(),
         &journal::Entry {
             task: task.to_owned(),
             status: None,
         },
-    )?;
+    );
     Ok(Some(result))
 }
 
@@ -383,20 +383,24 @@ pub fn read_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
     }
 }
 
-/// Writes a task's result (create-once, durable) and journals it.
+/// Writes a task's result (create-once, durable) and journals it. The
+/// journal is a cache: a line that cannot be written is made up for by
+/// [`crate::board::Board::reconcile`], so only the result's own write can
+/// fail this.
 pub fn write_result(dir: &SessionDir, result: &TaskResult) -> Result<()> {
     atomic::create_once(
         &dir.result(&result.task),
         &result.to_bytes(),
         Durability::Durable,
     )?;
-    journal::append(
+    let _ = journal::append(
         &dir.results_journal(),
         &journal::Entry {
             task: result.task.clone(),
             status: Some(result.status),
         },
-    )
+    );
+    Ok(())
 }
 
 /// A claim record found on disk, with whether its lock is held.

@@ -163,6 +163,18 @@ impl Error {
         Error::Invalid(Box::new(diagnostic))
     }
 
+    /// The message with its causes, `a: b: c`, on one line.
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
+    }
+
     /// True when the underlying cause is "no space left on device" or
     /// "quota exceeded".
     pub fn is_disk_full(&self) -> bool {

@@ -19,6 +19,8 @@ pub mod checkpoint;
 pub mod claim;
 pub mod error;
 pub mod fsinfo;
+#[cfg(test)]
+mod fuzz;
 pub mod heartbeat;
 pub mod journal;
 pub mod layout;

@@ -23,6 +23,8 @@ use crate::time;
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Directory of handed-over messages inside a mailbox.
 pub const DELIVERED_DIR: &str = "delivered";
+/// Directory of message files that could not be read.
+pub const CORRUPT_DIR: &str = "corrupt";
 
 /// A message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,12 +144,24 @@ impl Locked<'_> {
         }
     }
 
-    /// The oldest message not yet handed over.
-    pub fn peek(&self) -> Result<Option<Message>> {
-        match self.numbers(&self.mb.dir)?.first() {
-            Some(&n) => Ok(Some(read_json(&self.mb.dir.join(format!("{n:012}.json")))?)),
-            None => Ok(None),
+    /// The oldest readable message not yet handed over. A message file
+    /// that cannot be read is moved to `corrupt/` (kept for a person, out
+    /// of the queue) and reported in `skipped`.
+    pub fn peek(&self, skipped: &mut Vec<String>) -> Result<Option<Message>> {
+        for n in self.numbers(&self.mb.dir)? {
+            let path = self.mb.dir.join(format!("{n:012}.json"));
+            match read_json::<Message>(&path) {
+                Ok(m) => return Ok(Some(m)),
+                Err(e @ Error::Invalid(_)) => {
+                    let aside = self.mb.dir.join(CORRUPT_DIR);
+                    make_private_dir(&aside)?;
+                    atomic::rename_noreplace(&path, &aside.join(format!("{n:012}.json")))?;
+                    skipped.push(format!("{}; moved to {}/", e.chain(), aside.display()));
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok(None)
     }
 
     /// How many messages wait.

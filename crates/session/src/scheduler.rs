@@ -23,13 +23,27 @@ pub fn claim_next(
     while let Some(i) = board.pop_ready() {
         let id = board.task(i).id.clone();
         let resources = board.task(i).resources.clone();
-        let attempt = claim::try_claim_with(
+        let attempt = match claim::try_claim_with(
             board.dir(),
             &id,
             &resources,
             |r| board.capacity(r),
             |attempt| record(&id, attempt),
-        )?;
+        ) {
+            Ok(a) => a,
+            // A full disk stops all claims; anything else is this task's
+            // own problem: leave it out and go on with the others.
+            Err(e) if e.is_disk_full() => {
+                for h in held {
+                    board.push_ready(h);
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                board.unclaimable.push((id.clone(), e));
+                continue;
+            }
+        };
         match attempt {
             Attempt::Claimed(c) => {
                 found = Some((i, *c));
@@ -86,6 +100,20 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
             let Some(_guard) = lock::try_lock(&board.dir().task_lock(&id))? else {
                 continue;
             };
+            // The board may lag a retry that moved the dependency's result
+            // away: ask the disk before recording a skip that would stick.
+            match claim::read_result(board.dir(), &dep_id) {
+                Ok(Some(r)) if r.status.is_final() && r.status != Status::Success => {}
+                Ok(Some(r)) => {
+                    board.record(dep, Some(r.status));
+                    continue;
+                }
+                Ok(None) => {
+                    board.record(dep, None);
+                    continue;
+                }
+                Err(_) => continue,
+            }
             let attempt = claim::next_attempt(board.dir(), &id)?;
             let now = time::rfc3339(&time::now());
             let result = TaskResult {
@@ -231,6 +259,9 @@ pub fn explain_blocked(board: &Board) -> Vec<String> {
     }
     if let Some(cycle) = deadlock_cycle(board) {
         lines.push(format!("deadlock: {cycle}"));
+    }
+    for (task, e) in &board.unclaimable {
+        lines.push(format!("{task} cannot be claimed: {}", e.chain()));
     }
     lines
 }

@@ -92,7 +92,12 @@ fn write(
 pub fn set(dir: &SessionDir, key: &str, value: Value, by: &str) -> Result<Entry> {
     check_name("key", key)?;
     with_lock(dir, key, || {
-        let prev = get(dir, key)?;
+        // A damaged value is replaced (`cas` refuses it instead).
+        let prev = match get(dir, key) {
+            Ok(p) => p,
+            Err(Error::Invalid(_)) => None,
+            Err(e) => return Err(e),
+        };
         write(dir, key, value, prev.as_ref(), by)
     })
 }

@@ -105,6 +105,8 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
             "another tick has held locks/tick.lock for 10s; is one stuck?",
         ));
     };
+    // Ticks come often and late: they tidy what killed processes left.
+    orch_session::atomic::sweep_session(dir.path());
     let mut board = Board::load(dir, session.load_plan()?)?;
     scheduler::skip_doomed(&mut board, "orch-worker tick")?;
     if scheduler::mark_finished(&board, "orch-worker tick")? {
