@@ -8,6 +8,7 @@ fn clap_definitions_are_consistent() {
     orch_cli::plan::command().debug_assert();
     orch_cli::claim::command().debug_assert();
     orch_cli::worker::command().debug_assert();
+    orch_cli::aggregate::command().debug_assert();
 }
 
 #[test]
@@ -30,7 +31,7 @@ fn every_binary_has_help_with_examples_and_exit_codes() {
         }
         assert!(text.is_ascii(), "{b} help is not ASCII");
     }
-    for b in ["orch-plan", "orch-claim", "orch-worker"] {
+    for b in ["orch-plan", "orch-claim", "orch-worker", "orch-aggregate"] {
         assert!(
             stdout(&env.run(b, &["--help"])).contains("Examples:"),
             "{b}"
@@ -41,7 +42,7 @@ fn every_binary_has_help_with_examples_and_exit_codes() {
 #[test]
 fn unbuilt_binaries_say_so_and_exit_2() {
     let env = Env::new();
-    for b in ["orch-sync", "orch-aggregate", "orch-monitor"] {
+    for b in ["orch-sync", "orch-monitor"] {
         let out = env.run(b, &["status"]);
         assert_eq!(out.status.code(), Some(2), "{b}");
         assert!(stderr(&out).contains("not built yet"));

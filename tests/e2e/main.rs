@@ -2,6 +2,7 @@
 //! End-to-end tests: the built binaries against temporary roots, with real
 //! processes, signals and files.
 
+mod aggregate;
 mod claim;
 mod cli;
 mod locks;

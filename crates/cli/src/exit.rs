@@ -27,6 +27,17 @@ pub const NOTHING_RUNNABLE: u8 = 7;
 pub const FINISHED: u8 = 8;
 /// A wait timed out.
 pub const TIMEOUT: u8 = 9;
+/// `orch-aggregate`: some tasks failed, under 1% of those that ran; retry
+/// them.
+pub const RETRY: u8 = 10;
+/// `orch-aggregate`: 1% to 10% of the tasks that ran failed; retry them
+/// with a quarter fewer agents.
+pub const RETRY_FEWER_AGENTS: u8 = 11;
+/// `orch-aggregate`: over 10% (up to 50%) failed; fall back to one agent,
+/// or stop.
+pub const SEQUENTIAL: u8 = 12;
+/// `orch-aggregate`: nothing failed, but tasks have no final result yet.
+pub const UNFINISHED: u8 = 13;
 
 /// The exit code for a process stopped by signal `sig`: 128 + sig.
 pub fn for_signal(sig: i32) -> u8 {

@@ -4,6 +4,7 @@
 
 #![deny(missing_docs)]
 
+pub mod aggregate;
 pub mod claim;
 pub mod common;
 pub mod exit;
