@@ -565,10 +565,11 @@ fn each_failure_rate_band_gives_its_recommendation_and_exit_code() {
 #[test]
 fn corrupt_results_are_listed_and_the_rest_is_reported() {
     let env = Env::new();
-    let id = env.plan(
-        "[[task]]\nid = \"ok\"\ncommand = \"true\"\n[[task]]\nid = \"garbled\"\ncommand = \"true\"\n\
-         [[task]]\nid = \"partial\"\ncommand = \"true\"\n",
-    );
+    let mut plan = String::new();
+    for t in ["ok", "garbled", "partial", "typed", "other", "timeless"] {
+        plan += &format!("[[task]]\nid = \"{t}\"\ncommand = \"true\"\n");
+    }
+    let id = env.plan(&plan);
     let d = dir(&env, &id);
     claim::write_result(&d, &result("ok", Status::Success, 0.0, 2.0)).unwrap();
     let garbled = env.session_dir(&id).join("results/garbled.json");
@@ -580,17 +581,48 @@ fn corrupt_results_are_listed_and_the_rest_is_reported() {
     )
     .unwrap();
     let before = fs::read(&garbled).unwrap();
+    // Valid JSON, but not a valid result: the same files a worker's board
+    // refuses are refused here.
+    let mut wrong_type = serde_json::to_value(result("typed", Status::Success, 0.0, 1.0)).unwrap();
+    wrong_type["pid"] = json!("not a number");
+    let mut wrong_task = serde_json::to_value(result("other", Status::Success, 0.0, 1.0)).unwrap();
+    wrong_task["task"] = json!("someone-else");
+    let mut bad_time = serde_json::to_value(result("timeless", Status::Success, 0.0, 1.0)).unwrap();
+    bad_time["finished"] = json!("yesterday");
+    for (task, v) in [
+        ("typed", wrong_type),
+        ("other", wrong_task),
+        ("timeless", bad_time),
+    ] {
+        fs::write(
+            env.session_dir(&id).join(format!("results/{task}.json")),
+            serde_json::to_vec(&v).unwrap(),
+        )
+        .unwrap();
+    }
 
     let (code, r) = agg_json(&env, &id, &[]);
     assert_eq!(code, 3, "unreadable results and nothing failed: repair");
     let corrupt = r["corrupt"].as_array().unwrap();
-    assert_eq!(corrupt.len(), 2, "{corrupt:#?}");
+    assert_eq!(corrupt.len(), 5, "{corrupt:#?}");
+    let error = |task: &str| -> String {
+        let c = corrupt.iter().find(|c| c["task"] == task).expect(task);
+        c["error"].as_str().unwrap().to_owned()
+    };
+    assert!(error("other").contains("names task `someone-else` but belongs to `other`"));
+    assert!(error("timeless").contains("`finished` is not an RFC 3339 time: `yesterday`"));
+    assert!(
+        error("typed").contains("invalid type: string \"not a number\""),
+        "{}",
+        error("typed")
+    );
+    // Sorted by path.
     assert_eq!(corrupt[0]["path"], garbled.display().to_string());
     assert_eq!(corrupt[0]["line"], 1);
     assert!(corrupt[0]["error"].as_str().unwrap().contains("EOF"));
-    assert_eq!(corrupt[1]["path"], partial.display().to_string());
+    assert_eq!(corrupt[2]["path"], partial.display().to_string());
     assert!(
-        corrupt[1]["error"]
+        corrupt[2]["error"]
             .as_str()
             .unwrap()
             .contains("missing field `status`"),
@@ -598,11 +630,14 @@ fn corrupt_results_are_listed_and_the_rest_is_reported() {
     );
     // The rest is still reported.
     assert_eq!(r["totals"]["success"], 1);
-    assert_eq!(r["totals"]["corrupt"], 2);
+    assert_eq!(r["totals"]["corrupt"], 5);
     assert_eq!(r["timing"]["sequential_ms"], 2000);
     assert_eq!(r["next_step"]["action"], "repair");
     let cmd = r["next_step"]["command"].as_str().unwrap();
-    assert!(cmd.contains("retry --task garbled partial &&"), "{cmd}");
+    assert!(
+        cmd.contains("retry --task garbled other partial timeless typed &&"),
+        "{cmd}"
+    );
 
     let (_, text, _) = agg(&env, &id, &[]);
     assert!(
@@ -615,7 +650,17 @@ fn corrupt_results_are_listed_and_the_rest_is_reported() {
     // Moving them aside keeps their bytes in history; the tasks are open.
     let out = env.run(
         "orch-aggregate",
-        &["retry", "--session", &id, "--task", "garbled", "partial"],
+        &[
+            "retry",
+            "--session",
+            &id,
+            "--task",
+            "garbled",
+            "partial",
+            "typed",
+            "other",
+            "timeless",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!garbled.exists());
@@ -624,8 +669,8 @@ fn corrupt_results_are_listed_and_the_rest_is_reported() {
     let (code, r) = agg_json(&env, &id, &[]);
     assert_eq!(code, 13, "{r:#}");
     // The archived garbage is listed as an unreadable attempt, not a result.
-    assert_eq!(r["retries"]["by_status"]["unreadable"], 2);
-    assert_eq!(r["totals"]["pending"], 2);
+    assert_eq!(r["retries"]["by_status"]["unreadable"], 5);
+    assert_eq!(r["totals"]["pending"], 5);
 }
 
 #[test]
@@ -745,6 +790,68 @@ command = "true"
         r["retries"]["by_status"],
         json!({"failure": 1, "skipped": 2})
     );
+}
+
+#[test]
+fn a_running_worker_picks_up_retried_tasks() {
+    let env = Env::new();
+    let (fixed, go) = (env.path("fixed"), env.path("go"));
+    // `bad` and its dependent have the longer path, so they run first;
+    // then `slow` holds the worker until the test lets it go.
+    let id = env.plan(&format!(
+        r#"
+[[task]]
+id = "bad"
+command = "test -e '{f}'"
+[[task]]
+id = "child"
+command = "true"
+after = ["bad"]
+[[task]]
+id = "slow"
+command = "while [ ! -e '{g}' ]; do sleep 0.02; done"
+"#,
+        f = fixed.display(),
+        g = go.display()
+    ));
+    let sdir = env.session_dir(&id);
+    let mut worker = Guard::new(
+        env.cmd("orch-worker")
+            .args(["--session", &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("bad to fail and slow to start", LONG, || {
+        sdir.join("results/child.json").exists() && sdir.join("claims/slow.json").exists()
+    });
+    fs::write(&fixed, "").unwrap();
+    let out = env.run("orch-aggregate", &["retry", "--failed", "--session", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::write(&go, "").unwrap();
+    worker.wait_timeout(LONG);
+    let r = env.results(&id);
+    let got: Vec<(&str, &str, u64)> = ["bad", "child", "slow"]
+        .iter()
+        .map(|t| {
+            (
+                *t,
+                r[*t]["status"].as_str().unwrap(),
+                r[*t]["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("bad", "success", 2),
+            ("child", "success", 2),
+            ("slow", "success", 1)
+        ]
+    );
+    let (code, _) = agg_json(&env, &id, &[]);
+    assert_eq!(code, 0);
 }
 
 #[test]

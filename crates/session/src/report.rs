@@ -47,6 +47,7 @@ use crate::plan::Task;
 use crate::result::{Status, TaskResult};
 
 pub use load::load;
+use timing::millis;
 
 /// Current `aggregate.json` format.
 pub const REPORT_FORMAT: u32 = 1;
@@ -61,6 +62,106 @@ pub const FEWER_AGENTS_UP_TO: f64 = 0.10;
 /// See [`RETRY_BELOW`].
 pub const SEQUENTIAL_UP_TO: f64 = 0.50;
 
+/// A task as the report sees it: what places it in the plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportTask {
+    /// Task id.
+    pub id: String,
+    /// Ids of the tasks it waits for.
+    pub after: Vec<String>,
+    /// Its wave (dependency depth, from 1).
+    pub wave: u32,
+    /// Its group, if any.
+    pub group: Option<String>,
+    /// Its competition, if any.
+    pub compete: Option<String>,
+}
+
+impl From<&Task> for ReportTask {
+    fn from(t: &Task) -> Self {
+        Self {
+            id: t.id.clone(),
+            after: t.after.clone(),
+            wave: t.wave,
+            group: t.group.clone(),
+            compete: t.compete.clone(),
+        }
+    }
+}
+
+/// What the report needs of a result or an archived attempt, with its
+/// times already parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// How it ended.
+    pub status: Status,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Why, for anything but success.
+    pub reason: Option<String>,
+    /// When it finished, milliseconds since the epoch.
+    pub finished_ms: i64,
+    /// When it ran, `[start, end]` in milliseconds since the epoch; `None`
+    /// for `skipped`, which did not run.
+    pub span: Option<(i64, i64)>,
+    /// Its insights.
+    pub insights: Vec<String>,
+    /// Its decisions, in key order.
+    pub decisions: Vec<(String, Value)>,
+    /// Its score.
+    pub score: Option<f64>,
+}
+
+impl Outcome {
+    /// The outcome of a result, or why its times cannot be used.
+    pub fn from_result(r: &TaskResult) -> Result<Outcome, String> {
+        let (finished_ms, span) =
+            Self::times(r.status, r.started.as_deref(), &r.finished, r.duration)?;
+        Ok(Outcome {
+            status: r.status,
+            attempt: r.attempt,
+            reason: r.reason.clone(),
+            finished_ms,
+            span,
+            insights: r.output.insights.clone(),
+            decisions: r
+                .output
+                .decisions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            score: r.output.score,
+        })
+    }
+
+    /// Parses a result's times: its end, and the span it ran (without
+    /// `started`, it began `duration` seconds before it finished).
+    pub fn times(
+        status: Status,
+        started: Option<&str>,
+        finished: &str,
+        duration: f64,
+    ) -> Result<(i64, Option<(i64, i64)>), String> {
+        let end = millis(finished).ok_or_else(|| {
+            format!(
+                "`finished` is not an RFC 3339 time: `{}`",
+                finished.escape_debug()
+            )
+        })?;
+        if duration < 0.0 || !duration.is_finite() {
+            return Err(format!("`duration` is negative: {duration}"));
+        }
+        let start = match started {
+            Some(s) => millis(s).ok_or_else(|| {
+                format!("`started` is not an RFC 3339 time: `{}`", s.escape_debug())
+            })?,
+            None => end - (duration * 1000.0).round() as i64,
+        };
+        let span = (status != Status::Skipped).then_some((start.min(end), end));
+        Ok((end, span))
+    }
+}
+
 /// Everything a report is computed from.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -73,11 +174,11 @@ pub struct Inputs {
     /// Agents from the session's settings.
     pub agents: u32,
     /// The plan's tasks, in plan order.
-    pub tasks: Vec<Task>,
+    pub tasks: Vec<ReportTask>,
     /// Each task's result (same index as `tasks`), if it has a readable one.
-    pub results: Vec<Option<TaskResult>>,
+    pub results: Vec<Option<Outcome>>,
     /// Each task's archived attempts (same index as `tasks`), in order.
-    pub history: Vec<Vec<TaskResult>>,
+    pub history: Vec<Vec<Outcome>>,
     /// Files that could not be read or are not valid results.
     pub corrupt: Vec<BadFile>,
     /// Files in `results/` or `history/` that belong to no task of the plan.
@@ -622,7 +723,7 @@ fn ratio(num: f64, den: f64) -> Option<f64> {
 enum TaskState<'a> {
     Pending,
     Corrupt,
-    Has(&'a TaskResult),
+    Has(&'a Outcome),
 }
 
 /// Computes the report. Pure: reads nothing but its arguments.
@@ -665,16 +766,16 @@ pub fn compute(inp: &Inputs, opt: &Options) -> Report {
     let mut totals = timing::Bucket::default();
     let mut waves: BTreeMap<u32, timing::Bucket> = BTreeMap::new();
     let any_group = inp.tasks.iter().any(|t| t.group.is_some());
-    let mut group_order: Vec<Option<String>> = Vec::new();
-    let mut groups: HashMap<Option<String>, timing::Bucket> = HashMap::new();
+    let mut group_order: Vec<Option<&str>> = Vec::new();
+    let mut groups: HashMap<Option<&str>, timing::Bucket> = HashMap::new();
     for i in (0..n).filter(|&i| in_scope[i]) {
         let t = &inp.tasks[i];
         let span = spans[i];
         totals.add(i, states[i], span);
         waves.entry(t.wave).or_default().add(i, states[i], span);
         if any_group {
-            let g = groups.entry(t.group.clone()).or_insert_with(|| {
-                group_order.push(t.group.clone());
+            let g = groups.entry(t.group.as_deref()).or_insert_with(|| {
+                group_order.push(t.group.as_deref());
                 timing::Bucket::default()
             });
             g.add(i, states[i], span);
@@ -692,18 +793,28 @@ pub fn compute(inp: &Inputs, opt: &Options) -> Report {
         .into_iter()
         .map(|g| {
             let stats = groups.remove(&g).unwrap_or_default().stats(id_of);
-            GroupRow { group: g, stats }
+            GroupRow {
+                group: g.map(str::to_owned),
+                stats,
+            }
         })
         .collect();
 
     let timing = timing::timing(inp, &in_scope, &spans, agents);
     let critical_path = timing::critical_path(inp, &in_scope, &spans, &index, &states);
 
+    // Longest first, ties in plan order; only the top few are sorted.
+    let key = |i: usize| (std::cmp::Reverse(spans[i].map_or(0, |(s, e)| e - s)), i);
     let mut slowest: Vec<usize> = (0..n)
         .filter(|&i| in_scope[i] && spans[i].is_some())
         .collect();
-    slowest.sort_by_key(|&i| std::cmp::Reverse(spans[i].map_or(0, |(s, e)| e - s)));
-    slowest.truncate(opt.top);
+    if opt.top < slowest.len() {
+        if opt.top > 0 {
+            slowest.select_nth_unstable_by_key(opt.top - 1, |&i| key(i));
+        }
+        slowest.truncate(opt.top);
+    }
+    slowest.sort_unstable_by_key(|&i| key(i));
     let slowest = slowest
         .into_iter()
         .filter_map(|i| {
@@ -721,7 +832,7 @@ pub fn compute(inp: &Inputs, opt: &Options) -> Report {
         })
         .collect();
 
-    let retries = retries(inp, &in_scope);
+    let retries = retries(inp, &in_scope, &index);
     let failed: Vec<Failed> = (0..n)
         .filter(|&i| in_scope[i])
         .filter_map(|i| match states[i] {
@@ -776,7 +887,7 @@ pub fn compute(inp: &Inputs, opt: &Options) -> Report {
     }
 }
 
-fn retries(inp: &Inputs, in_scope: &[bool]) -> Retries {
+fn retries(inp: &Inputs, in_scope: &[bool], index: &HashMap<&str, usize>) -> Retries {
     let mut out = Retries::default();
     let mut per_task: Vec<usize> = vec![0; inp.tasks.len()];
     for (i, h) in inp.history.iter().enumerate() {
@@ -790,12 +901,6 @@ fn retries(inp: &Inputs, in_scope: &[bool]) -> Retries {
                 .or_default() += 1;
         }
     }
-    let index: HashMap<&str, usize> = inp
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.as_str(), i))
-        .collect();
     for b in inp.corrupt.iter().filter(|b| b.history) {
         if let Some(&i) = b.task.as_deref().and_then(|t| index.get(t)) {
             if in_scope[i] {

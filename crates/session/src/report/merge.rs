@@ -6,12 +6,11 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::timing::millis;
 use super::{
     Competition, Criterion, Decision, DecisionOption, DecisionState, Decisions, Entrant, Inputs,
-    Insight, Policy,
+    Insight, Outcome, Policy,
 };
-use crate::result::{Status, TaskResult};
+use crate::result::Status;
 
 /// Text normalised for comparison: lowercase, runs of white space as one
 /// space, no leading or trailing space or final punctuation.
@@ -37,7 +36,7 @@ fn normalize_value(v: &Value) -> String {
 fn results_in_scope<'a>(
     inp: &'a Inputs,
     in_scope: &'a [bool],
-) -> impl Iterator<Item = (usize, &'a TaskResult)> + 'a {
+) -> impl Iterator<Item = (usize, &'a Outcome)> + 'a {
     inp.results
         .iter()
         .enumerate()
@@ -50,16 +49,25 @@ fn results_in_scope<'a>(
 pub(super) fn insights(inp: &Inputs, in_scope: &[bool]) -> Vec<Insight> {
     let mut order: Vec<(String, Vec<usize>)> = Vec::new();
     let mut by_key: HashMap<String, usize> = HashMap::new();
+    // Most insights repeat word for word: normalise each text once.
+    let mut by_text: HashMap<&str, Option<usize>> = HashMap::new();
     for (i, r) in results_in_scope(inp, in_scope) {
-        for text in &r.output.insights {
-            let key = normalize(text);
-            if key.is_empty() {
-                continue;
-            }
-            let slot = *by_key.entry(key).or_insert_with(|| {
-                order.push((text.trim().to_owned(), Vec::new()));
-                order.len() - 1
-            });
+        for text in &r.insights {
+            let slot = match by_text.get(text.as_str()) {
+                Some(&s) => s,
+                None => {
+                    let key = normalize(text);
+                    let s = (!key.is_empty()).then(|| {
+                        *by_key.entry(key).or_insert_with(|| {
+                            order.push((text.trim().to_owned(), Vec::new()));
+                            order.len() - 1
+                        })
+                    });
+                    by_text.insert(text, s);
+                    s
+                }
+            };
+            let Some(slot) = slot else { continue };
             let tasks = &mut order[slot].1;
             if tasks.last() != Some(&i) {
                 tasks.push(i);
@@ -85,28 +93,48 @@ struct Opt {
 
 /// Decisions of every result, by key; conflicts settled by `policy`.
 pub(super) fn decisions(inp: &Inputs, in_scope: &[bool], policy: Policy) -> Decisions {
-    let mut keys: std::collections::BTreeMap<&str, (Vec<Opt>, HashMap<String, usize>)> =
-        std::collections::BTreeMap::new();
+    /// A key's values so far: the options, by normalised value, and a
+    /// cache of string values seen word for word.
+    #[derive(Default)]
+    struct Seen<'a> {
+        opts: Vec<Opt>,
+        by_norm: HashMap<String, usize>,
+        by_text: HashMap<&'a str, usize>,
+    }
+    let mut keys: HashMap<&str, Seen> = HashMap::new();
     for (i, r) in results_in_scope(inp, in_scope) {
-        for (k, v) in &r.output.decisions {
-            let (opts, by_norm) = keys.entry(k.as_str()).or_default();
-            let slot = *by_norm.entry(normalize_value(v)).or_insert_with(|| {
-                opts.push(Opt {
-                    value: v.clone(),
-                    tasks: Vec::new(),
-                });
-                opts.len() - 1
-            });
-            opts[slot].tasks.push(i);
+        for (k, v) in &r.decisions {
+            let seen = keys.entry(k.as_str()).or_default();
+            let cached = v.as_str().and_then(|s| seen.by_text.get(s).copied());
+            let slot = match cached {
+                Some(slot) => slot,
+                None => {
+                    let Seen { opts, by_norm, .. } = &mut *seen;
+                    let slot = *by_norm.entry(normalize_value(v)).or_insert_with(|| {
+                        opts.push(Opt {
+                            value: v.clone(),
+                            tasks: Vec::new(),
+                        });
+                        opts.len() - 1
+                    });
+                    if let Some(s) = v.as_str() {
+                        seen.by_text.insert(s, slot);
+                    }
+                    slot
+                }
+            };
+            seen.opts[slot].tasks.push(i);
         }
     }
+    let mut keys: Vec<(&str, Vec<Opt>)> = keys.into_iter().map(|(k, s)| (k, s.opts)).collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let result = |i: usize| inp.results.get(i).and_then(Option::as_ref);
     let id = |i: usize| inp.tasks[i].id.as_str();
     let mut out = Decisions {
         policy,
         ..Decisions::default()
     };
-    for (key, (mut opts, _)) in keys {
+    for (key, mut opts) in keys {
         opts.sort_by_key(|o| std::cmp::Reverse(o.tasks.len()));
         let (state, chosen, reason) = if opts.len() == 1 {
             (DecisionState::Agreed, Some(0), None)
@@ -143,7 +171,7 @@ pub(super) fn decisions(inp: &Inputs, in_scope: &[bool], policy: Policy) -> Deci
 fn settle<'a>(
     opts: &[Opt],
     policy: Policy,
-    result: impl Fn(usize) -> Option<&'a TaskResult>,
+    result: impl Fn(usize) -> Option<&'a Outcome>,
     id: impl Fn(usize) -> &'a str,
 ) -> (Option<usize>, String) {
     let total: usize = opts.iter().map(|o| o.tasks.len()).sum();
@@ -182,9 +210,7 @@ fn settle<'a>(
                 .enumerate()
                 .flat_map(|(k, o)| o.tasks.iter().map(move |&i| (i, k)))
                 .map(|(i, k)| {
-                    let at = result(i)
-                        .and_then(|r| millis(&r.finished))
-                        .unwrap_or(i64::MAX);
+                    let at = result(i).map_or(i64::MAX, |r| r.finished_ms);
                     (at, i, k)
                 })
                 .min();
@@ -201,7 +227,7 @@ fn settle<'a>(
                 .filter_map(|(k, o)| {
                     o.tasks
                         .iter()
-                        .filter_map(|&i| result(i).and_then(|r| r.output.score).map(|s| (s, i)))
+                        .filter_map(|&i| result(i).and_then(|r| r.score).map(|s| (s, i)))
                         .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
                         .map(|(s, i)| (k, s, i))
                 })
@@ -297,7 +323,7 @@ fn judge(
             Entrant {
                 task: inp.tasks[i].id.clone(),
                 status: r.map(|r| r.status),
-                score: r.and_then(|r| r.output.score),
+                score: r.and_then(|r| r.score),
                 duration_ms: spans[i].map(|(s, e)| (e - s) as u64),
             }
         })

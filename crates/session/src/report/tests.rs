@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::plan::{Action as PlanAction, Task};
 use crate::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
 
 /// `T0 + secs`, as the worker writes it.
@@ -17,25 +16,19 @@ fn at(secs: f64) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
-fn task(id: &str, after: &[&str], wave: u32, group: Option<&str>) -> Task {
-    Task {
+fn task(id: &str, after: &[&str], wave: u32, group: Option<&str>) -> ReportTask {
+    ReportTask {
         id: id.to_owned(),
-        title: None,
-        action: PlanAction::Command("true".to_owned()),
         after: after.iter().map(|s| (*s).to_owned()).collect(),
-        files: vec![],
-        resources: vec![],
-        estimate_ms: None,
-        timeout_ms: 1000,
-        retries: 0,
-        env: BTreeMap::new(),
-        cwd: None,
-        compete: None,
-        group: group.map(str::to_owned),
-        line: None,
         wave,
-        priority: 0,
+        group: group.map(str::to_owned),
+        compete: None,
     }
+}
+
+/// The outcome of a result, as the loader makes it.
+fn o(r: &TaskResult) -> Outcome {
+    Outcome::from_result(r).unwrap()
 }
 
 fn ran(id: &str, status: Status, start: f64, end: f64) -> TaskResult {
@@ -77,8 +70,9 @@ fn decisions(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn inputs(tasks: Vec<Task>, results: Vec<Option<TaskResult>>) -> Inputs {
+fn inputs(tasks: Vec<ReportTask>, results: Vec<Option<TaskResult>>) -> Inputs {
     let n = tasks.len();
+    let results = results.iter().map(|r| r.as_ref().map(o)).collect();
     Inputs {
         session: "s1".to_owned(),
         name: "fixture".to_owned(),
@@ -138,7 +132,7 @@ fn fixture() -> Inputs {
         tasks,
         vec![Some(a), Some(b), Some(c), Some(skipped("d", 8.0)), Some(e)],
     );
-    inp.history[2] = vec![ran("c", Status::Failure, 4.0, 5.0)];
+    inp.history[2] = vec![o(&ran("c", Status::Failure, 4.0, 5.0))];
     inp
 }
 
@@ -592,4 +586,34 @@ fn criteria_lists_parse_strictly() {
         .contains("success, score and duration"));
     assert!("majority".parse::<Policy>().is_ok());
     assert!("vote".parse::<Policy>().is_err());
+}
+
+#[test]
+fn results_with_unusable_times_are_refused() {
+    let t = "2026-01-01T00:00:10.000+00:00";
+    assert_eq!(
+        Outcome::times(
+            Status::Success,
+            Some("2026-01-01T00:00:04.500+00:00"),
+            t,
+            5.5
+        ),
+        Ok((
+            1_767_225_610_000,
+            Some((1_767_225_604_500, 1_767_225_610_000))
+        ))
+    );
+    assert_eq!(
+        Outcome::times(Status::Skipped, None, t, 0.0),
+        Ok((1_767_225_610_000, None))
+    );
+    assert!(Outcome::times(Status::Success, None, "yesterday", 1.0)
+        .unwrap_err()
+        .contains("`finished` is not an RFC 3339 time"));
+    assert!(Outcome::times(Status::Success, Some("soon"), t, 1.0)
+        .unwrap_err()
+        .contains("`started`"));
+    assert!(Outcome::times(Status::Success, None, t, -1.0)
+        .unwrap_err()
+        .contains("negative"));
 }

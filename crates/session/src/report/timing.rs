@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Local};
 
 use super::{ratio, CriticalPath, Inputs, PathStep, Stats, TaskState, Timing};
-use crate::result::{Status, TaskResult};
+use crate::result::Status;
 use crate::time;
 
 /// Milliseconds since the epoch of an RFC 3339 time.
@@ -23,25 +23,6 @@ fn format_millis(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The span `[start, end]` of a result that ran (any status but
-/// `skipped`). Without `started`, it began `duration` before `finished`.
-pub(super) fn span(r: &TaskResult) -> Option<(i64, i64)> {
-    if r.status == Status::Skipped {
-        return None;
-    }
-    let end = millis(&r.finished)?;
-    let start = match r.started.as_deref().and_then(millis) {
-        Some(s) => s,
-        None => end - (r.duration.max(0.0) * 1000.0).round() as i64,
-    };
-    Some((start.min(end), end))
-}
-
-/// The start of a result as written, or computed.
-fn started_text(r: &TaskResult, start: i64) -> String {
-    r.started.clone().unwrap_or_else(|| format_millis(start))
-}
-
 /// Span of each task's final result (succeeded, failed or timed out).
 pub(super) fn final_spans(inp: &Inputs) -> Vec<Option<(i64, i64)>> {
     (0..inp.tasks.len())
@@ -51,7 +32,7 @@ pub(super) fn final_spans(inp: &Inputs) -> Vec<Option<(i64, i64)>> {
                 r.status,
                 Status::Success | Status::Failure | Status::Timeout
             ) {
-                span(r)
+                r.span
             } else {
                 None
             }
@@ -120,11 +101,11 @@ pub(super) fn timing(
         } else if let Some(r) = inp.results.get(i).and_then(Option::as_ref) {
             // An interrupted result took agent time too.
             if r.status == Status::Interrupted {
-                runs.extend(span(r));
+                runs.extend(r.span);
             }
         }
         if let Some(h) = inp.history.get(i) {
-            runs.extend(h.iter().filter_map(span));
+            runs.extend(h.iter().filter_map(|a| a.span));
         }
     }
     let mut t = Timing {
@@ -228,7 +209,7 @@ pub(super) fn critical_path(
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| in_scope[*i])
-                .flat_map(|(_, h)| h.iter().filter_map(span).map(|s| s.0)),
+                .flat_map(|(_, h)| h.iter().filter_map(|a| a.span).map(|s| s.0)),
         )
         .min();
     let mut steps = Vec::with_capacity(chain.len());
@@ -240,8 +221,8 @@ pub(super) fn critical_path(
         steps.push(PathStep {
             task: inp.tasks[i].id.clone(),
             status: r.status,
-            started: started_text(r, start),
-            finished: r.finished.clone(),
+            started: format_millis(start),
+            finished: format_millis(end),
             duration_ms: (end - start) as u64,
             waited_ms: prev_end.map_or(0, |p| (start - p).max(0) as u64),
         });
