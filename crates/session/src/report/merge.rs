@@ -340,8 +340,17 @@ fn judge(
     let names: Vec<&str> = criteria.iter().map(|c| c.as_str()).collect();
     let by = names.join(", then ");
     let (winner, tied, mut reason) = match eligible.first() {
-        None if needs_success => (None, Vec::new(), "no entrant succeeded".to_owned()),
-        None => (None, Vec::new(), "no entrant has finished".to_owned()),
+        None if open == entrants.len() => {
+            return Competition {
+                name: name.to_owned(),
+                criteria: criteria.to_vec(),
+                winner: None,
+                tied: Vec::new(),
+                reason: "no entrant has finished yet".to_owned(),
+                entrants,
+            }
+        }
+        None => (None, Vec::new(), "no entrant succeeded".to_owned()),
         Some(best) => {
             let tied: Vec<String> = eligible
                 .iter()
