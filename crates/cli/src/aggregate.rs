@@ -363,8 +363,8 @@ fn append(file: &Path, text: &str) -> Result<()> {
 
 fn retry_cmd(global: &Global, selection: &Selection, dry_run: bool) -> Result<u8> {
     let session = session(global)?;
-    let plan = session.load_plan()?;
-    let targets = retry::plan(&session.dir, &plan, selection)?;
+    let inputs = report::load(&session)?;
+    let targets = retry::plan(&inputs, selection)?;
     let sa = session_args(&session);
     let agents = session.info.settings.agents;
     let next = if agents > 1 {

@@ -27,9 +27,9 @@ use crate::journal;
 use crate::layout::{check_name, SessionDir};
 use crate::lock::{self, LockGuard};
 use crate::log;
-use crate::plan::PlanDoc;
-use crate::result::{Status, TaskResult};
-use crate::session::{make_private_dir, read_json};
+use crate::report::{Inputs, ReportTask};
+use crate::result::Status;
+use crate::session::make_private_dir;
 
 /// How long to wait for a task's lock before giving up: long enough to
 /// ride over a claimer that looks at a finished task and lets go, short
@@ -67,10 +67,11 @@ pub struct Target {
     pub moved_to: Option<PathBuf>,
 }
 
-/// Works out which tasks a retry resets, parents before children, without
-/// changing anything.
-pub fn plan(dir: &SessionDir, plan: &PlanDoc, selection: &Selection) -> Result<Vec<Target>> {
-    let tasks = &plan.tasks;
+/// Works out which tasks a retry resets, parents before children, from a
+/// session read by [`crate::report::load`] (every result, read in
+/// parallel). Changes nothing.
+pub fn plan(inp: &Inputs, selection: &Selection) -> Result<Vec<Target>> {
+    let tasks = &inp.tasks;
     let index: HashMap<&str, usize> = tasks
         .iter()
         .enumerate()
@@ -84,21 +85,26 @@ pub fn plan(dir: &SessionDir, plan: &PlanDoc, selection: &Selection) -> Result<V
             }
         }
     }
-    let mut cache: HashMap<usize, Option<Found>> = HashMap::new();
-    let mut found = |i: usize| -> Result<Option<Found>> {
-        if let Some(f) = cache.get(&i) {
-            return Ok(f.clone());
+    let unreadable: HashMap<&str, &str> = inp
+        .corrupt
+        .iter()
+        .filter(|b| !b.history)
+        .filter_map(|b| Some((b.task.as_deref()?, b.error.as_str())))
+        .collect();
+    let found = |i: usize| -> Option<Found> {
+        match inp.results.get(i).and_then(Option::as_ref) {
+            Some(o) => Some(Found::Result(o.status, o.attempt)),
+            None => unreadable
+                .get(tasks[i].id.as_str())
+                .map(|e| Found::Unreadable((*e).to_owned())),
         }
-        let f = read_found(dir, &tasks[i].id)?;
-        cache.insert(i, f.clone());
-        Ok(f)
     };
 
     let mut chosen: Vec<usize> = Vec::new();
     match selection {
         Selection::Failed => {
-            for i in results_present(dir, &index)? {
-                if let Some(Found::Result(Status::Failure | Status::Timeout, _)) = found(i)? {
+            for i in 0..tasks.len() {
+                if let Some(Found::Result(Status::Failure | Status::Timeout, _)) = found(i) {
                     chosen.push(i);
                 }
             }
@@ -108,13 +114,9 @@ pub fn plan(dir: &SessionDir, plan: &PlanDoc, selection: &Selection) -> Result<V
                 check_name("task id", id)?;
                 let &i = index.get(id.as_str()).ok_or_else(|| Error::UnknownTask {
                     task: id.clone(),
-                    session: dir
-                        .path()
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    session: inp.session.clone(),
                 })?;
-                if found(i)?.is_none() {
+                if found(i).is_none() {
                     return Err(Error::State {
                         task: id.clone(),
                         reason: "it has no result to retry: it has not run yet, or it is running"
@@ -135,13 +137,10 @@ pub fn plan(dir: &SessionDir, plan: &PlanDoc, selection: &Selection) -> Result<V
     let mut queue: Vec<usize> = chosen.clone();
     while let Some(p) = queue.pop() {
         for &c in &children[p] {
-            if set.contains(&c) {
+            if set.contains(&c) || !matches!(found(c), Some(Found::Result(Status::Skipped, _))) {
                 continue;
             }
-            if !matches!(found(c)?, Some(Found::Result(Status::Skipped, _))) {
-                continue;
-            }
-            if blocking_dep(tasks, &index, c, &set, &mut found)?.is_some() {
+            if blocking_dep(tasks, &index, c, &set, &found).is_some() {
                 continue;
             }
             set.insert(c);
@@ -152,8 +151,8 @@ pub fn plan(dir: &SessionDir, plan: &PlanDoc, selection: &Selection) -> Result<V
     // A chosen skipped task whose failed dependency stays failed would only
     // be skipped again: say which one to retry instead.
     for &i in &chosen {
-        if let Some(Found::Result(Status::Skipped, _)) = found(i)? {
-            if let Some(d) = blocking_dep(tasks, &index, i, &set, &mut found)? {
+        if let Some(Found::Result(Status::Skipped, _)) = found(i) {
+            if let Some(d) = blocking_dep(tasks, &index, i, &set, &found) {
                 return Err(Error::State {
                     task: tasks[i].id.clone(),
                     reason: format!(
@@ -166,66 +165,39 @@ pub fn plan(dir: &SessionDir, plan: &PlanDoc, selection: &Selection) -> Result<V
     }
     let mut order: Vec<usize> = set.into_iter().collect();
     order.sort_by_key(|&i| (tasks[i].wave, i));
-    let mut out = Vec::with_capacity(order.len());
-    for i in order {
-        let Some(f) = found(i)? else { continue };
-        out.push(Target {
-            task: tasks[i].id.clone(),
-            found: f,
-            because: because.get(&i).map(|&p| tasks[p].id.clone()),
-            moved_to: None,
-        });
-    }
-    Ok(out)
+    Ok(order
+        .into_iter()
+        .filter_map(|i| {
+            Some(Target {
+                task: tasks[i].id.clone(),
+                found: found(i)?,
+                because: because.get(&i).map(|&p| tasks[p].id.clone()),
+                moved_to: None,
+            })
+        })
+        .collect())
 }
 
 /// A dependency of `i`, outside `set`, that ended without success (or has
 /// an unreadable result), if any.
 fn blocking_dep(
-    tasks: &[crate::plan::Task],
+    tasks: &[ReportTask],
     index: &HashMap<&str, usize>,
     i: usize,
     set: &HashSet<usize>,
-    found: &mut impl FnMut(usize) -> Result<Option<Found>>,
-) -> Result<Option<usize>> {
-    for d in &tasks[i].after {
-        let Some(&j) = index.get(d.as_str()) else {
-            continue;
-        };
-        if set.contains(&j) {
-            continue;
-        }
-        match found(j)? {
-            Some(Found::Result(Status::Success | Status::Interrupted, _)) | None => {}
-            Some(_) => return Ok(Some(j)),
-        }
-    }
-    Ok(None)
-}
-
-/// Indices of the tasks with a file in `results/`.
-fn results_present(dir: &SessionDir, index: &HashMap<&str, usize>) -> Result<Vec<usize>> {
-    let rdir = dir.results_dir();
-    let mut out: Vec<usize> = fs::read_dir(&rdir)
-        .map_err(|e| Error::io("read", &rdir, e))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let task = name.to_str()?.strip_suffix(".json")?;
-            index.get(task).copied()
+    found: &impl Fn(usize) -> Option<Found>,
+) -> Option<usize> {
+    tasks[i]
+        .after
+        .iter()
+        .filter_map(|d| index.get(d.as_str()).copied())
+        .filter(|j| !set.contains(j))
+        .find(|&j| {
+            !matches!(
+                found(j),
+                Some(Found::Result(Status::Success | Status::Interrupted, _)) | None
+            )
         })
-        .collect();
-    out.sort_unstable();
-    Ok(out)
-}
-
-fn read_found(dir: &SessionDir, task: &str) -> Result<Option<Found>> {
-    match read_json::<TaskResult>(&dir.result(task)) {
-        Ok(r) => Ok(Some(Found::Result(r.status, r.attempt))),
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(Error::Invalid(d)) => Ok(Some(Found::Unreadable(d.message.clone()))),
-        Err(e) => Err(e),
-    }
 }
 
 /// Resets `targets` (from [`plan`]): takes every lock, moves every result
@@ -254,14 +226,19 @@ pub fn run(dir: &SessionDir, mut targets: Vec<Target>, who: &str) -> Result<Vec<
     let mut done = Vec::with_capacity(targets.len());
     for mut t in targets.drain(..) {
         // With the lock held nobody else can move or write this result.
-        let moved = match &t.found {
-            Found::Result(..) => {
-                let before = claim::history(dir, &t.task)?;
-                claim::archive_result(dir, &t.task)?
-                    .map(|_| new_attempt(dir, &t.task, &before))
-                    .transpose()?
+        // Whether it parses is decided again now, under the lock.
+        let before = claim::history(dir, &t.task)?;
+        let moved = match claim::archive_result(dir, &t.task) {
+            Ok(Some(r)) => {
+                t.found = Found::Result(r.status, r.attempt);
+                Some(new_attempt(dir, &t.task, &before)?)
             }
-            Found::Unreadable(_) => archive_unreadable(dir, &t.task)?,
+            Ok(None) => None,
+            Err(Error::Invalid(d)) => {
+                t.found = Found::Unreadable(d.message.clone());
+                archive_unreadable(dir, &t.task)?
+            }
+            Err(e) => return Err(e),
         };
         let Some(path) = moved else { continue };
         let what = match &t.found {
@@ -340,4 +317,117 @@ fn archive_unreadable(dir: &SessionDir, task: &str) -> Result<Option<PathBuf>> {
         },
     )?;
     Ok(Some(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{BadFile, Outcome};
+
+    fn inputs(spec: &[(&str, &[&str], Option<Status>)]) -> Inputs {
+        let tasks: Vec<ReportTask> = spec
+            .iter()
+            .map(|(id, after, _)| ReportTask {
+                id: (*id).to_owned(),
+                after: after.iter().map(|s| (*s).to_owned()).collect(),
+                ..ReportTask::default()
+            })
+            .collect();
+        let results = spec
+            .iter()
+            .map(|(_, _, st)| {
+                st.map(|status| Outcome {
+                    status,
+                    attempt: 1,
+                    reason: None,
+                    finished_ms: 0,
+                    span: None,
+                    insights: vec![],
+                    decisions: vec![],
+                    score: None,
+                })
+            })
+            .collect();
+        Inputs {
+            session: "s".to_owned(),
+            history: vec![Vec::new(); tasks.len()],
+            tasks,
+            results,
+            ..Inputs::default()
+        }
+    }
+
+    fn ids(t: &[Target]) -> Vec<(&str, Option<&str>)> {
+        t.iter()
+            .map(|t| (t.task.as_str(), t.because.as_deref()))
+            .collect()
+    }
+
+    use Status::*;
+
+    #[test]
+    fn failed_tasks_bring_their_skipped_dependents_unless_another_cause_stays() {
+        // a failed; b (after a) and c (after b) skipped; d (after a and x)
+        // skipped but x failed too and is not chosen by --task a.
+        let inp = inputs(&[
+            ("a", &[], Some(Failure)),
+            ("b", &["a"], Some(Skipped)),
+            ("c", &["b"], Some(Skipped)),
+            ("x", &[], Some(Timeout)),
+            ("d", &["a", "x"], Some(Skipped)),
+            ("ok", &[], Some(Success)),
+        ]);
+        let t = plan(&inp, &Selection::Tasks(vec!["a".to_owned()])).unwrap();
+        assert_eq!(
+            ids(&t),
+            vec![("a", None), ("b", Some("a")), ("c", Some("b"))]
+        );
+        // --failed takes x too, and with it d.
+        let t = plan(&inp, &Selection::Failed).unwrap();
+        let names: Vec<&str> = t.iter().map(|t| t.task.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "c", "x", "d"]);
+    }
+
+    #[test]
+    fn refusals_name_what_to_do() {
+        let inp = inputs(&[
+            ("a", &[], Some(Failure)),
+            ("b", &["a"], Some(Skipped)),
+            ("p", &[], None),
+        ]);
+        let e = plan(&inp, &Selection::Tasks(vec!["b".to_owned()])).unwrap_err();
+        assert!(e.to_string().contains("retry `a`"), "{e}");
+        let e = plan(&inp, &Selection::Tasks(vec!["p".to_owned()])).unwrap_err();
+        assert!(e.to_string().contains("no result to retry"), "{e}");
+        let e = plan(&inp, &Selection::Tasks(vec!["nope".to_owned()])).unwrap_err();
+        assert!(matches!(e, Error::UnknownTask { .. }), "{e}");
+        let e = plan(&inp, &Selection::Tasks(vec!["../x".to_owned()])).unwrap_err();
+        assert!(matches!(e, Error::InvalidName { .. }), "{e}");
+        // With its cause, the skipped task is fine.
+        let t = plan(
+            &inp,
+            &Selection::Tasks(vec!["b".to_owned(), "a".to_owned()]),
+        )
+        .unwrap();
+        assert_eq!(ids(&t), vec![("a", None), ("b", None)]);
+    }
+
+    #[test]
+    fn unreadable_results_can_be_chosen_and_block_dependents() {
+        let mut inp = inputs(&[("u", &[], None), ("v", &["u"], Some(Skipped))]);
+        inp.corrupt.push(BadFile {
+            path: "results/u.json".to_owned(),
+            task: Some("u".to_owned()),
+            history: false,
+            line: Some(1),
+            error: "EOF while parsing".to_owned(),
+        });
+        let t = plan(&inp, &Selection::Tasks(vec!["u".to_owned()])).unwrap();
+        assert_eq!(
+            t[0].found,
+            Found::Unreadable("EOF while parsing".to_owned())
+        );
+        assert_eq!(ids(&t), vec![("u", None), ("v", Some("u"))]);
+        assert!(plan(&inp, &Selection::Failed).unwrap().is_empty());
+    }
 }
