@@ -46,7 +46,8 @@ failed or timed-out tasks / tasks that ran):
   0   done: every task succeeded
   1   stop: failure rate over 50%
   3   repair: result files are unreadable (nothing failed)
-  10  retry the failed tasks: failure rate under 1%
+  10  retry the failed tasks: failure rate under 1% (or nothing failed,
+      but tasks were skipped before their dependency was retried)
   11  retry with a quarter fewer agents: 1% to 10%
   12  fall back to one agent (or stop): over 10% up to 50%
   13  not finished: tasks have no final result yet (nothing failed)

@@ -1079,6 +1079,34 @@ fn next_step(
                 Some(agents),
             )
         }
+        _ if totals.skipped > 0 && !scoped => {
+            // Their dependencies were retried after they were skipped: no
+            // worker will run them unless they are retried too.
+            let ids: Vec<String> = (0..inp.tasks.len())
+                .filter(|&i| {
+                    inp.results
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|r| r.status == Status::Skipped)
+                })
+                .map(|i| shell_word(&inp.tasks[i].id))
+                .collect();
+            mk(
+                Action::Retry,
+                format!(
+                    "Retry the skipped: {} task{} skipped, but nothing has failed since (the dependencies were retried). Run {} again.",
+                    ids.len(),
+                    if ids.len() == 1 { " was" } else { "s were" },
+                    if ids.len() == 1 { "it" } else { "them" }
+                ),
+                Some(format!(
+                    "orch-aggregate{sa} retry --task {} && {}",
+                    ids.join(" "),
+                    workers(agents)
+                )),
+                Some(agents),
+            )
+        }
         _ if totals.skipped > 0 => mk(
             Action::Unfinished,
             format!(

@@ -617,3 +617,32 @@ fn results_with_unusable_times_are_refused() {
         .unwrap_err()
         .contains("negative"));
 }
+
+#[test]
+fn skipped_tasks_whose_cause_is_gone_are_to_be_retried() {
+    // a was retried and succeeded after b had been skipped because of it.
+    let inp = inputs(
+        vec![task("a", &[], 1, None), task("b", &["a"], 2, None)],
+        vec![
+            Some(ran("a", Status::Success, 0.0, 1.0)),
+            Some(skipped("b", 0.5)),
+        ],
+    );
+    let n = compute(&inp, &opts()).next_step;
+    assert_eq!(n.action, Action::Retry);
+    assert_eq!(
+        n.command.as_deref(),
+        Some("orch-aggregate --session s1 retry --task b && orch-worker --session s1 --parallel 2")
+    );
+    // Seen from wave 2 alone, the cause is outside: read the whole report.
+    let n = compute(
+        &inp,
+        &Options {
+            wave: Some(2),
+            ..opts()
+        },
+    )
+    .next_step;
+    assert_eq!(n.action, Action::Unfinished);
+    assert_eq!(n.command.as_deref(), Some("orch-aggregate --session s1"));
+}
