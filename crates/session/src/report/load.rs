@@ -273,29 +273,57 @@ fn read_dir(path: &Path) -> Result<Vec<fs::DirEntry>> {
 /// (moved by a retry); `Err((line, message))` when it cannot be used.
 type Parsed = std::result::Result<Option<Outcome>, (Option<usize>, String)>;
 
-/// Reads a whole file into `buf` (cleared first), without the `stat` and
-/// `lseek` that `File::read_to_end` makes to size its buffer: `buf` is
-/// reused, so it is usually big enough already.
-fn read_into(file: File, buf: &mut Vec<u8>) -> io::Result<()> {
-    /// Only `read`, so `read_to_end` is the generic loop.
-    struct Plain(File);
-    impl Read for Plain {
-        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-            self.0.read(b)
+/// Reads `file` into `buf` from byte `at` on, growing `buf` as needed (it
+/// is reused and stays initialised, so nothing is zeroed per file). Stops
+/// at a read that returns nothing or, unless `to_end`, at one that does not
+/// fill the space it was given: for a regular file that is the end, so one
+/// `read(2)` is usually the whole file. Returns how many bytes `buf` holds.
+fn fill(file: &mut File, buf: &mut Vec<u8>, mut at: usize, to_end: bool) -> io::Result<usize> {
+    loop {
+        if at == buf.len() {
+            buf.resize((buf.len() * 2).max(64 * 1024), 0);
+        }
+        match file.read(&mut buf[at..]) {
+            Ok(0) => return Ok(at),
+            Ok(k) => {
+                at += k;
+                if !to_end && at < buf.len() {
+                    return Ok(at);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    buf.clear();
-    Plain(file).read_to_end(buf).map(|_| ())
 }
 
 fn read_one(w: &Wanted, results: Option<&File>, task: &str, buf: &mut Vec<u8>) -> Parsed {
-    match open(w, results).and_then(|f| read_into(f, buf)) {
-        Ok(()) => {}
+    let cannot = |e: io::Error| (None, format!("cannot read it: {e}"));
+    let mut file = match open(w, results) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err((None, format!("cannot read it: {e}"))),
+        Err(e) => return Err(cannot(e)),
+    };
+    let n = fill(&mut file, buf, 0, false).map_err(cannot)?;
+    match outcome(&buf[..n], w.history, task) {
+        Ok(o) => Ok(Some(o)),
+        // Not whole after all, or really invalid: read to the end to know.
+        Err(_) => {
+            let n = fill(&mut file, buf, n, true).map_err(cannot)?;
+            outcome(&buf[..n], w.history, task).map(Some)
+        }
     }
+}
+
+/// The outcome of a result file's bytes, or the line and the reason it
+/// cannot be used.
+fn outcome(
+    bytes: &[u8],
+    history: bool,
+    task: &str,
+) -> std::result::Result<Outcome, (Option<usize>, String)> {
     let v: ResultView =
-        serde_json::from_slice(buf).map_err(|e| (Some(e.line()), json_error_text(&e)))?;
+        serde_json::from_slice(bytes).map_err(|e| (Some(e.line()), json_error_text(&e)))?;
     if v.task != task {
         return Err((
             None,
@@ -318,8 +346,8 @@ fn read_one(w: &Wanted, results: Option<&File>, task: &str, buf: &mut Vec<u8>) -
         Outcome::times(v.status, v.started.as_deref(), &v.finished, v.duration)
             .map_err(|e| (None, e))?;
     // An archived attempt counts only as time spent.
-    let keep = !w.history;
-    Ok(Some(Outcome {
+    let keep = !history;
+    Ok(Outcome {
         status: v.status,
         attempt: v.attempt,
         reason: v.reason.map(Cow::into_owned),
@@ -332,7 +360,7 @@ fn read_one(w: &Wanted, results: Option<&File>, task: &str, buf: &mut Vec<u8>) -
             Vec::new()
         },
         score: v.score,
-    }))
+    })
 }
 
 /// Reads and parses `wanted` on up to eight threads, in order.
@@ -340,7 +368,7 @@ fn read_all(wanted: &[Wanted], results_dir: &Path, tasks: &[ReportTask]) -> Vec<
     let results = File::open(results_dir).ok();
     let results = results.as_ref();
     let run = |part: &[Wanted]| -> Vec<Parsed> {
-        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut buf = Vec::new();
         part.iter()
             .map(|w| read_one(w, results, &tasks[w.task].id, &mut buf))
             .collect()
@@ -372,4 +400,39 @@ fn read_all(wanted: &[Wanted], results_dir: &Path, tasks: &[ReportTask]) -> Vec<
         }
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn fill_stops_at_a_short_read_and_reads_on_when_asked() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let (mut r, mut w) = (File::from(r), File::from(w));
+        let mut buf = Vec::new();
+        w.write_all(b"{\"a\":").unwrap();
+        // A pipe returns what it has: a short read, taken as the end.
+        assert_eq!(fill(&mut r, &mut buf, 0, false).unwrap(), 5);
+        w.write_all(b" 1}").unwrap();
+        drop(w);
+        let n = fill(&mut r, &mut buf, 5, true).unwrap();
+        assert_eq!(&buf[..n], b"{\"a\": 1}");
+    }
+
+    #[test]
+    fn files_larger_than_the_buffer_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.json");
+        let text = format!("[\"{}\"]", "x".repeat(300_000));
+        fs::write(&p, &text).unwrap();
+        let mut buf = Vec::new();
+        let n = fill(&mut File::open(&p).unwrap(), &mut buf, 0, false).unwrap();
+        assert_eq!(&buf[..n], text.as_bytes());
+        // The buffer is reused: a small file after a big one.
+        fs::write(&p, "{}").unwrap();
+        let n = fill(&mut File::open(&p).unwrap(), &mut buf, 0, false).unwrap();
+        assert_eq!(&buf[..n], b"{}");
+    }
 }
