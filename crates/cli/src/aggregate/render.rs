@@ -185,6 +185,58 @@ fn decision_reason(d: &Decision) -> String {
     }
 }
 
+/// The timing table: metric, value, what it means. `x` is the sign
+/// between agents and makespan.
+fn metrics(r: &Report, x: &str) -> Vec<Vec<String>> {
+    let t = &r.timing;
+    let agents = plural(r.agents as usize, "agent");
+    let retries = if r.retries.attempts == 0 {
+        "none".to_owned()
+    } else {
+        let by: Vec<String> = r
+            .retries
+            .by_status
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
+        format!("archived attempts: {}", by.join(", "))
+    };
+    let row = |k: &str, v: String, m: String| vec![k.to_owned(), v, m];
+    vec![
+        row(
+            "makespan",
+            ms(t.makespan_ms),
+            "first start to last finish".into(),
+        ),
+        row(
+            "sequential baseline",
+            ms(t.sequential_ms),
+            "sum of task durations".into(),
+        ),
+        row("speed-up", times(t.speedup), "sequential / makespan".into()),
+        row(
+            "parallel efficiency",
+            pct(t.efficiency),
+            format!("speed-up / {agents}"),
+        ),
+        row(
+            "agent utilization",
+            pct(t.utilization),
+            format!(
+                "busy {} / ({agents} {x} {})",
+                ms(t.busy_ms),
+                ms(t.makespan_ms)
+            ),
+        ),
+        row(
+            "parallelization rate",
+            pct(t.parallelization_rate),
+            "share of task time that overlapped other tasks".into(),
+        ),
+        row("retries used", r.retries.attempts.to_string(), retries),
+    ]
+}
+
 /// The report as text: colour and Unicode only when `st` allows.
 pub fn text(r: &Report, st: Style) -> String {
     let mut s = String::new();
@@ -234,60 +286,7 @@ pub fn text(r: &Report, st: Style) -> String {
 
     let t = &r.timing;
     head(&mut s, "Timing");
-    let agents = plural(r.agents as usize, "agent");
-    let x = st.sym("\u{d7}", "x");
-    let retries = if r.retries.attempts == 0 {
-        "none".to_owned()
-    } else {
-        let by: Vec<String> = r
-            .retries
-            .by_status
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect();
-        format!("archived attempts: {}", by.join(", "))
-    };
-    let rows = vec![
-        vec![
-            "makespan".into(),
-            ms(t.makespan_ms),
-            "first start to last finish".into(),
-        ],
-        vec![
-            "sequential baseline".into(),
-            ms(t.sequential_ms),
-            "sum of task durations".into(),
-        ],
-        vec![
-            "speed-up".into(),
-            times(t.speedup),
-            "sequential / makespan".into(),
-        ],
-        vec![
-            "parallel efficiency".into(),
-            pct(t.efficiency),
-            format!("speed-up / {agents}"),
-        ],
-        vec![
-            "agent utilization".into(),
-            pct(t.utilization),
-            format!(
-                "busy {} / ({agents} {x} {})",
-                ms(t.busy_ms),
-                ms(t.makespan_ms)
-            ),
-        ],
-        vec![
-            "parallelization rate".into(),
-            pct(t.parallelization_rate),
-            "share of task time that overlapped other tasks".into(),
-        ],
-        vec![
-            "retries used".into(),
-            r.retries.attempts.to_string(),
-            retries,
-        ],
-    ];
+    let rows = metrics(r, st.sym("\u{d7}", "x"));
     s += &table(
         st,
         &["metric", "value", "meaning"],
@@ -544,24 +543,6 @@ fn md_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
-fn md_stats_rows<'a>(rows: impl Iterator<Item = (String, &'a Stats)>) -> Vec<Vec<String>> {
-    rows.map(|(k, s)| {
-        vec![
-            k,
-            s.tasks.to_string(),
-            s.success.to_string(),
-            s.failure.to_string(),
-            s.timeout.to_string(),
-            s.skipped.to_string(),
-            (s.open() + s.corrupt).to_string(),
-            ms(s.task_ms),
-            ms(s.span_ms),
-        ]
-    })
-    .take(MAX_ROWS)
-    .collect()
-}
-
 /// The report as Markdown, ASCII only, for a pull request or a memory file.
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
@@ -581,81 +562,28 @@ pub fn markdown(r: &Report) -> String {
         times(t.speedup),
         plural(r.agents as usize, "agent")
     );
-    s += "| metric | value | meaning |\n|---|---|---|\n";
-    for (k, v, m) in [
-        (
-            "makespan",
-            ms(t.makespan_ms),
-            "first start to last finish".to_owned(),
-        ),
-        (
-            "sequential baseline",
-            ms(t.sequential_ms),
-            "sum of task durations".to_owned(),
-        ),
-        (
-            "speed-up",
-            times(t.speedup),
-            "sequential / makespan".to_owned(),
-        ),
-        (
-            "parallel efficiency",
-            pct(t.efficiency),
-            format!("speed-up / {} agents", r.agents),
-        ),
-        (
-            "agent utilization",
-            pct(t.utilization),
-            format!(
-                "busy {} / ({} agents x {})",
-                ms(t.busy_ms),
-                r.agents,
-                ms(t.makespan_ms)
-            ),
-        ),
-        (
-            "parallelization rate",
-            pct(t.parallelization_rate),
-            "share of task time that overlapped other tasks".to_owned(),
-        ),
-        (
-            "retries used",
-            r.retries.attempts.to_string(),
-            "archived attempts".to_owned(),
-        ),
-    ] {
-        s += &format!("| {k} | {v} | {m} |\n");
-    }
-    let stats_head = [
-        "tasks",
-        "succeeded",
-        "failed",
-        "timed out",
-        "skipped",
-        "open",
-        "task time",
-        "span",
-    ];
+    s += &md_table(&["metric", "value", "meaning"], &metrics(r, "x"));
+    let corrupt = r.totals.corrupt > 0;
     s += "\n### Waves\n\n";
-    let mut h = vec!["wave"];
-    h.extend(stats_head);
-    s += &md_table(
-        &h,
-        &md_stats_rows(r.waves.iter().map(|w| (w.wave.to_string(), &w.stats))),
-    );
+    let rows: Vec<Vec<String>> = r
+        .waves
+        .iter()
+        .take(MAX_ROWS)
+        .map(|w| stats_row(w.wave.to_string(), &w.stats, corrupt))
+        .collect();
+    s += &md_table(&stats_headers("wave", corrupt).0, &rows);
     if !r.groups.is_empty() {
         s += "\n### Groups\n\n";
-        let mut h = vec!["group"];
-        h.extend(stats_head);
-        s += &md_table(
-            &h,
-            &md_stats_rows(r.groups.iter().map(|g| {
-                (
-                    g.group.as_deref().map_or("(none)".to_owned(), cell),
-                    &g.stats,
-                )
-            })),
-        );
+        let rows: Vec<Vec<String>> = r
+            .groups
+            .iter()
+            .take(MAX_ROWS)
+            .map(|g| {
+                let name = g.group.as_deref().map_or("(none)".to_owned(), cell);
+                stats_row(name, &g.stats, corrupt)
+            })
+            .collect();
+        s += &md_table(&stats_headers("group", corrupt).0, &rows);
     }
     if !r.critical_path.steps.is_empty() {
         s += &format!(
