@@ -23,13 +23,11 @@ use std::time::{Duration, Instant};
 use crate::atomic;
 use crate::claim;
 use crate::error::{Error, Result};
-use crate::journal;
 use crate::layout::{check_name, SessionDir};
 use crate::lock::{self, LockGuard};
 use crate::log;
 use crate::report::{Inputs, ReportTask};
 use crate::result::Status;
-use crate::session::make_private_dir;
 
 /// How long to wait for a task's lock before giving up: long enough to
 /// ride over a claimer that looks at a finished task and lets go, short
@@ -227,16 +225,15 @@ pub fn run(dir: &SessionDir, mut targets: Vec<Target>, who: &str) -> Result<Vec<
     for mut t in targets.drain(..) {
         // With the lock held nobody else can move or write this result.
         // Whether it parses is decided again now, under the lock.
-        let before = claim::history(dir, &t.task)?;
-        let moved = match claim::archive_result(dir, &t.task) {
-            Ok(Some(r)) => {
+        let moved = match claim::archive_result_to(dir, &t.task) {
+            Ok(Some((r, to))) => {
                 t.found = Found::Result(r.status, r.attempt);
-                Some(new_attempt(dir, &t.task, &before)?)
+                Some(to)
             }
             Ok(None) => None,
             Err(Error::Invalid(d)) => {
                 t.found = Found::Unreadable(d.message.clone());
-                archive_unreadable(dir, &t.task)?
+                claim::archive_unreadable_result(dir, &t.task)?
             }
             Err(e) => return Err(e),
         };
@@ -278,45 +275,6 @@ pub fn run(dir: &SessionDir, mut targets: Vec<Target>, who: &str) -> Result<Vec<
     }
     drop(guards);
     Ok(done)
-}
-
-/// The attempt file that appeared in `history/<task>/` since `before`.
-fn new_attempt(dir: &SessionDir, task: &str, before: &[(u32, PathBuf)]) -> Result<PathBuf> {
-    claim::history(dir, task)?
-        .into_iter()
-        .find(|a| !before.contains(a))
-        .map(|(_, p)| p)
-        .ok_or_else(|| Error::State {
-            task: task.to_owned(),
-            reason: "its result was archived but no new attempt is in history".to_owned(),
-        })
-}
-
-/// Moves an unparseable result to the next free attempt number, keeping
-/// its bytes for whoever wants to look. The caller holds the task's lock.
-fn archive_unreadable(dir: &SessionDir, task: &str) -> Result<Option<PathBuf>> {
-    let from = dir.result(task);
-    if fs::symlink_metadata(&from).is_err() {
-        return Ok(None);
-    }
-    make_private_dir(&dir.history_dir(task))?;
-    let mut n = claim::next_attempt(dir, task)?;
-    let to = loop {
-        let to = dir.history_attempt(task, n);
-        match atomic::rename_noreplace(&from, &to) {
-            Err(Error::AlreadyExists { .. }) => n += 1,
-            Err(e) => return Err(e),
-            Ok(()) => break to,
-        }
-    };
-    journal::append(
-        &dir.results_journal(),
-        &journal::Entry {
-            task: task.to_owned(),
-            status: None,
-        },
-    )?;
-    Ok(Some(to))
 }
 
 #[cfg(test)]
