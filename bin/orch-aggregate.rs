@@ -1,7 +1,4 @@
-//! `orch-aggregate`: the final report of a session.
+//! `orch-aggregate`: the final report of a session (see `orch_cli::aggregate`).
 fn main() -> std::process::ExitCode {
-    orch_cli::stub::main(
-        "orch-aggregate",
-        "Merge a session's results into a report: waves, speed-up, insights, decisions, next step (not built yet)",
-    )
+    orch_cli::aggregate::main()
 }

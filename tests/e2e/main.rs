@@ -3,6 +3,7 @@
 //! processes, signals and files.
 
 mod agents;
+mod aggregate;
 mod chaos;
 mod claim;
 mod cli;

@@ -32,6 +32,17 @@ pub const FINISHED: u8 = 8;
 pub const TIMEOUT: u8 = 9;
 /// Not found: a shared-memory key that does not exist.
 pub const MISSING: u8 = 10;
+/// `orch-aggregate`: some tasks failed, under 1% of those that ran; retry
+/// them.
+pub const RETRY: u8 = 11;
+/// `orch-aggregate`: 1% to 10% of the tasks that ran failed; retry them
+/// with a quarter fewer agents.
+pub const RETRY_FEWER_AGENTS: u8 = 12;
+/// `orch-aggregate`: over 10% (up to 50%) failed; fall back to one agent,
+/// or stop.
+pub const SEQUENTIAL: u8 = 13;
+/// `orch-aggregate`: nothing failed, but tasks have no final result yet.
+pub const UNFINISHED: u8 = 14;
 
 /// The exit code for a process stopped by signal `sig`: 128 + sig.
 pub fn for_signal(sig: i32) -> u8 {
@@ -120,4 +131,8 @@ Exit codes:
   8   finished: nothing left to do (session finished, every track done)
   9   wait timed out
   10  no such key (orch-sync get)
+  11  orch-aggregate: under 1% failed: retry them
+  12  orch-aggregate: 1% to 10% failed: retry with fewer agents
+  13  orch-aggregate: over 10% failed: one agent, or stop
+  14  orch-aggregate: nothing failed, but tasks have not finished
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod aggregate;
 pub mod claim;
 pub mod common;
 pub mod exit;
@@ -12,7 +13,6 @@ pub mod gen;
 pub mod monitor;
 pub mod plan;
 pub mod runner;
-pub mod stub;
 pub mod sync;
 pub mod sys;
 pub mod watch;

@@ -13,7 +13,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -254,6 +254,11 @@ pub fn archive_attempt(dir: &SessionDir, result: &TaskResult) -> Result<()> {
 /// Moves `results/<task>.json` into `history/`, making the task pending
 /// again. The caller must hold the task's lock.
 pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
+    Ok(archive_result_to(dir, task)?.map(|(r, _)| r))
+}
+
+/// Like [`archive_result`], and says where the result went.
+pub fn archive_result_to(dir: &SessionDir, task: &str) -> Result<Option<(TaskResult, PathBuf)>> {
     let path = dir.result(task);
     let result: TaskResult = match read_json(&path) {
         Ok(r) => r,
@@ -262,15 +267,36 @@ pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>
         }
         Err(e) => return Err(e),
     };
+    let to = move_into_history(dir, task, &path, result.attempt.max(1))?;
+    Ok(Some((result, to)))
+}
+
+/// Moves a `results/<task>.json` that does not parse into `history/` byte
+/// for byte, as the next attempt, making the task pending again (an
+/// explicit retry of a damaged result). The caller must hold the task's
+/// lock. Returns where it went, or `None` if there was no result.
+pub fn archive_unreadable_result(dir: &SessionDir, task: &str) -> Result<Option<PathBuf>> {
+    let n = next_attempt(dir, task)?;
+    match move_into_history(dir, task, &dir.result(task), n) {
+        Ok(to) => Ok(Some(to)),
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Renames `from` to the first free `history/<task>/attempt-<n>.json` from
+/// `n` on (never replacing one), then journals that the task is pending.
+fn move_into_history(dir: &SessionDir, task: &str, from: &Path, mut n: u32) -> Result<PathBuf> {
     make_private_dir(&dir.history_dir(task))?;
-    let mut n = result.attempt.max(1);
-    loop {
-        match atomic::rename_noreplace(&path, &dir.history_attempt(task, n)) {
+    let to = loop {
+        let to = dir.history_attempt(task, n);
+        match atomic::rename_noreplace(from, &to) {
             Err(Error::AlreadyExists { .. }) => n += 1,
             Err(e) => return Err(e),
-            Ok(()) => break,
+            Ok(()) => break to,
         }
-    }
+    };
+    // The journal is a cache: a lost line is made up for by reconcile.
     let _ = journal::append(
         &dir.results_journal(),
         &journal::Entry {
@@ -278,7 +304,7 @@ pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>
             status: None,
         },
     );
-    Ok(Some(result))
+    Ok(to)
 }
 
 /// Tries to claim `task` without waiting. `record` builds the claim record

@@ -5,6 +5,7 @@
 //!   session-<id>/                   0700, created whole by one rename
 //!     session.json                  id, name, created, settings      (write-once)
 //!     plan.json                     analysed plan                    (write-once)
+//!     aggregate.json                the last orch-aggregate report   (atomic replace)
 //!     locks/<task>.lock             flock held by the task's runner  (never deleted)
 //!     locks/worker-<n>.lock         flock held by live worker slot n (never deleted)
 //!     locks/<name>.lock             session critical sections, resources
@@ -36,6 +37,8 @@ pub const SESSION_PREFIX: &str = "session-";
 pub const SESSION_JSON: &str = "session.json";
 /// The analysed plan, written once by `orch-plan`.
 pub const PLAN_JSON: &str = "plan.json";
+/// The last report of `orch-aggregate` (replaced by each report).
+pub const AGGREGATE_JSON: &str = "aggregate.json";
 /// Directory of lock files.
 pub const LOCKS_DIR: &str = "locks";
 /// Directory of claim records.
@@ -147,6 +150,11 @@ impl SessionDir {
     /// `plan.json`.
     pub fn plan_json(&self) -> PathBuf {
         self.dir.join(PLAN_JSON)
+    }
+
+    /// `aggregate.json`.
+    pub fn aggregate_json(&self) -> PathBuf {
+        self.dir.join(AGGREGATE_JSON)
     }
 
     /// `locks/`.
