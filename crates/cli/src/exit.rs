@@ -30,6 +30,9 @@ pub const FINISHED: u8 = 8;
 pub const TIMEOUT: u8 = 9;
 /// Not found: a shared-memory key that does not exist.
 pub const MISSING: u8 = 10;
+/// Git refused: a push was rejected, or a git command failed (the message
+/// has git's words).
+pub const GIT: u8 = 14;
 
 /// The exit code for a process stopped by signal `sig`: 128 + sig.
 pub fn for_signal(sig: i32) -> u8 {
@@ -76,6 +79,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 }
             };
         }
+        if cause.downcast_ref::<crate::git::GitError>().is_some() {
+            return GIT;
+        }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return IO;
         }
@@ -118,4 +124,5 @@ Exit codes:
   8   session finished (orch-claim)
   9   wait timed out
   10  no such key (orch-sync get)
+  14  git refused (a push was rejected, a git command failed)
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

@@ -7,6 +7,7 @@
 pub mod claim;
 pub mod common;
 pub mod exit;
+pub mod git;
 pub mod plan;
 pub mod runner;
 pub mod stub;

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::common::{absolute, out, outln, plural, print_json, Global, Style};
 use crate::exit::{self, coded};
+use crate::git;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -21,6 +22,7 @@ Examples:
   orch-plan plan.toml --name nightly      name the session (for --session nightly)
   id=$(orch-plan plan.toml | tail -n1)    the id is the last line of stdout
   orch-plan plan.toml --json | jq .analysis.critical_path
+  orch-plan plan.toml --import-deps       order importers after the tasks they import
 
 The plan format is described in docs/plan.md. The smallest plan:
   name = \"demo\"
@@ -56,6 +58,11 @@ pub struct Args {
     /// Name the session (overrides the plan's `name`)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+
+    /// Run a task whose files import a module another task edits after
+    /// that task (Python, Rust, TypeScript/JavaScript imports)
+    #[arg(long)]
+    import_deps: bool,
 }
 
 /// Entry point of `orch-plan`.
@@ -78,7 +85,7 @@ pub fn run(args: Args) -> Result<u8> {
         )
     })?;
     let shown = args.plan.clone();
-    let plan = parse_plan(
+    let mut plan = parse_plan(
         PlanSource {
             path: &shown,
             text: &text,
@@ -86,18 +93,38 @@ pub fn run(args: Args) -> Result<u8> {
         args.name.as_deref(),
     )
     .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    let workdir = path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    orch_session::plan::conflicts::apply(&mut plan, &workdir, args.import_deps);
+    let repo = git::plan::check(&plan, &shown, &workdir)?;
+    let mut git_info = match &repo {
+        Some(r) => Some(
+            git::backup::snapshot(r, plan.settings.backup && !args.dry_run)
+                .with_context(|| format!("backing up {}", r.display()))?,
+        ),
+        None => None,
+    };
 
     let session = if args.dry_run {
         None
     } else {
         let root = args.global.root()?;
-        let workdir = path
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let repo = git_toplevel(&workdir);
-        let s = Session::create(&root, &plan, Some(&path), &workdir, repo.as_deref())
-            .with_context(|| format!("creating a session under `{}`", root.display()))?;
+        let s = Session::create_with(
+            &root,
+            &plan,
+            Some(&path),
+            &workdir,
+            repo.as_deref(),
+            git_info.clone(),
+            &mut |info, stage| match &repo {
+                Some(r) => git::backup::publish(r, info, stage),
+                None => Ok(()),
+            },
+        )
+        .with_context(|| format!("creating a session under `{}`", root.display()))?;
+        git_info.clone_from(&s.info.git);
         let _ = log::run_event(
             &s.dir,
             "orch-plan",
@@ -113,37 +140,31 @@ pub fn run(args: Args) -> Result<u8> {
     };
 
     if args.global.json {
-        print_json(&analysis_json(&plan, session.as_ref()))?;
+        let mut v = analysis_json(&plan, session.as_ref());
+        v["git"] = git::plan::json(&plan, repo.as_deref(), git_info.as_ref());
+        print_json(&v)?;
     } else {
-        out(&render(
+        let style = Style::stdout();
+        let mut text = render(&plan, &shown.display().to_string(), session.as_ref(), style);
+        let git_text = git::plan::render(
             &plan,
-            &shown.display().to_string(),
-            session.as_ref(),
-            Style::stdout(),
-        ))?;
+            repo.as_deref(),
+            git_info.as_ref(),
+            session.as_ref().map(|s| s.info.id.as_str()),
+            style,
+        );
+        // Before the session lines (or the dry-run line) at the end.
+        let at = text
+            .find("\nCreated session ")
+            .or_else(|| text.find("\nDry run: "))
+            .map_or(text.len(), |i| i + 1);
+        text.insert_str(at, &git_text);
+        out(&text)?;
         if let Some(s) = &session {
             outln(&s.info.id)?;
         }
     }
     Ok(exit::OK)
-}
-
-/// The top level of the git repository containing `dir`, if any.
-fn git_toplevel(dir: &std::path::Path) -> Option<PathBuf> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "--show-toplevel"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let top = String::from_utf8(out.stdout).ok()?;
-    let top = top.trim_end_matches('\n');
-    (!top.is_empty()).then(|| PathBuf::from(top))
 }
 
 fn ms(v: u64) -> String {
@@ -179,6 +200,7 @@ pub fn analysis_json(plan: &Plan, session: Option<&Session>) -> serde_json::Valu
         "resources": plan.resources,
         "strict_waves": plan.settings.strict_waves,
         "warnings": plan.warnings,
+        "conflicts": plan.conflicts,
         "speedup": if a.parallel_ms > 0 { a.sequential_ms as f64 / a.parallel_ms as f64 } else { 1.0 },
     })
 }

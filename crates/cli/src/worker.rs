@@ -482,6 +482,9 @@ impl Worker {
     }
 
     fn workdir(&self, task: &Task) -> PathBuf {
+        if let Some(dir) = crate::git::worktree::task_dir(&self.session, task) {
+            return dir;
+        }
         task.cwd
             .as_ref()
             .map_or_else(|| PathBuf::from(&self.session.info.workdir), PathBuf::from)
@@ -513,8 +516,11 @@ impl Worker {
             let _ = fs::remove_file(&output_path);
             let _ = fs::remove_file(self.progress_path(&task.id));
 
-            let outcome = match self.spec(&task, attempt, &fds) {
-                Ok(spec) => {
+            let mut git = None;
+            let outcome = match crate::git::worktree::prepare(&self.session, &task, &mut tlog)
+                .and_then(|ws| Ok((ws, self.spec(&task, attempt, &fds)?)))
+            {
+                Ok((mut ws, spec)) => {
                     let _ = tlog.event(&format!(
                         "started attempt {attempt} on {} (pid {}): {}",
                         self.id,
@@ -523,9 +529,18 @@ impl Worker {
                     ));
                     self.summary(false);
                     let signals = self.signals.clone();
-                    runner::run(&spec, &mut tlog, &signals, |ev| {
-                        self.on_event(&mut claim, ev)
-                    })
+                    let (outcome, g) = crate::git::worktree::run_attempt(
+                        ws.as_mut(),
+                        &task,
+                        attempt,
+                        &spec,
+                        &mut tlog,
+                        |spec, tlog| {
+                            runner::run(spec, tlog, &signals, |ev| self.on_event(&mut claim, ev))
+                        },
+                    );
+                    git = g;
+                    outcome
                 }
                 Err(reason) => {
                     let _ = tlog.event(&reason);
@@ -541,7 +556,10 @@ impl Worker {
                     }
                 }
             };
-            let output = read_output(&output_path, &mut tlog);
+            let mut output = read_output(&output_path, &mut tlog);
+            if let Some(g) = git {
+                output.data.insert("git".to_owned(), g);
+            }
             let result = TaskResult {
                 format: RESULT_FORMAT,
                 task: task.id.clone(),

@@ -34,6 +34,7 @@ pub mod session;
 pub mod shared;
 pub mod status;
 pub mod time;
+pub mod worktree;
 
 pub use error::{Diagnostic, Error, Result};
 pub use layout::SessionDir;

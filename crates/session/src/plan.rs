@@ -10,6 +10,9 @@
 //! - 1: first version.
 
 mod analysis;
+pub mod conflicts;
+mod glob;
+pub mod imports;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -65,10 +68,70 @@ pub struct Settings {
     /// still lets the next wave start.
     #[serde(default = "default_wave_failure_threshold")]
     pub wave_failure_threshold: f64,
+    /// Where tasks run unless they say otherwise: the plan's directory, or
+    /// a git worktree of their own.
+    #[serde(default, skip_serializing_if = "Workspace::is_shared")]
+    pub workspace: Workspace,
+    /// Command run in each new worktree before its task (worktree tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+    /// Worktree tasks that succeed without a commit on their branch fail
+    /// with reason `no-commit`.
+    #[serde(default = "yes")]
+    pub require_commit: bool,
+    /// Record a backup ref of the repository when the session is created.
+    #[serde(default = "yes")]
+    pub backup: bool,
 }
 
 fn default_wave_failure_threshold() -> f64 {
     0.1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a task runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workspace {
+    /// In the plan's directory (or the task's `cwd`), shared with the
+    /// other tasks.
+    #[default]
+    Shared,
+    /// In a git worktree of its own, on its own branch.
+    Worktree,
+}
+
+impl Workspace {
+    /// Whether this is the default, shared workspace.
+    pub fn is_shared(&self) -> bool {
+        *self == Workspace::Shared
+    }
+
+    /// The name used in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workspace::Shared => "shared",
+            Workspace::Worktree => "worktree",
+        }
+    }
+}
+
+/// How a worktree task runs, resolved from the task's keys and the
+/// session's defaults by `orch-plan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorktreeSpec {
+    /// Command run in the new worktree before the task (`sh -c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+    /// Success without a commit on the task's branch is a failure.
+    pub require_commit: bool,
+    /// Tasks whose branches this task's branch starts from, when they
+    /// succeeded: its dependencies and the tasks it conflicts with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds_on: Vec<String>,
 }
 
 /// A checkpoint declared in the plan.
@@ -101,6 +164,10 @@ impl Default for Settings {
             rate_limit: None,
             strict_waves: false,
             wave_failure_threshold: default_wave_failure_threshold(),
+            workspace: Workspace::Shared,
+            setup: None,
+            require_commit: true,
+            backup: true,
         }
     }
 }
@@ -155,6 +222,9 @@ pub struct Task {
     /// The group the task belongs to (a ROADMAP group, or set by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Set when the task runs in a git worktree of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeSpec>,
     /// Line of the task in the plan file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
@@ -196,6 +266,9 @@ pub struct Plan {
     pub resources: BTreeMap<String, ResourceDecl>,
     /// Things worth telling the user that are not errors.
     pub warnings: Vec<String>,
+    /// Tasks that touch the same files, and import dependencies, once
+    /// [`conflicts::apply`] ran.
+    pub conflicts: conflicts::Report,
 }
 
 /// `plan.json` as stored.
@@ -213,4 +286,7 @@ pub struct PlanDoc {
     /// Declared (or implied) resources.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, ResourceDecl>,
+    /// File conflicts and import dependencies found by `orch-plan`.
+    #[serde(default, skip_serializing_if = "conflicts::Report::is_empty")]
+    pub conflicts: conflicts::Report,
 }

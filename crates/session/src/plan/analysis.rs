@@ -301,6 +301,7 @@ mod tests {
             cwd: None,
             compete: None,
             group: None,
+            worktree: None,
             line: None,
             wave: 0,
             priority: 0,
