@@ -4,6 +4,7 @@
 
 mod claim;
 mod cli;
+mod git;
 mod locks;
 mod plan;
 mod support;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// Longest a git command may run.
 const GIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long lock contention is retried.
-const CONTENTION_RETRY: Duration = Duration::from_secs(60);
+pub(crate) const CONTENTION_RETRY: Duration = Duration::from_secs(60);
 
 /// Variables that would point git at another repository or index.
 const REPO_VARS: &[&str] = &[
@@ -40,7 +40,6 @@ const REPO_VARS: &[&str] = &[
     "GIT_COMMON_DIR",
     "GIT_NAMESPACE",
     "GIT_PREFIX",
-    "GIT_CEILING_DIRECTORIES",
 ];
 
 /// A git command that failed.
@@ -337,7 +336,7 @@ pub enum MergeTree {
     Conflict(Vec<String>),
 }
 
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos = u64::from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -68,6 +68,13 @@ pub fn snapshot(repo: &Path, backup: bool) -> Result<GitInfo, GitError> {
         };
         if Path::new(&index).exists() {
             fs::copy(&index, &temp).map_err(copy_failed)?;
+            // Git trusts an entry's cached stat data only when the file is
+            // older than the index file ("racy git"); a copy made now would
+            // make a file changed in the index's last second look clean.
+            let modified = fs::metadata(&index).and_then(|m| m.modified());
+            modified
+                .and_then(|t| fs::File::options().write(true).open(&temp)?.set_modified(t))
+                .map_err(copy_failed)?;
         }
         let tmp = git.clone().env("GIT_INDEX_FILE", temp.clone());
         // An index in the middle of a conflicted merge has no tree.

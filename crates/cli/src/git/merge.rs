@@ -217,6 +217,12 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
                 .is_empty();
         if merged_before {
             entry.status = "already-merged";
+            if cur != start
+                && !git.is_ancestor(&tip, &start).map_err(git_err)?
+                && git.is_ancestor(&tip, &cur).map_err(git_err)?
+            {
+                entry.reason = Some("it came in with an earlier merge".to_owned());
+            }
             entries.push(entry);
             continue;
         }

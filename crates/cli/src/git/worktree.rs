@@ -13,6 +13,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use orch_session::claim;
 use orch_session::log::TaskLog;
@@ -126,9 +127,6 @@ pub fn prepare(
     }
 
     let mut busy: Option<String> = None;
-    let mut on_retry = |e: &GitError| {
-        busy.get_or_insert_with(|| e.message.clone());
-    };
     let path = choose_path(&git, Path::new(&repo), &task.id, id, &branch)?;
     let path_s = path.to_string_lossy().into_owned();
     ensure_excluded(&git);
@@ -150,30 +148,39 @@ pub fn prepare(
         }
         None => start_point(&git, &dir, &task.id, &base, &spec, tlog)?,
     };
-    let mut tries = 0;
-    let add = |git: &Git, on_retry: &mut dyn FnMut(&GitError)| -> Result<(), GitError> {
+    let add = |git: &Git| -> Result<(), GitError> {
         // A failed `worktree add -b` may have made the branch already.
         if git.commit_of(&branch_ref)?.is_some() {
-            git.run_retrying(&["worktree", "add", "--quiet", &path_s, &branch], on_retry)
+            git.run(&["worktree", "add", "--quiet", &path_s, &branch])
         } else {
-            git.run_retrying(
-                &["worktree", "add", "--quiet", "-b", &branch, &path_s, &start],
-                on_retry,
-            )
+            git.run(&["worktree", "add", "--quiet", "-b", &branch, &path_s, &start])
         }
         .map(drop)
     };
+    // Git fails rather than waits when another git holds one of its locks,
+    // or reads the half-written metadata of a worktree another worker is
+    // adding: retry, each time from what is there now.
+    let deadline = Instant::now() + super::CONTENTION_RETRY;
+    let mut pause = Duration::from_millis(10);
     let outcome = loop {
-        tries += 1;
-        match add(&git, &mut on_retry) {
+        if is_worktree_on(&git, &path, &branch) {
+            break Ok(());
+        }
+        match add(&git) {
             Ok(()) => break Ok(()),
-            Err(e) if tries < 5 && (e.is_contention() || path_is_debris(&git, &path)) => {
-                // Debris of an attempt that failed half-way: let git forget
-                // it, then try again.
-                let _ = git.run_retrying(&["worktree", "prune"], &mut on_retry);
+            Err(e)
+                if (e.is_contention() || path_is_debris(&git, &path))
+                    && Instant::now() < deadline =>
+            {
+                busy.get_or_insert_with(|| e.message.clone());
+                // Debris of an attempt that failed half-way: let git
+                // forget it, then try again.
+                let _ = git.run(&["worktree", "prune"]);
                 if path_is_debris(&git, &path) {
                     let _ = fs::remove_dir(&path);
                 }
+                std::thread::sleep(super::jitter(pause));
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
             Err(e) => break Err(format!("cannot create worktree {path_s}: {e}")),
         }
