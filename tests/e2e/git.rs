@@ -463,6 +463,30 @@ fn an_undeclared_conflict_is_reported_and_the_others_merge() {
     let out = output(orch(&env, "orch-worker").args(["--session", &id, "--parallel", "2"]));
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // An uncommitted edit of the user's in a file the merge would change:
+    // the merge refuses and changes nothing.
+    let main = git(&env, &repo, &["rev-parse", "main"]);
+    fs::write(repo.join("shared.txt"), "mine\n").unwrap();
+    let out = output(orch(&env, "orch-sync").args(["merge", "--session", &id]));
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("cannot bring main, checked out in"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(git(&env, &repo, &["rev-parse", "main"]), main);
+    assert_eq!(
+        fs::read_to_string(repo.join("shared.txt")).unwrap(),
+        "mine\n"
+    );
+    git(&env, &repo, &["checkout", "--", "shared.txt"]);
+
     let out = output(orch(&env, "orch-sync").args(["merge", "--session", &id, "--json"]));
     assert_eq!(
         out.status.code(),

@@ -391,10 +391,12 @@ pub fn session(g: &crate::common::Global) -> anyhow::Result<orch_session::Sessio
         .ok_or_else(|| orch_session::Error::NoSession { root }.into())
 }
 
-/// The top level of the git repository containing `dir`, if any.
-pub fn toplevel(dir: &Path) -> Option<PathBuf> {
-    let top = Git::new(dir).run(&["rev-parse", "--show-toplevel"]).ok()?;
-    (!top.is_empty()).then(|| PathBuf::from(top))
+/// The top level of the git repository containing `dir`, if any; an
+/// error only when git itself cannot run.
+pub fn toplevel(dir: &Path) -> Result<Option<PathBuf>, GitError> {
+    let o = Git::new(dir).output(&["rev-parse", "--show-toplevel"])?;
+    let top = o.stdout.trim_end_matches('\n');
+    Ok((o.code == 0 && !top.is_empty()).then(|| PathBuf::from(top)))
 }
 
 /// Parses `git status --porcelain=v1 -z` into paths (rename sources

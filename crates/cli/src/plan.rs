@@ -93,6 +93,15 @@ pub fn run(args: Args) -> Result<u8> {
         args.name.as_deref(),
     )
     .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    // `cwd` is relative to the plan file as it was named on the command
+    // line; stored absolute, it means the same to a worker anywhere.
+    for t in &mut plan.tasks {
+        if let Some(c) = t.cwd.as_mut() {
+            *c = absolute(std::path::Path::new(c.as_str()))
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
     let workdir = path
         .parent()
         .map(PathBuf::from)
@@ -309,10 +318,15 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
     }
     for (name, r) in &plan.resources {
         s += &format!(
-            "Resource {name}: capacity {}{}\n",
+            "Resource {name}: capacity {}{}{}\n",
             r.capacity,
             r.rate_limit
                 .map(|l| format!(", at most {l}"))
+                .unwrap_or_default(),
+            plan.conflicts
+                .resources
+                .get(name)
+                .map(|t| format!(" (implicit: {} touch the same files)", t.join(", ")))
                 .unwrap_or_default()
         );
     }

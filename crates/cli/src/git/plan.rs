@@ -17,8 +17,16 @@ use crate::exit::{self, coded};
 /// task can run in it: a repository with a commit, and the task's
 /// directory inside it. Errors name the plan file and the task's line.
 pub fn check(plan: &Plan, shown: &Path, workdir: &Path) -> Result<Option<PathBuf>> {
-    let repo = super::toplevel(workdir);
-    let Some(first) = plan.tasks.iter().find(|t| t.worktree.is_some()) else {
+    let first = plan.tasks.iter().find(|t| t.worktree.is_some());
+    let repo = match (super::toplevel(workdir), first) {
+        (Ok(r), _) => r,
+        (Err(e), Some(_)) => return Err(e.into()),
+        (Err(e), None) => {
+            eprintln!("orch-plan: warning: no git backup: {e}");
+            None
+        }
+    };
+    let Some(first) = first else {
         return Ok(repo);
     };
     let at = |line: Option<usize>| match line {
