@@ -847,6 +847,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
          [[task]]\nid = \"badsetup\"\nsetup = \"echo cannot install >&2; exit 3\"\ncommand = \"touch ran.txt\"\n\
          [[task]]\nid = \"lazy\"\ncommand = \"true\"\n\
          [[task]]\nid = \"fine\"\ncommand = \"true\"\nrequire_commit = false\n\
+         [[task]]\nid = \"wander\"\ncommand = \"git checkout -q -b elsewhere && echo w > w.txt\"\n\
          [[task]]\nid = \"busy\"\ncommand = \"echo x > x.txt; while [ -e '{}' ]; do sleep 0.01; done\"\n",
         gate.display()
     );
@@ -860,7 +861,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     );
     let dir = env.session_dir(&id);
     wait_until("the three quick tasks", LONG, || {
-        ["badsetup", "lazy", "fine"]
+        ["badsetup", "lazy", "fine", "wander"]
             .iter()
             .all(|t| dir.join(format!("results/{t}.json")).exists())
     });
@@ -880,6 +881,11 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     assert_eq!(results["lazy"]["status"], "failure");
     assert_eq!(results["lazy"]["reason"], "no-commit");
     assert_eq!(results["fine"]["status"], "success");
+    let wander = results["wander"]["reason"].as_str().unwrap();
+    assert!(
+        wander.contains("left its worktree on elsewhere instead of branch"),
+        "{wander}"
+    );
     assert_eq!(git_of(&results["fine"])["commits"], 0);
 
     // Young worktrees stay with --older-than; the running one is in use.
@@ -925,7 +931,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     let out =
         output(orch(&env, "orch-sync").args(["cleanup", "--session", &id, "--failed", "--json"]));
     let c: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(c["removed"], 3, "{c:#}");
+    assert_eq!(c["removed"], 4, "{c:#}");
     assert_eq!(worktrees(&env, &repo).len(), 1);
 }
 

@@ -288,7 +288,7 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
         let moved = match &checked_out {
             Some(wt) => git
                 .at(wt)
-                .run(&["merge", "--ff-only", "--quiet", &cur])
+                .run_retrying(&["merge", "--ff-only", "--quiet", &cur], &mut |_| {})
                 .map(drop)
                 .map_err(|e| {
                     coded(

@@ -148,6 +148,22 @@ pub fn prepare(
         }
         None => start_point(&git, &dir, &task.id, &base, &spec, tlog)?,
     };
+    // Recorded first: a worker killed while git makes the worktree leaves
+    // a record of where its branch started for the next one.
+    let record = WorktreeRecord {
+        format: WORKTREE_FORMAT,
+        task: task.id.clone(),
+        path: path_s.clone(),
+        branch: branch.clone(),
+        start: start.clone(),
+        built_on,
+        created: time::rfc3339(&time::now()),
+        setup_ok: None,
+        setup_dirty: Vec::new(),
+        removed: None,
+        freed_bytes: None,
+    };
+    worktree::write(&dir, &record).map_err(|e| format!("{e:#}"))?;
     let add = |git: &Git| -> Result<(), GitError> {
         // A failed `worktree add -b` may have made the branch already.
         if git.commit_of(&branch_ref)?.is_some() {
@@ -189,20 +205,6 @@ pub fn prepare(
         let _ = tlog.event(&format!("git was busy ({m}); retried"));
     }
     outcome?;
-    let record = WorktreeRecord {
-        format: WORKTREE_FORMAT,
-        task: task.id.clone(),
-        path: path_s.clone(),
-        branch: branch.clone(),
-        start: start.clone(),
-        built_on,
-        created: time::rfc3339(&time::now()),
-        setup_ok: None,
-        setup_dirty: Vec::new(),
-        removed: None,
-        freed_bytes: None,
-    };
-    worktree::write(&dir, &record).map_err(|e| format!("{e:#}"))?;
     let _ = tlog.event(&format!(
         "worktree {path_s} on branch {branch} from {}{}",
         short(&start),

@@ -218,6 +218,11 @@ pub fn paths_in_prompt(prompt: &str, base: &Path) -> Vec<String> {
         if word.is_empty() || word.starts_with('-') || word.starts_with('/') || word == ".." {
             continue;
         }
+        // Only words with a `/` or an extension can be paths (and only
+        // those are worth a look on disk).
+        if !word.contains('/') && !word.contains('.') {
+            continue;
+        }
         let last = word.rsplit('/').next().unwrap_or(word);
         let ext = last
             .rsplit_once('.')
