@@ -843,10 +843,11 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     let gate = env.path("gate");
     fs::write(&gate, "").unwrap();
     let plan = format!(
-        "name = \"edge\"\nagents = 4\nworkspace = \"worktree\"\n\
+        "name = \"edge\"\nagents = 4\nworkspace = \"worktree\"\nbackoff = \"0s\"\n\
          [[task]]\nid = \"badsetup\"\nsetup = \"echo cannot install >&2; exit 3\"\ncommand = \"touch ran.txt\"\n\
          [[task]]\nid = \"lazy\"\ncommand = \"true\"\n\
          [[task]]\nid = \"fine\"\ncommand = \"true\"\nrequire_commit = false\n\
+         [[task]]\nid = \"again\"\nretries = 1\ncommand = \"test -e marker || {{ touch marker; exit 1; }}; echo ok > ok.txt\"\n\
          [[task]]\nid = \"wander\"\ncommand = \"git checkout -q -b elsewhere && echo w > w.txt\"\n\
          [[task]]\nid = \"busy\"\ncommand = \"echo x > x.txt; while [ -e '{}' ]; do sleep 0.01; done\"\n",
         gate.display()
@@ -861,7 +862,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     );
     let dir = env.session_dir(&id);
     wait_until("the three quick tasks", LONG, || {
-        ["badsetup", "lazy", "fine", "wander"]
+        ["badsetup", "lazy", "fine", "wander", "again"]
             .iter()
             .all(|t| dir.join(format!("results/{t}.json")).exists())
     });
@@ -881,6 +882,25 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     assert_eq!(results["lazy"]["status"], "failure");
     assert_eq!(results["lazy"]["reason"], "no-commit");
     assert_eq!(results["fine"]["status"], "success");
+    // A retry continues in the same worktree: the first attempt's marker
+    // is there, and the worktree was made once.
+    assert_eq!(
+        results["again"]["status"], "success",
+        "{:#}",
+        results["again"]
+    );
+    assert_eq!(results["again"]["attempt"], 2);
+    let files = git(
+        &env,
+        &repo,
+        &["ls-tree", "--name-only", &format!("orch/{id}/again")],
+    );
+    assert!(
+        files.contains("marker") && files.contains("ok.txt"),
+        "{files}"
+    );
+    let log = fs::read_to_string(dir.join("logs/again.log")).unwrap();
+    assert_eq!(log.matches("--- worktree ").count(), 1, "{log}");
     let wander = results["wander"]["reason"].as_str().unwrap();
     assert!(
         wander.contains("left its worktree on elsewhere instead of branch"),
@@ -909,6 +929,12 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
         .map(|w| (w["task"].as_str().unwrap(), w))
         .collect();
     assert_eq!(by["fine"]["action"], "removed", "{c:#}");
+    assert_eq!(by["again"]["action"], "removed", "{c:#}");
+    let rec = read_json(&dir.join("worktrees/again.json"));
+    assert!(
+        rec["removed"].is_string() && rec["freed_bytes"].as_u64().unwrap() > 0,
+        "{rec:#}"
+    );
     assert_eq!(by["busy"]["action"], "kept");
     assert!(
         by["busy"]["reason"].as_str().unwrap().contains("in use"),
@@ -932,6 +958,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
         output(orch(&env, "orch-sync").args(["cleanup", "--session", &id, "--failed", "--json"]));
     let c: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(c["removed"], 4, "{c:#}");
+
     assert_eq!(worktrees(&env, &repo).len(), 1);
 }
 

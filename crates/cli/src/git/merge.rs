@@ -152,7 +152,8 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
     }
     let target = format!("refs/heads/{into}");
     let before = git.commit_of(&target).map_err(git_err)?;
-    let start = match (&before, s.info.git.as_ref().and_then(|g| g.base.clone())) {
+    let base = s.info.git.as_ref().and_then(|g| g.base.clone());
+    let start = match (&before, base.clone()) {
         (Some(b), _) => b.clone(),
         (None, Some(base)) => base,
         (None, None) => {
@@ -202,6 +203,12 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
             continue;
         };
         let trailer = format!("Orch-Merged: {branch} {tip}");
+        // Commits made by merge come after the base: no need to read the
+        // whole history for them.
+        let since_base = match &base {
+            Some(b) => format!("{b}..{cur}"),
+            None => cur.clone(),
+        };
         let merged_before = git.is_ancestor(&tip, &cur).map_err(git_err)?
             || !git
                 .run(&[
@@ -211,7 +218,7 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
                     "--fixed-strings",
                     "--grep",
                     &trailer,
-                    &cur,
+                    &since_base,
                 ])
                 .map_err(git_err)?
                 .is_empty();
