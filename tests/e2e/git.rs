@@ -152,6 +152,38 @@ fn worktrees(env: &Env, repo: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `orch-worker --parallel`, stopped with SIGTERM if the test fails before
+/// it ends: it forwards the signal to its workers, which stop their tasks,
+/// so no worker is left blocked on a gate of a deleted directory.
+struct Workers(Guard);
+
+impl Workers {
+    fn start(env: &Env, id: &str) -> Workers {
+        Workers(Guard::new(
+            orch(env, "orch-worker")
+                .args(["--session", id, "--parallel", "4"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ))
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if matches!(self.0.child.try_wait(), Ok(None)) {
+            // SAFETY: signalling the process this test started.
+            unsafe { libc::kill(self.0.pid(), libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + LONG;
+            while matches!(self.0.child.try_wait(), Ok(None))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 fn git_of(r: &Value) -> &Value {
     &r["data"]["git"]
 }
@@ -236,13 +268,7 @@ fn eight_worktree_tasks_merge_without_conflict_and_push_once() {
         "{text}"
     );
 
-    let mut workers = Guard::new(
-        orch(&env, "orch-worker")
-            .args(["--session", &id, "--parallel", "4"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut workers = Workers::start(&env, &id);
     // One of the pair starts and waits at the gate. The other must not
     // start: wait until it did (the violation) or until everything else is
     // done and the three other workers wait with nothing they may take.
@@ -279,7 +305,7 @@ fn eight_worktree_tasks_merge_without_conflict_and_push_once() {
         "both tasks of the conflicting pair started together: {first:?}"
     );
     fs::remove_file(&gate).unwrap();
-    let status = workers.wait_timeout(LONG);
+    let status = workers.0.wait_timeout(LONG);
     assert!(status.success(), "workers failed: {:#?}", env.results(&id));
 
     let j = lines(&journal);
@@ -371,6 +397,10 @@ fn eight_worktree_tasks_merge_without_conflict_and_push_once() {
         main
     );
     assert_eq!(lines(&env.path("pushes.log")).len(), 1, "one push");
+    assert_eq!(
+        read_json(&env.session_dir(&id).join("status/git-merge.json")),
+        report
+    );
     // Each task is its own merge commit on main, in plan order.
     let merges = git(
         &env,
@@ -757,13 +787,7 @@ fn four_workers_creating_worktrees_at_once_never_fail() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut workers = Guard::new(
-        orch(&env, "orch-worker")
-            .args(["--session", &id, "--parallel", "4"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut workers = Workers::start(&env, &id);
     let failed = || -> Vec<String> {
         env.results(&id)
             .iter()
@@ -796,7 +820,7 @@ fn four_workers_creating_worktrees_at_once_never_fail() {
             break;
         }
     }
-    let status = workers.wait_timeout(LONG);
+    let status = workers.0.wait_timeout(LONG);
     assert!(failed().is_empty(), "{:#?}", failed());
     assert!(status.success());
     let results = env.results(&id);
@@ -853,13 +877,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
         gate.display()
     );
     let (id, _) = plan_in_repo(&env, &plan, &[]);
-    let mut workers = Guard::new(
-        orch(&env, "orch-worker")
-            .args(["--session", &id, "--parallel", "4"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut workers = Workers::start(&env, &id);
     let dir = env.session_dir(&id);
     wait_until("the three quick tasks", LONG, || {
         ["badsetup", "lazy", "fine", "wander", "again"]
@@ -953,7 +971,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
         "removed while in use"
     );
     fs::remove_file(&gate).unwrap();
-    workers.wait_timeout(LONG);
+    workers.0.wait_timeout(LONG);
     let out =
         output(orch(&env, "orch-sync").args(["cleanup", "--session", &id, "--failed", "--json"]));
     let c: Value = serde_json::from_str(&stdout(&out)).unwrap();

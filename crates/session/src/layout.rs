@@ -22,6 +22,7 @@
 //!     checkpoints/<name>/<agent>.ready, proceed.signal
 //!     shared-memory/, messages/
 //!     worktrees/<task>.json         a worktree task's worktree        (atomic replace)
+//!     status/git-merge.json         the last `orch-sync merge` report (atomic replace)
 //! ```
 //!
 //! Every path is built here, from names checked by [`check_name`], so no
@@ -73,6 +74,8 @@ pub const MESSAGES_DIR: &str = "messages";
 pub const WORKTREES_DIR: &str = "worktrees";
 /// The session critical section of `orch-sync merge`, inside [`LOCKS_DIR`].
 pub const GIT_MERGE_LOCK: &str = "git-merge";
+/// The report of the last `orch-sync merge`, inside [`STATUS_DIR`].
+pub const GIT_MERGE_REPORT: &str = "git-merge.json";
 
 /// Every directory a new session gets.
 pub const SESSION_SUBDIRS: &[&str] = &[

@@ -19,6 +19,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use orch_session::atomic::{self, Durability};
 use orch_session::plan::PlanDoc;
 use orch_session::result::Status;
 use orch_session::{claim, layout, lock, log, Session};
@@ -377,6 +378,12 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
         tasks: entries,
         push,
     };
+    // For orch-monitor and for people: the last merge, without running git.
+    let _ = atomic::write_atomic(
+        &s.dir.status_dir().join(layout::GIT_MERGE_REPORT),
+        &orch_session::session::to_json_bytes(&report),
+        Durability::Volatile,
+    );
     if g.json {
         print_json(&report)?;
     } else {
