@@ -8,6 +8,7 @@ mod chaos;
 mod claim;
 mod cli;
 mod faults;
+mod git;
 mod locks;
 mod monitor;
 mod plan;

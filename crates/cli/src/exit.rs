@@ -43,6 +43,9 @@ pub const RETRY_FEWER_AGENTS: u8 = 12;
 pub const SEQUENTIAL: u8 = 13;
 /// `orch-aggregate`: nothing failed, but tasks have no final result yet.
 pub const UNFINISHED: u8 = 14;
+/// Git refused: a push was rejected, or a git command failed (the message
+/// has git's words).
+pub const GIT: u8 = 15;
 
 /// The exit code for a process stopped by signal `sig`: 128 + sig.
 pub fn for_signal(sig: i32) -> u8 {
@@ -88,6 +91,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                     CONFLICT
                 }
             };
+        }
+        if cause.downcast_ref::<crate::git::GitError>().is_some() {
+            return GIT;
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return IO;
@@ -135,4 +141,5 @@ Exit codes:
   12  orch-aggregate: 1% to 10% failed: retry with fewer agents
   13  orch-aggregate: over 10% failed: one agent, or stop
   14  orch-aggregate: nothing failed, but tasks have not finished
+  15  git refused (a push was rejected, a git command failed)
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

@@ -10,6 +10,7 @@ pub mod claim;
 pub mod common;
 pub mod exit;
 pub mod gen;
+pub mod git;
 pub mod monitor;
 pub mod plan;
 pub mod runner;

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::common::{absolute, out, outln, plural, print_json, Global, Style};
 use crate::exit::{self, coded};
+use crate::git;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -31,6 +32,7 @@ Examples:
   orch-plan prompts/01-auth.md prompts/02-api.md
                                           one task per prompt file
   orch-plan --all prompts/                every .md file in prompts/
+  orch-plan plan.toml --import-deps       order importers after the tasks they import
 
 Plan files are described in docs/plan.md, ROADMAP.md and prompt files in
 docs/roadmap.md. Tracks and prompt files marked done are skipped and listed;
@@ -107,6 +109,11 @@ pub struct Args {
     /// With --run: do not ask
     #[arg(long, short = 'y', requires = "run")]
     yes: bool,
+
+    /// Run a task whose files import a module another task edits after
+    /// that task (Python, Rust, TypeScript/JavaScript imports)
+    #[arg(long)]
+    import_deps: bool,
 }
 
 /// What `orch-plan` was asked to read.
@@ -640,21 +647,47 @@ pub fn run(args: Args) -> Result<u8> {
     for w in &planned.warnings {
         eprintln!("orch-plan: warning: {w}");
     }
+    // `cwd`s are stored absolute, so they mean the same to a worker anywhere.
+    for t in &mut planned.plan.tasks {
+        if let Some(c) = t.cwd.as_mut() {
+            *c = absolute(std::path::Path::new(c.as_str()))
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    orch_session::plan::conflicts::apply(&mut planned.plan, &planned.workdir, args.import_deps);
+    let shown = planned
+        .source_path
+        .clone()
+        .unwrap_or_else(|| planned.workdir.clone());
+    let repo = git::plan::check(&planned.plan, &shown, &planned.workdir)?;
+    let mut git_info = match &repo {
+        Some(r) => Some(
+            git::backup::snapshot(r, planned.plan.settings.backup && !args.dry_run)
+                .with_context(|| format!("backing up {}", r.display()))?,
+        ),
+        None => None,
+    };
     let plan = &planned.plan;
 
     let session = if args.dry_run {
         None
     } else {
         let root = args.global.root()?;
-        let repo = git_toplevel(&planned.workdir);
-        let s = Session::create(
+        let s = Session::create_with(
             &root,
             plan,
             planned.source_path.as_deref(),
             &planned.workdir,
             repo.as_deref(),
+            git_info.clone(),
+            &mut |info, stage| match &repo {
+                Some(r) => git::backup::publish(r, info, stage),
+                None => Ok(()),
+            },
         )
         .with_context(|| format!("creating a session under `{}`", root.display()))?;
+        git_info.clone_from(&s.info.git);
         let _ = log::run_event(
             &s.dir,
             "orch-plan",
@@ -675,17 +708,32 @@ pub fn run(args: Args) -> Result<u8> {
         if let Some(obj) = v.as_object_mut() {
             obj.extend(planned.json.clone());
         }
+        v["git"] = git::plan::json(plan, repo.as_deref(), git_info.as_ref());
         print_json(&v)?;
         if let (Some(n), Some(s)) = (args.run, &session) {
             start_workers(&args.global, s, agents(n), true)?;
         }
     } else {
+        let style = Style::stdout();
         let mut text = String::new();
         for line in &planned.report {
             text += line;
             text += "\n";
         }
-        text += &render(plan, &planned.source, session.as_ref(), Style::stdout());
+        text += &render(plan, &planned.source, session.as_ref(), style);
+        let git_text = git::plan::render(
+            plan,
+            repo.as_deref(),
+            git_info.as_ref(),
+            session.as_ref().map(|s| s.info.id.as_str()),
+            style,
+        );
+        // Before the session lines (or the dry-run line) at the end.
+        let at = text
+            .find("\nCreated session ")
+            .or_else(|| text.find("\nDry run: "))
+            .map_or(text.len(), |i| i + 1);
+        text.insert_str(at, &git_text);
         out(&text)?;
         if let (Some(n), Some(s)) = (args.run, &session) {
             start_workers(&args.global, s, agents(n), args.yes)?;
@@ -816,6 +864,7 @@ pub fn analysis_json(plan: &Plan, session: Option<&Session>) -> serde_json::Valu
         "resources": plan.resources,
         "strict_waves": plan.settings.strict_waves,
         "warnings": plan.warnings,
+        "conflicts": plan.conflicts,
         "speedup": if a.parallel_ms > 0 { a.sequential_ms as f64 / a.parallel_ms as f64 } else { 1.0 },
     })
 }
@@ -932,10 +981,15 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
     }
     for (name, r) in &plan.resources {
         s += &format!(
-            "Resource {name}: capacity {}{}\n",
+            "Resource {name}: capacity {}{}{}\n",
             r.capacity,
             r.rate_limit
                 .map(|l| format!(", at most {l}"))
+                .unwrap_or_default(),
+            plan.conflicts
+                .resources
+                .get(name)
+                .map(|t| format!(" (implicit: {} touch the same files)", t.join(", ")))
                 .unwrap_or_default()
         );
     }

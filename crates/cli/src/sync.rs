@@ -39,9 +39,50 @@ Examples:
   orch-sync send --to frontend 'the API contract is in docs/api.md'
   orch-sync recv --as frontend --wait --timeout 5m
 
+  # git: worktree tasks commit individually, then push together
+  orch-sync merge --push origin                    # into the branch the session started on
+  orch-sync merge --into integration --squash --json
+  orch-sync cleanup --older-than 1d                # remove finished worktrees
+  orch-sync restore-backup --branch rescue         # the repository as it was at plan time
+
 Inside a task run by orch-worker, the session is already set and --as
 defaults to the task's id ($ORCH_TASK).
 ";
+
+const MERGE_HELP: &str = "\
+Examples:
+  orch-sync merge                          into the branch the session started on
+  orch-sync merge --push origin            then push that branch once
+  orch-sync merge --into integration --squash --json
+
+Without --session: the newest session, finished or not. Each merge is
+computed without touching a working tree; the target moves once, by a
+fast-forward where it is checked out (refused, changing nothing, if your
+uncommitted changes are in the way). Running it again merges only what is
+not merged yet. See docs/git.md.
+
+Exit codes: 0 all merged (or merged before), 1 some conflicted (the others
+are merged), 6 the target could not be moved, 14 the push failed.";
+
+const CLEANUP_HELP: &str = "\
+Examples:
+  orch-sync cleanup --dry-run              what would go, and the space it holds
+  orch-sync cleanup --older-than 1d        finished at least a day ago
+  orch-sync cleanup --failed --json        failed tasks' worktrees too
+
+Without --session: the newest session, finished or not. A worktree is in use
+while its task's lock (locks/TASK.lock) is held; those are never removed.
+Branches are kept: they hold the work.";
+
+const RESTORE_HELP: &str = "\
+Examples:
+  orch-sync restore-backup                             branch orch/SESSION/restored
+  orch-sync restore-backup --branch rescue --worktree ../rescue
+
+The branch's files are the working tree as it was when orch-plan created the
+session, uncommitted and untracked files included (ignored files are not
+backed up); its parent is the commit that was checked out. `git switch
+BRANCH && git reset HEAD~1` turns it back into uncommitted changes.";
 
 /// Checkpoints, named locks, shared memory and messages between agents.
 #[derive(Debug, Parser)]
@@ -161,6 +202,47 @@ enum Cmd {
         /// Poll instead of using inotify
         #[arg(long)]
         poll: bool,
+    },
+    /// Merge the branches of succeeded worktree tasks, in plan order, each
+    /// as its own merge commit; conflicts are reported and left for a
+    /// person; then push once (exit 1 if any conflicted)
+    #[command(after_help = MERGE_HELP)]
+    Merge {
+        /// Target branch [default: the branch the session started on]
+        #[arg(long, value_name = "BRANCH")]
+        into: Option<String>,
+        /// Push the target to this remote once, at the end
+        #[arg(long, value_name = "REMOTE")]
+        push: Option<String>,
+        /// One squashed commit per task instead of a merge commit
+        #[arg(long)]
+        squash: bool,
+    },
+    /// Remove the worktrees of finished tasks (git worktree remove, then
+    /// prune), never one in use; report the disk space freed
+    #[command(after_help = CLEANUP_HELP)]
+    Cleanup {
+        /// Only worktrees whose task finished at least this long ago, e.g. 1d
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        /// Remove the worktrees of failed and timed-out tasks too (kept for
+        /// inspection otherwise)
+        #[arg(long)]
+        failed: bool,
+        /// Say what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restore the session's safety backup (the repository as it was when
+    /// the session was created) into a new branch
+    #[command(after_help = RESTORE_HELP)]
+    RestoreBackup {
+        /// The new branch [default: orch/SESSION/restored]
+        #[arg(long, value_name = "BRANCH")]
+        branch: Option<String>,
+        /// Also check the branch out in a new worktree here
+        #[arg(long, value_name = "DIR")]
+        worktree: Option<std::path::PathBuf>,
     },
 }
 
@@ -340,6 +422,24 @@ pub fn run(args: Args) -> Result<u8> {
             all,
             poll,
         } => recv(g, agent, wait, timeout.as_deref(), all, poll),
+        Cmd::Merge { into, push, squash } => {
+            crate::git::merge::run(g, &crate::git::merge::Options { into, push, squash })
+        }
+        Cmd::Cleanup {
+            older_than,
+            failed,
+            dry_run,
+        } => crate::git::cleanup::run(
+            g,
+            &crate::git::cleanup::Options {
+                older_than,
+                failed,
+                dry_run,
+            },
+        ),
+        Cmd::RestoreBackup { branch, worktree } => {
+            crate::git::backup::restore(g, branch.as_deref(), worktree.as_deref())
+        }
     }
 }
 

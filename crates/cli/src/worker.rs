@@ -859,6 +859,9 @@ impl Worker {
     }
 
     fn workdir(&self, task: &Task) -> PathBuf {
+        if let Some(dir) = crate::git::worktree::task_dir(&self.session, task) {
+            return dir;
+        }
         task.cwd
             .as_ref()
             .map_or_else(|| PathBuf::from(&self.session.info.workdir), PathBuf::from)
@@ -925,7 +928,47 @@ impl Worker {
             let _ = fs::remove_file(&output_path);
             let _ = fs::remove_file(self.progress_path(&task.id));
 
-            let run = self.run_attempt(&task, attempt, &fds, &mut claim, &mut tlog);
+            let mut git = None;
+            let run = match crate::git::worktree::prepare(&self.session, &task, &mut tlog) {
+                Err(reason) => {
+                    let _ = tlog.event(&reason);
+                    attempt::AttemptRun::failed(reason)
+                }
+                Ok(mut ws) => {
+                    let setup = match self.spec(&task, &task.action, attempt, &fds) {
+                        Ok(base) => {
+                            let signals = self.signals.clone();
+                            crate::git::worktree::setup(ws.as_mut(), &base, &mut tlog, |s, tl| {
+                                runner::run(s, tl, &signals, |ev| self.on_event(ev))
+                            })
+                            .map_err(|(o, data)| (o, Some(data)))
+                        }
+                        Err(reason) => Err((attempt::AttemptRun::failed(reason).outcome, None)),
+                    };
+                    match setup {
+                        Err((outcome, data)) => {
+                            git = data;
+                            attempt::AttemptRun {
+                                outcome,
+                                output: TaskOutput::default(),
+                                limit: None,
+                            }
+                        }
+                        Ok(()) => {
+                            let run = self.run_attempt(&task, attempt, &fds, &mut claim, &mut tlog);
+                            let (outcome, data) = crate::git::worktree::conclude(
+                                ws.as_mut(),
+                                &task,
+                                attempt,
+                                run.outcome,
+                                &mut tlog,
+                            );
+                            git = data;
+                            attempt::AttemptRun { outcome, ..run }
+                        }
+                    }
+                }
+            };
             let mut outcome = run.outcome;
             if let Some(limit) = &run.limit {
                 let until = limit.until.unwrap_or_else(|| {
@@ -961,6 +1004,9 @@ impl Worker {
             output.phases = run.output.phases;
             for (k, v) in run.output.data {
                 output.data.entry(k).or_insert(v);
+            }
+            if let Some(g) = git {
+                output.data.insert("git".to_owned(), g);
             }
             let result = TaskResult {
                 format: RESULT_FORMAT,

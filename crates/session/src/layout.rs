@@ -22,6 +22,8 @@
 //!     logs/worker-<n>.log           stdout of `orch-worker --parallel` children
 //!     checkpoints/<name>/<agent>.ready, proceed.signal
 //!     shared-memory/, messages/
+//!     worktrees/<task>.json         a worktree task's worktree        (atomic replace)
+//!     status/git-merge.json         the last `orch-sync merge` report (atomic replace)
 //! ```
 //!
 //! Every path is built here, from names checked by [`check_name`], so no
@@ -71,6 +73,12 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const SHARED_MEMORY_DIR: &str = "shared-memory";
 /// Directory of mailboxes.
 pub const MESSAGES_DIR: &str = "messages";
+/// Directory of worktree records (created when the first one is written).
+pub const WORKTREES_DIR: &str = "worktrees";
+/// The session critical section of `orch-sync merge`, inside [`LOCKS_DIR`].
+pub const GIT_MERGE_LOCK: &str = "git-merge";
+/// The report of the last `orch-sync merge`, inside [`STATUS_DIR`].
+pub const GIT_MERGE_REPORT: &str = "git-merge.json";
 
 /// Every directory a new session gets.
 pub const SESSION_SUBDIRS: &[&str] = &[
@@ -277,6 +285,16 @@ impl SessionDir {
     /// `messages/`.
     pub fn messages_dir(&self) -> PathBuf {
         self.dir.join(MESSAGES_DIR)
+    }
+
+    /// `worktrees/`.
+    pub fn worktrees_dir(&self) -> PathBuf {
+        self.dir.join(WORKTREES_DIR)
+    }
+
+    /// `worktrees/<task>.json`: where the task's worktree is.
+    pub fn worktree_record(&self, task: &str) -> PathBuf {
+        self.dir.join(WORKTREES_DIR).join(format!("{task}.json"))
     }
 }
 

@@ -44,6 +44,7 @@ pub mod shared;
 pub mod size;
 pub mod status;
 pub mod time;
+pub mod worktree;
 
 pub use error::{Diagnostic, Error, Result};
 pub use layout::SessionDir;

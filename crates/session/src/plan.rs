@@ -10,6 +10,9 @@
 //! - 1: first version.
 
 mod analysis;
+pub mod conflicts;
+mod glob;
+pub mod imports;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -100,6 +103,20 @@ pub struct Settings {
     /// Project level 1 to 5 (seed 000): caps agents at 2 to 6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<u32>,
+    /// Where tasks run unless they say otherwise: the plan's directory, or
+    /// a git worktree of their own.
+    #[serde(default, skip_serializing_if = "Workspace::is_shared")]
+    pub workspace: Workspace,
+    /// Command run in each new worktree before its task (worktree tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+    /// Worktree tasks that succeed without a commit on their branch fail
+    /// with reason `no-commit`.
+    #[serde(default = "yes")]
+    pub require_commit: bool,
+    /// Record a backup ref of the repository when the session is created.
+    #[serde(default = "yes")]
+    pub backup: bool,
 }
 
 fn default_usage_pause_ms() -> u64 {
@@ -231,6 +248,37 @@ impl Threshold {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// Where a task runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workspace {
+    /// In the plan's directory (or the task's `cwd`), shared with the
+    /// other tasks.
+    #[default]
+    Shared,
+    /// In a git worktree of its own, on its own branch.
+    Worktree,
+}
+
+impl Workspace {
+    /// Whether this is the default, shared workspace.
+    pub fn is_shared(&self) -> bool {
+        *self == Workspace::Shared
+    }
+
+    /// The name used in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workspace::Shared => "shared",
+            Workspace::Worktree => "worktree",
+        }
+    }
+}
+
 impl std::fmt::Display for Threshold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let op = match self.op {
@@ -255,6 +303,21 @@ pub fn builtin_phase_prompt(name: &str) -> String {
         _ => "Do the {phase} phase of this task.",
     };
     format!("{what}\n\nTask: {{prompt}}")
+}
+
+/// How a worktree task runs, resolved from the task's keys and the
+/// session's defaults by `orch-plan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorktreeSpec {
+    /// Command run in the new worktree before the task (`sh -c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+    /// Success without a commit on the task's branch is a failure.
+    pub require_commit: bool,
+    /// Tasks whose branches this task's branch starts from, when they
+    /// succeeded: its dependencies and the tasks it conflicts with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds_on: Vec<String>,
 }
 
 /// A checkpoint declared in the plan.
@@ -298,6 +361,10 @@ impl Default for Settings {
             usage_pause_ms: default_usage_pause_ms(),
             max_agents: None,
             level: None,
+            workspace: Workspace::Shared,
+            setup: None,
+            require_commit: true,
+            backup: true,
         }
     }
 }
@@ -355,6 +422,9 @@ pub struct Task {
     /// The group the task belongs to (a ROADMAP group, or set by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Set when the task runs in a git worktree of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeSpec>,
     /// Line of the task in the plan file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
@@ -365,10 +435,6 @@ pub struct Task {
     /// the end of the plan; runnable tasks with a larger value go first.
     #[serde(default)]
     pub priority: u64,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn is_true(b: &bool) -> bool {
@@ -406,6 +472,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Phases every task goes through.
     pub template: Option<Template>,
+    /// Tasks that touch the same files, and import dependencies, once
+    /// [`conflicts::apply`] ran.
+    pub conflicts: conflicts::Report,
 }
 
 /// `plan.json` as stored.
@@ -426,4 +495,7 @@ pub struct PlanDoc {
     /// Phases every task goes through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Template>,
+    /// File conflicts and import dependencies found by `orch-plan`.
+    #[serde(default, skip_serializing_if = "conflicts::Report::is_empty")]
+    pub conflicts: conflicts::Report,
 }

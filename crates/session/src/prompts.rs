@@ -344,6 +344,7 @@ pub fn plan_prompts(
                 cwd: None,
                 compete: None,
                 phases: true,
+                worktree: None,
                 group: None,
                 line: None,
                 wave: 0,

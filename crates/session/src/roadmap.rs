@@ -1404,6 +1404,7 @@ impl Roadmap {
                         cwd: None,
                         compete: None,
                         phases: true,
+                        worktree: None,
                         group: Some(g.name.clone()),
                         line: Some(t.line),
                         wave: 0,

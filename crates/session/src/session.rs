@@ -43,6 +43,46 @@ pub struct SessionInfo {
     pub host: String,
     /// Settings.
     pub settings: Settings,
+    /// The state of `repo` when the session was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
+}
+
+/// The git state a session started from, recorded by `orch-plan`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitInfo {
+    /// The commit worktrees start from: `HEAD` when the session was
+    /// created (none in a repository without commits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The branch checked out then, if any: the default target of
+    /// `orch-sync merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Whether the working tree had uncommitted or untracked changes.
+    pub dirty: bool,
+    /// The backup ref (`refs/orch/<id>/backup`), when a backup was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_ref: Option<String>,
+    /// The backup commit: the working tree as it was, untracked files
+    /// included, on top of `base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// A commit of the index as it was (what was staged), on top of
+    /// `base`; also kept as `refs/orch/<id>/backup-index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_index: Option<String>,
+}
+
+/// The moments of [`Session::create_with`] a caller can act in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// The session is built under a temporary name and about to appear
+    /// under its id: an error now abandons it.
+    Before,
+    /// The id was taken by another session at the last moment: undo what
+    /// `Before` did; another id follows.
+    Abandon,
 }
 
 /// An open session: its directory and its `session.json`.
@@ -95,6 +135,11 @@ pub fn make_private_dir(path: &Path) -> Result<()> {
         .ctx("create directory", path)
 }
 
+/// The backup ref of session `id`: `refs/orch/<id>/backup`.
+pub fn backup_ref(id: &str) -> String {
+    format!("refs/orch/{id}/backup")
+}
+
 fn new_id() -> String {
     let now = time::now();
     let nanos = now.timestamp_subsec_nanos();
@@ -117,6 +162,22 @@ impl Session {
         workdir: &Path,
         repo: Option<&Path>,
     ) -> Result<Session> {
+        Self::create_with(root, plan, source, workdir, repo, None, &mut |_, _| Ok(()))
+    }
+
+    /// [`Session::create`] with the repository's state, and a hook called
+    /// with the final id just before the session appears (and again if
+    /// that id turns out to be taken): `orch-plan` names the backup ref
+    /// after the session there, so no session exists without its backup.
+    pub fn create_with(
+        root: &Path,
+        plan: &Plan,
+        source: Option<&Path>,
+        workdir: &Path,
+        repo: Option<&Path>,
+        git: Option<GitInfo>,
+        publish: &mut dyn FnMut(&SessionInfo, Publish) -> Result<()>,
+    ) -> Result<Session> {
         make_private_dir(root)?;
         let doc = PlanDoc {
             format: PLAN_FORMAT,
@@ -125,6 +186,7 @@ impl Session {
             checkpoints: plan.checkpoints.clone(),
             resources: plan.resources.clone(),
             template: plan.template.clone(),
+            conflicts: plan.conflicts.clone(),
         };
         let plan_bytes = serde_json::to_vec(&doc)
             .map_err(|e| Error::io("serialise plan for", root, io::Error::other(e)))?;
@@ -140,6 +202,12 @@ impl Session {
                 repo: repo.map(|r| r.to_string_lossy().into_owned()),
                 host: proc::hostname(),
                 settings: plan.settings.clone(),
+                git: git.clone().map(|mut g| {
+                    if g.backup.is_some() {
+                        g.backup_ref = Some(backup_ref(&id));
+                    }
+                    g
+                }),
             };
             let temp = root.join(format!(".{SESSION_PREFIX}{id}.tmp.{}", std::process::id()));
             let built = (|| -> Result<()> {
@@ -186,6 +254,10 @@ impl Session {
                 let _ = fs::remove_dir_all(&temp);
                 return Err(e);
             }
+            if let Err(e) = publish(&info, Publish::Before) {
+                let _ = fs::remove_dir_all(&temp);
+                return Err(e);
+            }
             let final_dir = root.join(format!("{SESSION_PREFIX}{id}"));
             match atomic::rename_noreplace(&temp, &final_dir) {
                 Ok(()) => {
@@ -196,10 +268,12 @@ impl Session {
                 }
                 Err(Error::AlreadyExists { .. }) => {
                     let _ = fs::remove_dir_all(&temp);
+                    let _ = publish(&info, Publish::Abandon);
                     continue;
                 }
                 Err(e) => {
                     let _ = fs::remove_dir_all(&temp);
+                    let _ = publish(&info, Publish::Abandon);
                     return Err(e);
                 }
             }

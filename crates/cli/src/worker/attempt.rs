@@ -29,6 +29,26 @@ pub(super) struct AttemptRun {
     pub limit: Option<UsageLimit>,
 }
 
+impl AttemptRun {
+    /// An attempt that could not start, for `reason`.
+    pub(super) fn failed(reason: String) -> AttemptRun {
+        let now = time::now();
+        AttemptRun {
+            outcome: Outcome {
+                status: Status::Failure,
+                exit_code: None,
+                signal: None,
+                reason: Some(reason),
+                pid: None,
+                started: now,
+                finished: now,
+            },
+            output: TaskOutput::default(),
+            limit: None,
+        }
+    }
+}
+
 /// What the worker watches while one action runs.
 pub(super) struct Watch {
     stream: Option<StreamJson>,

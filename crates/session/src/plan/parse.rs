@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::{
     analysis, Action, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl, Settings, Task,
-    Template, Threshold,
+    Template, Threshold, Workspace, WorktreeSpec,
 };
 use crate::error::Diagnostic;
 use crate::layout::check_name;
@@ -166,6 +166,10 @@ struct RawPlan<T> {
     max_agents: Option<u32>,
     level: Option<u32>,
     template: Option<RawTemplate>,
+    workspace: Option<String>,
+    setup: Option<String>,
+    require_commit: Option<bool>,
+    backup: Option<bool>,
     #[serde(default)]
     checkpoint: BTreeMap<String, RawCheckpoint>,
     #[serde(default)]
@@ -394,6 +398,9 @@ struct RawTask<S> {
     group: Option<String>,
     /// `template = false` opts the task out of the plan's template.
     template: Option<bool>,
+    workspace: Option<String>,
+    setup: Option<String>,
+    require_commit: Option<bool>,
 }
 
 /// A string with the byte offset where it appears, when known.
@@ -421,6 +428,9 @@ impl<S> RawTask<S> {
             compete: self.compete,
             group: self.group,
             template: self.template,
+            workspace: self.workspace,
+            setup: self.setup,
+            require_commit: self.require_commit,
         }
     }
 }
@@ -489,6 +499,10 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         max_agents,
         level,
         template,
+        workspace,
+        setup,
+        require_commit,
+        backup,
         checkpoint,
         resource,
         task,
@@ -517,6 +531,10 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             max_agents,
             level,
             template,
+            workspace,
+            setup,
+            require_commit,
+            backup,
             checkpoint,
             resource,
             task: Vec::new(),
@@ -718,6 +736,23 @@ fn build(
             crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "min_free_disk"), e))?;
     }
     let template = head.template.map(|t| build_template(ctx, t)).transpose()?;
+    if let Some(w) = &head.workspace {
+        settings.workspace = parse_workspace(w).map_err(|e| ctx.diag(find(ctx, "workspace"), e))?;
+    }
+    if let Some(setup) = head.setup {
+        if setup.trim().is_empty() {
+            return Err(ctx
+                .diag(find(ctx, "setup"), "`setup` is empty")
+                .help("give a command, or remove the key"));
+        }
+        settings.setup = Some(setup);
+    }
+    if let Some(r) = head.require_commit {
+        settings.require_commit = r;
+    }
+    if let Some(b) = head.backup {
+        settings.backup = b;
+    }
     let mut checkpoints = BTreeMap::new();
     for (name, cp) in head.checkpoint {
         let at = find(ctx, &format!("checkpoint.{name}"));
@@ -826,6 +861,54 @@ fn build(
                 return Err(ctx.diag(at, format!("task `{id}`: `timeout` must be more than 0")));
             }
         }
+        let workspace = match &raw.workspace {
+            Some(w) => parse_workspace(w).map_err(|e| ctx.diag(at, format!("task `{id}`: {e}")))?,
+            None => settings.workspace,
+        };
+        let worktree = match workspace {
+            Workspace::Shared => {
+                let key = if raw.setup.is_some() {
+                    Some("setup")
+                } else if raw.require_commit.is_some() {
+                    Some("require_commit")
+                } else {
+                    None
+                };
+                if let Some(key) = key {
+                    return Err(ctx
+                        .diag(
+                            at,
+                            format!("task `{id}` sets `{key}` but does not run in a worktree"),
+                        )
+                        .help("add workspace = \"worktree\" to the task, or remove the key"));
+                }
+                None
+            }
+            Workspace::Worktree => {
+                if let Some(reason) = branch_name_problem(&id) {
+                    return Err(ctx
+                        .diag(
+                            at,
+                            format!("task id `{id}` cannot name a git branch: {reason}"),
+                        )
+                        .help("rename the task: worktree tasks get a branch orch/SESSION/ID"));
+                }
+                let setup = match raw.setup {
+                    Some(s) if s.trim().is_empty() => {
+                        return Err(ctx
+                            .diag(at, format!("task `{id}`: `setup` is empty"))
+                            .help("give a command, or remove the key"))
+                    }
+                    Some(s) => Some(s),
+                    None => settings.setup.clone(),
+                };
+                Some(WorktreeSpec {
+                    setup,
+                    require_commit: raw.require_commit.unwrap_or(settings.require_commit),
+                    builds_on: Vec::new(),
+                })
+            }
+        };
         let cwd = raw.cwd.map(|c| {
             let p = PathBuf::from(&c);
             if p.is_absolute() {
@@ -852,6 +935,7 @@ fn build(
             compete: raw.compete,
             phases: raw.template.unwrap_or(true),
             group: raw.group,
+            worktree,
             line: at.map(|o| ctx.line_of(o)),
             wave: 0,
             priority: 0,
@@ -866,7 +950,7 @@ fn build(
             after_lines: offsets.iter().map(|o| o.map(|o| ctx.line_of(o))).collect(),
         })
         .collect();
-    let (analysis, warnings) = check_and_analyse(
+    let (analysis, mut warnings) = check_and_analyse(
         &mut tasks,
         &index,
         &origins,
@@ -876,6 +960,12 @@ fn build(
     add_implied_resources(&tasks, &mut resources);
     settings.agents = analysis.agents;
     settings.agents_auto = matches!(agents, AgentsValue::Auto);
+    if settings.setup.is_some() && tasks.iter().all(|t| t.worktree.is_none()) {
+        warnings.push(
+            "`setup` runs only in new worktrees, and no task has workspace = \"worktree\""
+                .to_owned(),
+        );
+    }
     Ok(Plan {
         name: Some(name),
         settings,
@@ -885,7 +975,34 @@ fn build(
         resources,
         warnings,
         template,
+        conflicts: Default::default(),
     })
+}
+
+fn parse_workspace(value: &str) -> Result<Workspace, String> {
+    match value {
+        "shared" => Ok(Workspace::Shared),
+        "worktree" => Ok(Workspace::Worktree),
+        other => Err(format!(
+            "workspace = \"{other}\" is not a workspace: write \"worktree\" (a git worktree per task) or \"shared\" (the default)"
+        )),
+    }
+}
+
+/// Why `orch/SESSION/<id>` would not be a valid branch name, if it would
+/// not (the rules of `git check-ref-format` that a task id can break).
+pub fn branch_name_problem(id: &str) -> Option<&'static str> {
+    if id.starts_with('.') {
+        Some("it starts with `.`")
+    } else if id.contains("..") {
+        Some("it contains `..`")
+    } else if id.ends_with(".lock") {
+        Some("it ends with `.lock`")
+    } else if id.ends_with('.') {
+        Some("it ends with `.`")
+    } else {
+        None
+    }
 }
 
 /// The line of the first `key =` or `[key]` in a TOML text (best effort,
@@ -1058,6 +1175,7 @@ pub fn plan_from_tasks(
         resources,
         warnings,
         template: None,
+        conflicts: Default::default(),
     })
 }
 
