@@ -451,6 +451,23 @@ fn eight_worktree_tasks_merge_without_conflict_and_push_once() {
     assert_eq!(git(&env, &repo, &["rev-parse", "main"]), main);
     assert_eq!(lines(&env.path("pushes.log")).len(), 1, "no second push");
 
+    // The monitor shows the worktrees, their branches and their size.
+    let out = output(orch(&env, "orch-monitor").args(["--session", &id, "--json"]));
+    let snap: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let wts = snap["git"]["worktrees"].as_array().unwrap();
+    assert_eq!(wts.len(), 8, "{:#}", snap["git"]);
+    assert!(wts
+        .iter()
+        .all(|w| w["state"] == "success" && w["branch"].as_str().unwrap().starts_with("orch/")));
+    assert!(snap["git"]["worktrees_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        snap["git"]["backup_ref"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("refs/orch/")),
+        "{:#}",
+        snap["git"]
+    );
+
     // Cleanup removes every worktree and says what it freed.
     let out = output(orch(&env, "orch-sync").args(["cleanup", "--json"]));
     assert!(out.status.success(), "{}", stderr(&out));

@@ -59,6 +59,71 @@ pub struct GitInfo {
     pub commits: Vec<Commit>,
     /// Why git could not answer, if it could not.
     pub error: Option<String>,
+    /// The session's backup ref, when one was recorded.
+    pub backup_ref: Option<String>,
+    /// The session's worktrees (`worktrees/<task>.json`).
+    pub worktrees: Vec<WorktreeView>,
+    /// Total size of the worktrees still present, bytes.
+    pub worktrees_bytes: u64,
+}
+
+/// One task's worktree.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorktreeView {
+    /// Task id.
+    pub task: String,
+    /// The worktree's directory.
+    pub path: String,
+    /// The task's branch.
+    pub branch: String,
+    /// `in use` (the task's lock is held), the task's result status,
+    /// `removed`, or `open`.
+    pub state: String,
+    /// The branch's commit recorded in the task's result.
+    pub commit: Option<String>,
+    /// Size on disk, bytes (0 once removed).
+    pub bytes: u64,
+}
+
+/// The session's worktrees, from their records, results and locks.
+pub fn worktrees(dir: &orch_session::SessionDir) -> (Vec<WorktreeView>, u64) {
+    let mut out = Vec::new();
+    let mut total = 0;
+    for (task, rec) in orch_session::worktree::list(dir).unwrap_or_default() {
+        let Ok(rec) = rec else { continue };
+        let result = orch_session::claim::read_result(dir, &task).ok().flatten();
+        let in_use = orch_session::lock::is_held(&dir.task_lock(&task)).unwrap_or(false);
+        let state = if rec.removed.is_some() {
+            "removed".to_owned()
+        } else if in_use {
+            "in use".to_owned()
+        } else {
+            result
+                .as_ref()
+                .map_or("open".to_owned(), |r| r.status.to_string())
+        };
+        let commit = result
+            .as_ref()
+            .and_then(|r| r.output.data.get("git"))
+            .and_then(|g| g.get("commit"))
+            .and_then(|c| c.as_str())
+            .map(|c| c.chars().take(12).collect());
+        let bytes = if rec.removed.is_some() {
+            0
+        } else {
+            crate::git::disk_usage(Path::new(&rec.path))
+        };
+        total += bytes;
+        out.push(WorktreeView {
+            task,
+            path: rec.path,
+            branch: rec.branch,
+            state,
+            commit,
+            bytes,
+        });
+    }
+    (out, total)
 }
 
 /// Runs `git -C repo args` with a time limit; stdout on success.
@@ -178,6 +243,9 @@ pub fn inspect(repo: &Path, commits: usize) -> GitInfo {
         changes_total: 0,
         commits: Vec::new(),
         error: None,
+        backup_ref: None,
+        worktrees: Vec::new(),
+        worktrees_bytes: 0,
     };
     match git(repo, &["status", "--porcelain=v1", "--branch"]) {
         Ok(text) => parse_status(&text, &mut info),
@@ -242,6 +310,9 @@ mod tests {
             changes_total: 0,
             commits: Vec::new(),
             error: None,
+            backup_ref: None,
+            worktrees: Vec::new(),
+            worktrees_bytes: 0,
         }
     }
 }

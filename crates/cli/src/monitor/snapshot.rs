@@ -925,7 +925,16 @@ impl Monitor {
                 return Some(info.clone());
             }
         }
-        let info = git::inspect(Path::new(&repo), opts.commits);
+        let mut info = git::inspect(Path::new(&repo), opts.commits);
+        info.backup_ref = self
+            .session
+            .info
+            .git
+            .as_ref()
+            .and_then(|g| g.backup_ref.clone());
+        let (wts, bytes) = git::worktrees(&self.session.dir);
+        info.worktrees = wts;
+        info.worktrees_bytes = bytes;
         self.git = Some((Instant::now(), info.clone()));
         Some(info)
     }

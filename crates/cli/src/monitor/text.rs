@@ -452,6 +452,30 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
                 let _ = writeln!(o, "    ... {} more", g.changes_total - 10);
             }
         }
+        if let Some(b) = &g.backup_ref {
+            let _ = writeln!(o, "  backup: {b}");
+        }
+        if !g.worktrees.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {} ({} on disk):",
+                plural(g.worktrees.len(), "worktree"),
+                orch_session::size::format_size(g.worktrees_bytes)
+            );
+            for w in g.worktrees.iter().take(20) {
+                let _ = writeln!(
+                    o,
+                    "    {:<20} {:<10} {} {}",
+                    w.task,
+                    w.state,
+                    w.branch,
+                    w.commit.as_deref().unwrap_or("")
+                );
+            }
+            if g.worktrees.len() > 20 {
+                let _ = writeln!(o, "    ... {} more", g.worktrees.len() - 20);
+            }
+        }
         if !g.commits.is_empty() {
             let _ = writeln!(o, "  last commits:");
             for cm in &g.commits {
