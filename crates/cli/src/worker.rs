@@ -398,6 +398,12 @@ impl Worker {
             pid: me.pid,
             pid_start: me.start,
             host: proc::hostname(),
+            boot_id: proc::boot_id(),
+            lease_until: None,
+            slurm_job: std::env::var("SLURM_ARRAY_JOB_ID")
+                .or_else(|_| std::env::var("SLURM_JOB_ID"))
+                .ok(),
+            slurm_array_task: std::env::var("SLURM_ARRAY_TASK_ID").ok(),
             started: started.clone(),
             updated: started.clone(),
             state: "idle".to_owned(),

@@ -67,6 +67,18 @@ pub struct ClaimRecord {
     pub host: String,
     /// The host's boot id.
     pub boot_id: String,
+    /// Until when the claim holds without news from its owner, RFC 3339:
+    /// worker claims are renewed with every heartbeat, hand claims by
+    /// `orch-claim renew`. Another host judges the claim by its flock and
+    /// by this lease, never by a pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    /// Slurm job id of the owner, for workers started by Slurm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// Slurm array task id of the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_array_task: Option<String>,
     /// Attempt number, from 1.
     pub attempt: u32,
     /// When the claim was made, RFC 3339.
@@ -93,6 +105,11 @@ impl ClaimRecord {
             agent: None,
             host: proc::hostname(),
             boot_id: proc::boot_id(),
+            lease_until: None,
+            slurm_job: std::env::var("SLURM_ARRAY_JOB_ID")
+                .or_else(|_| std::env::var("SLURM_JOB_ID"))
+                .ok(),
+            slurm_array_task: std::env::var("SLURM_ARRAY_TASK_ID").ok(),
             attempt,
             since: time::rfc3339(&time::now()),
         }

@@ -32,6 +32,19 @@ pub struct Heartbeat {
     pub pid_start: u64,
     /// Host name.
     pub host: String,
+    /// The host's boot id (a rebooted host is a new host).
+    #[serde(default)]
+    pub boot_id: String,
+    /// Until when this heartbeat vouches for the worker, RFC 3339: renewed
+    /// with every beat; other hosts judge the worker by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    /// Slurm job id, for workers started by Slurm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// Slurm array task id, for workers started by a Slurm array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_array_task: Option<String>,
     /// When the worker started, RFC 3339.
     pub started: String,
     /// Last update, RFC 3339.
