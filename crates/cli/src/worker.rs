@@ -283,6 +283,8 @@ struct Worker {
     hb: Heartbeat,
     last_beat: Instant,
     beat_failing: bool,
+    /// The heartbeat in memory is newer than the file (see `beat_lazy`).
+    beat_dirty: bool,
     unclaimable_told: usize,
     /// The plan's phases, if it has a template.
     template: Option<orch_session::plan::Template>,
@@ -293,6 +295,10 @@ struct Worker {
     sequential: Option<LockGuard>,
     inotify: Option<nix::sys::inotify::Inotify>,
 }
+
+/// `Worker::beat_lazy` puts a heartbeat off when one was written this
+/// recently.
+const LAZY_BEAT: Duration = Duration::from_millis(100);
 
 /// Whether a worker may claim.
 enum Gating {
@@ -433,6 +439,7 @@ impl Worker {
             hb,
             last_beat: Instant::now(),
             beat_failing: false,
+            beat_dirty: false,
             unclaimable_told: 0,
             template,
             until: None,
@@ -463,7 +470,22 @@ impl Worker {
         ));
     }
 
+    /// Writes the heartbeat, unless one was written less than
+    /// [`LAZY_BEAT`] ago: then it is written at the next chance (the
+    /// agent's start, the runner's tick, or before the worker waits).
+    /// For the steps every task goes through right before another one
+    /// (claimed, idle again), which would otherwise triple the heartbeat
+    /// writes of short tasks; liveness is the slot lock, not this file.
+    fn beat_lazy(&mut self) {
+        if self.last_beat.elapsed() < LAZY_BEAT {
+            self.beat_dirty = true;
+        } else {
+            self.beat();
+        }
+    }
+
     fn beat(&mut self) {
+        self.beat_dirty = false;
         self.last_beat = Instant::now();
         self.hb.updated = time::rfc3339(&time::now());
         self.hb.done = self.done;
@@ -486,7 +508,8 @@ impl Worker {
                 .last_summary
                 .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
         {
-            // Written at the next idle moment at the latest.
+            // Written at the next idle moment or the running task's first
+            // tick at the latest.
             self.summary_dirty = true;
             return;
         }
@@ -527,6 +550,7 @@ impl Worker {
 
     /// The main loop. Returns the exit code.
     fn work(&mut self, once: bool) -> Result<u8> {
+        self.watch();
         loop {
             if let Some(sig) = self.signals.received() {
                 self.event(&format!("stopping on signal {sig}"));
@@ -574,7 +598,10 @@ impl Worker {
                     }
                 }
             }
-            let me = ProcessIdentity::current();
+            let me = ProcessIdentity {
+                pid: self.hb.pid,
+                start: self.hb.pid_start,
+            };
             let owner = self.id.clone();
             let next = scheduler::claim_next(&mut self.board, |task, attempt| {
                 ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt)
@@ -742,26 +769,13 @@ impl Worker {
     /// Waits until the journal changes, a signal arrives, or a second passes
     /// (a dead worker frees its lock without touching any file).
     fn wait_for_change(&mut self) {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         if self.summary_dirty {
             self.summary(true);
         }
-        if self.inotify.is_none() {
-            if let Ok(ino) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
-                let flags = AddWatchFlags::IN_MODIFY
-                    | AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_MOVED_TO;
-                for (cp, _) in self.board.waiting_checkpoints() {
-                    let _ = ino.add_watch(cp.dir().as_path(), flags);
-                }
-                if ino
-                    .add_watch(&self.dir.join(layout::INDEX_DIR), flags)
-                    .is_ok()
-                {
-                    self.inotify = Some(ino);
-                }
-            }
+        if self.beat_dirty {
+            self.beat();
         }
+        self.watch();
         let mut fds = vec![self.signals.fd()];
         if let Some(ino) = &self.inotify {
             fds.push(ino.as_fd().as_raw_fd());
@@ -774,6 +788,31 @@ impl Worker {
             < time::rfc3339(&(time::now() - chrono::Duration::seconds(5))).as_str()
         {
             self.beat();
+        }
+    }
+
+    /// Starts watching the journal (and awaited checkpoints), once: before
+    /// the first look at the board, so that nothing journalled after that
+    /// look can be missed by a later wait (the first wait used to start the
+    /// watch after its look, and could sleep a whole second on a line
+    /// journalled in between).
+    fn watch(&mut self) {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        if self.inotify.is_some() {
+            return;
+        }
+        if let Ok(ino) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+            let flags =
+                AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+            for (cp, _) in self.board.waiting_checkpoints() {
+                let _ = ino.add_watch(cp.dir().as_path(), flags);
+            }
+            if ino
+                .add_watch(&self.dir.join(layout::INDEX_DIR), flags)
+                .is_ok()
+            {
+                self.inotify = Some(ino);
+            }
         }
     }
 
@@ -924,12 +963,17 @@ impl Worker {
             self.hb.task_started = Some(time::rfc3339(&time::now()));
             self.hb.progress = None;
             self.hb.agent_pid = None;
-            self.beat();
-            self.event(&format!("claimed {} (attempt {attempt})", task.id));
-            if self.summary_dirty {
-                // A throttled summary must not stay stale for a whole task.
-                self.summary(true);
+            if task.worktree.is_some() {
+                // Preparing a worktree may take a while: say so now.
+                self.beat();
+            } else {
+                self.beat_lazy();
             }
+            self.event(&format!("claimed {} (attempt {attempt})", task.id));
+            // Throttled; one put off is written at the task's first tick
+            // (runner::FIRST_TICK) at the latest, so it is never stale for
+            // a whole task.
+            self.summary(false);
             let output_path = self.dir.output(&task.id);
             let _ = fs::remove_file(&output_path);
             let _ = fs::remove_file(self.progress_path(&task.id));
@@ -1183,6 +1227,8 @@ impl Worker {
     fn on_event(&mut self, ev: Event) -> runner::Control {
         match ev {
             Event::Spawned(pid) => {
+                // Written now (with the task, put off at the claim): what
+                // runs is in the heartbeat before it can print anything.
                 self.hb.agent_pid = Some(pid);
             }
             Event::Progress(p) => {
@@ -1193,6 +1239,9 @@ impl Worker {
                 self.hb.progress_source = Some("output".to_owned());
             }
             Event::Tick => {
+                if self.summary_dirty {
+                    self.summary(true);
+                }
                 let file = self.hb.task.as_deref().map(|t| self.progress_path(t));
                 let from_file = file.and_then(|f| fs::read_to_string(f).ok()).and_then(|s| {
                     let first = s.split_whitespace().next().unwrap_or("").to_owned();
@@ -1203,7 +1252,7 @@ impl Worker {
                         self.hb.progress = Some(p);
                         self.hb.progress_source = Some("file".to_owned());
                     }
-                    _ if self.last_beat.elapsed() < Duration::from_secs(5) => {
+                    _ if !self.beat_dirty && self.last_beat.elapsed() < Duration::from_secs(5) => {
                         return runner::Control::Continue
                     }
                     _ => {}
@@ -1223,7 +1272,7 @@ impl Worker {
         self.hb.agent_pid = None;
         self.hb.progress = None;
         self.hb.progress_source = None;
-        self.beat();
+        self.beat_lazy();
         self.summary(false);
     }
 

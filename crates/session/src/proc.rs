@@ -80,11 +80,18 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// The kernel's boot id: a rebooted host is a new host.
+/// The kernel's boot id: a rebooted host is a new host. Read once per
+/// process (it cannot change while the process lives; a worker writes it
+/// into every claim).
 pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 #[cfg(test)]
