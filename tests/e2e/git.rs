@@ -884,7 +884,10 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     let gate = env.path("gate");
     fs::write(&gate, "").unwrap();
     let plan = format!(
-        "name = \"edge\"\nagents = 4\nworkspace = \"worktree\"\nbackoff = \"0s\"\n\
+        // breaker = 0: three of these fail on purpose, and if they fail
+        // before `fine` succeeds the circuit breaker would pause the
+        // workers before `busy` starts.
+        "name = \"edge\"\nagents = 4\nworkspace = \"worktree\"\nbackoff = \"0s\"\nbreaker = 0\n\
          [[task]]\nid = \"badsetup\"\nsetup = \"echo cannot install >&2; exit 3\"\ncommand = \"touch ran.txt\"\n\
          [[task]]\nid = \"lazy\"\ncommand = \"true\"\n\
          [[task]]\nid = \"fine\"\ncommand = \"true\"\nrequire_commit = false\n\

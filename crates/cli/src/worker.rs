@@ -1,6 +1,7 @@
 //! `orch-worker`: claim, run, record, release, repeat.
 
 mod attempt;
+mod commit;
 mod control;
 mod parallel;
 mod tmux;
@@ -294,6 +295,11 @@ struct Worker {
     /// With degrade = "sequential": the lock that lets this worker go on.
     sequential: Option<LockGuard>,
     inotify: Option<nix::sys::inotify::Inotify>,
+    /// A final result whose recording is put off until the next agent has
+    /// started (see commit.rs).
+    pending: Option<commit::Job>,
+    /// What went wrong recording it where no error could be returned.
+    pending_error: Option<anyhow::Error>,
 }
 
 /// `Worker::beat_lazy` puts a heartbeat off when one was written this
@@ -446,6 +452,8 @@ impl Worker {
             paused: None,
             sequential: None,
             inotify: None,
+            pending: None,
+            pending_error: None,
         };
         w.beat();
         w.event(&format!(
@@ -548,10 +556,25 @@ impl Worker {
         let _ = summary.write(&self.dir);
     }
 
-    /// The main loop. Returns the exit code.
+    /// The main loop. Returns the exit code, once every result it made is
+    /// recorded.
     fn work(&mut self, once: bool) -> Result<u8> {
+        let code = self.work_loop(once);
+        let recorded = self.flush_pending();
+        let code = code.and_then(|c| recorded.map(|()| c))?;
+        Ok(if code == exit::OK && self.failed > 0 {
+            exit::FAILED
+        } else {
+            code
+        })
+    }
+
+    fn work_loop(&mut self, once: bool) -> Result<u8> {
         self.watch();
         loop {
+            if let Some(e) = self.pending_error.take() {
+                return Err(e);
+            }
             if let Some(sig) = self.signals.received() {
                 self.event(&format!("stopping on signal {sig}"));
                 return Ok(exit::for_signal(sig));
@@ -639,6 +662,11 @@ impl Worker {
                     }
                 }
                 None => {
+                    // A result put off may make tasks ready.
+                    if self.pending.is_some() {
+                        self.flush_pending()?;
+                        continue;
+                    }
                     // Before concluding nothing is left, look at results/
                     // itself: the journal may have missed a line.
                     if !self.board.has_ready() && self.board.reconcile().unwrap_or(0) > 0 {
@@ -769,6 +797,7 @@ impl Worker {
     /// Waits until the journal changes, a signal arrives, or a second passes
     /// (a dead worker frees its lock without touching any file).
     fn wait_for_change(&mut self) {
+        self.flush_pending_later_error();
         if self.summary_dirty {
             self.summary(true);
         }
@@ -964,7 +993,9 @@ impl Worker {
             self.hb.progress = None;
             self.hb.agent_pid = None;
             if task.worktree.is_some() {
-                // Preparing a worktree may take a while: say so now.
+                // Preparing a worktree may take a while: say so now, and
+                // record the last result first.
+                self.flush_pending()?;
                 self.beat();
             } else {
                 self.beat_lazy();
@@ -1107,6 +1138,7 @@ impl Worker {
                 self.hb.state = "backoff".to_owned();
                 self.hb.agent_pid = None;
                 self.beat();
+                self.flush_pending_later_error();
                 if self.signals.sleep(delay) {
                     // Stopped while waiting: the failed attempt is in
                     // history; the task is released for another worker.
@@ -1124,40 +1156,62 @@ impl Worker {
             break result;
         };
         let status = final_result.status;
-        match claim::write_result(&self.dir, &final_result) {
-            Ok(()) => {}
-            Err(orch_session::Error::AlreadyExists { .. }) => {
-                let _ = tlog.event("a result was already recorded by someone else; keeping theirs");
-            }
-            Err(e) if e.is_disk_full() => {
-                // Nothing half-written: the result was never linked in.
+        // Recorded (durably) and released beside the loop; see commit.rs.
+        let job = commit::Job {
+            i,
+            result: final_result,
+            claim,
+            tlog,
+        };
+        self.flush_pending()?;
+        if self.board.dependents(i).is_empty() {
+            self.pending = Some(job);
+        } else {
+            // Its dependents may now be the best next pick (or be doomed):
+            // the board must know before the next claim.
+            let done = commit::record(&self.dir, job);
+            self.recorded(done)?;
+        }
+        sys::reap_all();
+        self.after_task(&task.id, status);
+        Ok(status)
+    }
+
+    /// Takes in what the recording thread did with a result.
+    fn recorded(&mut self, done: commit::Done) -> Result<()> {
+        let commit::Done {
+            i,
+            result,
+            recorded,
+        } = done;
+        let status = result.status;
+        match recorded {
+            commit::Recorded::Written | commit::Recorded::TheirsKept => {}
+            commit::Recorded::DiskFull(e) => {
                 // The task goes back to the queue; claims wait for space.
                 let msg = format!(
                     "disk full: cannot record the result of {} ({e:#}); it goes back to the queue, and no task is claimed until space is freed",
-                    task.id
+                    result.task
                 );
-                let _ = tlog.event(&msg);
+                if let Ok(mut tlog) = log::TaskLog::open(&self.dir, &result.task) {
+                    let _ = tlog.event(&msg);
+                }
                 self.event(&msg);
-                let _ = claim.release();
-                self.after_task(&task.id, Status::Interrupted);
-                return Ok(Status::Interrupted);
+                self.board.push_ready(i);
+                return Ok(());
             }
-            Err(e) => {
-                let _ = claim.release();
-                return Err(
-                    anyhow::Error::new(e).context(format!("recording the result of `{}`", task.id))
-                );
+            commit::Recorded::Failed(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("recording the result of `{}`", result.task)));
             }
         }
-        claim.release()?;
-        sys::reap_all();
         self.board.record(i, Some(status));
         match status {
             Status::Success => self.done += 1,
             Status::Interrupted => {}
             _ => self.failed += 1,
         }
-        self.ran.push((task.id.clone(), status));
+        self.ran.push((result.task.clone(), status));
         let paint = match status {
             Status::Success => crate::common::Color::Green,
             Status::Interrupted | Status::Skipped => crate::common::Color::Yellow,
@@ -1165,17 +1219,38 @@ impl Worker {
         };
         self.event(&format!(
             "{} {} in {}{}",
-            task.id,
+            result.task,
             self.style.paint(paint, status.as_str()),
-            format_duration(Duration::from_secs_f64(final_result.duration)),
-            final_result
+            format_duration(Duration::from_secs_f64(result.duration)),
+            result
                 .reason
                 .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ));
-        self.after_task(&task.id, status);
-        Ok(status)
+        Ok(())
+    }
+
+    /// Records the result put off, if any (see commit.rs).
+    fn flush_pending(&mut self) -> Result<()> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        match self.pending.take() {
+            Some(job) => {
+                let done = commit::record(&self.dir, job);
+                self.recorded(done)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// [`Worker::flush_pending`] where an error cannot be returned: it is
+    /// kept for the main loop.
+    fn flush_pending_later_error(&mut self) {
+        if let Err(e) = self.flush_pending() {
+            self.pending_error = Some(e);
+        }
     }
 
     /// Waits for a start under the session's rate limit and those of the
@@ -1197,6 +1272,7 @@ impl Worker {
                     Ok(Ok(())) => break,
                     Ok(Err(wait)) => {
                         if !told {
+                            self.flush_pending_later_error();
                             let msg = format!(
                                 "{} waits {} for the rate limit {rate} ({name})",
                                 task.id,
@@ -1227,6 +1303,8 @@ impl Worker {
     fn on_event(&mut self, ev: Event) -> runner::Control {
         match ev {
             Event::Spawned(pid) => {
+                // The agent runs: record the last task's result meanwhile.
+                self.flush_pending_later_error();
                 // Written now (with the task, put off at the claim): what
                 // runs is in the heartbeat before it can print anything.
                 self.hb.agent_pid = Some(pid);
