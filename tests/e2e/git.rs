@@ -884,7 +884,7 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     let gate = env.path("gate");
     fs::write(&gate, "").unwrap();
     let plan = format!(
-        "name = \"edge\"\nagents = 4\nworkspace = \"worktree\"\nbackoff = \"0s\"\n\
+        "name = \"edge\"\nagents = 4\nworkspace = \"worktree\"\nbackoff = \"0s\"\nbreaker = 0\n\
          [[task]]\nid = \"badsetup\"\nsetup = \"echo cannot install >&2; exit 3\"\ncommand = \"touch ran.txt\"\n\
          [[task]]\nid = \"lazy\"\ncommand = \"true\"\n\
          [[task]]\nid = \"fine\"\ncommand = \"true\"\nrequire_commit = false\n\
@@ -896,10 +896,11 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     let (id, _) = plan_in_repo(&env, &plan, &[]);
     let mut workers = Workers::start(&env, &id);
     let dir = env.session_dir(&id);
-    wait_until("the three quick tasks", LONG, || {
+    wait_until("the quick tasks, and busy running", LONG, || {
         ["badsetup", "lazy", "fine", "wander", "again"]
             .iter()
             .all(|t| dir.join(format!("results/{t}.json")).exists())
+            && repo.join(".worktrees/busy/x.txt").exists()
     });
     let results = env.results(&id);
     let bad = &results["badsetup"];

@@ -11,7 +11,10 @@
 //!
 //! Git's own locks (`index.lock`, ref locks, a worktree being created by
 //! another process) make concurrent commands fail rather than wait:
-//! [`Git::run_retrying`] retries those for a while.
+//! [`Git::run_retrying`] retries those for a while. `git worktree add`,
+//! `remove` and `prune` are not safe to run together at all (a prune
+//! deletes the metadata of a worktree another process is adding), so orch
+//! runs them one at a time per repository under [`worktree_lock`].
 
 pub mod backup;
 pub mod cleanup;
@@ -41,6 +44,21 @@ const REPO_VARS: &[&str] = &[
     "GIT_NAMESPACE",
     "GIT_PREFIX",
 ];
+
+/// Waits (up to [`CONTENTION_RETRY`]) for this repository's worktree lock,
+/// `<git-common-dir>/orch-worktree.lock`, an flock every orch process takes
+/// around `git worktree add`, `remove` and `prune`, whatever the session.
+/// `None` when the repository's git dir cannot be found or the wait ran
+/// out: the caller goes on and relies on retrying.
+pub fn worktree_lock(git: &Git) -> Option<orch_session::lock::LockGuard> {
+    let common = git
+        .run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .ok()?;
+    let path = Path::new(common.trim()).join("orch-worktree.lock");
+    orch_session::lock::lock_until(&path, Some(Instant::now() + CONTENTION_RETRY))
+        .ok()
+        .flatten()
+}
 
 /// A git command that failed.
 #[derive(Debug, Clone, thiserror::Error)]
