@@ -9,6 +9,7 @@ mod claim;
 mod cli;
 mod faults;
 mod git;
+mod hosts;
 mod locks;
 mod monitor;
 mod plan;

@@ -24,7 +24,7 @@ use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
 use orch_session::status::{Summary, WorkerLine};
 use orch_session::time::{self, format_duration};
-use orch_session::{atomic, log, scheduler, Session, SessionDir};
+use orch_session::{atomic, liveness, log, scheduler, Session, SessionDir};
 use serde_json::json;
 
 use crate::common::{Global, Style};
@@ -292,6 +292,8 @@ struct Worker {
     /// With degrade = "sequential": the lock that lets this worker go on.
     sequential: Option<LockGuard>,
     inotify: Option<nix::sys::inotify::Inotify>,
+    /// Renews our leases in the background.
+    _keeper: Option<liveness::Keeper>,
 }
 
 /// Whether a worker may claim.
@@ -439,8 +441,19 @@ impl Worker {
             paused: None,
             sequential: None,
             inotify: None,
+            _keeper: None,
         };
         w.beat();
+        let mine = liveness::Mine {
+            worker: Some(w.id.clone()),
+            owner: w.id.clone(),
+            pid: me.pid,
+        };
+        match liveness::Keeper::spawn(&w.dir, w.lease(), mine) {
+            Ok(k) => w._keeper = Some(k),
+            // Same host only then: other hosts see our leases end.
+            Err(e) => w.event(&format!("warning: cannot start the lease keeper: {e}")),
+        }
         w.event(&format!(
             "started (pid {}) on session {} ({})",
             me.pid, w.session.info.id, w.session.info.name
@@ -463,9 +476,15 @@ impl Worker {
         ));
     }
 
+    /// How long our claims and heartbeat hold for other hosts unrenewed.
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.session.info.settings.lease_ms)
+    }
+
     fn beat(&mut self) {
         self.last_beat = Instant::now();
         self.hb.updated = time::rfc3339(&time::now());
+        self.hb.lease_until = Some(liveness::lease_from_now(self.lease()));
         self.hb.done = self.done;
         self.hb.failed = self.failed;
         match heartbeat::write(&self.dir, &self.hb) {
@@ -576,8 +595,11 @@ impl Worker {
             }
             let me = ProcessIdentity::current();
             let owner = self.id.clone();
+            let lease = self.lease();
             let next = scheduler::claim_next(&mut self.board, |task, attempt| {
-                ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt)
+                let mut rec = ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt);
+                rec.lease_until = Some(liveness::lease_from_now(lease));
+                rec
             });
             while self.unclaimable_told < self.board.unclaimable.len() {
                 let (task, e) = &self.board.unclaimable[self.unclaimable_told];

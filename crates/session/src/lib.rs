@@ -24,6 +24,7 @@ mod fuzz;
 pub mod heartbeat;
 pub mod journal;
 pub mod layout;
+pub mod liveness;
 pub mod lock;
 pub mod log;
 pub mod mailbox;

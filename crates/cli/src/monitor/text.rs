@@ -403,6 +403,34 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
         );
     }
     let _ = writeln!(o, "{line}");
+    let f = &s.filesystem;
+    let mut line = format!(
+        "  session filesystem: {} ({})",
+        if f.fstype.is_empty() {
+            f.kind
+        } else {
+            &f.fstype
+        },
+        f.kind
+    );
+    if f.polling {
+        line.push_str(", waits poll");
+    }
+    match f.flock_across_hosts {
+        Some(true) if f.kind != "local" => line.push_str(", flock reaches other hosts"),
+        Some(false) => line.push_str(", flock stays on each host"),
+        None => line.push_str(", flock across hosts depends on the mount"),
+        _ => {}
+    }
+    if f.hosts.len() > 1 {
+        let _ = write!(
+            line,
+            "; workers on {} hosts: {}",
+            f.hosts.len(),
+            f.hosts.join(", ")
+        );
+    }
+    let _ = writeln!(o, "{line}");
 
     // Events.
     let _ = writeln!(

@@ -42,6 +42,7 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
         ),
     );
     let mut signalled = Vec::new();
+    let mut elsewhere = Vec::new();
     for info in heartbeat::list(dir)? {
         let Ok(hb) = info.heartbeat else { continue };
         if !info.live {
@@ -51,7 +52,12 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
             pid: hb.pid,
             start: hb.pid_start,
         };
-        if hb.host != orch_session::proc::hostname() || !id.is_alive() {
+        if !orch_session::proc::is_this_host(&hb.host, &hb.boot_id) {
+            // No signal reaches there; it sees the marker before its next claim.
+            elsewhere.push((hb.worker, hb.host));
+            continue;
+        }
+        if !id.is_alive() {
             continue;
         }
         sys::kill_identity(&id, libc::SIGTERM);
@@ -77,10 +83,16 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
             "session": session.info.id,
             "stopped": signalled.iter().map(|(w, p)| json!({"worker": w, "pid": p})).collect::<Vec<_>>(),
             "still_running": still.iter().map(|(w, p)| json!({"worker": w, "pid": p})).collect::<Vec<_>>(),
+            "elsewhere": elsewhere.iter().map(|(w, h)| json!({"worker": w, "host": h})).collect::<Vec<_>>(),
         }))?;
     } else {
-        if signalled.is_empty() {
+        if signalled.is_empty() && elsewhere.is_empty() {
             outln(&format!("no live workers in session {}", session.info.id))?;
+        }
+        for (w, h) in &elsewhere {
+            outln(&format!(
+                "{w} runs on host {h}: it stops before its next claim (run `orch-worker stop` there to stop it now)"
+            ))?;
         }
         for (w, p) in &signalled {
             if !still.iter().any(|(s, _)| s == w) {
