@@ -92,11 +92,7 @@ fn namespaces_work() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(
-            std::env::var_os("ORCH_LONG_TESTS").is_none(),
-            "`unshare --uts --pid --fork --mount-proc` fails: the two-host tests need root"
-        );
-        eprintln!("skipped: `unshare --uts --pid --fork --mount-proc` needs root here");
+        skip("`unshare --uts --pid --fork --mount-proc` fails here (the two-host tests need root)");
     }
     ok
 }

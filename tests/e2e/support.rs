@@ -354,3 +354,13 @@ impl Lcg {
         self.next() % n
     }
 }
+
+/// Says why a test cannot run here and lets it pass, except under
+/// ORCH_LONG_TESTS (CI), where everything must run: then it fails.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var_os("ORCH_LONG_TESTS").is_none(),
+        "cannot run under ORCH_LONG_TESTS: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
