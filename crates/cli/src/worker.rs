@@ -895,6 +895,7 @@ impl Worker {
                     worker: Some(self.id.clone()),
                     pid: None,
                     host: Some(proc::hostname()),
+                    slurm: orch_session::slurm::SlurmIds::from_env(),
                     started: Some(time::rfc3339(&now)),
                     finished: time::rfc3339(&now),
                     duration: 0.0,
@@ -1025,6 +1026,7 @@ impl Worker {
                 worker: Some(self.id.clone()),
                 pid: outcome.pid,
                 host: Some(proc::hostname()),
+                slurm: orch_session::slurm::SlurmIds::from_env(),
                 started: Some(time::rfc3339(&outcome.started)),
                 finished: time::rfc3339(&outcome.finished),
                 duration: (outcome.finished - outcome.started)

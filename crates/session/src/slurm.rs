@@ -75,6 +75,40 @@ pub struct SlurmJob {
     pub cancelled: Option<String>,
 }
 
+/// The Slurm job and array task a process runs in, from the variables
+/// Slurm sets (`SLURM_ARRAY_JOB_ID` or `SLURM_JOB_ID`, and
+/// `SLURM_ARRAY_TASK_ID`). Flattened into results as `slurm_job` and
+/// `slurm_array_task`, the names heartbeats and claims use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmIds {
+    /// The job id (of the array, for array tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// The array task id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_array_task: Option<String>,
+}
+
+impl SlurmIds {
+    /// The ids of the calling process (empty outside Slurm).
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            slurm_job: var("SLURM_ARRAY_JOB_ID").or_else(|| var("SLURM_JOB_ID")),
+            slurm_array_task: var("SLURM_ARRAY_TASK_ID"),
+        }
+    }
+
+    /// `job_task` as Slurm writes an array task (`123_4`), or the job id.
+    pub fn display(&self) -> Option<String> {
+        let job = self.slurm_job.as_deref()?;
+        Some(match &self.slurm_array_task {
+            Some(t) => format!("{job}_{t}"),
+            None => job.to_owned(),
+        })
+    }
+}
+
 /// How long a submitter waits for another one's `locks/slurm.lock`.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -154,7 +188,11 @@ fn update(dir: &SessionDir, f: impl FnOnce(&mut SlurmJobs) -> bool) -> Result<()
     };
     let mut jobs = read(dir)?;
     if f(&mut jobs) {
-        atomic::write_atomic(&dir.slurm_jobs(), &to_json_bytes(&jobs), Durability::Durable)?;
+        atomic::write_atomic(
+            &dir.slurm_jobs(),
+            &to_json_bytes(&jobs),
+            Durability::Durable,
+        )?;
     }
     Ok(())
 }
@@ -254,6 +292,27 @@ mod tests {
             fs::read_to_string(d.slurm_jobs()).expect("read"),
             "{\"format\": 1,\n\"jobs\": [oops]}"
         );
+    }
+
+    #[test]
+    fn results_carry_the_ids_as_flat_fields() {
+        let text = r#"{"format": 1, "task": "a", "status": "success", "attempt": 1,
+            "worker": "worker-2", "slurm_job": "77", "slurm_array_task": "3",
+            "finished": "2026-11-21T15:00:00+00:00", "duration": 1.0, "summary": "s"}"#;
+        let r: crate::result::TaskResult = serde_json::from_str(text).expect("parse");
+        assert_eq!(r.slurm.display().as_deref(), Some("77_3"));
+        assert_eq!(r.output.summary.as_deref(), Some("s"));
+        let v: serde_json::Value = serde_json::from_slice(&r.to_bytes()).expect("json");
+        assert_eq!(
+            (v["slurm_job"].as_str(), v["slurm_array_task"].as_str()),
+            (Some("77"), Some("3"))
+        );
+        // Results of workers outside Slurm have neither key.
+        let plain = text.replace(r#""slurm_job": "77", "slurm_array_task": "3","#, "");
+        let r: crate::result::TaskResult = serde_json::from_str(&plain).expect("parse");
+        assert_eq!(r.slurm, SlurmIds::default());
+        let v: serde_json::Value = serde_json::from_slice(&r.to_bytes()).expect("json");
+        assert!(v.get("slurm_job").is_none() && v.get("slurm_array_task").is_none());
     }
 
     #[test]
