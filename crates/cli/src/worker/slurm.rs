@@ -20,7 +20,9 @@
 //! * `--time` = time to the deadline (`--until`, else the session's) plus
 //!   the longest task timeout and the grace period — so a task started just
 //!   before the deadline can finish —, rounded up to minutes; omitted when
-//!   there is no deadline (the partition's default applies);
+//!   there is no deadline (the partition's default applies); with it,
+//!   `--signal=B:TERM@<grace + 60s>`, so the worker alone gets SIGTERM
+//!   before the limit and releases its task in order;
 //! * then every `--sbatch-arg`, which replaces a directive of ours for the
 //!   same option.
 
@@ -81,6 +83,9 @@ pub struct ScriptSpec {
     pub mem_mib: Option<u64>,
     /// `--time`.
     pub time_limit: Option<Duration>,
+    /// The session's grace period: with a time limit, the worker gets
+    /// SIGTERM this long plus a minute before it (`--signal=B:TERM@`).
+    pub grace: Duration,
     /// `--until` for the workers (RFC 3339), when given on the command line.
     pub until: Option<String>,
     /// Extra directives.
@@ -100,6 +105,7 @@ const OVERRIDES: &[(&str, &[&str])] = &[
     // sbatch refuses --mem together with --mem-per-cpu or --mem-per-gpu.
     ("--mem", &["--mem", "--mem-per-cpu", "--mem-per-gpu"]),
     ("--time", &["--time", "-t"]),
+    ("--signal", &["--signal"]),
 ];
 
 /// Whether the sbatch option `arg` (`--time=5`, `-t 5`, `-t5`) sets one of
@@ -222,6 +228,14 @@ pub fn render(spec: &ScriptSpec) -> Result<String> {
     }
     if let Some(t) = spec.time_limit {
         ours.push(("--time", format_time_limit(t)));
+        // At the limit Slurm signals every process of the job at once; a
+        // SIGTERM to the worker alone before it lets the worker stop its
+        // agent and release its task first. Slurm may send it up to a
+        // minute early.
+        ours.push((
+            "--signal",
+            format!("B:TERM@{}", spec.grace.as_millis().div_ceil(1000) + 60),
+        ));
     }
     let mut s = String::from("#!/bin/sh\n");
     s += &format!(
@@ -413,6 +427,7 @@ pub fn run(global: &Global, opts: &Options, until: Option<DateTime<Local>>) -> R
         workers,
         mem_mib: settings.memory_per_agent.map(mem_mib),
         time_limit,
+        grace: Duration::from_millis(settings.grace_ms),
         until: match (&opts.until, until) {
             (Some(_), Some(u)) => Some(time::rfc3339(&u)),
             _ => None,
@@ -572,8 +587,76 @@ pub struct CancelReport {
     pub error: Option<String>,
 }
 
+/// What to do about the jobs squeue listed (`%F|%i|%T` lines: array job,
+/// job or array task, state): the jobs found with their states, the ids
+/// not in the queue any more, and the scancel argument lists.
+///
+/// * pending array tasks are cancelled (`--state=PENDING`): no worker ran;
+/// * running ones get SIGTERM in their batch shell only (`--batch
+///   --signal=TERM`), which is the worker (the script `exec`s it): it stops
+///   its agent after the grace period, records the attempt as interrupted,
+///   releases the task and exits, which ends the job. A plain `scancel`
+///   would signal the agent too, at the same moment, and the worker could
+///   see its agent die before its own signal and record a failure;
+/// * anything else still listed (configuring, suspended, requeued) is
+///   cancelled outright; `COMPLETING` ones are already ending.
+pub fn plan_cancel(
+    listed: &str,
+    ids: &[String],
+) -> (Vec<CancelledJob>, Vec<String>, Vec<Vec<String>>) {
+    let mut found = Vec::new();
+    let mut gone = Vec::new();
+    let (mut pending, mut running, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    for id in ids {
+        let mut states = std::collections::BTreeMap::new();
+        for line in listed.lines() {
+            let mut f = line.trim().splitn(3, '|');
+            let (Some(job), Some(task), Some(state)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if job != id {
+                continue;
+            }
+            *states.entry(state.to_owned()).or_insert(0) += 1;
+            match state {
+                "PENDING" => pending.push(id.clone()),
+                "RUNNING" => running.push(id.clone()),
+                "COMPLETING" => {}
+                _ => other.push(task.to_owned()),
+            }
+        }
+        if states.is_empty() {
+            gone.push(id.clone());
+        } else {
+            found.push(CancelledJob {
+                job: id.clone(),
+                states,
+            });
+        }
+    }
+    pending.dedup();
+    running.dedup();
+    let mut commands = Vec::new();
+    if !pending.is_empty() {
+        commands.push([vec!["--state=PENDING".to_owned()], pending].concat());
+    }
+    if !running.is_empty() {
+        commands.push(
+            [
+                vec!["--batch".to_owned(), "--signal=TERM".to_owned()],
+                running,
+            ]
+            .concat(),
+        );
+    }
+    if !other.is_empty() {
+        commands.push(other);
+    }
+    (found, gone, commands)
+}
+
 /// Cancels the recorded jobs of the session that are still queued or
-/// running (`squeue`, then `scancel`), and marks them cancelled in
+/// running ([`plan_cancel`] says how), and marks them cancelled in
 /// `slurm/jobs.json`. `None` when the session has no uncancelled job.
 pub fn cancel_recorded(dir: &SessionDir) -> Option<CancelReport> {
     let jobs = match record::read(dir) {
@@ -605,12 +688,12 @@ pub fn cancel_recorded(dir: &SessionDir) -> Option<CancelReport> {
             "--noheader".to_owned(),
             "--array".to_owned(),
             format!("--jobs={}", ids.join(",")),
-            "--format=%F|%T".to_owned(),
+            "--format=%F|%i|%T".to_owned(),
         ],
         cwd,
     ) {
         Ok(o) if o.code == 0 => o.stdout,
-        // One id that Slurm has forgotten makes squeue fail so.
+        // A single id that Slurm has forgotten makes squeue fail so.
         Ok(o) if o.stderr.contains("Invalid job id") => String::new(),
         Ok(o) => {
             report.error = Some(format!(
@@ -626,48 +709,33 @@ pub fn cancel_recorded(dir: &SessionDir) -> Option<CancelReport> {
             return Some(report);
         }
     };
-    for id in &ids {
-        let mut states = std::collections::BTreeMap::new();
-        for line in listed.lines() {
-            if let Some((job, state)) = line.trim().split_once('|') {
-                if job == id {
-                    *states.entry(state.to_owned()).or_insert(0) += 1;
-                }
+    let (found, gone, commands) = plan_cancel(&listed, &ids);
+    report.cancelled = found;
+    report.gone = gone;
+    for args in &commands {
+        match run_tool("scancel", args, cwd) {
+            Ok(o) if o.code == 0 => {}
+            Ok(o) => {
+                report.error = Some(format!(
+                    "scancel {} failed (exit {}): {}",
+                    args.join(" "),
+                    o.code,
+                    first_line(&o.stderr)
+                ));
             }
-        }
-        if states.is_empty() {
-            report.gone.push(id.clone());
-        } else {
-            report.cancelled.push(CancelledJob {
-                job: id.clone(),
-                states,
-            });
+            Err(e) => report.error = Some(format!("{e:#}")),
         }
     }
-    if report.cancelled.is_empty() {
-        return Some(report);
-    }
-    let queued: Vec<String> = report.cancelled.iter().map(|c| c.job.clone()).collect();
-    match run_tool("scancel", &queued, cwd) {
-        Ok(o) if o.code == 0 => {
-            let _ = log::run_event(
-                dir,
-                "orch-worker stop",
-                &format!("cancelled Slurm jobs {}", queued.join(" ")),
-            );
-            if let Err(e) = record::mark_cancelled(dir, &queued, &time::rfc3339(&time::now())) {
-                report.error = Some(format!("cancelled, but could not record it: {}", e.chain()));
-            }
+    if report.error.is_none() && !report.cancelled.is_empty() {
+        let queued = report.job_ids();
+        let _ = log::run_event(
+            dir,
+            "orch-worker stop",
+            &format!("cancelled Slurm jobs {}", queued.join(" ")),
+        );
+        if let Err(e) = record::mark_cancelled(dir, &queued, &time::rfc3339(&time::now())) {
+            report.error = Some(format!("cancelled, but could not record it: {}", e.chain()));
         }
-        Ok(o) => {
-            report.error = Some(format!(
-                "scancel {} failed (exit {}): {}",
-                queued.join(" "),
-                o.code,
-                first_line(&o.stderr)
-            ));
-        }
-        Err(e) => report.error = Some(format!("{e:#}")),
     }
     Some(report)
 }
@@ -730,6 +798,7 @@ mod tests {
             workers: 4,
             mem_mib: None,
             time_limit: None,
+            grace: Duration::from_secs(10),
             until: None,
             sbatch_args: vec![],
             written: "2026-11-21T15:00:00+00:00".to_owned(),
@@ -775,6 +844,7 @@ mod tests {
         let d = directives(&s);
         assert!(d.contains(&"--mem=2112M"), "{d:?}");
         assert!(d.contains(&"--time=06:02:00"), "{d:?}");
+        assert!(d.contains(&"--signal=B:TERM@70"), "{d:?}");
         assert!(s.ends_with("--until 2026-11-21T21:00:00+00:00\n"), "{s}");
     }
 
@@ -800,6 +870,8 @@ mod tests {
                 "--output=/shared/orch/session-20261121-150000-ab12/logs/slurm-%A_%a.log",
                 "--error=/shared/orch/session-20261121-150000-ab12/logs/slurm-%A_%a.log",
                 "--chdir=/shared/orch/session-20261121-150000-ab12",
+                // Relative to whatever limit applies: kept.
+                "--signal=B:TERM@70",
                 "--partition=gpu",
                 "-t 30",
                 "--mem-per-cpu=1G",
@@ -857,6 +929,31 @@ mod tests {
             Some(Duration::from_secs(2 * 3600 + 30 * 60 + 10))
         );
         assert_eq!(time_limit(&now, &deadline, 1, 1), None, "passed");
+    }
+
+    #[test]
+    fn pending_tasks_are_cancelled_and_running_workers_get_sigterm_alone() {
+        let listed = "40|40_[5-6]|PENDING\n40|40_1|RUNNING\n40|40_2|RUNNING\n\
+                      40|40_3|COMPLETING\n41|41_1|SUSPENDED\n99|99|RUNNING\n";
+        let ids = vec!["40".to_owned(), "41".to_owned(), "42".to_owned()];
+        let (found, gone, commands) = plan_cancel(listed, &ids);
+        assert_eq!(
+            found
+                .iter()
+                .map(|c| (c.job.as_str(), c.states.values().sum::<u32>()))
+                .collect::<Vec<_>>(),
+            vec![("40", 4), ("41", 1)],
+            "job 99 is not ours"
+        );
+        assert_eq!(gone, vec!["42"]);
+        assert_eq!(
+            commands,
+            vec![
+                vec!["--state=PENDING", "40"],
+                vec!["--batch", "--signal=TERM", "40"],
+                vec!["41_1"],
+            ]
+        );
     }
 
     #[test]
