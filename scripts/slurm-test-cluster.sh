@@ -44,17 +44,31 @@ wait_for() {
     done
 }
 
+# Whether process $1 has exited: gone, or a zombie (the parent of a
+# daemon's first fork may be an init that does not reap).
+not_alive() {
+    [ -r "/proc/$1/stat" ] || return 0
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -z "$state" ] || [ "$state" = Z ] || [ "$state" = X ]
+}
+
+# Whether process $1 runs program $2. Debian installs the daemons as
+# alternatives: /usr/sbin/slurmctld -> slurmctld-wlm, so compare the files.
+runs() {
+    exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+    want=$(command -v "$2") || return 1
+    [ "$exe" = "$(readlink -f "$want")" ]
+}
+
 # The pid in pid file $1 if that process lives and runs program $2.
 live_pid() {
     [ -f "$1" ] || return 1
     pid=$(cat "$1" 2>/dev/null) || return 1
     case "$pid" in '' | *[!0-9]*) return 1 ;; esac
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-    [ "${exe##*/}" = "$2" ] || return 1
+    not_alive "$pid" && return 1
+    runs "$pid" "$2" || return 1
     echo "$pid"
 }
-
-not_alive() { ! kill -0 "$1" 2>/dev/null; }
 
 # Stops the daemon of pid file $1 running program $2: SIGTERM, then SIGKILL.
 stop_daemon() {
@@ -73,8 +87,8 @@ stop_daemon() {
 kill_stepds() {
     for p in /proc/[0-9]*; do
         pid=${p#/proc/}
-        exe=$(readlink "$p/exe" 2>/dev/null) || continue
-        [ "${exe##*/}" = slurmstepd ] || continue
+        runs "$pid" slurmstepd || continue
+        not_alive "$pid" && continue
         if tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$SLURM_CONF" ||
             ls -l "$p/cwd" 2>/dev/null | grep -q -- "-> $DIR/"; then
             say "killing leftover slurmstepd $pid and its job"

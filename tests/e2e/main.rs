@@ -14,6 +14,7 @@ mod monitor;
 mod plan;
 mod roadmap;
 mod security;
+mod slurm;
 mod support;
 mod sync;
 mod unattended;

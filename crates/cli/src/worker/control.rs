@@ -67,9 +67,9 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
         signalled.push((hb.worker, hb.pid));
     }
     if let Some(report) = &slurm {
-        for w in super::slurm::workers_of(dir, report) {
-            if !signalled.iter().any(|(s, _)| *s == w.0) {
-                signalled.push(w);
+        for w in &report.workers {
+            if !signalled.iter().any(|(s, _)| *s == w.worker) {
+                signalled.push((w.worker.clone(), w.pid));
             }
         }
     }

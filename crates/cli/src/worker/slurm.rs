@@ -576,6 +576,19 @@ pub struct CancelledJob {
     pub states: std::collections::BTreeMap<String, u32>,
 }
 
+/// A live worker that runs in a recorded Slurm job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlurmWorker {
+    /// Worker id.
+    pub worker: String,
+    /// Its pid (on its host).
+    pub pid: u32,
+    /// Its host.
+    pub host: String,
+    /// `job_task`, as squeue writes it.
+    pub slurm: String,
+}
+
 /// What `stop` did about Slurm.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CancelReport {
@@ -583,6 +596,9 @@ pub struct CancelReport {
     pub cancelled: Vec<CancelledJob>,
     /// Recorded jobs no longer in the queue.
     pub gone: Vec<String>,
+    /// The live workers of the recorded jobs, seen before the cancel
+    /// (from their heartbeats): `stop` waits for them to exit.
+    pub workers: Vec<SlurmWorker>,
     /// What went wrong, if anything (the jobs may still run).
     pub error: Option<String>,
 }
@@ -680,7 +696,10 @@ pub fn cancel_recorded(dir: &SessionDir) -> Option<CancelReport> {
     if ids.is_empty() {
         return None;
     }
-    let mut report = CancelReport::default();
+    let mut report = CancelReport {
+        workers: live_workers(dir, &ids),
+        ..CancelReport::default()
+    };
     let cwd = dir.path();
     let listed = match run_tool(
         "squeue",
@@ -766,20 +785,25 @@ impl CancelReport {
     }
 }
 
-/// Live workers (id, pid) of the cancelled jobs, to wait for like the
-/// workers `stop` signals itself: their slot locks free when they exit.
-pub fn workers_of(dir: &SessionDir, report: &CancelReport) -> Vec<(String, u32)> {
-    let ids = report.job_ids();
-    if ids.is_empty() {
-        return Vec::new();
-    }
+/// Live workers (slot lock held) whose heartbeat names one of the jobs.
+fn live_workers(dir: &SessionDir, ids: &[String]) -> Vec<SlurmWorker> {
     orch_session::heartbeat::list(dir)
         .unwrap_or_default()
         .into_iter()
         .filter(|i| i.live)
         .filter_map(|i| i.heartbeat.ok())
         .filter(|hb| hb.slurm_job.as_ref().is_some_and(|j| ids.contains(j)))
-        .map(|hb| (hb.worker, hb.pid))
+        .map(|hb| SlurmWorker {
+            slurm: orch_session::slurm::SlurmIds {
+                slurm_job: hb.slurm_job.clone(),
+                slurm_array_task: hb.slurm_array_task.clone(),
+            }
+            .display()
+            .unwrap_or_default(),
+            worker: hb.worker,
+            pid: hb.pid,
+            host: hb.host,
+        })
         .collect()
 }
 
