@@ -101,8 +101,8 @@ pub struct Args {
     print_crontab: bool,
 
     /// Submit N workers as a Slurm job array (sbatch) [default N: the
-    /// session's agents]. The script is kept as slurm/submit-<n>.sh, the job
-    /// id in slurm/jobs.json; `orch-worker stop` cancels it. The session
+    /// session's agents]. The script is kept as `slurm/submit-<n>.sh`, the job
+    /// id in `slurm/jobs.json`; `orch-worker stop` cancels it. The session
     /// must be on a filesystem the compute nodes mount
     #[arg(
         long,
