@@ -113,6 +113,24 @@ fn without_slurm_the_submission_fails_clearly_and_records_no_job() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--sbatch-arg=--partition=gpu"));
     assert!(!dir.join("slurm/submit-2.sh").exists());
+    // A damaged job list: named, and nothing submitted or written.
+    fs::write(
+        dir.join("slurm/jobs.json"),
+        "{\"format\": 1,\n\"jobs\": [oops\n",
+    )
+    .unwrap();
+    let out = output(
+        env.cmd("orch-worker")
+            .args(["--slurm", "2"])
+            .env("PATH", "/nonexistent"),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("slurm/jobs.json:2"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.join("slurm/submit-2.sh").exists());
     // --slurm does not go with --parallel.
     let out = env.run("orch-worker", &["--slurm", "2", "--parallel", "2"]);
     assert_eq!(out.status.code(), Some(2));

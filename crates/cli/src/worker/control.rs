@@ -118,8 +118,8 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
     }
     Ok(if !still.is_empty() {
         exit::CONFLICT
-    } else if slurm.is_some_and(|r| r.error.is_some()) {
-        exit::SLURM
+    } else if let Some(r) = slurm.filter(|r| r.error.is_some()) {
+        r.error_code()
     } else {
         exit::OK
     })

@@ -466,6 +466,9 @@ pub fn run(global: &Global, opts: &Options, until: Option<DateTime<Local>>) -> R
             ),
         );
     }
+    // A damaged job list is found before anything is submitted: a job
+    // that could not be recorded would be one stop cannot cancel.
+    record::read(dir)?;
     if fsinfo::kind(&session_dir) == FsKind::Local {
         eprintln!(
             "orch-worker: note: the session is on a local filesystem; array tasks Slurm starts on other nodes cannot reach it unless the root is on a filesystem every node mounts (docs/distributed.md)"
@@ -601,6 +604,9 @@ pub struct CancelReport {
     pub workers: Vec<SlurmWorker>,
     /// What went wrong, if anything (the jobs may still run).
     pub error: Option<String>,
+    /// Whether the error is a damaged `slurm/jobs.json`.
+    #[serde(skip)]
+    unreadable: bool,
 }
 
 /// What to do about the jobs squeue listed (`%F|%i|%T` lines: array job,
@@ -683,6 +689,7 @@ pub fn cancel_recorded(dir: &SessionDir) -> Option<CancelReport> {
                     "cannot read the recorded Slurm jobs, cancel them with scancel: {}",
                     e.chain()
                 )),
+                unreadable: true,
                 ..CancelReport::default()
             })
         }
@@ -760,6 +767,16 @@ pub fn cancel_recorded(dir: &SessionDir) -> Option<CancelReport> {
 }
 
 impl CancelReport {
+    /// The exit code for the report's error: a damaged job list is bad
+    /// input (3); anything else is Slurm's refusal (16).
+    pub fn error_code(&self) -> u8 {
+        if self.unreadable {
+            exit::BAD_INPUT
+        } else {
+            exit::SLURM
+        }
+    }
+
     /// The job ids cancelled.
     pub fn job_ids(&self) -> Vec<String> {
         self.cancelled.iter().map(|c| c.job.clone()).collect()
