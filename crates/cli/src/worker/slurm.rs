@@ -371,23 +371,8 @@ pub fn run(global: &Global, opts: &Options, until: Option<DateTime<Local>>) -> R
         check_sbatch_arg(a).map_err(|e| exit::coded(exit::USAGE, e))?;
     }
     let session = global.session()?;
-    let root = global.root()?;
-    let dir = &session.dir;
     let settings = &session.info.settings;
-    let workers = if opts.workers == 0 {
-        settings.agents.max(1)
-    } else {
-        opts.workers
-    };
     let now = time::now();
-    let session_dir = crate::common::absolute(dir.path());
-    let session_dir = session_dir.canonicalize().unwrap_or(session_dir);
-    let root = root.canonicalize().unwrap_or(root);
-    let in_root = session_dir.parent() == Some(root.as_path())
-        && session_dir.file_name().and_then(|n| n.to_str())
-            == Some(&format!("{SESSION_PREFIX}{}", session.info.id));
-    let exe = std::env::current_exe().context("finding orch-worker's own path")?;
-    let exe = exe.canonicalize().unwrap_or(exe);
     let deadline = until.or_else(|| settings.deadline.as_deref().and_then(time::parse_rfc3339));
     let longest_task_ms = session
         .load_plan()?
@@ -396,45 +381,15 @@ pub fn run(global: &Global, opts: &Options, until: Option<DateTime<Local>>) -> R
         .map(|t| t.timeout_ms)
         .max()
         .unwrap_or(settings.timeout_ms);
-    let time_limit = match &deadline {
-        Some(d) => match time_limit(d, &now, longest_task_ms, settings.grace_ms) {
-            Some(t) => Some(t),
-            None if opts.print => None,
-            None => {
-                return idle(
-                    &session,
-                    global.json,
-                    &format!(
-                    "the deadline {} has passed: workers would claim nothing; nothing submitted",
-                    time::rfc3339(d)
-                ),
-                )
-            }
-        },
-        None => None,
-    };
-    let spec = ScriptSpec {
-        exe,
-        root: in_root.then(|| root.clone()),
-        session_arg: if in_root {
-            session.info.id.clone()
-        } else {
-            session_dir.to_string_lossy().into_owned()
-        },
-        session_dir: session_dir.clone(),
-        session_id: session.info.id.clone(),
-        session_name: session.info.name.clone(),
-        workers,
-        mem_mib: settings.memory_per_agent.map(mem_mib),
-        time_limit,
-        grace: Duration::from_millis(settings.grace_ms),
-        until: match (&opts.until, until) {
-            (Some(_), Some(u)) => Some(time::rfc3339(&u)),
-            _ => None,
-        },
-        sbatch_args: opts.sbatch_args.clone(),
-        written: time::rfc3339(&now),
-    };
+    let limit = deadline.and_then(|d| time_limit(&d, &now, longest_task_ms, settings.grace_ms));
+    if let (Some(d), None, false) = (&deadline, limit, opts.print) {
+        let msg = format!(
+            "the deadline {} has passed: workers would claim nothing; nothing submitted",
+            time::rfc3339(d)
+        );
+        return idle(&session, global.json, &msg);
+    }
+    let spec = script_spec(&session, global.root()?, opts, until, limit, &now)?;
     let script = render(&spec)?;
     if opts.print {
         if global.json {
@@ -444,7 +399,64 @@ pub fn run(global: &Global, opts: &Options, until: Option<DateTime<Local>>) -> R
         }
         return Ok(exit::OK);
     }
+    submit(global, &session, &spec, &script, opts)
+}
 
+/// What the script is made from, for this session and these options.
+fn script_spec(
+    session: &orch_session::Session,
+    root: PathBuf,
+    opts: &Options,
+    until: Option<DateTime<Local>>,
+    time_limit: Option<Duration>,
+    now: &DateTime<Local>,
+) -> Result<ScriptSpec> {
+    let settings = &session.info.settings;
+    let session_dir = crate::common::absolute(session.dir.path());
+    let session_dir = session_dir.canonicalize().unwrap_or(session_dir);
+    let root = root.canonicalize().unwrap_or(root);
+    // Workers find the session by root and id when it lies in the root,
+    // else by its directory.
+    let in_root = session_dir.parent() == Some(root.as_path())
+        && session_dir.file_name().and_then(|n| n.to_str())
+            == Some(&format!("{SESSION_PREFIX}{}", session.info.id));
+    let exe = std::env::current_exe().context("finding orch-worker's own path")?;
+    Ok(ScriptSpec {
+        exe: exe.canonicalize().unwrap_or(exe),
+        session_arg: if in_root {
+            session.info.id.clone()
+        } else {
+            session_dir.to_string_lossy().into_owned()
+        },
+        root: in_root.then_some(root),
+        session_dir,
+        session_id: session.info.id.clone(),
+        session_name: session.info.name.clone(),
+        workers: if opts.workers == 0 {
+            settings.agents.max(1)
+        } else {
+            opts.workers
+        },
+        mem_mib: settings.memory_per_agent.map(mem_mib),
+        time_limit,
+        grace: Duration::from_millis(settings.grace_ms),
+        // Given on the command line: passed on, as an absolute time.
+        until: opts.until.as_ref().and(until).map(|u| time::rfc3339(&u)),
+        sbatch_args: opts.sbatch_args.clone(),
+        written: time::rfc3339(now),
+    })
+}
+
+/// Writes the script into the session, submits it, records the job.
+fn submit(
+    global: &Global,
+    session: &orch_session::Session,
+    spec: &ScriptSpec,
+    script: &str,
+    opts: &Options,
+) -> Result<u8> {
+    let dir = &session.dir;
+    let workers = spec.workers;
     if let Ok(text) = std::fs::read_to_string(dir.status_dir().join(control::STOPPED_MARKER)) {
         return Err(exit::coded(
             exit::CONFLICT,
@@ -457,29 +469,26 @@ pub fn run(global: &Global, opts: &Options, until: Option<DateTime<Local>>) -> R
         ));
     }
     if session.is_finished() {
-        return idle(
-            &session,
-            global.json,
-            &format!(
-                "session {} ({}) is finished: nothing submitted",
-                session.info.id, session.info.name
-            ),
+        let msg = format!(
+            "session {} ({}) is finished: nothing submitted",
+            session.info.id, session.info.name
         );
+        return idle(session, global.json, &msg);
     }
     // A damaged job list is found before anything is submitted: a job
     // that could not be recorded would be one stop cannot cancel.
     record::read(dir)?;
-    if fsinfo::kind(&session_dir) == FsKind::Local {
+    if fsinfo::kind(&spec.session_dir) == FsKind::Local {
         eprintln!(
             "orch-worker: note: the session is on a local filesystem; array tasks Slurm starts on other nodes cannot reach it unless the root is on a filesystem every node mounts (docs/distributed.md)"
         );
     }
-    let (n, path) = record::write_script(dir, &script)?;
+    let (n, path) = record::write_script(dir, script)?;
     let rel_script = format!("slurm/submit-{n}.sh");
     let out = run_tool(
         "sbatch",
         &["--parsable".to_owned(), path.to_string_lossy().into_owned()],
-        &session_dir,
+        &spec.session_dir,
     )?;
     let parsed = parse_parsable(&out.stdout);
     let (job, cluster) = match (out.code, parsed) {
@@ -530,7 +539,8 @@ pub fn run(global: &Global, opts: &Options, until: Option<DateTime<Local>>) -> R
         "orch-worker --slurm",
         &format!("submitted Slurm job {job}: {workers} workers ({rel_script})"),
     );
-    let logs = session_dir
+    let logs = spec
+        .session_dir
         .join("logs")
         .join(format!("slurm-{job}_<n>.log"));
     if global.json {
