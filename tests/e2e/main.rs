@@ -15,6 +15,7 @@ mod monitor;
 mod plan;
 mod roadmap;
 mod security;
+mod slurm;
 mod support;
 mod sync;
 mod unattended;

@@ -422,6 +422,10 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             worker: Some("hand".to_owned()),
             pid: Some(record.pid),
             host: Some(record.host.clone()),
+            slurm: orch_session::slurm::SlurmIds {
+                slurm_job: record.slurm_job.clone(),
+                slurm_array_task: record.slurm_array_task.clone(),
+            },
             started: Some(record.since.clone()),
             finished: time::rfc3339(&now),
             duration,

@@ -3,6 +3,7 @@
 mod attempt;
 mod control;
 mod parallel;
+mod slurm;
 mod tmux;
 
 use std::fs;
@@ -42,6 +43,9 @@ Examples:
   orch-worker --parallel 3 --tmux         one tmux window per worker, plus a monitor
   orch-worker stop [--now]                stop every live worker of the session
   orch-worker --print-crontab --parallel 4
+  orch-worker --slurm 8                   submit 8 workers as a Slurm job array
+  orch-worker --slurm 8 --sbatch-arg=--partition=gpu --sbatch-arg='--account=lab'
+  orch-worker --slurm 8 --print           show the sbatch script; submit nothing
   tail -f ~/.claude/orchestration/session-*/logs/run.log
 
 Each task runs in its own process group with these variables set:
@@ -95,6 +99,34 @@ pub struct Args {
     /// Print the crontab line that runs this session every 10 minutes
     #[arg(long)]
     print_crontab: bool,
+
+    /// Submit N workers as a Slurm job array (sbatch) [default N: the
+    /// session's agents]. The script is kept as `slurm/submit-<n>.sh`, the job
+    /// id in `slurm/jobs.json`; `orch-worker stop` cancels it. The session
+    /// must be on a filesystem the compute nodes mount
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "0",
+        conflicts_with_all = ["parallel", "once", "print_crontab", "waves"]
+    )]
+    slurm: Option<u32>,
+
+    /// With --slurm: one more sbatch option with its value, as one argument
+    /// (--sbatch-arg=--partition=gpu, --sbatch-arg='-A lab'); it replaces
+    /// orch's own directive for the same option. Repeatable
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    sbatch_arg: Vec<String>,
+
+    /// With --slurm: print the sbatch script; write and submit nothing
+    #[arg(long, requires = "slurm")]
+    print: bool,
 
     /// Lift a pause caused by a usage limit now (then go on as asked)
     #[arg(long)]
@@ -201,6 +233,15 @@ pub fn run(args: Args) -> Result<u8> {
             &args.schedule,
             args.until.as_deref(),
         );
+    }
+    if let Some(n) = args.slurm {
+        let opts = slurm::Options {
+            workers: n,
+            sbatch_args: args.sbatch_arg.clone(),
+            print: args.print,
+            until: args.until.clone(),
+        };
+        return slurm::run(&args.global, &opts, until);
     }
     if let Some(n) = args.parallel {
         let opts = parallel::Options {
@@ -917,6 +958,7 @@ impl Worker {
                     worker: Some(self.id.clone()),
                     pid: None,
                     host: Some(proc::hostname()),
+                    slurm: orch_session::slurm::SlurmIds::from_env(),
                     started: Some(time::rfc3339(&now)),
                     finished: time::rfc3339(&now),
                     duration: 0.0,
@@ -1047,6 +1089,7 @@ impl Worker {
                 worker: Some(self.id.clone()),
                 pid: outcome.pid,
                 host: Some(proc::hostname()),
+                slurm: orch_session::slurm::SlurmIds::from_env(),
                 started: Some(time::rfc3339(&outcome.started)),
                 finished: time::rfc3339(&outcome.finished),
                 duration: (outcome.finished - outcome.started)

@@ -486,6 +486,10 @@ fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
         worker: Some(stale.owner.clone()),
         pid: stale.agent.map(|a| a.pid),
         host: Some(stale.host.clone()),
+        slurm: crate::slurm::SlurmIds {
+            slurm_job: stale.slurm_job.clone(),
+            slurm_array_task: stale.slurm_array_task.clone(),
+        },
         started: Some(stale.since.clone()),
         finished: time::rfc3339(&now),
         duration,

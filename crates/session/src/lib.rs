@@ -43,6 +43,7 @@ pub mod scheduler;
 pub mod session;
 pub mod shared;
 pub mod size;
+pub mod slurm;
 pub mod status;
 pub mod time;
 pub mod worktree;

@@ -322,6 +322,10 @@ pub struct WorkerView {
     pub pid: Option<u32>,
     /// Host.
     pub host: Option<String>,
+    /// The Slurm job (the array's job id) the worker runs in.
+    pub slurm_job: Option<String>,
+    /// The Slurm array task the worker is.
+    pub slurm_array_task: Option<String>,
     /// `idle`, `running`, `waiting`, `backoff` (from the heartbeat), or
     /// `dead`.
     pub state: String,
@@ -811,6 +815,8 @@ impl Monitor {
             error: None,
             pid: Some(hb.pid),
             host: Some(hb.host.clone()),
+            slurm_job: hb.slurm_job.clone(),
+            slurm_array_task: hb.slurm_array_task.clone(),
             state: if b.live {
                 hb.state.clone()
             } else {

@@ -210,10 +210,28 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             continue;
         }
         let pid = w.pid.map(|p| p.to_string()).unwrap_or_default();
+        // Workers started by Slurm: `slurm <job>_<array task> on <host>`.
+        let slurm = w
+            .slurm_job
+            .as_ref()
+            .map(|j| {
+                let task = w
+                    .slurm_array_task
+                    .as_ref()
+                    .map(|t| format!("_{t}"))
+                    .unwrap_or_default();
+                let host = w
+                    .host
+                    .as_ref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default();
+                format!("  slurm {j}{task}{host}")
+            })
+            .unwrap_or_default();
         if !w.live {
             let _ = writeln!(
                 o,
-                "  {:<10} {:>7}  {}",
+                "  {:<10} {:>7}  {}{slurm}",
                 w.worker,
                 pid,
                 style.paint(
@@ -266,6 +284,7 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             w.done.unwrap_or(0),
             w.failed.unwrap_or(0)
         );
+        line += &slurm;
         let _ = writeln!(o, "{line}");
     }
 
