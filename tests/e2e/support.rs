@@ -266,12 +266,17 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // Once reaped, the pid may be another process's by now (pids wrap
+        // at 32768 here): never signal it then.
+        let reaped = matches!(self.child.try_wait(), Ok(Some(_)));
         // SAFETY: signalling processes this test started.
         unsafe {
             if self.group {
                 libc::kill(-self.pid(), libc::SIGKILL);
             }
-            libc::kill(self.pid(), libc::SIGKILL);
+            if !reaped {
+                libc::kill(self.pid(), libc::SIGKILL);
+            }
         }
         let _ = self.child.wait();
     }
