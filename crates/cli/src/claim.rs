@@ -357,22 +357,27 @@ enum Finish {
     Release,
 }
 
+/// The claim record of `id`; not claimed is a conflict (exit 6).
+fn claimed(dir: &SessionDir, id: &str) -> Result<ClaimRecord> {
+    match claim::read_record(dir, id) {
+        Ok(r) => Ok(r),
+        Err(orch_session::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Err(coded(
+                exit::CONFLICT,
+                format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)"),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
     let session = global.session()?;
     layout::check_name("task id", id)?;
     let dir = &session.dir;
-    let record = match claim::read_record(dir, id) {
-        Ok(r) => r,
-        Err(orch_session::Error::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Err(coded(
-                exit::CONFLICT,
-                format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let record = claimed(dir, id)?;
     if record.kind != ClaimKind::Hand {
         return Err(coded(
             exit::CONFLICT,
@@ -485,15 +490,7 @@ fn renew(global: &Global, id: &str, lease: Option<Duration>) -> Result<u8> {
     let session = global.session()?;
     layout::check_name("task id", id)?;
     let dir = &session.dir;
-    let record = match claim::read_record(dir, id) {
-        Ok(r) => r,
-        Err(orch_session::Error::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Err(coded(exit::CONFLICT, format!("task `{id}` is not claimed")));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let record = claimed(dir, id)?;
     if record.kind != ClaimKind::Hand {
         return Err(coded(
             exit::CONFLICT,

@@ -22,7 +22,6 @@ pub mod merge;
 pub mod plan;
 pub mod worktree;
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -164,54 +163,27 @@ impl Git {
             stderr: String::new(),
             message,
         };
-        let mut child = self.command(args).spawn().map_err(|e| {
+        let child = self.command(args).spawn().map_err(|e| {
             fail(if e.kind() == std::io::ErrorKind::NotFound {
                 "git is not installed (or not on PATH)".to_owned()
             } else {
                 format!("cannot start git: {e}")
             })
         })?;
-        let mut out = child.stdout.take();
-        let mut err = child.stderr.take();
-        let t_out = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(o) = out.as_mut() {
-                let _ = o.read_to_end(&mut v);
-            }
-            v
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(e) = err.as_mut() {
-                let _ = e.read_to_end(&mut v);
-            }
-            v
-        });
-        let deadline = Instant::now() + GIT_TIMEOUT;
-        let mut pause = Duration::from_micros(200);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) => {}
-                Err(e) => return Err(fail(format!("cannot wait for git: {e}"))),
-            }
-            if Instant::now() >= deadline {
-                crate::sys::kill_group(child.id(), libc::SIGKILL);
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "still running after {}s; stopped",
-                    GIT_TIMEOUT.as_secs()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        };
-        let stdout = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
-        let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+        let captured = crate::sys::capture(child, GIT_TIMEOUT, |c| {
+            crate::sys::kill_group(c.id(), libc::SIGKILL);
+        })
+        .map_err(|e| fail(format!("cannot wait for git: {e}")))?
+        .ok_or_else(|| {
+            fail(format!(
+                "still running after {}s; stopped",
+                GIT_TIMEOUT.as_secs()
+            ))
+        })?;
         Ok(Output {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
+            code: captured.status.code().unwrap_or(-1),
+            stdout: captured.stdout,
+            stderr: captured.stderr,
         })
     }
 

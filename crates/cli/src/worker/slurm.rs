@@ -26,10 +26,9 @@
 //! * then every `--sbatch-arg`, which replaces a directive of ours for the
 //!   same option.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Local};
@@ -283,7 +282,7 @@ struct ToolOutput {
 /// Runs a Slurm command with a time limit; errors (exit code
 /// [`exit::SLURM`]) when it is missing or hangs.
 fn run_tool(program: &str, args: &[String], cwd: &Path) -> Result<ToolOutput> {
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
@@ -300,49 +299,23 @@ fn run_tool(program: &str, args: &[String], cwd: &Path) -> Result<ToolOutput> {
                 },
             )
         })?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut v);
-        }
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut v);
-        }
-        v
-    });
-    let deadline = Instant::now() + SLURM_COMMAND_TIMEOUT;
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        if let Some(s) = child
-            .try_wait()
-            .with_context(|| format!("waiting for {program}"))?
-        {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(exit::coded(
-                exit::SLURM,
-                format!(
-                    "{program} did not answer within {}s; is slurmctld reachable (scontrol ping)?",
-                    SLURM_COMMAND_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    };
+    let captured = crate::sys::capture(child, SLURM_COMMAND_TIMEOUT, |c| {
+        let _ = c.kill();
+    })
+    .with_context(|| format!("waiting for {program}"))?
+    .ok_or_else(|| {
+        exit::coded(
+            exit::SLURM,
+            format!(
+                "{program} did not answer within {}s; is slurmctld reachable (scontrol ping)?",
+                SLURM_COMMAND_TIMEOUT.as_secs()
+            ),
+        )
+    })?;
     Ok(ToolOutput {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned(),
+        code: captured.status.code().unwrap_or(-1),
+        stdout: captured.stdout,
+        stderr: captured.stderr,
     })
 }
 
