@@ -357,36 +357,41 @@ enum Finish {
     Release,
 }
 
-/// The claim record of `id`; not claimed is a conflict (exit 6).
-fn claimed(dir: &SessionDir, id: &str) -> Result<ClaimRecord> {
-    match claim::read_record(dir, id) {
-        Ok(r) => Ok(r),
+/// The session and the hand claim on `id`; not claimed, or claimed by a
+/// worker (`not_hand` says what to do then), is a conflict (exit 6).
+fn hand_claim(
+    global: &Global,
+    id: &str,
+    not_hand: impl FnOnce(&ClaimRecord) -> String,
+) -> Result<(Session, ClaimRecord)> {
+    let session = global.session()?;
+    layout::check_name("task id", id)?;
+    let record = match claim::read_record(&session.dir, id) {
+        Ok(r) => r,
         Err(orch_session::Error::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
-            Err(coded(
+            return Err(coded(
                 exit::CONFLICT,
                 format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)"),
             ))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if record.kind != ClaimKind::Hand {
+        return Err(coded(exit::CONFLICT, not_hand(&record)));
     }
+    Ok((session, record))
 }
 
 fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
-    let session = global.session()?;
-    layout::check_name("task id", id)?;
+    let (session, record) = hand_claim(global, id, |r| {
+        format!(
+            "task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead",
+            r.owner, r.pid
+        )
+    })?;
     let dir = &session.dir;
-    let record = claimed(dir, id)?;
-    if record.kind != ClaimKind::Hand {
-        return Err(coded(
-            exit::CONFLICT,
-            format!(
-                "task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead",
-                record.owner, record.pid
-            ),
-        ));
-    }
     if !proc::is_this_host(&record.host, &record.boot_id) {
         // Its holder lives there: only there can it be stopped.
         return Err(coded(
@@ -487,19 +492,13 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
 /// now, so other hosts keep respecting it (its holder renews it too while
 /// it lives; this is for when it cannot, e.g. a laptop about to sleep).
 fn renew(global: &Global, id: &str, lease: Option<Duration>) -> Result<u8> {
-    let session = global.session()?;
-    layout::check_name("task id", id)?;
+    let (session, record) = hand_claim(global, id, |r| {
+        format!(
+            "task `{id}` is claimed by worker {}, which renews its own lease",
+            r.owner
+        )
+    })?;
     let dir = &session.dir;
-    let record = claimed(dir, id)?;
-    if record.kind != ClaimKind::Hand {
-        return Err(coded(
-            exit::CONFLICT,
-            format!(
-                "task `{id}` is claimed by worker {}, which renews its own lease",
-                record.owner
-            ),
-        ));
-    }
     if !liveness::claim(dir, id, &record).live {
         return Err(coded(
             exit::CONFLICT,
