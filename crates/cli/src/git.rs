@@ -44,7 +44,7 @@ const REPO_VARS: &[&str] = &[
     "GIT_PREFIX",
 ];
 
-/// Waits (up to [`CONTENTION_RETRY`]) for this repository's worktree lock,
+/// Waits (up to the contention retry window) for this repository's worktree lock,
 /// `<git-common-dir>/orch-worktree.lock`, an flock every orch process takes
 /// around `git worktree add`, `remove` and `prune`, whatever the session.
 /// `None` when the repository's git dir cannot be found or the wait ran
