@@ -4,8 +4,10 @@
 set -eu
 need=""
 pairs="flock:util-linux tmux:tmux python3:python3"
-# The long scenarios drive a real cron daemon.
-[ -n "${ORCH_LONG_TESTS:-}" ] && pairs="$pairs cron:cron"
+# The long scenarios drive a real cron daemon and a real one-node Slurm
+# cluster (scripts/slurm-test-cluster.sh; the daemons live in /usr/sbin).
+[ -n "${ORCH_LONG_TESTS:-}" ] && pairs="$pairs cron:cron unshare:util-linux sbatch:slurm-wlm slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge"
+PATH=$PATH:/usr/sbin:/sbin
 for pair in $pairs; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
 done

@@ -33,6 +33,7 @@ fn result(task: &str, status: Status, start: f64, end: f64) -> TaskResult {
         worker: Some("worker-1".to_owned()),
         pid: Some(4242),
         host: Some("fixture".to_owned()),
+        slurm: Default::default(),
         started: (status != Status::Skipped).then(|| at(start)),
         finished: at(end),
         duration: end - start,

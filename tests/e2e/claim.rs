@@ -233,3 +233,52 @@ fn done_on_a_task_nobody_claimed_is_a_conflict() {
     let out = env.run("orch-claim", &["done", "../x"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
+
+#[test]
+fn a_hand_claim_carries_a_lease_its_holder_renews_and_renew_extends() {
+    let env = Env::new();
+    let id = env.plan(&format!("lease = \"2s\"\n{}", independent_plan(2)));
+    let dir = env.session_dir(&id);
+    let owner = sleeper();
+    let pid = owner.pid().to_string();
+    let rec = || read_json(&dir.join("claims/t000.json"));
+    let until = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v["lease_until"].as_str().unwrap()).unwrap()
+    };
+
+    // The session's lease: renewed by the holder while it lives.
+    let out = env.run("orch-claim", &["--task", "t000", "--pid", &pid]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = until(&rec());
+    assert!(rec()["lease_ms"].is_null());
+    wait_until("the holder to renew the lease", LONG, || {
+        until(&rec()) > first
+    });
+
+    // Its own lease, and `renew` from anyone.
+    let out = env.run(
+        "orch-claim",
+        &["--task", "t001", "--pid", &pid, "--lease", "2h"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = read_json(&dir.join("claims/t001.json"));
+    assert_eq!(r["lease_ms"], 7_200_000);
+    let left = until(&r) - chrono::Local::now().fixed_offset();
+    assert!(left > chrono::Duration::minutes(119), "{r}");
+    let out = env.run("orch-claim", &["renew", "t001", "--lease", "10m", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["action"], "renewed");
+    let r = read_json(&dir.join("claims/t001.json"));
+    assert_eq!(r["lease_ms"], 600_000);
+    assert_eq!(r["lease_until"], v["lease_until"]);
+
+    // Bad leases and bad targets.
+    let out = env.run("orch-claim", &["--task", "t001", "--lease", "500ms"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at least 1s"), "{}", stderr(&out));
+    let out = env.run("orch-claim", &["renew", "nope"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let out = env.run("orch-claim", &["done", "t001", "--lease", "1m"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -59,12 +59,12 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_stops_claims_leaves_no_half_file_and_the_session_completes_after() {
     if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
+        skip("mounting a small tmpfs needs root");
         return;
     }
     let env = Env::new();
     let Some(tmpfs) = Tmpfs::mount(env.path("small"), "1m") else {
-        eprintln!("skipped: cannot mount tmpfs here");
+        skip("cannot mount tmpfs here");
         return;
     };
     let root = tmpfs.path.join("root");

@@ -884,9 +884,6 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     let gate = env.path("gate");
     fs::write(&gate, "").unwrap();
     let plan = format!(
-        // breaker = 0: three of these fail on purpose, and if they fail
-        // before `fine` succeeds the circuit breaker would pause the
-        // workers before `busy` starts.
         "name = \"edge\"\nagents = 4\nworkspace = \"worktree\"\nbackoff = \"0s\"\nbreaker = 0\n\
          [[task]]\nid = \"badsetup\"\nsetup = \"echo cannot install >&2; exit 3\"\ncommand = \"touch ran.txt\"\n\
          [[task]]\nid = \"lazy\"\ncommand = \"true\"\n\
@@ -899,10 +896,11 @@ fn setup_failure_no_commit_and_cleanup_of_what_is_not_in_use() {
     let (id, _) = plan_in_repo(&env, &plan, &[]);
     let mut workers = Workers::start(&env, &id);
     let dir = env.session_dir(&id);
-    wait_until("the three quick tasks", LONG, || {
+    wait_until("the quick tasks, and busy running", LONG, || {
         ["badsetup", "lazy", "fine", "wander", "again"]
             .iter()
             .all(|t| dir.join(format!("results/{t}.json")).exists())
+            && repo.join(".worktrees/busy/x.txt").exists()
     });
     let results = env.results(&id);
     let bad = &results["badsetup"];

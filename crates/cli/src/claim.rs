@@ -18,9 +18,9 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use orch_session::board::{Board, TaskState};
 use orch_session::claim::{self, Attempt, ClaimKind, ClaimRecord};
-use orch_session::proc::ProcessIdentity;
+use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
-use orch_session::{layout, lock, log, scheduler, time, Session, SessionDir};
+use orch_session::{layout, liveness, lock, log, scheduler, time, Session, SessionDir};
 use serde_json::json;
 
 use crate::common::{outln, print_json, Color, Global, Style};
@@ -36,12 +36,17 @@ Examples:
   orch-claim fail api --reason 'tests do not pass'
   orch-claim release api              give it back unfinished
   orch-claim list                     claims with owner, pid, since, live or stale
+  orch-claim --lease 30m              a claim other hosts respect for 30 minutes
+                                      after this host stops renewing it
+  orch-claim renew api --lease 2h     extend a hand claim's lease (any host)
 
   # a shell loop doing tasks by hand:
   while id=$(orch-claim); do ./do-task.sh \"$id\" && orch-claim done \"$id\" || orch-claim fail \"$id\"; done
 
 A claim stays live while the calling shell lives (--pid binds another
-process) and becomes claimable again when it dies.
+process) and becomes claimable again when it dies. Its holder renews its
+lease while it lives; other hosts, which cannot see the shell, judge the
+claim by its lock and that lease (see docs/distributed.md).
 ";
 
 /// Claim a task by hand; finish, fail or release it; list claims.
@@ -65,6 +70,21 @@ pub struct Args {
     /// Keep the claim while this process lives [default: the calling shell]
     #[arg(long, value_name = "PID")]
     pid: Option<u32>,
+
+    /// How long other hosts respect the claim after this host stops
+    /// renewing it (30s, 30m, 2h) [default: the session's `lease`]
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
+    lease: Option<Duration>,
+}
+
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let d = time::parse_duration(text)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!(
+            "`{text}` is under a second; a lease must be at least 1s"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +110,14 @@ enum Cmd {
         /// Task id
         id: String,
     },
+    /// Extend a hand claim's lease (from any host)
+    Renew {
+        /// Task id
+        id: String,
+        /// The new lease, from now [default: the claim's own]
+        #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
+        lease: Option<Duration>,
+    },
     /// List claims: task, owner, pid, since, live or stale
     List,
     /// Internal: hold a hand claim's lock while the bound process lives
@@ -105,6 +133,8 @@ enum Cmd {
         pid: u32,
         #[arg(long)]
         start: u64,
+        #[arg(long, default_value_t = 30_000)]
+        lease_ms: u64,
     },
 }
 
@@ -123,14 +153,15 @@ pub fn command() -> clap::Command {
 
 /// Runs `orch-claim` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
-    if args.cmd.is_some() && (args.task.is_some() || args.pid.is_some()) {
+    if args.cmd.is_some() && (args.task.is_some() || args.pid.is_some() || args.lease.is_some()) {
         return Err(coded(
             exit::USAGE,
-            "--task and --pid go with a claim, not with a subcommand",
+            "--task, --pid and --lease go with a claim, not with a subcommand (use `renew ID --lease D`)",
         ));
     }
     match args.cmd {
-        None => claim(&args.global, args.task.as_deref(), args.pid),
+        None => claim(&args.global, args.task.as_deref(), args.pid, args.lease),
+        Some(Cmd::Renew { ref id, lease }) => renew(&args.global, id, lease),
         Some(Cmd::Done {
             ref id,
             ref summary,
@@ -146,11 +177,13 @@ pub fn run(args: Args) -> Result<u8> {
             fd,
             pid,
             start,
+            lease_ms,
         }) => hold(
             SessionDir::new(dir),
             &task,
             fd,
             ProcessIdentity { pid, start },
+            Duration::from_millis(lease_ms),
         ),
     }
 }
@@ -159,7 +192,12 @@ fn who() -> String {
     format!("orch-claim@{}", std::process::id())
 }
 
-fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
+fn claim(
+    global: &Global,
+    task: Option<&str>,
+    pid: Option<u32>,
+    hand_lease: Option<Duration>,
+) -> Result<u8> {
     let session = global.session()?;
     let bound = match pid {
         Some(p) => {
@@ -173,8 +211,13 @@ fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
     };
     let mut board = Board::load(&session.dir, session.load_plan()?)?;
     scheduler::skip_doomed(&mut board, &who())?;
-    let record =
-        |id: &str, attempt: u32| ClaimRecord::new(id, ClaimKind::Hand, "hand", bound, attempt);
+    let lease = hand_lease.unwrap_or_else(|| Duration::from_millis(session.info.settings.lease_ms));
+    let record = |id: &str, attempt: u32| {
+        let mut rec = ClaimRecord::new(id, ClaimKind::Hand, "hand", bound, attempt);
+        rec.lease_until = Some(liveness::lease_from_now(lease));
+        rec.lease_ms = hand_lease.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
+        rec
+    };
 
     let claimed = match task {
         Some(id) => {
@@ -261,6 +304,8 @@ fn claim(global: &Global, task: Option<&str>, pid: Option<u32>) -> Result<u8> {
             &bound.pid.to_string(),
             "--start",
             &bound.start.to_string(),
+            "--lease-ms",
+            &lease.as_millis().to_string(),
         ])
         .env_remove("ORCH_SESSION")
         .stdin(Stdio::null())
@@ -312,11 +357,16 @@ enum Finish {
     Release,
 }
 
-fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
+/// The session and the hand claim on `id`; not claimed, or claimed by a
+/// worker (`not_hand` says what to do then), is a conflict (exit 6).
+fn hand_claim(
+    global: &Global,
+    id: &str,
+    not_hand: impl FnOnce(&ClaimRecord) -> String,
+) -> Result<(Session, ClaimRecord)> {
     let session = global.session()?;
     layout::check_name("task id", id)?;
-    let dir = &session.dir;
-    let record = match claim::read_record(dir, id) {
+    let record = match claim::read_record(&session.dir, id) {
         Ok(r) => r,
         Err(orch_session::Error::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -324,16 +374,31 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             return Err(coded(
                 exit::CONFLICT,
                 format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)"),
-            ));
+            ))
         }
         Err(e) => return Err(e.into()),
     };
     if record.kind != ClaimKind::Hand {
+        return Err(coded(exit::CONFLICT, not_hand(&record)));
+    }
+    Ok((session, record))
+}
+
+fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
+    let (session, record) = hand_claim(global, id, |r| {
+        format!(
+            "task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead",
+            r.owner, r.pid
+        )
+    })?;
+    let dir = &session.dir;
+    if !proc::is_this_host(&record.host, &record.boot_id) {
+        // Its holder lives there: only there can it be stopped.
         return Err(coded(
             exit::CONFLICT,
             format!(
-                "task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead",
-                record.owner, record.pid
+                "task `{id}` was claimed by hand on host {} (pid {}); run this there",
+                record.host, record.pid
             ),
         ));
     }
@@ -367,6 +432,10 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             worker: Some("hand".to_owned()),
             pid: Some(record.pid),
             host: Some(record.host.clone()),
+            slurm: orch_session::slurm::SlurmIds {
+                slurm_job: record.slurm_job.clone(),
+                slurm_array_task: record.slurm_array_task.clone(),
+            },
             started: Some(record.since.clone()),
             finished: time::rfc3339(&now),
             duration,
@@ -419,6 +488,45 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// `orch-claim renew ID`: pushes a hand claim's lease end to `lease` from
+/// now, so other hosts keep respecting it (its holder renews it too while
+/// it lives; this is for when it cannot, e.g. a laptop about to sleep).
+fn renew(global: &Global, id: &str, lease: Option<Duration>) -> Result<u8> {
+    let (session, record) = hand_claim(global, id, |r| {
+        format!(
+            "task `{id}` is claimed by worker {}, which renews its own lease",
+            r.owner
+        )
+    })?;
+    let dir = &session.dir;
+    if !liveness::claim(dir, id, &record).live {
+        return Err(coded(
+            exit::CONFLICT,
+            format!("the claim on `{id}` is stale; claim it again with `orch-claim --task {id}`"),
+        ));
+    }
+    let lease = lease
+        .or(record.lease_ms.map(Duration::from_millis))
+        .unwrap_or_else(|| Duration::from_millis(session.info.settings.lease_ms));
+    let Some(until) = claim::renew_lease(dir, &record, lease)? else {
+        return Err(coded(
+            exit::CONFLICT,
+            format!("the claim on `{id}` changed meanwhile; see `orch-claim list`"),
+        ));
+    };
+    let _ = log::run_event(
+        dir,
+        &who(),
+        &format!("hand claim on {id}: lease renewed until {until}"),
+    );
+    if global.json {
+        print_json(&json!({ "task": id, "action": "renewed", "lease_until": until }))?;
+    } else {
+        outln(&format!("{id} lease until {until}"))?;
+    }
+    Ok(exit::OK)
+}
+
 fn list(global: &Global) -> Result<u8> {
     let session: Session = global.session()?;
     let claims = claim::list_claims(&session.dir)?;
@@ -428,7 +536,8 @@ fn list(global: &Global) -> Result<u8> {
             .map(|c| match &c.record {
                 Ok(r) => json!({
                     "task": c.task, "live": c.live, "kind": r.kind, "owner": r.owner,
-                    "pid": r.pid, "host": r.host, "attempt": r.attempt, "since": r.since,
+                    "pid": r.pid, "host": r.host, "boot_id": r.boot_id, "lease_until": r.lease_until,
+                    "slurm_job": r.slurm_job, "attempt": r.attempt, "since": r.since,
                     "agent_pid": r.agent.map(|a| a.pid), "holder_pid": r.holder.map(|h| h.pid),
                 }),
                 Err(e) => json!({ "task": c.task, "live": c.live, "error": format!("{e:#}") }),
@@ -453,10 +562,17 @@ fn list(global: &Global) -> Result<u8> {
             style.paint(Color::Yellow, "stale")
         };
         match &c.record {
-            Ok(r) => outln(&format!(
-                "{:<24} {:<10} {:>8}  {:<29} {state}",
-                c.task, r.owner, r.pid, r.since
-            ))?,
+            Ok(r) => {
+                let owner = if proc::is_this_host(&r.host, &r.boot_id) {
+                    r.owner.clone()
+                } else {
+                    format!("{}@{}", r.owner, r.host)
+                };
+                outln(&format!(
+                    "{:<24} {:<10} {:>8}  {:<29} {state}",
+                    c.task, owner, r.pid, r.since
+                ))?
+            }
             Err(e) => outln(&format!(
                 "{:<24} {:<10} {:>8}  {:<29} {state} (unreadable: {e:#})",
                 c.task, "?", "?", "?"
@@ -469,13 +585,26 @@ fn list(global: &Global) -> Result<u8> {
 /// The holder: keeps the inherited lock until the bound process dies or we
 /// are told to let go, then removes the claim record (still holding the
 /// lock, so no live claim is touched) and exits.
-fn hold(dir: SessionDir, task: &str, fd: i32, bound: ProcessIdentity) -> Result<u8> {
+fn hold(
+    dir: SessionDir,
+    task: &str,
+    fd: i32,
+    bound: ProcessIdentity,
+    lease: Duration,
+) -> Result<u8> {
     layout::check_name("task id", task)?;
     let _ = sys::set_cloexec(fd, true);
     // SAFETY: the descriptor was inherited from orch-claim for us alone.
     let file = unsafe { File::from_raw_fd(fd) };
     let guard = lock::LockGuard::from_file(file, dir.task_lock(task));
     let signals = sys::Signals::install()?;
+    // Other hosts judge the claim by its lease: keep it fresh while we hold.
+    let mine = liveness::Mine {
+        worker: None,
+        owner: "hand".to_owned(),
+        pid: std::process::id(),
+    };
+    let keeper = liveness::Keeper::spawn(&dir, lease, mine).ok();
     let reason = match sys::pidfd_open(bound.pid) {
         _ if !bound.is_alive() => "its process was already gone".to_owned(),
         Ok(Some(pidfd)) => {
@@ -499,6 +628,7 @@ fn hold(dir: SessionDir, task: &str, fd: i32, bound: ProcessIdentity) -> Result<
             }
         },
     };
+    drop(keeper);
     let mine = claim::read_record(&dir, task)
         .ok()
         .and_then(|r| r.holder)

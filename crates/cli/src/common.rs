@@ -47,7 +47,12 @@ impl Global {
     /// The session asked for.
     pub fn session(&self) -> Result<Session> {
         let root = self.root()?;
-        Ok(session::resolve(&root, self.session.as_deref())?)
+        let s = session::resolve(&root, self.session.as_deref())?;
+        orch_session::liveness::configure(
+            std::time::Duration::from_millis(s.info.settings.lease_ms),
+            std::time::Duration::from_millis(s.info.settings.clock_skew_ms),
+        );
+        Ok(s)
     }
 }
 

@@ -46,6 +46,9 @@ pub const UNFINISHED: u8 = 14;
 /// Git refused: a push was rejected, or a git command failed (the message
 /// has git's words).
 pub const GIT: u8 = 15;
+/// Slurm refused or is not there: `sbatch` or `squeue` missing, failing or
+/// not answering (the message has Slurm's words).
+pub const SLURM: u8 = 16;
 
 /// The exit code for a process stopped by signal `sig`: 128 + sig.
 pub fn for_signal(sig: i32) -> u8 {
@@ -142,4 +145,5 @@ Exit codes:
   13  orch-aggregate: over 10% failed: one agent, or stop
   14  orch-aggregate: nothing failed, but tasks have not finished
   15  git refused (a push was rejected, a git command failed)
+  16  Slurm refused (sbatch failed, missing or not answering)
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

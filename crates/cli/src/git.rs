@@ -11,7 +11,10 @@
 //!
 //! Git's own locks (`index.lock`, ref locks, a worktree being created by
 //! another process) make concurrent commands fail rather than wait:
-//! [`Git::run_retrying`] retries those for a while.
+//! [`Git::run_retrying`] retries those for a while. `git worktree add`,
+//! `remove` and `prune` are not safe to run together at all (a prune
+//! deletes the metadata of a worktree another process is adding), so orch
+//! runs them one at a time per repository under [`worktree_lock`].
 
 pub mod backup;
 pub mod cleanup;
@@ -19,7 +22,6 @@ pub mod merge;
 pub mod plan;
 pub mod worktree;
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,6 +43,21 @@ const REPO_VARS: &[&str] = &[
     "GIT_NAMESPACE",
     "GIT_PREFIX",
 ];
+
+/// Waits (up to the contention retry window) for this repository's worktree lock,
+/// `<git-common-dir>/orch-worktree.lock`, an flock every orch process takes
+/// around `git worktree add`, `remove` and `prune`, whatever the session.
+/// `None` when the repository's git dir cannot be found or the wait ran
+/// out: the caller goes on and relies on retrying.
+pub fn worktree_lock(git: &Git) -> Option<orch_session::lock::LockGuard> {
+    let common = git
+        .run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .ok()?;
+    let path = Path::new(common.trim()).join("orch-worktree.lock");
+    orch_session::lock::lock_until(&path, Some(Instant::now() + CONTENTION_RETRY))
+        .ok()
+        .flatten()
+}
 
 /// A git command that failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,54 +163,27 @@ impl Git {
             stderr: String::new(),
             message,
         };
-        let mut child = self.command(args).spawn().map_err(|e| {
+        let child = self.command(args).spawn().map_err(|e| {
             fail(if e.kind() == std::io::ErrorKind::NotFound {
                 "git is not installed (or not on PATH)".to_owned()
             } else {
                 format!("cannot start git: {e}")
             })
         })?;
-        let mut out = child.stdout.take();
-        let mut err = child.stderr.take();
-        let t_out = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(o) = out.as_mut() {
-                let _ = o.read_to_end(&mut v);
-            }
-            v
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(e) = err.as_mut() {
-                let _ = e.read_to_end(&mut v);
-            }
-            v
-        });
-        let deadline = Instant::now() + GIT_TIMEOUT;
-        let mut pause = Duration::from_micros(200);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) => {}
-                Err(e) => return Err(fail(format!("cannot wait for git: {e}"))),
-            }
-            if Instant::now() >= deadline {
-                crate::sys::kill_group(child.id(), libc::SIGKILL);
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "still running after {}s; stopped",
-                    GIT_TIMEOUT.as_secs()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        };
-        let stdout = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
-        let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+        let captured = crate::sys::capture(child, GIT_TIMEOUT, |c| {
+            crate::sys::kill_group(c.id(), libc::SIGKILL);
+        })
+        .map_err(|e| fail(format!("cannot wait for git: {e}")))?
+        .ok_or_else(|| {
+            fail(format!(
+                "still running after {}s; stopped",
+                GIT_TIMEOUT.as_secs()
+            ))
+        })?;
         Ok(Output {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
+            code: captured.status.code().unwrap_or(-1),
+            stdout: captured.stdout,
+            stderr: captured.stderr,
         })
     }
 

@@ -139,6 +139,10 @@ pub fn run(args: Args) -> Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
+    orch_session::liveness::configure(
+        std::time::Duration::from_millis(session.info.settings.lease_ms),
+        std::time::Duration::from_millis(session.info.settings.clock_skew_ms),
+    );
     let mut opts = snapshot::Options {
         events: args.events,
         log_lines: args.lines.unwrap_or(3),

@@ -688,6 +688,14 @@ pub fn run(args: Args) -> Result<u8> {
         )
         .with_context(|| format!("creating a session under `{}`", root.display()))?;
         git_info.clone_from(&s.info.git);
+        // Said at creation, where moving the session is still cheap.
+        let locking = orch_session::fsinfo::locking(s.dir.path());
+        if let Some(w) = locking.warning() {
+            eprintln!("orch-plan: warning: {w}");
+            let _ = log::run_event(&s.dir, "orch-plan", &format!("warning: {w}"));
+        } else if locking.crosses_hosts.is_none() {
+            eprintln!("orch-plan: note: {}", locking.note);
+        }
         let _ = log::run_event(
             &s.dir,
             "orch-plan",

@@ -166,6 +166,69 @@ pub fn reap_all() {
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
 }
 
+/// What a helper command printed, and how it ended.
+#[derive(Debug)]
+pub struct Captured {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+/// Reads a spawned child's piped stdout and stderr to the end (each on a
+/// thread, so neither pipe fills and blocks it) and waits for it at most
+/// `limit`. Past that, `stop` is called on it, it is reaped, and the
+/// result is `Ok(None)`.
+pub fn capture(
+    mut child: std::process::Child,
+    limit: Duration,
+    stop: impl FnOnce(&mut std::process::Child),
+) -> io::Result<Option<Captured>> {
+    use std::io::Read;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut v);
+            }
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let mut pause = Duration::from_micros(200);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if std::time::Instant::now() >= deadline {
+            stop(&mut child);
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    Ok(Some(Captured {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }))
+}
+
 /// Sends `sig` to the process `id` if it is still that process.
 pub fn kill_identity(id: &ProcessIdentity, sig: i32) -> bool {
     if !id.is_alive() {

@@ -4,6 +4,7 @@ mod attempt;
 mod commit;
 mod control;
 mod parallel;
+mod slurm;
 mod tmux;
 
 use std::fs;
@@ -25,7 +26,7 @@ use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
 use orch_session::status::{Summary, WorkerLine};
 use orch_session::time::{self, format_duration};
-use orch_session::{atomic, log, scheduler, Session, SessionDir};
+use orch_session::{atomic, liveness, log, scheduler, Session, SessionDir};
 use serde_json::json;
 
 use crate::common::{Global, Style};
@@ -43,6 +44,9 @@ Examples:
   orch-worker --parallel 3 --tmux         one tmux window per worker, plus a monitor
   orch-worker stop [--now]                stop every live worker of the session
   orch-worker --print-crontab --parallel 4
+  orch-worker --slurm 8                   submit 8 workers as a Slurm job array
+  orch-worker --slurm 8 --sbatch-arg=--partition=gpu --sbatch-arg='--account=lab'
+  orch-worker --slurm 8 --print           show the sbatch script; submit nothing
   tail -f ~/.claude/orchestration/session-*/logs/run.log
 
 Each task runs in its own process group with these variables set:
@@ -96,6 +100,34 @@ pub struct Args {
     /// Print the crontab line that runs this session every 10 minutes
     #[arg(long)]
     print_crontab: bool,
+
+    /// Submit N workers as a Slurm job array (sbatch) [default N: the
+    /// session's agents]. The script is kept as `slurm/submit-<n>.sh`, the job
+    /// id in `slurm/jobs.json`; `orch-worker stop` cancels it. The session
+    /// must be on a filesystem the compute nodes mount
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "0",
+        conflicts_with_all = ["parallel", "once", "print_crontab", "waves"]
+    )]
+    slurm: Option<u32>,
+
+    /// With --slurm: one more sbatch option with its value, as one argument
+    /// (--sbatch-arg=--partition=gpu, --sbatch-arg='-A lab'); it replaces
+    /// orch's own directive for the same option. Repeatable
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    sbatch_arg: Vec<String>,
+
+    /// With --slurm: print the sbatch script; write and submit nothing
+    #[arg(long, requires = "slurm")]
+    print: bool,
 
     /// Lift a pause caused by a usage limit now (then go on as asked)
     #[arg(long)]
@@ -203,6 +235,15 @@ pub fn run(args: Args) -> Result<u8> {
             args.until.as_deref(),
         );
     }
+    if let Some(n) = args.slurm {
+        let opts = slurm::Options {
+            workers: n,
+            sbatch_args: args.sbatch_arg.clone(),
+            print: args.print,
+            until: args.until.clone(),
+        };
+        return slurm::run(&args.global, &opts, until);
+    }
     if let Some(n) = args.parallel {
         let opts = parallel::Options {
             once: args.once,
@@ -300,6 +341,8 @@ struct Worker {
     pending: Option<commit::Job>,
     /// What went wrong recording it where no error could be returned.
     pending_error: Option<anyhow::Error>,
+    /// Renews our leases in the background.
+    _keeper: Option<liveness::Keeper>,
 }
 
 /// `Worker::beat_lazy` puts a heartbeat off when one was written this
@@ -454,8 +497,19 @@ impl Worker {
             inotify: None,
             pending: None,
             pending_error: None,
+            _keeper: None,
         };
         w.beat();
+        let mine = liveness::Mine {
+            worker: Some(w.id.clone()),
+            owner: w.id.clone(),
+            pid: me.pid,
+        };
+        match liveness::Keeper::spawn(&w.dir, w.lease(), mine) {
+            Ok(k) => w._keeper = Some(k),
+            // Same host only then: other hosts see our leases end.
+            Err(e) => w.event(&format!("warning: cannot start the lease keeper: {e}")),
+        }
         w.event(&format!(
             "started (pid {}) on session {} ({})",
             me.pid, w.session.info.id, w.session.info.name
@@ -492,10 +546,16 @@ impl Worker {
         }
     }
 
+    /// How long our claims and heartbeat hold for other hosts unrenewed.
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.session.info.settings.lease_ms)
+    }
+
     fn beat(&mut self) {
         self.beat_dirty = false;
         self.last_beat = Instant::now();
         self.hb.updated = time::rfc3339(&time::now());
+        self.hb.lease_until = Some(liveness::lease_from_now(self.lease()));
         self.hb.done = self.done;
         self.hb.failed = self.failed;
         match heartbeat::write(&self.dir, &self.hb) {
@@ -626,8 +686,11 @@ impl Worker {
                 start: self.hb.pid_start,
             };
             let owner = self.id.clone();
+            let lease = self.lease();
             let next = scheduler::claim_next(&mut self.board, |task, attempt| {
-                ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt)
+                let mut rec = ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt);
+                rec.lease_until = Some(liveness::lease_from_now(lease));
+                rec
             });
             while self.unclaimable_told < self.board.unclaimable.len() {
                 let (task, e) = &self.board.unclaimable[self.unclaimable_told];
@@ -963,6 +1026,7 @@ impl Worker {
                     worker: Some(self.id.clone()),
                     pid: None,
                     host: Some(proc::hostname()),
+                    slurm: orch_session::slurm::SlurmIds::from_env(),
                     started: Some(time::rfc3339(&now)),
                     finished: time::rfc3339(&now),
                     duration: 0.0,
@@ -1100,6 +1164,7 @@ impl Worker {
                 worker: Some(self.id.clone()),
                 pid: outcome.pid,
                 host: Some(proc::hostname()),
+                slurm: orch_session::slurm::SlurmIds::from_env(),
                 started: Some(time::rfc3339(&outcome.started)),
                 finished: time::rfc3339(&outcome.finished),
                 duration: (outcome.finished - outcome.started)

@@ -46,11 +46,18 @@ fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
     Ok((dir, name))
 }
 
+/// `.<name>.tmp.<host>.<pid>.<n>`: the host tag keeps a process on one host
+/// from sweeping the temp file of a live process on another (where the pid
+/// means nothing).
 fn temp_name(name: &std::ffi::OsStr) -> PathBuf {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut s = std::ffi::OsString::from(".");
     s.push(name);
-    s.push(format!(".tmp.{}.{n}", std::process::id()));
+    s.push(format!(
+        ".tmp.{}.{}.{n}",
+        crate::proc::host_tag(),
+        std::process::id()
+    ));
     PathBuf::from(s)
 }
 
@@ -314,17 +321,20 @@ pub fn sweep_session(dir: &Path) -> usize {
 }
 
 /// Parses the pid out of a temp file name made by this module.
-pub fn temp_file_pid(name: &str) -> Option<u32> {
+pub fn temp_file_pid(name: &str) -> Option<(String, u32)> {
     if !name.starts_with('.') {
         return None;
     }
     let rest = name.rsplit_once(".tmp.")?.1;
-    let (pid, n) = rest.split_once('.')?;
-    n.parse::<u64>().ok()?;
-    pid.parse().ok()
+    let mut parts = rest.splitn(3, '.');
+    let host = parts.next()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u64>().ok()?;
+    (host.len() == 8 && host.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (host.to_owned(), pid))
 }
 
-/// Removes temp files in `dir` whose writer is no longer alive. Returns how
+/// Removes temp files in `dir` whose writer is no longer alive (on this
+/// host), or that are older than a lease (from another host). Returns how
 /// many were removed.
 pub fn sweep_temp_files(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -333,9 +343,23 @@ pub fn sweep_temp_files(dir: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+        let Some((host, pid)) = name.to_str().and_then(temp_file_pid) else {
             continue;
         };
+        // Only this host can tell whether the writer lives; another host's
+        // temp file lives milliseconds, so one older than a lease (plus the
+        // clock skew) was left by a host that crashed.
+        if host != crate::proc::host_tag() {
+            if entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(crate::liveness::foreign_debris)
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+            continue;
+        }
         // A zombie counts as dead: it will never finish its write.
         if !crate::proc::ProcessIdentity::of(pid).is_alive()
             && fs::remove_file(entry.path()).is_ok()
@@ -411,8 +435,12 @@ mod tests {
 
     #[test]
     fn temp_names_parse() {
-        assert_eq!(temp_file_pid(".a.json.tmp.123.4"), Some(123));
+        assert_eq!(
+            temp_file_pid(".a.json.tmp.0a1b2c3d.123.4"),
+            Some(("0a1b2c3d".to_owned(), 123))
+        );
         assert_eq!(temp_file_pid("a.json"), None);
         assert_eq!(temp_file_pid(".x.tmp.json"), None);
+        assert_eq!(temp_file_pid(".x.tmp.123.4"), None);
     }
 }

@@ -67,12 +67,16 @@ pub struct ClaimRecord {
     pub host: String,
     /// The host's boot id.
     pub boot_id: String,
-    /// Until when the claim holds without news from its owner, RFC 3339:
-    /// worker claims are renewed with every heartbeat, hand claims by
-    /// `orch-claim renew`. Another host judges the claim by its flock and
+    /// Until when the claim holds without news from its owner, RFC 3339,
+    /// renewed every third of the session's `lease` by the worker, or by a
+    /// hand claim's holder. Another host judges the claim by its flock and
     /// by this lease, never by a pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<String>,
+    /// The lease's length when it is not the session's (`orch-claim
+    /// --lease`), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
     /// Slurm job id of the owner, for workers started by Slurm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm_job: Option<String>,
@@ -106,6 +110,7 @@ impl ClaimRecord {
             host: proc::hostname(),
             boot_id: proc::boot_id(),
             lease_until: None,
+            lease_ms: None,
             slurm_job: std::env::var("SLURM_ARRAY_JOB_ID")
                 .or_else(|_| std::env::var("SLURM_JOB_ID"))
                 .ok(),
@@ -164,17 +169,27 @@ impl Claim {
     /// Rewrites the record (e.g. with the agent's pid once it started).
     pub fn update(&mut self, f: impl FnOnce(&mut ClaimRecord)) -> Result<()> {
         f(&mut self.record);
-        write_record(&self.dir, &self.record)
+        let _w = crate::liveness::writes();
+        // The lease keeper may have renewed the lease on disk since.
+        if let Ok(disk) = read_record(&self.dir, &self.record.task) {
+            if disk.pid == self.record.pid && later(&disk.lease_until, &self.record.lease_until) {
+                self.record.lease_until = disk.lease_until;
+            }
+        }
+        write_record_unlocked(&self.dir, &self.record)
     }
 
     /// Removes the record, then releases the lock.
     pub fn release(self) -> Result<()> {
         let path = self.dir.claim(&self.record.task);
+        // Not while the lease keeper rewrites it, lest it come back.
+        let w = crate::liveness::writes();
         let removed = match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", &path, e)),
         };
+        drop(w);
         drop(self.units);
         drop(self.guard);
         removed
@@ -187,7 +202,24 @@ impl Claim {
     }
 }
 
+/// Whether lease `a` ends after lease `b`.
+fn later(a: &Option<String>, b: &Option<String>) -> bool {
+    match (
+        a.as_deref().and_then(time::parse_rfc3339),
+        b.as_deref().and_then(time::parse_rfc3339),
+    ) {
+        (Some(a), Some(b)) => a > b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
 fn write_record(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
+    let _w = crate::liveness::writes();
+    write_record_unlocked(dir, record)
+}
+
+pub(crate) fn write_record_unlocked(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
     // Volatile: after a power loss the lock is gone too, so the record is
     // stale whatever its content; a process crash cannot tear it.
     atomic::write_atomic(
@@ -195,6 +227,33 @@ fn write_record(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
         &to_json_bytes(record),
         Durability::Volatile,
     )
+}
+
+/// Extends the lease of the claim on `task` to `lease` from now (and makes
+/// `lease` its length from then on), rewriting its record if it is still
+/// the claim `expected` (same owner, pid and start). Returns the new end, or
+/// `None` if the claim is gone or was replaced.
+pub fn renew_lease(
+    dir: &SessionDir,
+    expected: &ClaimRecord,
+    lease: std::time::Duration,
+) -> Result<Option<String>> {
+    let _w = crate::liveness::writes();
+    let mut rec = match read_record(dir, &expected.task) {
+        Ok(r) => r,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    if rec.owner != expected.owner || rec.pid != expected.pid || rec.since != expected.since {
+        return Ok(None);
+    }
+    let until = crate::liveness::lease_from_now(lease);
+    rec.lease_until = Some(until.clone());
+    rec.lease_ms = Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+    write_record_unlocked(dir, &rec)?;
+    Ok(Some(until))
 }
 
 /// Reads a claim record.
@@ -354,6 +413,11 @@ pub fn try_claim_with(
         }
         None => {}
     }
+    // Taking the flock proves nothing about a claim made on another host
+    // (its flock may not reach here): its lease must have ended too.
+    if read_record(dir, task).is_ok_and(|r| crate::liveness::foreign_lease_holds(&r)) {
+        return Ok(Attempt::Held);
+    }
     let units = if resources.is_empty() {
         Vec::new()
     } else {
@@ -367,7 +431,21 @@ pub fn try_claim_with(
         attempt = attempt.max(n + 1);
     }
     let record = record(attempt);
-    write_record(dir, &record)?;
+    let path = dir.claim(task);
+    if fs::symlink_metadata(&path).is_ok() {
+        // A dead owner's record (archived above): replace it.
+        write_record(dir, &record)?;
+    } else {
+        // Create it only if absent: where flock does not reach across hosts
+        // this still lets one of two hosts racing for a fresh task win
+        // (link(2) is atomic on the server).
+        let _w = crate::liveness::writes();
+        match atomic::create_once(&path, &to_json_bytes(&record), Durability::Volatile) {
+            Ok(()) => {}
+            Err(Error::AlreadyExists { .. }) => return Ok(Attempt::Held),
+            Err(e) => return Err(e),
+        }
+    }
     Ok(Attempt::Claimed(Box::new(Claim {
         guard,
         units,
@@ -408,6 +486,10 @@ fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
         worker: Some(stale.owner.clone()),
         pid: stale.agent.map(|a| a.pid),
         host: Some(stale.host.clone()),
+        slurm: crate::slurm::SlurmIds {
+            slurm_job: stale.slurm_job.clone(),
+            slurm_array_task: stale.slurm_array_task.clone(),
+        },
         started: Some(stale.since.clone()),
         finished: time::rfc3339(&now),
         duration,
@@ -469,10 +551,14 @@ pub fn list_claims(dir: &SessionDir) -> Result<Vec<ClaimInfo>> {
         if task.starts_with('.') || crate::layout::check_name("task id", task).is_err() {
             continue;
         }
-        let live = lock::is_held(&dir.task_lock(task)).unwrap_or(false);
+        let record = read_record(dir, task);
+        let live = match &record {
+            Ok(r) => crate::liveness::claim(dir, task, r).live,
+            Err(_) => lock::is_held(&dir.task_lock(task)).unwrap_or(false),
+        };
         out.push(ClaimInfo {
             task: task.to_owned(),
-            record: read_record(dir, task),
+            record,
             live,
         });
     }
@@ -487,6 +573,9 @@ pub fn remove_if_stale(dir: &SessionDir, task: &str) -> Result<bool> {
     let Some(_guard) = lock::try_lock(&dir.task_lock(task))? else {
         return Ok(false);
     };
+    if read_record(dir, task).is_ok_and(|r| crate::liveness::foreign_lease_holds(&r)) {
+        return Ok(false);
+    }
     let path = dir.claim(task);
     match fs::remove_file(&path) {
         Ok(()) => Ok(true),
@@ -521,6 +610,11 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
     let Some(_guard) = lock::try_lock(&dir.task_lock(task))? else {
         return Ok(Retired::Held);
     };
+    // A claim from another host is judged by its lease, not by a flock
+    // that may not reach here.
+    if read_record(dir, task).is_ok_and(|r| crate::liveness::foreign_lease_holds(&r)) {
+        return Ok(Retired::Held);
+    }
     let path = dir.claim(task);
     match fs::symlink_metadata(&path) {
         Ok(_) => {}

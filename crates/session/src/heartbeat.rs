@@ -78,6 +78,11 @@ pub struct Heartbeat {
 
 /// Writes a heartbeat.
 pub fn write(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
+    let _w = crate::liveness::writes();
+    write_unlocked(dir, hb)
+}
+
+pub(crate) fn write_unlocked(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
     atomic::write_atomic(
         &dir.heartbeat(&hb.worker),
         &to_json_bytes(hb),
@@ -88,6 +93,7 @@ pub fn write(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
 /// Removes a worker's heartbeat.
 pub fn remove(dir: &SessionDir, worker: &str) -> Result<()> {
     let path = dir.heartbeat(worker);
+    let _w = crate::liveness::writes();
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -118,10 +124,14 @@ pub fn list(dir: &SessionDir) -> Result<Vec<HeartbeatInfo>> {
         if worker.starts_with('.') || crate::layout::check_name("worker id", worker).is_err() {
             continue;
         }
-        let live = lock::is_held(&dir.named_lock(worker)).unwrap_or(false);
+        let heartbeat: Result<Heartbeat> = read_json(&entry.path());
+        let live = match &heartbeat {
+            Ok(hb) => crate::liveness::worker(dir, hb).live,
+            Err(_) => lock::is_held(&dir.named_lock(worker)).unwrap_or(false),
+        };
         out.push(HeartbeatInfo {
             worker: worker.to_owned(),
-            heartbeat: read_json(&entry.path()),
+            heartbeat,
             live,
         });
     }

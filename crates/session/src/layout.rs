@@ -24,6 +24,8 @@
 //!     shared-memory/, messages/
 //!     worktrees/<task>.json         a worktree task's worktree        (atomic replace)
 //!     status/git-merge.json         the last `orch-sync merge` report (atomic replace)
+//!     slurm/submit-<n>.sh           an sbatch script of `orch-worker --slurm` (create-once)
+//!     slurm/jobs.json               the Slurm jobs submitted for the session (atomic replace)
 //! ```
 //!
 //! Every path is built here, from names checked by [`check_name`], so no
@@ -79,6 +81,14 @@ pub const WORKTREES_DIR: &str = "worktrees";
 pub const GIT_MERGE_LOCK: &str = "git-merge";
 /// The report of the last `orch-sync merge`, inside [`STATUS_DIR`].
 pub const GIT_MERGE_REPORT: &str = "git-merge.json";
+
+/// Directory of Slurm submissions (created by the first one).
+pub const SLURM_DIR: &str = "slurm";
+/// The record of submitted Slurm jobs, inside [`SLURM_DIR`].
+pub const SLURM_JOBS: &str = "jobs.json";
+/// The session critical section of Slurm submissions and cancellations,
+/// inside [`LOCKS_DIR`].
+pub const SLURM_LOCK: &str = "slurm";
 
 /// Every directory a new session gets.
 pub const SESSION_SUBDIRS: &[&str] = &[
@@ -295,6 +305,21 @@ impl SessionDir {
     /// `worktrees/<task>.json`: where the task's worktree is.
     pub fn worktree_record(&self, task: &str) -> PathBuf {
         self.dir.join(WORKTREES_DIR).join(format!("{task}.json"))
+    }
+
+    /// `slurm/`.
+    pub fn slurm_dir(&self) -> PathBuf {
+        self.dir.join(SLURM_DIR)
+    }
+
+    /// `slurm/submit-<n>.sh`: the n-th sbatch script.
+    pub fn slurm_script(&self, n: u32) -> PathBuf {
+        self.dir.join(SLURM_DIR).join(format!("submit-{n}.sh"))
+    }
+
+    /// `slurm/jobs.json`: the Slurm jobs submitted for the session.
+    pub fn slurm_jobs(&self) -> PathBuf {
+        self.dir.join(SLURM_DIR).join(SLURM_JOBS)
     }
 }
 

@@ -45,7 +45,12 @@ pub fn current(dir: &SessionDir) -> Option<Pause> {
 /// Pauses the session until `p.until`, or keeps a longer pause in force.
 pub fn set(dir: &SessionDir, p: &Pause) -> Result<()> {
     if let Some(old) = current(dir) {
-        if old.until >= p.until {
+        // As instants: hosts may write different UTC offsets.
+        let (a, b) = (
+            time::parse_rfc3339(&old.until),
+            time::parse_rfc3339(&p.until),
+        );
+        if a.is_some_and(|a| b.is_none_or(|b| a >= b)) {
             return Ok(());
         }
     }

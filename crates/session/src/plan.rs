@@ -103,6 +103,13 @@ pub struct Settings {
     /// Project level 1 to 5 (seed 000): caps agents at 2 to 6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<u32>,
+    /// How long a claim or heartbeat holds without renewal, for other
+    /// hosts, milliseconds (renewed every third of it, at most every 5 s).
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Clock difference allowed between hosts when judging leases, ms.
+    #[serde(default = "default_clock_skew_ms")]
+    pub clock_skew_ms: u64,
     /// Where tasks run unless they say otherwise: the plan's directory, or
     /// a git worktree of their own.
     #[serde(default, skip_serializing_if = "Workspace::is_shared")]
@@ -117,6 +124,14 @@ pub struct Settings {
     /// Record a backup ref of the repository when the session is created.
     #[serde(default = "yes")]
     pub backup: bool,
+}
+
+fn default_lease_ms() -> u64 {
+    30_000
+}
+
+fn default_clock_skew_ms() -> u64 {
+    5_000
 }
 
 fn default_usage_pause_ms() -> u64 {
@@ -361,6 +376,8 @@ impl Default for Settings {
             usage_pause_ms: default_usage_pause_ms(),
             max_agents: None,
             level: None,
+            lease_ms: default_lease_ms(),
+            clock_skew_ms: default_clock_skew_ms(),
             workspace: Workspace::Shared,
             setup: None,
             require_commit: true,

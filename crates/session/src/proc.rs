@@ -72,26 +72,48 @@ fn stat_fields(pid: u32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
-/// This host's name.
+/// This host's name (read once per process).
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
+    .clone()
 }
 
-/// The kernel's boot id: a rebooted host is a new host. Read once per
-/// process (it cannot change while the process lives; a worker writes it
-/// into every claim).
+/// Whether `host`/`boot_id` name this very host (as it runs now).
+pub fn is_this_host(host: &str, boot_id: &str) -> bool {
+    host == hostname() && (boot_id.is_empty() || boot_id == self::boot_id())
+}
+
+/// Eight hex digits naming this host as it runs now (host name and boot
+/// id), for file names.
+pub fn host_tag() -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        // FNV-1a: stable across runs and builds, unlike std's hasher.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in hostname().bytes().chain([0]).chain(boot_id().bytes()) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
+    })
+    .clone()
+}
+
+/// The kernel's boot id: a rebooted host is a new host.
 pub fn boot_id() -> String {
-    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BOOT_ID
-        .get_or_init(|| {
-            fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default()
-        })
-        .clone()
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    })
+    .clone()
 }
 
 #[cfg(test)]

@@ -209,6 +209,10 @@ pub struct TaskResult {
     /// Host it ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The Slurm job and array task its worker ran in (`slurm_job`,
+    /// `slurm_array_task`), for workers started by Slurm.
+    #[serde(flatten)]
+    pub slurm: crate::slurm::SlurmIds,
     /// Start, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,

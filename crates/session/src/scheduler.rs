@@ -129,6 +129,7 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
                 worker: Some(who.to_owned()),
                 pid: None,
                 host: None,
+                slurm: Default::default(),
                 started: None,
                 finished: now,
                 duration: 0.0,

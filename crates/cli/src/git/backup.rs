@@ -235,6 +235,7 @@ pub fn restore(
         Some(dir) => {
             let dir = absolute(dir);
             let d = dir.to_string_lossy().into_owned();
+            let _wl = super::worktree_lock(&git);
             git.run_retrying(&["worktree", "add", "--quiet", &d, &branch], &mut |_| {})
                 .map_err(|e| {
                     coded(

@@ -122,6 +122,7 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
             continue;
         }
         if path.exists() {
+            let _wl = super::worktree_lock(&git);
             let removed =
                 git.run_retrying(&["worktree", "remove", "--force", &rec.path], &mut |_| {});
             if let Err(e) = removed {
@@ -147,8 +148,10 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
         entries.push(entry);
     }
     if !opts.dry_run {
+        let wl = super::worktree_lock(&git);
         git.run_retrying(&["worktree", "prune"], &mut |_| {})
             .map_err(|e| coded(exit::GIT, e.to_string()))?;
+        drop(wl);
         // The `.worktrees` directory too, once it is empty.
         let _ = std::fs::remove_dir(repo.join(super::worktree::WORKTREES));
     }

@@ -176,6 +176,7 @@ pub fn prepare(
     // Git fails rather than waits when another git holds one of its locks,
     // or reads the half-written metadata of a worktree another worker is
     // adding: retry, each time from what is there now.
+    let worktree_lock = super::worktree_lock(&git);
     let deadline = Instant::now() + super::CONTENTION_RETRY;
     let mut pause = Duration::from_millis(10);
     let outcome = loop {
@@ -201,6 +202,7 @@ pub fn prepare(
             Err(e) => break Err(format!("cannot create worktree {path_s}: {e}")),
         }
     };
+    drop(worktree_lock);
     if let Some(m) = busy {
         let _ = tlog.event(&format!("git was busy ({m}); retried"));
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use orch_session::claim::{self, Retired};
 use orch_session::heartbeat;
 use orch_session::proc::{self, ProcessIdentity};
-use orch_session::{lock, time, Session};
+use orch_session::{liveness, lock, time, Session};
 use serde::Serialize;
 
 use super::procfs;
@@ -171,11 +171,10 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
                     false
                 }
                 None => {
-                    item.evidence = format!(
-                        "{owner} runs on host {}, where this monitor cannot check it",
-                        r.host
-                    );
-                    false
+                    // Another host: its lease decides (see docs/distributed.md).
+                    let j = liveness::claim(dir, &c.task, r);
+                    item.evidence = j.why;
+                    !j.live
                 }
                 Some(false) => {
                     let since = (time::parse_rfc3339(&r.since))
@@ -243,12 +242,10 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
                     item.evidence = format!("unreadable ({e:#}) and {lock_file} is free");
                     true
                 }
-                Ok(h) if h.host != proc::hostname() => {
-                    item.evidence = format!(
-                        "the worker (pid {}) runs on host {}, where this monitor cannot check it",
-                        h.pid, h.host
-                    );
-                    false
+                Ok(h) if !proc::is_this_host(&h.host, &h.boot_id) => {
+                    // Not live: its lock is free and its lease ended.
+                    item.evidence = liveness::worker(dir, h).why;
+                    true
                 }
                 Ok(h)
                     if ProcessIdentity {

@@ -5,10 +5,9 @@
 //! (the monitor only reads), and gives up after a few seconds on a huge or
 //! hung repository.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -128,7 +127,7 @@ pub fn worktrees(dir: &orch_session::SessionDir) -> (Vec<WorktreeView>, u64) {
 
 /// Runs `git -C repo args` with a time limit; stdout on success.
 fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
-    let mut child = Command::new("git")
+    let child = Command::new("git")
         .arg("-C")
         .arg(repo)
         .args(args)
@@ -139,47 +138,20 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run git: {e}"))?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut o = Vec::new();
-        if let Some(s) = out.as_mut() {
-            let _ = s.read_to_end(&mut o);
-        }
-        o
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut e = Vec::new();
-        if let Some(s) = err.as_mut() {
-            let _ = s.read_to_end(&mut e);
-        }
-        e
-    });
-    let deadline = Instant::now() + GIT_TIMEOUT;
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "git {} took longer than {}s",
-                    args.first().copied().unwrap_or(""),
-                    GIT_TIMEOUT.as_secs()
-                ));
-            }
-            Ok(None) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => return Err(format!("waiting for git: {e}")),
-        }
-    };
-    let stdout = reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    let captured = crate::sys::capture(child, GIT_TIMEOUT, |c| {
+        let _ = c.kill();
+    })
+    .map_err(|e| format!("waiting for git: {e}"))?
+    .ok_or_else(|| {
+        format!(
+            "git {} took longer than {}s",
+            args.first().copied().unwrap_or(""),
+            GIT_TIMEOUT.as_secs()
+        )
+    })?;
+    let (status, stdout, stderr) = (captured.status, captured.stdout, captured.stderr);
     if !status.success() {
-        let msg = String::from_utf8_lossy(&stderr);
+        let msg = &stderr;
         let first = msg.lines().next().unwrap_or("").trim();
         return Err(format!(
             "git {} failed: {}",
@@ -191,7 +163,7 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
             }
         ));
     }
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
+    Ok(stdout)
 }
 
 /// Parses `git status --porcelain=v1 --branch` output.

@@ -99,6 +99,9 @@ pub struct Snapshot {
     pub events: Vec<EventLine>,
     /// The machine's CPU, memory and load.
     pub machine: Machine,
+    /// The session directory's filesystem and whether its locks reach
+    /// other hosts.
+    pub filesystem: Filesystem,
     /// The session's git repository, when it has one.
     pub git: Option<GitInfo>,
     /// What holds workers back: a stop, a usage-limit pause, the circuit
@@ -319,6 +322,10 @@ pub struct WorkerView {
     pub pid: Option<u32>,
     /// Host.
     pub host: Option<String>,
+    /// The Slurm job (the array's job id) the worker runs in.
+    pub slurm_job: Option<String>,
+    /// The Slurm array task the worker is.
+    pub slurm_array_task: Option<String>,
     /// `idle`, `running`, `waiting`, `backoff` (from the heartbeat), or
     /// `dead`.
     pub state: String,
@@ -457,6 +464,24 @@ pub struct Machine {
     pub memory_available_bytes: Option<u64>,
 }
 
+/// The session directory's filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct Filesystem {
+    /// `local`, `nfs`, `smb`, `fuse` or `cluster`.
+    pub kind: &'static str,
+    /// The type as mounted (`ext4`, `nfs4`, `fuse.sshfs`, ...).
+    pub fstype: String,
+    /// Whether flock locks reach other hosts (`null`: depends on the
+    /// server and mount, which we cannot see).
+    pub flock_across_hosts: Option<bool>,
+    /// Whether waits poll (inotify misses other hosts' changes here).
+    pub polling: bool,
+    /// What that means.
+    pub note: String,
+    /// Hosts with live workers.
+    pub hosts: Vec<String>,
+}
+
 /// Seconds, rounded to milliseconds.
 fn secs(d: chrono::Duration) -> f64 {
     (d.num_milliseconds().max(0) as f64) / 1000.0
@@ -476,6 +501,7 @@ pub struct Monitor {
     sampler: Sampler,
     streams: HashMap<String, StreamCounter>,
     git: Option<(Instant, GitInfo)>,
+    locking: orch_session::fsinfo::Locking,
 }
 
 impl Monitor {
@@ -485,12 +511,14 @@ impl Monitor {
         sampler.sample(true);
         let plan = session.load_plan()?;
         let board = Board::load(&session.dir, plan)?;
+        let locking = orch_session::fsinfo::locking(session.dir.path());
         Ok(Monitor {
             session,
             board,
             sampler,
             streams: HashMap::new(),
             git: None,
+            locking,
         })
     }
 
@@ -578,6 +606,24 @@ impl Monitor {
                 p.display()
             ));
         }
+        let mut hosts: Vec<String> = workers
+            .iter()
+            .filter(|w| w.live)
+            .filter_map(|w| w.host.clone())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        if let Some(w) = self.locking.warning() {
+            warnings.push(w);
+        }
+        let filesystem = Filesystem {
+            kind: self.locking.kind.name(),
+            fstype: self.locking.fstype.clone(),
+            flock_across_hosts: self.locking.crosses_hosts,
+            polling: !self.locking.kind.has_reliable_events(),
+            note: self.locking.note.clone(),
+            hosts,
+        };
         let info = &self.session.info;
         let created = time::parse_rfc3339(&info.created);
         Snapshot {
@@ -605,6 +651,7 @@ impl Monitor {
             tracks,
             events,
             machine,
+            filesystem,
             git,
             control: control(&dir),
             warnings,
@@ -768,6 +815,8 @@ impl Monitor {
             error: None,
             pid: Some(hb.pid),
             host: Some(hb.host.clone()),
+            slurm_job: hb.slurm_job.clone(),
+            slurm_array_task: hb.slurm_array_task.clone(),
             state: if b.live {
                 hb.state.clone()
             } else {
@@ -1013,11 +1062,8 @@ fn claim_view(dir: &orch_session::SessionDir, c: &ClaimInfo, now: &DateTime<Loca
 /// Whether the process that should hold a claim's lock lives: the worker,
 /// or for a hand claim its holder. `None` when it is on another host.
 pub fn owner_alive(r: &claim::ClaimRecord) -> Option<bool> {
-    if r.host != proc::hostname() {
+    if !proc::is_this_host(&r.host, &r.boot_id) {
         return None;
-    }
-    if !r.boot_id.is_empty() && r.boot_id != proc::boot_id() {
-        return Some(false);
     }
     let owner = ProcessIdentity {
         pid: r.pid,

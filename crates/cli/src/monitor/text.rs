@@ -210,10 +210,28 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             continue;
         }
         let pid = w.pid.map(|p| p.to_string()).unwrap_or_default();
+        // Workers started by Slurm: `slurm <job>_<array task> on <host>`.
+        let slurm = w
+            .slurm_job
+            .as_ref()
+            .map(|j| {
+                let task = w
+                    .slurm_array_task
+                    .as_ref()
+                    .map(|t| format!("_{t}"))
+                    .unwrap_or_default();
+                let host = w
+                    .host
+                    .as_ref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default();
+                format!("  slurm {j}{task}{host}")
+            })
+            .unwrap_or_default();
         if !w.live {
             let _ = writeln!(
                 o,
-                "  {:<10} {:>7}  {}",
+                "  {:<10} {:>7}  {}{slurm}",
                 w.worker,
                 pid,
                 style.paint(
@@ -266,6 +284,7 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             w.done.unwrap_or(0),
             w.failed.unwrap_or(0)
         );
+        line += &slurm;
         let _ = writeln!(o, "{line}");
     }
 
@@ -400,6 +419,34 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             bar(pct, 10, style),
             bytes(used),
             bytes(t)
+        );
+    }
+    let _ = writeln!(o, "{line}");
+    let f = &s.filesystem;
+    let mut line = format!(
+        "  session filesystem: {} ({})",
+        if f.fstype.is_empty() {
+            f.kind
+        } else {
+            &f.fstype
+        },
+        f.kind
+    );
+    if f.polling {
+        line.push_str(", waits poll");
+    }
+    match f.flock_across_hosts {
+        Some(true) if f.kind != "local" => line.push_str(", flock reaches other hosts"),
+        Some(false) => line.push_str(", flock stays on each host"),
+        None => line.push_str(", flock across hosts depends on the mount"),
+        _ => {}
+    }
+    if f.hosts.len() > 1 {
+        let _ = write!(
+            line,
+            "; workers on {} hosts: {}",
+            f.hosts.len(),
+            f.hosts.join(", ")
         );
     }
     let _ = writeln!(o, "{line}");

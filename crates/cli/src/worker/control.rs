@@ -19,7 +19,9 @@ pub const STOPPED_MARKER: &str = "stopped";
 
 /// Stops every live worker of the session: SIGTERM (they stop their agents
 /// after the grace period, record them as interrupted and release them);
-/// with `now`, their agents' process groups get SIGKILL at once.
+/// with `now`, their agents' process groups get SIGKILL at once. Slurm jobs
+/// submitted for the session and still queued are cancelled
+/// ([`super::slurm::cancel_recorded`]); Slurm sends their workers SIGTERM.
 pub fn stop(global: &Global, now: bool) -> Result<u8> {
     let session = global.session()?;
     let dir = &session.dir;
@@ -41,7 +43,10 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
             if now { " and their agents now" } else { "" }
         ),
     );
+    // Before the local workers: a pending array task must not start one.
+    let slurm = super::slurm::cancel_recorded(dir);
     let mut signalled = Vec::new();
+    let mut elsewhere = Vec::new();
     for info in heartbeat::list(dir)? {
         let Ok(hb) = info.heartbeat else { continue };
         if !info.live {
@@ -51,7 +56,12 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
             pid: hb.pid,
             start: hb.pid_start,
         };
-        if hb.host != orch_session::proc::hostname() || !id.is_alive() {
+        if !orch_session::proc::is_this_host(&hb.host, &hb.boot_id) {
+            // No signal reaches there; it sees the marker before its next claim.
+            elsewhere.push((hb.worker, hb.host));
+            continue;
+        }
+        if !id.is_alive() {
             continue;
         }
         sys::kill_identity(&id, libc::SIGTERM);
@@ -62,6 +72,15 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
         }
         signalled.push((hb.worker, hb.pid));
     }
+    if let Some(report) = &slurm {
+        for w in &report.workers {
+            if !signalled.iter().any(|(s, _)| *s == w.worker) {
+                signalled.push((w.worker.clone(), w.pid));
+            }
+        }
+    }
+    // Slurm signalled those on other hosts: they are waited for below.
+    elsewhere.retain(|(w, _)| !signalled.iter().any(|(s, _)| s == w));
     let grace = Duration::from_millis(session.info.settings.grace_ms);
     let deadline = Instant::now() + grace + Duration::from_secs(10);
     let mut still = Vec::new();
@@ -77,10 +96,20 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
             "session": session.info.id,
             "stopped": signalled.iter().map(|(w, p)| json!({"worker": w, "pid": p})).collect::<Vec<_>>(),
             "still_running": still.iter().map(|(w, p)| json!({"worker": w, "pid": p})).collect::<Vec<_>>(),
+            "elsewhere": elsewhere.iter().map(|(w, h)| json!({"worker": w, "host": h})).collect::<Vec<_>>(),
+            "slurm": slurm,
         }))?;
     } else {
-        if signalled.is_empty() {
+        for line in slurm.iter().flat_map(super::slurm::CancelReport::lines) {
+            outln(&line)?;
+        }
+        if signalled.is_empty() && elsewhere.is_empty() {
             outln(&format!("no live workers in session {}", session.info.id))?;
+        }
+        for (w, h) in &elsewhere {
+            outln(&format!(
+                "{w} runs on host {h}: it stops before its next claim (run `orch-worker stop` there to stop it now)"
+            ))?;
         }
         for (w, p) in &signalled {
             if !still.iter().any(|(s, _)| s == w) {
@@ -97,10 +126,16 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
             session.info.id, session.info.id
         ))?;
     }
-    Ok(if still.is_empty() {
-        exit::OK
-    } else {
+    if let Some(e) = slurm.as_ref().and_then(|r| r.error.as_deref()) {
+        eprintln!("orch-worker: warning: {e}");
+        let _ = log::run_event(dir, "orch-worker stop", &format!("Slurm: {e}"));
+    }
+    Ok(if !still.is_empty() {
         exit::CONFLICT
+    } else if let Some(r) = slurm.filter(|r| r.error.is_some()) {
+        r.error_code()
+    } else {
+        exit::OK
     })
 }
 

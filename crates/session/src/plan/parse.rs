@@ -165,6 +165,8 @@ struct RawPlan<T> {
     usage_pause: Option<DurationValue>,
     max_agents: Option<u32>,
     level: Option<u32>,
+    lease: Option<DurationValue>,
+    clock_skew: Option<DurationValue>,
     template: Option<RawTemplate>,
     workspace: Option<String>,
     setup: Option<String>,
@@ -509,6 +511,8 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         usage_pause,
         max_agents,
         level,
+        lease,
+        clock_skew,
         template,
         workspace,
         setup,
@@ -541,6 +545,8 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             usage_pause,
             max_agents,
             level,
+            lease,
+            clock_skew,
             template,
             workspace,
             setup,
@@ -666,6 +672,20 @@ fn build(
                 .help("use 1 or more"));
         }
         settings.max_agents = Some(m);
+    }
+    if let Some(l) = head.lease {
+        if l.millis() < 1000 {
+            return Err(ctx
+                .diag(
+                    find(ctx, "lease"),
+                    "`lease` under 1s cannot be renewed in time",
+                )
+                .help("write lease = \"30s\" (the default) or longer"));
+        }
+        settings.lease_ms = l.millis();
+    }
+    if let Some(s) = head.clock_skew {
+        settings.clock_skew_ms = s.millis();
     }
     if let Some(l) = head.level {
         if !(1..=5).contains(&l) {

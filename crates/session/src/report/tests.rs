@@ -43,6 +43,7 @@ fn ran(id: &str, status: Status, start: f64, end: f64) -> TaskResult {
         worker: Some("worker-1".to_owned()),
         pid: Some(1),
         host: None,
+        slurm: Default::default(),
         started: Some(at(start)),
         finished: at(end),
         duration: end - start,

@@ -1,0 +1,382 @@
+//! Whether a claim or a worker still lives, judged the same way by every
+//! binary, on every host.
+//!
+//! On the host that made it, the flock decides: held means live. For a claim
+//! or heartbeat from another host (another host name, or a rebooted one) a
+//! pid means nothing here, and on some filesystems a flock does not reach
+//! across hosts; so it is live while its flock is held **or** its lease has
+//! not ended. A lease ends at `lease_until` plus the allowed clock skew
+//! between hosts (`clock_skew`, default 5 s; see docs/distributed.md).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::claim::ClaimRecord;
+use crate::heartbeat::Heartbeat;
+use crate::layout::SessionDir;
+use crate::{lock, proc, time};
+
+static SKEW_MS: AtomicU64 = AtomicU64::new(5_000);
+static LEASE_MS: AtomicU64 = AtomicU64::new(30_000);
+
+/// Sets the session's lease and allowed clock skew (from its settings), for
+/// judgements that have no lease of their own to go by (temp files).
+pub fn configure(lease: Duration, skew: Duration) {
+    LEASE_MS.store(
+        u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    set_clock_skew(skew);
+}
+
+/// The session's lease.
+pub fn lease() -> Duration {
+    Duration::from_millis(LEASE_MS.load(Ordering::Relaxed))
+}
+
+/// Whether something another host last touched at `modified` is older than
+/// any live host leaves it untouched: a lease plus the clock skew.
+pub fn foreign_debris(modified: std::time::SystemTime) -> bool {
+    modified
+        .elapsed()
+        .is_ok_and(|age| age > lease() + clock_skew())
+}
+
+/// Sets the clock skew allowed between hosts (from the session's settings).
+pub fn set_clock_skew(skew: Duration) {
+    SKEW_MS.store(
+        u64::try_from(skew.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+/// The clock skew allowed between hosts.
+pub fn clock_skew() -> Duration {
+    Duration::from_millis(SKEW_MS.load(Ordering::Relaxed))
+}
+
+/// A lease's end as RFC 3339, `lease` from now.
+pub fn lease_from_now(lease: Duration) -> String {
+    time::rfc3339(&(time::now() + chrono::Duration::from_std(lease).unwrap_or_default()))
+}
+
+/// Whether a lease still holds (`None` when there is none or it is
+/// unreadable).
+pub fn lease_holds(lease_until: Option<&str>) -> Option<bool> {
+    let until = time::parse_rfc3339(lease_until?)?;
+    let skew = chrono::Duration::from_std(clock_skew()).unwrap_or_default();
+    Some(time::now() < until + skew)
+}
+
+/// A judgement with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    /// Whether it lives.
+    pub live: bool,
+    /// Why we think so, for people.
+    pub why: String,
+}
+
+fn judge(
+    held: bool,
+    host: &str,
+    boot_id: &str,
+    lease_until: Option<&str>,
+    owner: &str,
+) -> Judgement {
+    if held {
+        return Judgement {
+            live: true,
+            why: format!("its lock is held ({owner})"),
+        };
+    }
+    if proc::is_this_host(host, boot_id) {
+        return Judgement {
+            live: false,
+            why: format!("its lock is free: {owner} on this host is gone"),
+        };
+    }
+    match lease_holds(lease_until) {
+        Some(true) => Judgement {
+            live: true,
+            why: format!(
+                "{owner} on host {host} holds a lease until {} (its flock may not reach this host)",
+                lease_until.unwrap_or("?")
+            ),
+        },
+        Some(false) => Judgement {
+            live: false,
+            why: format!(
+                "its lock is free and the lease of {owner} on host {host} ended at {}",
+                lease_until.unwrap_or("?")
+            ),
+        },
+        None => Judgement {
+            live: false,
+            why: format!("its lock is free and {owner} on host {host} left no lease"),
+        },
+    }
+}
+
+/// Judges the claim on `task` whose record is `rec`.
+pub fn claim(dir: &SessionDir, task: &str, rec: &ClaimRecord) -> Judgement {
+    let held = lock::is_held(&dir.task_lock(task)).unwrap_or(false);
+    let owner = format!("{} pid {}", rec.owner, rec.pid);
+    judge(
+        held,
+        &rec.host,
+        &rec.boot_id,
+        rec.lease_until.as_deref(),
+        &owner,
+    )
+}
+
+/// Whether the record of a claim from another host still holds by its
+/// lease (a flock we could take proves nothing about it there).
+pub fn foreign_lease_holds(rec: &ClaimRecord) -> bool {
+    !proc::is_this_host(&rec.host, &rec.boot_id)
+        && lease_holds(rec.lease_until.as_deref()) == Some(true)
+}
+
+/// Judges a worker by its slot lock and heartbeat.
+pub fn worker(dir: &SessionDir, hb: &Heartbeat) -> Judgement {
+    let held = lock::is_held(&dir.named_lock(&hb.worker)).unwrap_or(false);
+    let owner = format!("{} pid {}", hb.worker, hb.pid);
+    judge(
+        held,
+        &hb.host,
+        &hb.boot_id,
+        hb.lease_until.as_deref(),
+        &owner,
+    )
+}
+
+/// Serialises this process's writes of its own claim records and heartbeat,
+/// so the [`Keeper`]'s read-renew-write never undoes another thread's
+/// write, nor recreates a record that was just removed.
+static WRITES: Mutex<()> = Mutex::new(());
+
+pub(crate) fn writes() -> MutexGuard<'static, ()> {
+    WRITES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How often a lease of `lease` is renewed: every third of it, at most
+/// every 5 s, at least every 100 ms.
+pub fn renew_interval(lease: Duration) -> Duration {
+    (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// What a [`Keeper`] renews.
+#[derive(Debug, Clone)]
+pub struct Mine {
+    /// The worker whose heartbeat is ours, if any.
+    pub worker: Option<String>,
+    /// Our claims: records with this owner whose bound process
+    /// (`pid`, or the holder's pid for hand claims) is `pid`.
+    pub owner: String,
+    /// The pid our records carry.
+    pub pid: u32,
+}
+
+impl Mine {
+    fn claims(&self, rec: &ClaimRecord) -> bool {
+        rec.owner == self.owner
+            && (rec.pid == self.pid || rec.holder.is_some_and(|h| h.pid == self.pid))
+            && proc::is_this_host(&rec.host, &rec.boot_id)
+    }
+}
+
+/// A thread renewing the leases of this process's heartbeat and claims
+/// every [`renew_interval`], whatever the rest of the process is doing
+/// (running an agent, backing off, waiting for a rate limit). Stops when
+/// dropped.
+#[derive(Debug)]
+pub struct Keeper {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keeper {
+    /// Starts renewing `mine` in `dir` with leases of `lease`.
+    pub fn spawn(dir: &SessionDir, lease: Duration, mine: Mine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let dir = dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("orch-lease".to_owned())
+            .spawn(move || {
+                let mut every = renew_interval(lease);
+                // Anything but a timeout (a stop, or the sender dropped) ends it.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    every = renew_interval(renew(&dir, lease, &mine));
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Renews every lease of `mine` once; returns the shortest lease among
+/// them (a hand claim may carry its own). Errors (a full disk, a vanished
+/// session) are left to the next round: a lease that cannot be written
+/// ends, and other hosts then judge us gone, as they should.
+pub fn renew(dir: &SessionDir, lease: Duration, mine: &Mine) -> Duration {
+    let mut shortest = lease;
+    let until = lease_from_now(lease);
+    let _w = writes();
+    if let Some(worker) = &mine.worker {
+        if let Ok(mut hb) = crate::session::read_json::<Heartbeat>(&dir.heartbeat(worker)) {
+            if hb.pid == mine.pid && proc::is_this_host(&hb.host, &hb.boot_id) {
+                hb.lease_until = Some(until.clone());
+                let _ = crate::heartbeat::write_unlocked(dir, &hb);
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir.claims_dir()) else {
+        return shortest;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !crate::claim::is_claim_file(&path) {
+            continue;
+        }
+        if let Ok(mut rec) = crate::session::read_json::<ClaimRecord>(&path) {
+            if mine.claims(&rec) {
+                rec.lease_until = Some(match rec.lease_ms {
+                    Some(ms) => {
+                        let own = Duration::from_millis(ms);
+                        shortest = shortest.min(own);
+                        lease_from_now(own)
+                    }
+                    None => until.clone(),
+                });
+                let _ = crate::claim::write_record_unlocked(dir, &rec);
+            }
+        }
+    }
+    shortest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claim::{self, Attempt, ClaimKind};
+    use crate::proc::ProcessIdentity;
+
+    fn session() -> (tempfile::TempDir, SessionDir) {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["claims", "locks", "status", "results", "history", "index"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        let dir = SessionDir::new(t.path());
+        (t, dir)
+    }
+
+    fn record(task: &str, host: &str, lease: Option<chrono::Duration>) -> ClaimRecord {
+        let mut r = ClaimRecord::new(task, ClaimKind::Worker, "w", ProcessIdentity::current(), 1);
+        r.host = host.to_owned();
+        r.lease_until = lease.map(|d| time::rfc3339(&(time::now() + d)));
+        r
+    }
+
+    #[test]
+    fn another_host_s_claim_lives_by_its_lease_not_by_a_pid() {
+        let (_t, dir) = session();
+        let live = record("a", "elsewhere", Some(chrono::Duration::seconds(20)));
+        let j = claim(&dir, "a", &live);
+        assert!(j.live && j.why.contains("lease"), "{j:?}");
+        assert!(foreign_lease_holds(&live));
+        let ended = record("a", "elsewhere", Some(chrono::Duration::seconds(-20)));
+        assert!(!claim(&dir, "a", &ended).live);
+        assert!(!claim(&dir, "a", &record("a", "elsewhere", None)).live);
+        // On this host the flock decides, whatever the lease says.
+        let here = record("a", &proc::hostname(), Some(chrono::Duration::seconds(20)));
+        assert!(!claim(&dir, "a", &here).live);
+        assert!(!foreign_lease_holds(&here));
+        let _held = crate::lock::try_lock(&dir.task_lock("a")).unwrap().unwrap();
+        assert!(claim(&dir, "a", &ended).live);
+    }
+
+    #[test]
+    fn clock_skew_extends_a_lease() {
+        let just_ended = time::rfc3339(&(time::now() - chrono::Duration::seconds(2)));
+        set_clock_skew(Duration::from_secs(5));
+        assert_eq!(lease_holds(Some(&just_ended)), Some(true));
+        set_clock_skew(Duration::ZERO);
+        assert_eq!(lease_holds(Some(&just_ended)), Some(false));
+        set_clock_skew(Duration::from_secs(5));
+        assert_eq!(lease_holds(Some("not a time")), None);
+    }
+
+    #[test]
+    fn the_keeper_renews_our_claims_and_never_brings_one_back() {
+        let (_t, dir) = session();
+        let me = ProcessIdentity::current();
+        let lease = Duration::from_millis(300);
+        let made = |task: &str, owner: &str| {
+            let Attempt::Claimed(c) = claim::try_claim(&dir, task, |a| {
+                let mut r = ClaimRecord::new(task, ClaimKind::Worker, owner, me, a);
+                r.lease_until = Some(lease_from_now(lease));
+                r
+            })
+            .unwrap() else {
+                panic!("not claimed");
+            };
+            c
+        };
+        let ours = made("ours", "w");
+        let theirs = made("theirs", "other");
+        let first = ours.record.lease_until.clone().unwrap();
+        let mine = Mine {
+            worker: None,
+            owner: "w".to_owned(),
+            pid: me.pid,
+        };
+        let keeper = Keeper::spawn(&dir, lease, mine.clone()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while claim::read_record(&dir, "ours")
+            .unwrap()
+            .lease_until
+            .as_deref()
+            == Some(&first)
+        {
+            assert!(std::time::Instant::now() < deadline, "lease never renewed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(claim::read_record(&dir, "theirs").unwrap(), theirs.record);
+        drop(keeper);
+        ours.release().unwrap();
+        renew(&dir, lease, &mine);
+        assert!(
+            claim::read_record(&dir, "ours").is_err(),
+            "a released claim came back"
+        );
+    }
+
+    #[test]
+    fn renew_intervals_stay_within_bounds() {
+        assert_eq!(
+            renew_interval(Duration::from_secs(30)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            renew_interval(Duration::from_secs(3)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            renew_interval(Duration::from_millis(30)),
+            Duration::from_millis(100)
+        );
+    }
+}
