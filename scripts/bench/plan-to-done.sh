@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 N="${1:-1000}"
 ROUNDS="${2:-3}"
 cargo build --release --locked --quiet
-BIN="$PWD/target/release"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 WORK=$(mktemp -d /tmp/orch-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 python3 - "$N" > "$WORK/plan.toml" <<'PY'

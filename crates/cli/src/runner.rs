@@ -80,11 +80,16 @@ pub enum Event {
         /// The text, without the newline.
         text: String,
     },
-    /// A few seconds passed (time for a heartbeat).
+    /// Time for a heartbeat: [`FIRST_TICK`] after the start, then every
+    /// few seconds.
     Tick,
 }
 
 const TICK: Duration = Duration::from_secs(5);
+/// The first tick comes soon, so that what the worker put off while short
+/// tasks came and went (the session summary) is written once a task has run
+/// this long.
+pub const FIRST_TICK: Duration = Duration::from_millis(200);
 const MAX_LINE: usize = 16 * 1024;
 
 /// What the caller wants after an event.
@@ -303,7 +308,7 @@ pub fn run(
     let deadline = start + spec.timeout;
     let mut stop: Option<(Stop, Instant)> = None;
     let mut killed = false;
-    let mut next_tick = Instant::now() + TICK;
+    let mut next_tick = Instant::now() + FIRST_TICK;
     let mut next_sample = Instant::now() + MEMORY_SAMPLE;
     let mut lines = Vec::new();
 

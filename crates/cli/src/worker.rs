@@ -1,6 +1,7 @@
 //! `orch-worker`: claim, run, record, release, repeat.
 
 mod attempt;
+mod commit;
 mod control;
 mod parallel;
 mod slurm;
@@ -324,6 +325,8 @@ struct Worker {
     hb: Heartbeat,
     last_beat: Instant,
     beat_failing: bool,
+    /// The heartbeat in memory is newer than the file (see `beat_lazy`).
+    beat_dirty: bool,
     unclaimable_told: usize,
     /// The plan's phases, if it has a template.
     template: Option<orch_session::plan::Template>,
@@ -333,9 +336,18 @@ struct Worker {
     /// With degrade = "sequential": the lock that lets this worker go on.
     sequential: Option<LockGuard>,
     inotify: Option<nix::sys::inotify::Inotify>,
+    /// A final result whose recording is put off until the next agent has
+    /// started (see commit.rs).
+    pending: Option<commit::Job>,
+    /// What went wrong recording it where no error could be returned.
+    pending_error: Option<anyhow::Error>,
     /// Renews our leases in the background.
     _keeper: Option<liveness::Keeper>,
 }
+
+/// `Worker::beat_lazy` puts a heartbeat off when one was written this
+/// recently.
+const LAZY_BEAT: Duration = Duration::from_millis(100);
 
 /// Whether a worker may claim.
 enum Gating {
@@ -476,12 +488,15 @@ impl Worker {
             hb,
             last_beat: Instant::now(),
             beat_failing: false,
+            beat_dirty: false,
             unclaimable_told: 0,
             template,
             until: None,
             paused: None,
             sequential: None,
             inotify: None,
+            pending: None,
+            pending_error: None,
             _keeper: None,
         };
         w.beat();
@@ -517,12 +532,27 @@ impl Worker {
         ));
     }
 
+    /// Writes the heartbeat, unless one was written less than
+    /// [`LAZY_BEAT`] ago: then it is written at the next chance (the
+    /// agent's start, the runner's tick, or before the worker waits).
+    /// For the steps every task goes through right before another one
+    /// (claimed, idle again), which would otherwise triple the heartbeat
+    /// writes of short tasks; liveness is the slot lock, not this file.
+    fn beat_lazy(&mut self) {
+        if self.last_beat.elapsed() < LAZY_BEAT {
+            self.beat_dirty = true;
+        } else {
+            self.beat();
+        }
+    }
+
     /// How long our claims and heartbeat hold for other hosts unrenewed.
     fn lease(&self) -> Duration {
         Duration::from_millis(self.session.info.settings.lease_ms)
     }
 
     fn beat(&mut self) {
+        self.beat_dirty = false;
         self.last_beat = Instant::now();
         self.hb.updated = time::rfc3339(&time::now());
         self.hb.lease_until = Some(liveness::lease_from_now(self.lease()));
@@ -546,7 +576,8 @@ impl Worker {
                 .last_summary
                 .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
         {
-            // Written at the next idle moment at the latest.
+            // Written at the next idle moment or the running task's first
+            // tick at the latest.
             self.summary_dirty = true;
             return;
         }
@@ -585,9 +616,25 @@ impl Worker {
         let _ = summary.write(&self.dir);
     }
 
-    /// The main loop. Returns the exit code.
+    /// The main loop. Returns the exit code, once every result it made is
+    /// recorded.
     fn work(&mut self, once: bool) -> Result<u8> {
+        let code = self.work_loop(once);
+        let recorded = self.flush_pending();
+        let code = code.and_then(|c| recorded.map(|()| c))?;
+        Ok(if code == exit::OK && self.failed > 0 {
+            exit::FAILED
+        } else {
+            code
+        })
+    }
+
+    fn work_loop(&mut self, once: bool) -> Result<u8> {
+        self.watch();
         loop {
+            if let Some(e) = self.pending_error.take() {
+                return Err(e);
+            }
             if let Some(sig) = self.signals.received() {
                 self.event(&format!("stopping on signal {sig}"));
                 return Ok(exit::for_signal(sig));
@@ -634,7 +681,10 @@ impl Worker {
                     }
                 }
             }
-            let me = ProcessIdentity::current();
+            let me = ProcessIdentity {
+                pid: self.hb.pid,
+                start: self.hb.pid_start,
+            };
             let owner = self.id.clone();
             let lease = self.lease();
             let next = scheduler::claim_next(&mut self.board, |task, attempt| {
@@ -675,6 +725,11 @@ impl Worker {
                     }
                 }
                 None => {
+                    // A result put off may make tasks ready.
+                    if self.pending.is_some() {
+                        self.flush_pending()?;
+                        continue;
+                    }
                     // Before concluding nothing is left, look at results/
                     // itself: the journal may have missed a line.
                     if !self.board.has_ready() && self.board.reconcile().unwrap_or(0) > 0 {
@@ -805,26 +860,14 @@ impl Worker {
     /// Waits until the journal changes, a signal arrives, or a second passes
     /// (a dead worker frees its lock without touching any file).
     fn wait_for_change(&mut self) {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        self.flush_pending_later_error();
         if self.summary_dirty {
             self.summary(true);
         }
-        if self.inotify.is_none() {
-            if let Ok(ino) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
-                let flags = AddWatchFlags::IN_MODIFY
-                    | AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_MOVED_TO;
-                for (cp, _) in self.board.waiting_checkpoints() {
-                    let _ = ino.add_watch(cp.dir().as_path(), flags);
-                }
-                if ino
-                    .add_watch(&self.dir.join(layout::INDEX_DIR), flags)
-                    .is_ok()
-                {
-                    self.inotify = Some(ino);
-                }
-            }
+        if self.beat_dirty {
+            self.beat();
         }
+        self.watch();
         let mut fds = vec![self.signals.fd()];
         if let Some(ino) = &self.inotify {
             fds.push(ino.as_fd().as_raw_fd());
@@ -837,6 +880,31 @@ impl Worker {
             < time::rfc3339(&(time::now() - chrono::Duration::seconds(5))).as_str()
         {
             self.beat();
+        }
+    }
+
+    /// Starts watching the journal (and awaited checkpoints), once: before
+    /// the first look at the board, so that nothing journalled after that
+    /// look can be missed by a later wait (the first wait used to start the
+    /// watch after its look, and could sleep a whole second on a line
+    /// journalled in between).
+    fn watch(&mut self) {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        if self.inotify.is_some() {
+            return;
+        }
+        if let Ok(ino) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+            let flags =
+                AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+            for (cp, _) in self.board.waiting_checkpoints() {
+                let _ = ino.add_watch(cp.dir().as_path(), flags);
+            }
+            if ino
+                .add_watch(&self.dir.join(layout::INDEX_DIR), flags)
+                .is_ok()
+            {
+                self.inotify = Some(ino);
+            }
         }
     }
 
@@ -988,12 +1056,19 @@ impl Worker {
             self.hb.task_started = Some(time::rfc3339(&time::now()));
             self.hb.progress = None;
             self.hb.agent_pid = None;
-            self.beat();
-            self.event(&format!("claimed {} (attempt {attempt})", task.id));
-            if self.summary_dirty {
-                // A throttled summary must not stay stale for a whole task.
-                self.summary(true);
+            if task.worktree.is_some() {
+                // Preparing a worktree may take a while: say so now, and
+                // record the last result first.
+                self.flush_pending()?;
+                self.beat();
+            } else {
+                self.beat_lazy();
             }
+            self.event(&format!("claimed {} (attempt {attempt})", task.id));
+            // Throttled; one put off is written at the task's first tick
+            // (runner::FIRST_TICK) at the latest, so it is never stale for
+            // a whole task.
+            self.summary(false);
             let output_path = self.dir.output(&task.id);
             let _ = fs::remove_file(&output_path);
             let _ = fs::remove_file(self.progress_path(&task.id));
@@ -1128,6 +1203,7 @@ impl Worker {
                 self.hb.state = "backoff".to_owned();
                 self.hb.agent_pid = None;
                 self.beat();
+                self.flush_pending_later_error();
                 if self.signals.sleep(delay) {
                     // Stopped while waiting: the failed attempt is in
                     // history; the task is released for another worker.
@@ -1145,40 +1221,62 @@ impl Worker {
             break result;
         };
         let status = final_result.status;
-        match claim::write_result(&self.dir, &final_result) {
-            Ok(()) => {}
-            Err(orch_session::Error::AlreadyExists { .. }) => {
-                let _ = tlog.event("a result was already recorded by someone else; keeping theirs");
-            }
-            Err(e) if e.is_disk_full() => {
-                // Nothing half-written: the result was never linked in.
+        // Recorded (durably) and released beside the loop; see commit.rs.
+        let job = commit::Job {
+            i,
+            result: final_result,
+            claim,
+            tlog,
+        };
+        self.flush_pending()?;
+        if self.board.dependents(i).is_empty() {
+            self.pending = Some(job);
+        } else {
+            // Its dependents may now be the best next pick (or be doomed):
+            // the board must know before the next claim.
+            let done = commit::record(&self.dir, job);
+            self.recorded(done)?;
+        }
+        sys::reap_all();
+        self.after_task(&task.id, status);
+        Ok(status)
+    }
+
+    /// Takes in what the recording thread did with a result.
+    fn recorded(&mut self, done: commit::Done) -> Result<()> {
+        let commit::Done {
+            i,
+            result,
+            recorded,
+        } = done;
+        let status = result.status;
+        match recorded {
+            commit::Recorded::Written | commit::Recorded::TheirsKept => {}
+            commit::Recorded::DiskFull(e) => {
                 // The task goes back to the queue; claims wait for space.
                 let msg = format!(
                     "disk full: cannot record the result of {} ({e:#}); it goes back to the queue, and no task is claimed until space is freed",
-                    task.id
+                    result.task
                 );
-                let _ = tlog.event(&msg);
+                if let Ok(mut tlog) = log::TaskLog::open(&self.dir, &result.task) {
+                    let _ = tlog.event(&msg);
+                }
                 self.event(&msg);
-                let _ = claim.release();
-                self.after_task(&task.id, Status::Interrupted);
-                return Ok(Status::Interrupted);
+                self.board.push_ready(i);
+                return Ok(());
             }
-            Err(e) => {
-                let _ = claim.release();
-                return Err(
-                    anyhow::Error::new(e).context(format!("recording the result of `{}`", task.id))
-                );
+            commit::Recorded::Failed(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("recording the result of `{}`", result.task)));
             }
         }
-        claim.release()?;
-        sys::reap_all();
         self.board.record(i, Some(status));
         match status {
             Status::Success => self.done += 1,
             Status::Interrupted => {}
             _ => self.failed += 1,
         }
-        self.ran.push((task.id.clone(), status));
+        self.ran.push((result.task.clone(), status));
         let paint = match status {
             Status::Success => crate::common::Color::Green,
             Status::Interrupted | Status::Skipped => crate::common::Color::Yellow,
@@ -1186,17 +1284,38 @@ impl Worker {
         };
         self.event(&format!(
             "{} {} in {}{}",
-            task.id,
+            result.task,
             self.style.paint(paint, status.as_str()),
-            format_duration(Duration::from_secs_f64(final_result.duration)),
-            final_result
+            format_duration(Duration::from_secs_f64(result.duration)),
+            result
                 .reason
                 .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ));
-        self.after_task(&task.id, status);
-        Ok(status)
+        Ok(())
+    }
+
+    /// Records the result put off, if any (see commit.rs).
+    fn flush_pending(&mut self) -> Result<()> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        match self.pending.take() {
+            Some(job) => {
+                let done = commit::record(&self.dir, job);
+                self.recorded(done)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// [`Worker::flush_pending`] where an error cannot be returned: it is
+    /// kept for the main loop.
+    fn flush_pending_later_error(&mut self) {
+        if let Err(e) = self.flush_pending() {
+            self.pending_error = Some(e);
+        }
     }
 
     /// Waits for a start under the session's rate limit and those of the
@@ -1218,6 +1337,7 @@ impl Worker {
                     Ok(Ok(())) => break,
                     Ok(Err(wait)) => {
                         if !told {
+                            self.flush_pending_later_error();
                             let msg = format!(
                                 "{} waits {} for the rate limit {rate} ({name})",
                                 task.id,
@@ -1248,6 +1368,10 @@ impl Worker {
     fn on_event(&mut self, ev: Event) -> runner::Control {
         match ev {
             Event::Spawned(pid) => {
+                // The agent runs: record the last task's result meanwhile.
+                self.flush_pending_later_error();
+                // Written now (with the task, put off at the claim): what
+                // runs is in the heartbeat before it can print anything.
                 self.hb.agent_pid = Some(pid);
             }
             Event::Progress(p) => {
@@ -1258,6 +1382,9 @@ impl Worker {
                 self.hb.progress_source = Some("output".to_owned());
             }
             Event::Tick => {
+                if self.summary_dirty {
+                    self.summary(true);
+                }
                 let file = self.hb.task.as_deref().map(|t| self.progress_path(t));
                 let from_file = file.and_then(|f| fs::read_to_string(f).ok()).and_then(|s| {
                     let first = s.split_whitespace().next().unwrap_or("").to_owned();
@@ -1268,7 +1395,7 @@ impl Worker {
                         self.hb.progress = Some(p);
                         self.hb.progress_source = Some("file".to_owned());
                     }
-                    _ if self.last_beat.elapsed() < Duration::from_secs(5) => {
+                    _ if !self.beat_dirty && self.last_beat.elapsed() < Duration::from_secs(5) => {
                         return runner::Control::Continue
                     }
                     _ => {}
@@ -1288,7 +1415,7 @@ impl Worker {
         self.hb.agent_pid = None;
         self.hb.progress = None;
         self.hb.progress_source = None;
-        self.beat();
+        self.beat_lazy();
         self.summary(false);
     }
 

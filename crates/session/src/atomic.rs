@@ -161,7 +161,11 @@ fn replace_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::Resul
         }
         None => write_named_temp(dir, name, bytes, durability)?,
     };
-    if let Err(e) = fs::rename(&temp, path) {
+    let placed = match durability {
+        Durability::Durable => fs::rename(&temp, path),
+        Durability::Volatile => exchange_into_place(&temp, path),
+    };
+    if let Err(e) = placed {
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
@@ -169,6 +173,57 @@ fn replace_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::Resul
         fsync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Puts the file named `temp` at `path` for a volatile replace: swaps the
+/// two names (`renameat2(RENAME_EXCHANGE)`), then removes what `temp` names
+/// now (the old content, or a planted symlink, never followed); a plain
+/// rename where there is nothing to swap with or the filesystem cannot.
+///
+/// Why not rename over `path`: ext4 (`auto_da_alloc`) starts writeback of
+/// the new file's data at every rename that replaces a file, which made
+/// each heartbeat, claim update and summary cost ~150 µs and a disk write
+/// here, against ~30 µs this way (`scripts/bench`, docs/performance.md).
+/// Durable replaces are fsynced before the rename, so they keep `rename`.
+fn exchange_into_place(temp: &Path, path: &Path) -> io::Result<()> {
+    let (t, p) = (cstr(temp)?, cstr(path)?);
+    let swap = || {
+        // SAFETY: valid NUL-terminated paths that outlive the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::AT_FDCWD,
+                p.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match swap() {
+        Ok(()) => match fs::remove_file(temp) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // `path` was a directory (which rename refuses to replace):
+                // swap back and fail like rename.
+                swap()?;
+                Err(e)
+            }
+        },
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+            ) =>
+        {
+            fs::rename(temp, path)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates `path` with `bytes` atomically, only if nothing (not even a
@@ -357,6 +412,25 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn volatile_replace_swaps_in_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hb.json");
+        write_atomic(&p, b"one", Durability::Volatile).unwrap();
+        write_atomic(&p, b"two", Durability::Volatile).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+
+        // A directory in the way is refused, as rename refuses it, and stays.
+        let d = dir.path().join("d.json");
+        fs::create_dir(&d).unwrap();
+        assert!(write_atomic(&d, b"x", Durability::Volatile).is_err());
+        assert!(d.is_dir());
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 2);
     }
 
     #[test]

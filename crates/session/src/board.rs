@@ -240,6 +240,11 @@ impl Board {
         &self.deps[i as usize]
     }
 
+    /// The tasks that depend on task `i`.
+    pub fn dependents(&self, i: u32) -> &[u32] {
+        &self.children[i as usize]
+    }
+
     /// Reconciles with `results/` itself, for what the journal may have
     /// missed (a line lost to a crash, a journal that cannot be written):
     /// reads every result file whose task the board thinks is open.

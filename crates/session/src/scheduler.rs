@@ -34,6 +34,8 @@ pub fn claim_next(
             // A full disk stops all claims; anything else is this task's
             // own problem: leave it out and go on with the others.
             Err(e) if e.is_disk_full() => {
+                // This task too goes back: it is as claimable as before.
+                board.push_ready(i);
                 for h in held {
                     board.push_ready(h);
                 }

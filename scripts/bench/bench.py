@@ -1,0 +1,726 @@
+#!/usr/bin/env python3
+"""orch against the tools people would use instead, side by side.
+
+Runs every comparison of docs/performance.md, prints a Markdown table of
+medians and ratios, and (unless --no-write) puts it into docs/performance.md
+between the `bench:begin` and `bench:end` markers, keeping the rest of the
+page. Normally started by scripts/bench/run.sh, which installs the tools
+compared against and builds orch first.
+
+Every figure is a median over rounds, and every comparison runs its
+contenders in the same round, one after the other, so that the noise of a
+shared machine hits them alike. Ratios are what to read; absolute times
+move with the machine's load (reported beside them).
+
+Usage: bench.py [--quick] [--only NAME,...] [--bin DIR] [--no-write] [--keep]
+Names: dispatch, dag, barrier, claim, plan, monitor.
+"""
+import argparse
+import ctypes
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in the repository when importing barrier.py
+
+BEGIN = "<!-- bench:begin (scripts/bench/run.sh writes from here to bench:end) -->"
+END = "<!-- bench:end -->"
+
+
+# ---------------------------------------------------------------- helpers
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}",
+          file=sys.stderr, flush=True)
+
+
+class Run:
+    """Wall time, CPU and peak memory of one command (and what it waited for)."""
+
+    def __init__(self, wall, user, sys_, maxrss_kb, code, out):
+        self.wall, self.user, self.sys, self.maxrss_kb = wall, user, sys_, maxrss_kb
+        self.code, self.out = code, out
+
+
+def run(cmd, env=None, stdin=None, stdout=subprocess.DEVNULL, check=True, shell=False):
+    """Runs `cmd`, timing it with wait4 (its own rusage: CPU of it and of the
+    children it waited for, and its peak RSS)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if stdin is not None else None,
+                         stdout=stdout, stderr=subprocess.PIPE, shell=shell)
+    if stdin is not None:
+        p.stdin.write(stdin)
+        p.stdin.close()
+    out = p.stdout.read() if stdout == subprocess.PIPE else b""
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd} exited {p.returncode}: {err.decode(errors='replace')[-2000:]}")
+    return Run(wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, p.returncode, out)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pct(values, p):
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, int(round(p / 100 * (len(values) - 1)))))
+    return values[k]
+
+
+def fmt_s(s):
+    if s != s:  # NaN
+        return "n/a"
+    if s >= 10:
+        return f"{s:.1f} s"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 0.01:
+        return f"{s * 1000:.0f} ms"
+    return f"{s * 1000:.2f} ms"
+
+
+def fmt_ms(ms):
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+
+
+def fmt_mib(kb):
+    return f"{kb / 1024:.0f} MiB"
+
+
+def plan_session(bindir, root, plan_path, extra=()):
+    env = dict(os.environ, ORCH_HOME=root)
+    r = run([os.path.join(bindir, "orch-plan"), plan_path, *extra], env=env, stdout=subprocess.PIPE)
+    sid = r.out.decode().strip().splitlines()[-1]
+    return sid, r
+
+
+def results_of(sdir):
+    out = {}
+    rdir = os.path.join(sdir, "results")
+    for name in os.listdir(rdir):
+        if name.endswith(".json") and not name.startswith("."):
+            with open(os.path.join(rdir, name)) as f:
+                out[name[:-5]] = json.load(f)
+    return out
+
+
+class Row:
+    """One line of the summary table."""
+
+    def __init__(self, what, workload, orch, other, ratio, target, met, note=""):
+        self.what, self.workload, self.orch, self.other = what, workload, orch, other
+        self.ratio, self.target, self.met, self.note = ratio, target, met, note
+
+
+# ---------------------------------------------------------------- dispatch
+
+def bench_dispatch(cfg, bindir, work):
+    """N tasks of `true` on 2 workers: orch (durable results) against GNU
+    parallel -j2 --joblog and xargs -P2 -n1, each running `sh -c true` per
+    job, in the same round."""
+    n, rounds = cfg["dispatch_n"], cfg["rounds"]
+    plan = os.path.join(work, "dispatch.toml")
+    with open(plan, "w") as f:
+        f.write('name = "dispatch"\n')
+        for i in range(n):
+            f.write(f'[[task]]\nid = "t{i}"\ncommand = "true"\n')
+    seq = "".join(f"{i}\n" for i in range(1, n + 1)).encode()
+    t = {"orch": [], "orch-worker": [], "orch-plan": [], "parallel": [], "xargs": [],
+         "commit": []}
+    for r in range(rounds):
+        root = os.path.join(work, f"dispatch-{r}")
+        env = dict(os.environ, ORCH_HOME=root)
+        t0 = time.monotonic()
+        sid, p = plan_session(bindir, root, plan)
+        w = run([os.path.join(bindir, "orch-worker"), "--session", sid, "--parallel", "2"], env=env)
+        t["orch"].append(time.monotonic() - t0)
+        t["orch-plan"].append(p.wall)
+        t["orch-worker"].append(w.wall)
+        res = results_of(os.path.join(root, f"session-{sid}"))
+        ok = sum(1 for v in res.values() if v["status"] == "success")
+        if ok != n:
+            raise RuntimeError(f"dispatch: {ok} of {n} tasks succeeded")
+        shutil.rmtree(root)
+        joblog = os.path.join(work, f"joblog-{r}")
+        t["parallel"].append(run(["parallel", "--will-cite", "-j2", "--joblog", joblog,
+                                  "sh", "-c", "true"], stdin=seq).wall)
+        with open(joblog) as f:
+            if sum(1 for _ in f) != n + 1:
+                raise RuntimeError("dispatch: the joblog of GNU parallel is short")
+        t["xargs"].append(run(["xargs", "-P2", "-n1", "sh", "-c", "true"], stdin=seq).wall)
+        t["commit"].append(durable_commit_ms(work, 200))
+        log(f"dispatch round {r + 1}: orch {t['orch'][-1]:.2f}s parallel {t['parallel'][-1]:.2f}s "
+            f"xargs {t['xargs'][-1]:.2f}s")
+    o, par, xa = med(t["orch"]), med(t["parallel"]), med(t["xargs"])
+    per = lambda s: f"{s / n * 1000:.2f} ms/task"
+    rows = [
+        Row("dispatch overhead", f"{n:,} × `true`, 2 workers, durable results",
+            f"{fmt_s(o)} ({per(o)})", f"GNU parallel -j2 --joblog: {fmt_s(par)} ({per(par)})",
+            o / par, "≤ 0.5×", o / par <= 0.5),
+        Row("", "", "", f"xargs -P2 -n1: {fmt_s(xa)} ({per(xa)})", o / xa, "≤ 2×", o / xa <= 2.0),
+    ]
+    detail = [
+        f"{n:,} tasks of `true`; every contender runs `sh -c true` per job. orch's time is "
+        f"`orch-plan` (median {fmt_s(med(t['orch-plan']))}) plus `orch-worker --parallel 2` "
+        f"(median {fmt_s(med(t['orch-worker']))}), and it leaves {n:,} durable result files "
+        "(fsync of file and directory), a claim, a log and heartbeats per task; GNU parallel "
+        "writes its joblog, xargs nothing.",
+        f"One durable file commit alone (O_TMPFILE, write, fdatasync, linkat, fsync of the "
+        f"directory), measured in the same rounds: median {fmt_ms(med(t['commit']))}.",
+        "| round | orch | orch-plan | orch-worker | GNU parallel | xargs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in range(rounds):
+        detail.append(f"| {r + 1} | {fmt_s(t['orch'][r])} | {fmt_s(t['orch-plan'][r])} | "
+                      f"{fmt_s(t['orch-worker'][r])} | {fmt_s(t['parallel'][r])} | "
+                      f"{fmt_s(t['xargs'][r])} |")
+    return rows, detail
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def durable_commit_ms(work, k):
+    """Median time of one durable create-once commit, the way orch writes a
+    result: O_TMPFILE + write + fdatasync + linkat + fsync(dir)."""
+    d = tempfile.mkdtemp(dir=work, prefix="commit-")
+    body = b"x" * 300
+    times = []
+    for i in range(k):
+        t0 = time.perf_counter()
+        fd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600)
+        os.write(fd, body)
+        os.fdatasync(fd)
+        if LIBC.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100,
+                       os.path.join(d, f"r{i}").encode(), 0x400) != 0:  # AT_SYMLINK_FOLLOW
+            raise OSError(ctypes.get_errno(), "linkat")
+        os.close(fd)
+        dfd = os.open(d, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+        times.append((time.perf_counter() - t0) * 1000)
+    shutil.rmtree(d)
+    return med(times)
+
+
+# ---------------------------------------------------------------- DAG
+
+def make_dag(n, seed=10):
+    """A random DAG of `n` sleep tasks: durations 10-400 ms skewed towards
+    short ones (log-uniform in u², so the median is ~25 ms and a few take
+    hundreds), each task after 0-3 tasks among the 25 before it."""
+    rnd = random.Random(seed)
+    dur = [int(round(10 * 40 ** (rnd.random() ** 2))) for _ in range(n)]
+    deps = []
+    for i in range(n):
+        k = min(i, rnd.choice([0, 1, 1, 2, 2, 3]))
+        deps.append(sorted(rnd.sample(range(max(0, i - 25), i), k)) if k else [])
+    return dur, deps
+
+
+def dag_bounds(dur, deps, agents):
+    finish = []
+    for i, d in enumerate(dur):
+        finish.append(d + max((finish[j] for j in deps[i]), default=0))
+    cp = max(finish)
+    total = sum(dur)
+    return cp, total, max(cp, total / agents)
+
+
+def bench_dag(cfg, bindir, work):
+    """Makespan of a random DAG of sleeps on 4 workers: orch (dynamic, with
+    and without estimates), orch --waves, and make -j4 on a generated
+    Makefile, in the same round."""
+    n, rounds, agents = cfg["dag_n"], cfg["rounds"], 4
+    dur, deps = make_dag(n)
+    cp, total, lb = dag_bounds(dur, deps, agents)
+    sleep = lambda i: f"sleep {dur[i] / 1000:.3f}"
+    for est in (True, False):
+        with open(os.path.join(work, f"dag-{'est' if est else 'noest'}.toml"), "w") as f:
+            f.write(f'name = "dag"\nagents = {agents}\n')
+            for i in range(n):
+                f.write(f'[[task]]\nid = "t{i}"\ncommand = "{sleep(i)}"\n')
+                if est:
+                    f.write(f'estimate = "{dur[i]}ms"\n')
+                if deps[i]:
+                    f.write("after = [" + ", ".join(f'"t{j}"' for j in deps[i]) + "]\n")
+    mk = os.path.join(work, "Makefile")
+    with open(mk, "w") as f:
+        names = " ".join(f"t{i}" for i in range(n))
+        f.write(f".PHONY: all {names}\nall: {names}\n")
+        for i in range(n):
+            f.write(f"t{i}:" + "".join(f" t{j}" for j in deps[i]) + f"\n\t@{sleep(i)}\n")
+    t = {"orch": [], "orch-noest": [], "waves": [], "make": []}
+    for r in range(rounds):
+        for key, plan, extra in (("orch", "dag-est.toml", []),
+                                 ("waves", "dag-est.toml", ["--waves"]),
+                                 ("orch-noest", "dag-noest.toml", [])):
+            root = os.path.join(work, f"dag-{key}-{r}")
+            env = dict(os.environ, ORCH_HOME=root)
+            t0 = time.monotonic()
+            sid, _ = plan_session(bindir, root, os.path.join(work, plan))
+            run([os.path.join(bindir, "orch-worker"), "--session", sid, "--parallel", str(agents),
+                 *extra], env=env)
+            t[key].append(time.monotonic() - t0)
+            res = results_of(os.path.join(root, f"session-{sid}"))
+            if sum(1 for v in res.values() if v["status"] == "success") != n:
+                raise RuntimeError(f"dag: not every task of {key} succeeded")
+            shutil.rmtree(root)
+        t["make"].append(run(["make", "-s", f"-j{agents}", "-f", mk, "all"]).wall)
+        log(f"dag round {r + 1}: orch {t['orch'][-1]:.2f}s make {t['make'][-1]:.2f}s "
+            f"waves {t['waves'][-1]:.2f}s no-estimates {t['orch-noest'][-1]:.2f}s")
+    o, m, w, ne = med(t["orch"]), med(t["make"]), med(t["waves"]), med(t["orch-noest"])
+    lbs = lb / 1000
+    wl = f"{n}-task random DAG of sleeps (10–400 ms), 4 workers"
+    rows = [
+        Row("DAG makespan", wl, fmt_s(o), f"make -j4: {fmt_s(m)}", o / m, "≤ 1.03×", o / m <= 1.03),
+        Row("", "", "", f"orch --waves: {fmt_s(w)}", o / w, "≤ 0.80×", o / w <= 0.80),
+        Row("schedule quality", "the same DAG", fmt_s(o),
+            f"lower bound max(critical path, work ÷ 4): {fmt_s(lbs)}", o / lbs, "≤ 1.10×",
+            o / lbs <= 1.10),
+    ]
+    detail = [
+        f"{n} tasks, {sum(len(d) for d in deps)} edges, total work {total / 1000:.2f} s, "
+        f"critical path {cp / 1000:.2f} s, work ÷ 4 = {total / 4000:.2f} s, so the lower bound "
+        f"is {lbs:.2f} s. orch's time includes `orch-plan` and the start and exit of its "
+        "workers. `orch` has each task's duration as its `estimate` (it orders ready tasks by "
+        "the longest estimated path to the end); `orch, no estimates` is the same plan without "
+        f"them (median {fmt_s(ne)}, {ne / m:.2f}× make, {ne / lbs:.2f}× the bound): make "
+        "never has estimates, and starts ready targets in Makefile order.",
+        "| round | orch | orch, no estimates | orch --waves | make -j4 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in range(rounds):
+        detail.append(f"| {r + 1} | {fmt_s(t['orch'][r])} | {fmt_s(t['orch-noest'][r])} | "
+                      f"{fmt_s(t['waves'][r])} | {fmt_s(t['make'][r])} |")
+    return rows, detail
+
+
+# ---------------------------------------------------------------- barrier
+
+def bench_barrier(cfg, bindir, work):
+    import barrier
+    rounds, waiters = cfg["barrier_rounds"], 8
+    lat = {}
+    for mode in ("inotify", "poll"):
+        root = tempfile.mkdtemp(dir=work, prefix=f"barrier-{mode}-")
+        lat[mode] = barrier.run(mode, rounds, waiters, bindir, root)
+        shutil.rmtree(root)
+        log(f"barrier {mode}: p50 {pct(lat[mode], 50):.2f} ms p99 {pct(lat[mode], 99):.2f} ms")
+    ino99, poll99 = pct(lat["inotify"], 99), pct(lat["poll"], 99)
+    rows = [
+        Row("barrier latency", f"{waiters} waiters, {rounds} rounds",
+            f"inotify: p50 {fmt_ms(pct(lat['inotify'], 50))}, p99 {fmt_ms(ino99)}",
+            f"polling: p50 {fmt_ms(pct(lat['poll'], 50))}, p99 {fmt_ms(poll99)}",
+            None, "p99 ≤ 5 ms (inotify)", ino99 <= 5.0),
+    ]
+    detail = [
+        f"From the last arrival (an atomic rename into `checkpoints/<cp>/`) to the exit of the "
+        f"last of {waiters} `orch-sync wait --proceed` processes, {rounds} rounds "
+        "(scripts/bench/barrier.py). Polling is `--poll` (25 ms).",
+        "| mode | p50 | p90 | p99 | max |",
+        "|---|---|---|---|---|",
+    ]
+    for mode in ("inotify", "poll"):
+        v = lat[mode]
+        detail.append(f"| {mode} | {fmt_ms(pct(v, 50))} | {fmt_ms(pct(v, 90))} | "
+                      f"{fmt_ms(pct(v, 99))} | {fmt_ms(max(v))} |")
+    return rows, detail
+
+
+# ---------------------------------------------------------------- claim scaling
+
+def fill_results(sdir, tasks):
+    """Writes success results for `tasks` (skipping those that have one) and
+    journals them, as workers would have."""
+    host = os.uname().nodename
+    lines = []
+    for t in tasks:
+        p = os.path.join(sdir, "results", f"{t}.json")
+        if os.path.exists(p):
+            continue
+        with open(p, "w") as f:
+            json.dump({"format": 1, "task": t, "status": "success", "exit_code": 0, "attempt": 1,
+                       "worker": "worker-9", "pid": 1, "host": host,
+                       "started": "2026-01-01T00:00:00.000+00:00",
+                       "finished": "2026-01-01T00:00:00.010+00:00", "duration": 0.01}, f)
+        lines.append(json.dumps({"task": t, "status": "success"}, separators=(",", ":")))
+    if lines:
+        with open(os.path.join(sdir, "index", "results.jsonl"), "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def worker_rate(bindir, env, sid, sdir, k):
+    """Starts one orch-worker, times its first result and then k more
+    (steady state, from the journal), and stops it. Returns (seconds to the
+    first result, seconds per task after it)."""
+    journal = os.path.join(sdir, "index", "results.jsonl")
+    with open(journal, "rb") as f:
+        base = f.read().count(b"\n")
+    t0 = time.monotonic()
+    p = subprocess.Popen([os.path.join(bindir, "orch-worker"), "--session", sid], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = None
+    deadline = t0 + 600
+    while time.monotonic() < deadline:
+        with open(journal, "rb") as f:
+            got = f.read().count(b"\n") - base
+        now = time.monotonic()
+        if got >= 1 and first is None:
+            first = (now, got)
+        if got >= k + 1:
+            break
+        time.sleep(0.005)
+    p.send_signal(signal.SIGTERM)
+    p.wait()
+    t_first, n_first = first
+    return t_first - t0, (now - t_first) / max(1, got - n_first)
+
+
+def hand_rate(bindir, env, k):
+    """k rounds of `orch-claim` (one process: load, claim) and `orch-claim
+    done` (one process: record, release). Returns seconds per round."""
+    claim = os.path.join(bindir, "orch-claim")
+    times = []
+    for _ in range(k):
+        t0 = time.monotonic()
+        r = run([claim], env=env, stdout=subprocess.PIPE)
+        task = r.out.decode().strip()
+        run([claim, "done", task], env=env)
+        times.append(time.monotonic() - t0)
+    return med(times)
+
+
+def bench_claim(cfg, bindir, work):
+    """Claim+run+record+release per task on an N-task plan of independent
+    tasks when 1% and when 90% of it is done, for a worker (steady state) and
+    for hand claims (one orch-claim process per step)."""
+    n, k, kh = cfg["claim_n"], cfg["claim_k"], cfg["claim_hand_k"]
+    ids = [f"t{i:06d}" for i in range(n)]
+    plan = os.path.join(work, "claim.toml")
+    with open(plan, "w") as f:
+        f.write('name = "claim"\n')
+        for t in ids:
+            f.write(f'[[task]]\nid = "{t}"\ncommand = "true"\n')
+    out = {}
+    for r in range(cfg["claim_rounds"]):
+        root = os.path.join(work, f"claim-{r}")
+        env = dict(os.environ, ORCH_HOME=root)
+        sid, _ = plan_session(bindir, root, plan)
+        env["ORCH_SESSION"] = sid
+        sdir = os.path.join(root, f"session-{sid}")
+        for label, share in (("1%", 0.01), ("90%", 0.90)):
+            fill_results(sdir, ids[: int(n * share)])
+            load, per = worker_rate(bindir, env, sid, sdir, k)
+            hand = hand_rate(bindir, env, kh)
+            out.setdefault(label, {"load": [], "per": [], "hand": []})
+            out[label]["load"].append(load)
+            out[label]["per"].append(per)
+            out[label]["hand"].append(hand)
+            log(f"claim {label} round {r + 1}: worker {per * 1000:.2f} ms/task "
+                f"(first result after {load:.2f}s), orch-claim+done {hand * 1000:.0f} ms")
+        shutil.rmtree(root)
+    w1, w90 = med(out["1%"]["per"]), med(out["90%"]["per"])
+    h1, h90 = med(out["1%"]["hand"]), med(out["90%"]["hand"])
+    rows = [
+        Row("claim scaling", f"{n:,} independent tasks; orch-worker, per task",
+            f"at 90% done: {fmt_ms(w90 * 1000)}", f"at 1% done: {fmt_ms(w1 * 1000)}", w90 / w1,
+            "≤ 2×", w90 / w1 <= 2.0),
+        Row("", "the same; `orch-claim` + `orch-claim done`",
+            f"at 90% done: {fmt_ms(h90 * 1000)}", f"at 1% done: {fmt_ms(h1 * 1000)}", h90 / h1,
+            "≤ 2×", h90 / h1 <= 2.0),
+    ]
+    detail = [
+        f"A plan of {n:,} independent `true` tasks; results for 1%, then 90%, of them written "
+        "beforehand (files and journal). `orch-worker`: one worker, the time per task between "
+        f"its first result and its {k + 1}th (claim, run, durable result, release); its time "
+        "to the first result includes loading the plan and the board. Hand claims: "
+        f"{kh} rounds of `orch-claim` then `orch-claim done`, two processes per task, each "
+        "loading the plan and the board.",
+        "| done | worker: per task | worker: to first result | orch-claim + done |",
+        "|---|---|---|---|",
+    ]
+    for label in ("1%", "90%"):
+        v = out[label]
+        detail.append(f"| {label} | {fmt_ms(med(v['per']) * 1000)} | {fmt_s(med(v['load']))} | "
+                      f"{fmt_ms(med(v['hand']) * 1000)} |")
+    return rows, detail
+
+
+# ---------------------------------------------------------------- plan scale
+
+def write_big_plan(path, n, edges, seed=7):
+    """n tasks and exactly `edges` dependency edges (if edges < n × 1,000):
+    each task after `edges ÷ n` distinct tasks among the 1,000 before it
+    (fewer for the first ones, which the last ones make up for)."""
+    rnd = random.Random(seed)
+    per = edges // n
+    ks = [min(i, per) for i in range(n)]
+    for i in range(n - (edges - sum(ks)), n):
+        ks[i] += 1
+    with open(path, "w") as f:
+        f.write(f'name = "plan-{n}"\nagents = 8\n')
+        for i in range(n):
+            f.write(f'[[task]]\nid = "t{i:06d}"\ncommand = "true"\n')
+            if ks[i]:
+                parents = sorted(rnd.sample(range(max(0, i - 1000), i), ks[i]))
+                f.write("after = [" + ", ".join(f'"t{j:06d}"' for j in parents) + "]\n")
+    return sum(ks)
+
+
+def bench_plan(cfg, bindir, work):
+    n, e, rounds = cfg["plan_n"], cfg["plan_edges"], cfg["rounds"]
+    path = os.path.join(work, "big.toml")
+    got = write_big_plan(path, n, e)
+    walls, rss, sizes = [], [], []
+    for r in range(rounds):
+        root = os.path.join(work, f"plan-{r}")
+        sid, res = plan_session(bindir, root, path)
+        walls.append(res.wall)
+        rss.append(res.maxrss_kb)
+        sizes.append(os.path.getsize(os.path.join(root, f"session-{sid}", "plan.json")))
+        shutil.rmtree(root)
+        log(f"plan round {r + 1}: {res.wall:.2f}s, {res.maxrss_kb / 1024:.0f} MiB")
+    w, m = med(walls), med(rss)
+    rows = [Row("plan scale", f"{n:,} tasks, {got:,} edges", f"{fmt_s(w)}, peak {fmt_mib(m)}",
+                "", None, "≤ 3 s and ≤ 1 GiB", w <= 3.0 and m <= 1024 * 1024)]
+    detail = [f"`orch-plan` on a {os.path.getsize(path) / 1e6:.1f} MB plan.toml of {n:,} tasks "
+              f"and {got:,} edges (each task after up to {-(-e // n)} of the 1,000 before it): "
+              f"parse, check, analyse, write the session; plan.json is "
+              f"{med(sizes) / 1e6:.1f} MB. Rounds: " + ", ".join(
+                  f"{fmt_s(a)} / {fmt_mib(b)}" for a, b in zip(walls, rss)) + "."]
+    return rows, detail
+
+
+# ---------------------------------------------------------------- monitor, aggregate
+
+def hold_locks(paths):
+    """A process that holds flocks on `paths` (a live worker and its agent)."""
+    code = ("import fcntl, sys, time\nfs = [open(p, 'a') for p in sys.argv[1:]]\n"
+            "[fcntl.flock(f, fcntl.LOCK_EX) for f in fs]\nprint('ok', flush=True)\n"
+            "time.sleep(100000)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, *paths], stdout=subprocess.PIPE)
+    p.stdout.readline()
+    return p
+
+
+def monitor_session(bindir, root, n):
+    sid = subprocess.run([sys.executable, os.path.join(HERE, "monitor-session.py"),
+                          os.path.join(bindir, "orch-plan"), root, str(n)], check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    sdir = os.path.join(root, f"session-{sid}")
+    holders = []
+    for w in range(1, 5):
+        hb_path = os.path.join(sdir, "status", f"worker-{w}.active")
+        with open(hb_path) as f:
+            hb = json.load(f)
+        p = hold_locks([os.path.join(sdir, "locks", f"worker-{w}.lock"),
+                        os.path.join(sdir, "locks", f"{hb['task']}.lock")])
+        holders.append(p)
+        hb["pid"] = hb["agent_pid"] = p.pid
+        with open(hb_path, "w") as f:
+            json.dump(hb, f)
+        cp = os.path.join(sdir, "claims", f"{hb['task']}.json")
+        with open(cp) as f:
+            c = json.load(f)
+        c["pid"] = p.pid
+        with open(cp, "w") as f:
+            json.dump(c, f)
+    return sid, holders
+
+
+def bench_monitor(cfg, bindir, work):
+    rows, detail = [], [
+        "`orch-monitor` (plain report, the session has 60% of its tasks finished and 4 live "
+        "workers; scripts/bench/monitor-session.py) and `orch-aggregate` (every task has a "
+        "result; scripts/bench/aggregate-session.py), release build, warm page cache: one "
+        "warm-up run, then the median of the rounds. About 0.1 s of the monitor's time is its "
+        "CPU measuring window (two readings of /proc).",
+        "| tasks | orch-monitor | its peak memory | orch-aggregate | its peak memory |",
+        "|---|---|---|---|---|",
+    ]
+    for n in cfg["monitor_sizes"]:
+        target = 0.3 if n <= 10_000 else 3.0
+        root = os.path.join(work, f"monitor-{n}")
+        sid, holders = monitor_session(bindir, root, n)
+        env = dict(os.environ, ORCH_HOME=root, ORCH_SESSION=sid)
+        try:
+            mon = os.path.join(bindir, "orch-monitor")
+            run([mon, "--no-git"], env=env)
+            mr = [run([mon, "--no-git"], env=env) for _ in range(cfg["rounds"])]
+        finally:
+            for p in holders:
+                p.kill()
+                p.wait()
+        shutil.rmtree(root)
+        root = os.path.join(work, f"aggregate-{n}")
+        pl = os.path.join(work, f"aggregate-{n}.toml")
+        with open(pl, "w") as f:
+            subprocess.run([sys.executable, os.path.join(HERE, "aggregate-session.py"), "plan",
+                            str(n)], stdout=f, check=True)
+        sid, _ = plan_session(bindir, root, pl)
+        subprocess.run([sys.executable, os.path.join(HERE, "aggregate-session.py"), "fill", str(n),
+                        os.path.join(root, f"session-{sid}")], check=True)
+        env = dict(os.environ, ORCH_HOME=root, ORCH_SESSION=sid)
+        agg = os.path.join(bindir, "orch-aggregate")
+        run([agg, "--session", sid], env=env, check=False)
+        ar = [run([agg, "--session", sid], env=env, check=False) for _ in range(cfg["rounds"])]
+        shutil.rmtree(root)
+        m, a = med([x.wall for x in mr]), med([x.wall for x in ar])
+        mm, am = med([x.maxrss_kb for x in mr]), med([x.maxrss_kb for x in ar])
+        log(f"monitor {n}: {m:.3f}s; aggregate {a:.3f}s")
+        rows.append(Row("monitor and aggregate" if not rows else "", f"{n:,} tasks",
+                        f"orch-monitor {fmt_s(m)}, orch-aggregate {fmt_s(a)}", "", None,
+                        f"each ≤ {fmt_s(target)}", m <= target and a <= target))
+        detail.append(f"| {n:,} | {fmt_s(m)} | {fmt_mib(mm)} | {fmt_s(a)} | {fmt_mib(am)} |")
+    return rows, detail
+
+
+# ---------------------------------------------------------------- report
+
+BENCHES = [
+    ("dispatch", "Dispatch overhead", bench_dispatch),
+    ("dag", "DAG makespan and schedule quality", bench_dag),
+    ("barrier", "Barrier latency", bench_barrier),
+    ("claim", "Claim scaling", bench_claim),
+    ("plan", "Plan scale", bench_plan),
+    ("monitor", "Monitor and aggregate", bench_monitor),
+]
+
+FULL = dict(rounds=3, dispatch_n=5000, dag_n=300, barrier_rounds=200, claim_n=100_000,
+            claim_k=500, claim_hand_k=20, claim_rounds=1, plan_n=100_000, plan_edges=300_000,
+            monitor_sizes=[10_000, 100_000])
+QUICK = dict(rounds=1, dispatch_n=1000, dag_n=100, barrier_rounds=50, claim_n=20_000,
+             claim_k=200, claim_hand_k=5, claim_rounds=1, plan_n=20_000, plan_edges=60_000,
+             monitor_sizes=[1_000, 10_000])
+
+
+def machine():
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    fs = subprocess.run(["stat", "-f", "-c", "%T", tempfile.gettempdir()], capture_output=True,
+                        text=True).stdout.strip()
+    return (f"{os.cpu_count()} cores ({cpu or platform.machine()}), "
+            f"{mem / 2**30:.1f} GiB memory, Linux {platform.release()}, "
+            f"{tempfile.gettempdir()} on {fs or 'unknown fs'}")
+
+
+def git_rev():
+    r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                       text=True)
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return (r.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def render(rows, details, cfg, quick, started, loads, elapsed):
+    out = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} at commit "
+        f"{git_rev()} with `scripts/bench/run.sh{' --quick' if quick else ''}` "
+        f"({fmt_s(elapsed)} in all).",
+        "",
+        f"Machine: {machine()}. Load average (1 min) at the start "
+        f"{loads[0][0]:.2f}, at the end {loads[-1][0]:.2f}, highest seen between benchmarks "
+        f"{max(l[0] for l in loads):.2f}.",
+        "",
+        "| what | workload | orch | compared with | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "–"
+        out.append(f"| {r.what} | {r.workload} | {r.orch} | {r.other or '–'} | {ratio} | "
+                   f"{r.target} | {'yes' if r.met else '**no**'} |")
+    for title, lines in details:
+        out += ["", f"#### {title}", ""] + lines
+    return "\n".join(out) + "\n"
+
+
+def write_doc(text):
+    path = os.path.join(REPO, "docs", "performance.md")
+    block = f"{BEGIN}\n{text}{END}"
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = f.read()
+        if BEGIN in doc and END in doc:
+            head, rest = doc.split(BEGIN, 1)
+            tail = rest.split(END, 1)[1]
+            doc = head + block + tail
+        else:
+            doc = doc.rstrip() + "\n\n" + block + "\n"
+    else:
+        doc = f"# Performance\n\n{block}\n"
+    with open(path, "w") as f:
+        f.write(doc)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, one round")
+    ap.add_argument("--only", default="", help="comma list of: " + ", ".join(b[0] for b in BENCHES))
+    ap.add_argument("--bin", default=None, help="directory of the release binaries")
+    ap.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = ap.parse_args()
+    cfg = dict(QUICK if a.quick else FULL)
+    bindir = a.bin or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")),
+                                   "release")
+    only = [s for s in a.only.split(",") if s]
+    for s in only:
+        if s not in [b[0] for b in BENCHES]:
+            ap.error(f"unknown benchmark {s}")
+    work = tempfile.mkdtemp(prefix="orch-bench-")
+    started = time.time()
+    t0 = time.monotonic()
+    loads = [os.getloadavg()]
+    rows, details = [], []
+    try:
+        for name, title, fn in BENCHES:
+            if only and name not in only:
+                continue
+            log(f"{name}...")
+            r, d = fn(cfg, bindir, work)
+            rows += r
+            details.append((title, d))
+            loads.append(os.getloadavg())
+    finally:
+        if a.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    text = render(rows, details, cfg, a.quick, started, loads, time.monotonic() - t0)
+    print(text)
+    if not a.no_write:
+        log(f"wrote {write_doc(text)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
