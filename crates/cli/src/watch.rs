@@ -1,16 +1,22 @@
-//! Waiting for files to change: inotify through `notify`, re-checked at
-//! least every second (a lost or coalesced event costs at most that), or
-//! polling where the filesystem gives no events (network filesystems) or
-//! when asked.
+//! Waiting for files to change: inotify, re-checked at least every second
+//! (a lost or coalesced event costs at most that), or polling where the
+//! filesystem gives no events (network filesystems) or when asked.
 //!
 //! The watch is set up before the caller's first check, so a change between
 //! the check and the wait still wakes the wait: watch first, then scan.
+//!
+//! This is inotify itself (through `nix`), read on the caller's thread, not
+//! `notify`'s watcher: that one runs an event thread per watcher, and
+//! starting and ending it cost a short-lived `orch-sync wait` about 4 ms,
+//! which with 8 waiters on 2 cores was most of a barrier's release latency
+//! (docs/performance.md). `orch-monitor --watch`, a long-lived event loop,
+//! keeps `notify`.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use orch_session::fsinfo;
 
 /// Longest sleep between checks while watching with inotify: 1 s, or
@@ -34,8 +40,8 @@ pub fn poll_interval() -> Duration {
 
 /// A set of watched directories.
 pub struct Watch {
-    rx: Option<Receiver<()>>,
-    _watcher: Option<RecommendedWatcher>,
+    /// `None`: polling.
+    inotify: Option<Inotify>,
     poll: Duration,
 }
 
@@ -46,51 +52,25 @@ impl Watch {
     pub fn new(dirs: &[&Path], force_poll: bool) -> Watch {
         let poll = poll_interval();
         let polling = force_poll || dirs.iter().any(|d| !fsinfo::kind(d).has_reliable_events());
-        if polling {
-            return Watch {
-                rx: None,
-                _watcher: None,
-                poll,
-            };
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-            // Every event, error or overflow is just a reason to look again.
-            let _ = tx.try_send(());
-        });
-        let Ok(mut watcher) = watcher else {
-            return Watch {
-                rx: None,
-                _watcher: None,
-                poll,
-            };
-        };
-        for d in dirs {
-            if watcher.watch(d, RecursiveMode::NonRecursive).is_err() {
-                return Watch {
-                    rx: None,
-                    _watcher: None,
-                    poll,
-                };
-            }
-        }
-        Watch {
-            rx: Some(rx),
-            _watcher: Some(watcher),
-            poll,
-        }
+        let inotify = (!polling).then(|| watch(dirs)).flatten();
+        Watch { inotify, poll }
     }
 
     /// Whether this watch polls.
     pub fn is_polling(&self) -> bool {
-        self.rx.is_none()
+        self.inotify.is_none()
     }
 
     /// Blocks until something may have changed, at most `max`.
     pub fn wait(&self, max: Duration) {
-        match &self.rx {
-            Some(rx) => {
-                let _ = rx.recv_timeout(max.min(recheck()));
+        match &self.inotify {
+            Some(ino) => {
+                let fd = ino.as_fd().as_raw_fd();
+                if matches!(crate::sys::poll_read(&[fd], Some(max.min(recheck()))), Ok(r) if r[0]) {
+                    // Every event, or an overflow, is just a reason to look
+                    // again: drain them all (non-blocking).
+                    while matches!(ino.read_events(), Ok(ev) if !ev.is_empty()) {}
+                }
             }
             None => std::thread::sleep(max.min(self.poll)),
         }
@@ -116,4 +96,23 @@ impl Watch {
             self.wait(max);
         }
     }
+}
+
+/// An inotify descriptor watching every one of `dirs` for anything that
+/// changes their entries or contents; `None` if one cannot be watched.
+fn watch(dirs: &[&Path]) -> Option<Inotify> {
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    let flags = AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF;
+    for d in dirs {
+        ino.add_watch(*d, flags).ok()?;
+    }
+    Some(ino)
 }
