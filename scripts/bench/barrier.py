@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 
@@ -67,14 +66,6 @@ def run(mode, rounds, waiters, bindir, root):
             time.sleep(0.001)
         time.sleep(0.05)
         ends = {}
-
-        def reap(p):
-            p.wait()
-            ends[p.pid] = time.monotonic()
-
-        threads = [threading.Thread(target=reap, args=(p,)) for p in procs]
-        for t in threads:
-            t.start()
         cpdir = os.path.join(sdir, "checkpoints", cp)
         last = agents[-1]
         tmp = os.path.join(cpdir, f".{last}.ready.bench")
@@ -82,9 +73,19 @@ def run(mode, rounds, waiters, bindir, root):
             json.dump({"agent": last, "time": "", "pid": os.getpid(), "host": "bench"}, f)
         t0 = time.monotonic()
         os.rename(tmp, os.path.join(cpdir, f"{last}.ready"))
-        for t in threads:
-            t.join()
-        coord.wait()
+        # One thread reaps every child as it exits (wait4 on any): no
+        # reaper threads contending for the interpreter lock in the figure.
+        waiting = {p.pid for p in procs} | {coord.pid}
+        while waiting:
+            pid, status, _ = os.wait4(-1, 0)
+            now = time.monotonic()
+            if pid in waiting:
+                waiting.discard(pid)
+                ends[pid] = now
+                for p in procs + [coord]:
+                    if p.pid == pid:
+                        p.returncode = os.waitstatus_to_exitcode(status)
+        ends.pop(coord.pid, None)
         lat.append((max(ends.values()) - t0) * 1000)
     return lat
 

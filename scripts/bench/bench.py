@@ -72,6 +72,20 @@ def run(cmd, env=None, stdin=None, stdout=subprocess.DEVNULL, check=True, shell=
     return Run(wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, p.returncode, out)
 
 
+def discard(path):
+    """Puts a finished round's files aside (renamed into the work
+    directory's trash/, deleted with it at the very end) instead of
+    deleting them now. On ext4 without a journal (this machine's disk),
+    every file created in the next minutes skips past the inodes freed
+    recently (`recently_deleted` in fs/ext4/ialloc.c), so deleting one
+    round's 20,000 files made the next round of orch, which creates files
+    and xargs does not, up to 40% slower: that is the benchmark measuring
+    itself."""
+    trash = os.path.join(os.path.dirname(path.rstrip("/")), "trash")
+    os.makedirs(trash, exist_ok=True)
+    os.rename(path, os.path.join(trash, f"{len(os.listdir(trash))}-{os.path.basename(path)}"))
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -155,7 +169,7 @@ def bench_dispatch(cfg, bindir, work):
         ok = sum(1 for v in res.values() if v["status"] == "success")
         if ok != n:
             raise RuntimeError(f"dispatch: {ok} of {n} tasks succeeded")
-        shutil.rmtree(root)
+        discard(root)
         joblog = os.path.join(work, f"joblog-{r}")
         t["parallel"].append(run(["parallel", "--will-cite", "-j2", "--joblog", joblog,
                                   "sh", "-c", "true"], stdin=seq).wall)
@@ -182,6 +196,7 @@ def bench_dispatch(cfg, bindir, work):
         "writes its joblog, xargs nothing.",
         f"One durable file commit alone (O_TMPFILE, write, fdatasync, linkat, fsync of the "
         f"directory), measured in the same rounds: median {fmt_ms(med(t['commit']))}.",
+        "",
         "| round | orch | orch-plan | orch-worker | GNU parallel | xargs |",
         "|---|---|---|---|---|---|",
     ]
@@ -214,7 +229,7 @@ def durable_commit_ms(work, k):
         os.fsync(dfd)
         os.close(dfd)
         times.append((time.perf_counter() - t0) * 1000)
-    shutil.rmtree(d)
+    discard(d)
     return med(times)
 
 
@@ -280,7 +295,7 @@ def bench_dag(cfg, bindir, work):
             res = results_of(os.path.join(root, f"session-{sid}"))
             if sum(1 for v in res.values() if v["status"] == "success") != n:
                 raise RuntimeError(f"dag: not every task of {key} succeeded")
-            shutil.rmtree(root)
+            discard(root)
         t["make"].append(run(["make", "-s", f"-j{agents}", "-f", mk, "all"]).wall)
         log(f"dag round {r + 1}: orch {t['orch'][-1]:.2f}s make {t['make'][-1]:.2f}s "
             f"waves {t['waves'][-1]:.2f}s no-estimates {t['orch-noest'][-1]:.2f}s")
@@ -302,6 +317,7 @@ def bench_dag(cfg, bindir, work):
         "the longest estimated path to the end); `orch, no estimates` is the same plan without "
         f"them (median {fmt_s(ne)}, {ne / m:.2f}× make, {ne / lbs:.2f}× the bound): make "
         "never has estimates, and starts ready targets in Makefile order.",
+        "",
         "| round | orch | orch, no estimates | orch --waves | make -j4 |",
         "|---|---|---|---|---|",
     ]
@@ -320,8 +336,13 @@ def bench_barrier(cfg, bindir, work):
     for mode in ("inotify", "poll"):
         root = tempfile.mkdtemp(dir=work, prefix=f"barrier-{mode}-")
         lat[mode] = barrier.run(mode, rounds, waiters, bindir, root)
-        shutil.rmtree(root)
+        discard(root)
         log(f"barrier {mode}: p50 {pct(lat[mode], 50):.2f} ms p99 {pct(lat[mode], 99):.2f} ms")
+    # One waiter: the wake-up of one process, without 8 of them sharing
+    # 2 cores to wake and exit.
+    root = tempfile.mkdtemp(dir=work, prefix="barrier-one-")
+    lat["inotify, 1 waiter"] = barrier.run("inotify", rounds, 1, bindir, root)
+    discard(root)
     ino99, poll99 = pct(lat["inotify"], 99), pct(lat["poll"], 99)
     rows = [
         Row("barrier latency", f"{waiters} waiters, {rounds} rounds",
@@ -332,11 +353,13 @@ def bench_barrier(cfg, bindir, work):
     detail = [
         f"From the last arrival (an atomic rename into `checkpoints/<cp>/`) to the exit of the "
         f"last of {waiters} `orch-sync wait --proceed` processes, {rounds} rounds "
-        "(scripts/bench/barrier.py). Polling is `--poll` (25 ms).",
+        "(scripts/bench/barrier.py; one thread reaps every child with wait4). Polling is "
+        "`--poll` (25 ms). The last row has one waiter instead of 8.",
+        "",
         "| mode | p50 | p90 | p99 | max |",
         "|---|---|---|---|---|",
     ]
-    for mode in ("inotify", "poll"):
+    for mode in ("inotify", "poll", "inotify, 1 waiter"):
         v = lat[mode]
         detail.append(f"| {mode} | {fmt_ms(pct(v, 50))} | {fmt_ms(pct(v, 90))} | "
                       f"{fmt_ms(pct(v, 99))} | {fmt_ms(max(v))} |")
@@ -434,7 +457,7 @@ def bench_claim(cfg, bindir, work):
             out[label]["hand"].append(hand)
             log(f"claim {label} round {r + 1}: worker {per * 1000:.2f} ms/task "
                 f"(first result after {load:.2f}s), orch-claim+done {hand * 1000:.0f} ms")
-        shutil.rmtree(root)
+        discard(root)
     w1, w90 = med(out["1%"]["per"]), med(out["90%"]["per"])
     h1, h90 = med(out["1%"]["hand"]), med(out["90%"]["hand"])
     rows = [
@@ -452,6 +475,7 @@ def bench_claim(cfg, bindir, work):
         "to the first result includes loading the plan and the board. Hand claims: "
         f"{kh} rounds of `orch-claim` then `orch-claim done`, two processes per task, each "
         "loading the plan and the board.",
+        "",
         "| done | worker: per task | worker: to first result | orch-claim + done |",
         "|---|---|---|---|",
     ]
@@ -494,7 +518,7 @@ def bench_plan(cfg, bindir, work):
         walls.append(res.wall)
         rss.append(res.maxrss_kb)
         sizes.append(os.path.getsize(os.path.join(root, f"session-{sid}", "plan.json")))
-        shutil.rmtree(root)
+        discard(root)
         log(f"plan round {r + 1}: {res.wall:.2f}s, {res.maxrss_kb / 1024:.0f} MiB")
     w, m = med(walls), med(rss)
     rows = [Row("plan scale", f"{n:,} tasks, {got:,} edges", f"{fmt_s(w)}, peak {fmt_mib(m)}",
@@ -551,6 +575,7 @@ def bench_monitor(cfg, bindir, work):
         "result; scripts/bench/aggregate-session.py), release build, warm page cache: one "
         "warm-up run, then the median of the rounds. About 0.1 s of the monitor's time is its "
         "CPU measuring window (two readings of /proc).",
+        "",
         "| tasks | orch-monitor | its peak memory | orch-aggregate | its peak memory |",
         "|---|---|---|---|---|",
     ]
@@ -567,7 +592,7 @@ def bench_monitor(cfg, bindir, work):
             for p in holders:
                 p.kill()
                 p.wait()
-        shutil.rmtree(root)
+        discard(root)
         root = os.path.join(work, f"aggregate-{n}")
         pl = os.path.join(work, f"aggregate-{n}.toml")
         with open(pl, "w") as f:
@@ -580,7 +605,7 @@ def bench_monitor(cfg, bindir, work):
         agg = os.path.join(bindir, "orch-aggregate")
         run([agg, "--session", sid], env=env, check=False)
         ar = [run([agg, "--session", sid], env=env, check=False) for _ in range(cfg["rounds"])]
-        shutil.rmtree(root)
+        discard(root)
         m, a = med([x.wall for x in mr]), med([x.wall for x in ar])
         mm, am = med([x.maxrss_kb for x in mr]), med([x.maxrss_kb for x in ar])
         log(f"monitor {n}: {m:.3f}s; aggregate {a:.3f}s")
