@@ -83,6 +83,10 @@ pub enum Event {
     /// Time for a heartbeat: [`FIRST_TICK`] after the start, then every
     /// few seconds.
     Tick,
+    /// The agent printed something, about to go into the task's log:
+    /// anything the caller put off showing should be shown now, before a
+    /// reader of the log can see the output.
+    Output,
 }
 
 const TICK: Duration = Duration::from_secs(5);
@@ -507,8 +511,11 @@ fn flush_lines(
     if lines.is_empty() {
         return None;
     }
-    let _ = log.lines(lines.iter().map(|(_, l)| l.as_str()));
     let mut stop = None;
+    if let Control::Stop(r) = on_event(Event::Output) {
+        stop = Some(r);
+    }
+    let _ = log.lines(lines.iter().map(|(_, l)| l.as_str()));
     for (stderr, l) in lines.drain(..) {
         if let Some(p) = parse_progress(&l) {
             if let Control::Stop(r) = on_event(Event::Progress(p)) {

@@ -1370,9 +1370,17 @@ impl Worker {
             Event::Spawned(pid) => {
                 // The agent runs: record the last task's result meanwhile.
                 self.flush_pending_later_error();
-                // Written now (with the task, put off at the claim): what
-                // runs is in the heartbeat before it can print anything.
+                // Written now if the last beat is old enough, else when the
+                // agent first prints, at the first tick or when the task
+                // ends, whichever comes first (see attempt.rs).
                 self.hb.agent_pid = Some(pid);
+                self.beat_lazy();
+                return runner::Control::Continue;
+            }
+            Event::Output => {
+                if !self.beat_dirty {
+                    return runner::Control::Continue;
+                }
             }
             Event::Progress(p) => {
                 if self.hb.progress == Some(p) {

@@ -350,6 +350,16 @@ impl Worker {
                 self.summary(false);
                 let signals = self.signals.clone();
                 let patterns = self.session.info.settings.usage_limit_patterns.clone();
+                // The agent's pid goes into the claim when the agent first
+                // prints or at the first tick (runner::FIRST_TICK), not at
+                // its start: a task done sooner in silence never shows, and
+                // its claim is written once instead of twice. The record is
+                // for people and the monitor (the inherited lock, not the
+                // record, keeps an orphaned agent's task taken), and each
+                // rewrite is an inode made and freed, which ext4 without a
+                // journal makes every later file creation pay for
+                // (docs/performance.md).
+                let mut agent_unrecorded = None;
                 runner::run(&spec, tlog, &signals, |ev| match ev {
                     Event::Line { stderr, text } => {
                         let (changed, control) = watch.line(stderr, &text, &patterns);
@@ -363,7 +373,13 @@ impl Worker {
                         control
                     }
                     Event::Spawned(pid) => {
-                        let _ = claim.update(|r| r.agent = Some(ProcessIdentity::of(pid)));
+                        agent_unrecorded = Some(ProcessIdentity::of(pid));
+                        self.on_event(ev)
+                    }
+                    Event::Tick | Event::Output => {
+                        if let Some(agent) = agent_unrecorded.take() {
+                            let _ = claim.update(|r| r.agent = Some(agent));
+                        }
                         self.on_event(ev)
                     }
                     other => self.on_event(other),
