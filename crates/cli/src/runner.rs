@@ -66,6 +66,22 @@ pub struct Outcome {
     pub finished: DateTime<Local>,
 }
 
+impl Outcome {
+    /// A failure before anything ran (the agent could not start), logged
+    /// by the caller, for `reason`; it ends now.
+    pub fn not_started(reason: String, started: DateTime<Local>) -> Outcome {
+        Outcome {
+            status: Status::Failure,
+            exit_code: None,
+            signal: None,
+            reason: Some(reason),
+            pid: None,
+            started,
+            finished: time::now(),
+        }
+    }
+}
+
 /// Things the caller may want to react to while the task runs.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -277,15 +293,7 @@ pub fn run(
             let prog = spec.argv.first().map_or("", String::as_str);
             let reason = format!("cannot start `{prog}`: {e}");
             let _ = log.event(&reason);
-            return Outcome {
-                status: Status::Failure,
-                exit_code: None,
-                signal: None,
-                reason: Some(reason),
-                pid: None,
-                started,
-                finished: time::now(),
-            };
+            return Outcome::not_started(reason, started);
         }
     };
     let pid = child.id();

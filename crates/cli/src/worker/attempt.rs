@@ -32,17 +32,8 @@ pub(super) struct AttemptRun {
 impl AttemptRun {
     /// An attempt that could not start, for `reason`.
     pub(super) fn failed(reason: String) -> AttemptRun {
-        let now = time::now();
         AttemptRun {
-            outcome: Outcome {
-                status: Status::Failure,
-                exit_code: None,
-                signal: None,
-                reason: Some(reason),
-                pid: None,
-                started: now,
-                finished: now,
-            },
+            outcome: Outcome::not_started(reason, time::now()),
             output: TaskOutput::default(),
             limit: None,
         }
@@ -238,16 +229,7 @@ impl Worker {
                 }
                 Err(reason) => {
                     let _ = plog.event(&reason);
-                    let now = time::now();
-                    let outcome = Outcome {
-                        status: Status::Failure,
-                        exit_code: None,
-                        signal: None,
-                        reason: Some(reason),
-                        pid: None,
-                        started: now,
-                        finished: now,
-                    };
+                    let outcome = Outcome::not_started(reason, time::now());
                     done.push((p, label, ActionRun { outcome, watch }));
                 }
             }
@@ -387,16 +369,7 @@ impl Worker {
             }
             Err(reason) => {
                 let _ = tlog.event(&reason);
-                let now = time::now();
-                Outcome {
-                    status: Status::Failure,
-                    exit_code: None,
-                    signal: None,
-                    reason: Some(reason),
-                    pid: None,
-                    started: now,
-                    finished: now,
-                }
+                Outcome::not_started(reason, time::now())
             }
         };
         // The agent said it failed, though it exited 0.
