@@ -143,15 +143,7 @@ pub fn analyse(
             .max()
             .unwrap_or(1);
     }
-    let mut bottom = vec![0u64; tasks.len()];
-    for &i in order.iter().rev() {
-        let tail = graph.children[i]
-            .iter()
-            .map(|&c| bottom[c])
-            .max()
-            .unwrap_or(0);
-        bottom[i] = est[i].saturating_add(tail);
-    }
+    let bottom = bottom_levels(&graph, &order, &est);
     let depth = wave.iter().copied().max().unwrap_or(0);
     let mut wave_sizes = vec![0usize; depth as usize];
     for (t, (&w, &b)) in tasks.iter_mut().zip(wave.iter().zip(&bottom)) {
@@ -198,6 +190,21 @@ pub fn analyse(
         assumed_estimates: tasks.iter().filter(|t| t.estimate_ms.is_none()).count(),
         auto_scaling,
     })
+}
+
+/// Each task's bottom level: its duration plus the longest chain of
+/// durations below it, over `order` (a topological order).
+fn bottom_levels(graph: &Graph, order: &[usize], durations: &[u64]) -> Vec<u64> {
+    let mut bottom = vec![0u64; durations.len()];
+    for &i in order.iter().rev() {
+        let tail = graph.children[i]
+            .iter()
+            .map(|&c| bottom[c])
+            .max()
+            .unwrap_or(0);
+        bottom[i] = durations[i].saturating_add(tail);
+    }
+    bottom
 }
 
 /// The smallest agent count up to `cap` whose simulated makespan is within
@@ -417,15 +424,7 @@ pub fn autoscale(tasks: &[Task], durations: &[u64], capacity: &Capacity) -> Auto
     let graph = Graph::new(tasks, &index);
     // Priorities from these durations, as the workers' would be.
     let order = graph.topo().unwrap_or_default();
-    let mut bottom = vec![0u64; tasks.len()];
-    for &i in order.iter().rev() {
-        let tail = graph.children[i]
-            .iter()
-            .map(|&c| bottom[c])
-            .max()
-            .unwrap_or(0);
-        bottom[i] = durations[i].saturating_add(tail);
-    }
+    let bottom = bottom_levels(&graph, &order, durations);
     let (cap, bound_by) = capacity.limit();
     let (agents, tried) = choose_agents(&graph, durations, &bottom, cap);
     let unlimited_ms = bottom.iter().copied().max().unwrap_or(0);
