@@ -34,6 +34,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the repository when importing barrier.py
 
+import barrier  # noqa: E402 (needs the path above)
+from barrier import pct  # noqa: E402
+
 BEGIN = "<!-- bench:begin (scripts/bench/run.sh writes from here to bench:end) -->"
 END = "<!-- bench:end -->"
 
@@ -88,12 +91,6 @@ def discard(path):
 
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
-
-
-def pct(values, p):
-    values = sorted(values)
-    k = max(0, min(len(values) - 1, int(round(p / 100 * (len(values) - 1)))))
-    return values[k]
 
 
 def fmt_s(s):
@@ -330,7 +327,6 @@ def bench_dag(cfg, bindir, work):
 # ---------------------------------------------------------------- barrier
 
 def bench_barrier(cfg, bindir, work):
-    import barrier
     rounds, waiters = cfg["barrier_rounds"], 8
     lat = {}
     for mode in ("inotify", "poll"):
