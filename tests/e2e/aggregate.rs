@@ -37,6 +37,7 @@ fn result(task: &str, status: Status, start: f64, end: f64) -> TaskResult {
         started: (status != Status::Skipped).then(|| at(start)),
         finished: at(end),
         duration: end - start,
+        cost: None,
         output: TaskOutput::default(),
     }
 }

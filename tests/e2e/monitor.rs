@@ -424,7 +424,7 @@ fn progress_of_a_stream_json_agent_is_its_turns_against_the_estimate() {
         ),
     );
     let id = env.plan(&format!(
-        "agent = [\"{}\"]\n[[task]]\nid = \"p\"\nprompt = \"do it\"\nestimate = \"10m\"\n",
+        "agent = [\"{}\"]\nformat = \"claude-stream-json\"\n[[task]]\nid = \"p\"\nprompt = \"do it\"\nestimate = \"10m\"\n",
         agent.display()
     ));
     let dir = env.session_dir(&id);

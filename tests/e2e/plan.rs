@@ -27,7 +27,7 @@ after = ["api"]
 
 #[test]
 fn smallest_plan_prints_analysis_and_creates_private_session() {
-    let env = Env::new();
+    let env = Env::with_agent();
     let p = env.write("plan.toml", DEMO);
     let out = env.run("orch-plan", &[p.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -59,9 +59,13 @@ fn smallest_plan_prints_analysis_and_creates_private_session() {
             "{prompt}",
             "--output-format",
             "stream-json",
-            "--verbose"
+            "--verbose",
+            "--permission-mode",
+            "acceptEdits"
         ])
     );
+    assert_eq!(session["settings"]["format"], "claude-stream-json");
+    assert_eq!(session["settings"]["permission_mode"], "acceptEdits");
     let plan = read_json(&dir.join("plan.json"));
     assert_eq!(plan["tasks"].as_array().unwrap().len(), 3);
     assert_eq!(
@@ -83,7 +87,7 @@ fn smallest_plan_prints_analysis_and_creates_private_session() {
 
 #[test]
 fn dry_run_and_json_create_nothing_or_report_it() {
-    let env = Env::new();
+    let env = Env::with_agent();
     let p = env.write("plan.toml", DEMO);
     let out = env.run("orch-plan", &[p.to_str().unwrap(), "--dry-run"]);
     assert!(out.status.success());
@@ -178,7 +182,7 @@ fn missing_plan_file_is_an_io_error() {
 
 #[test]
 fn existing_sessions_are_untouched_by_a_bad_plan() {
-    let env = Env::new();
+    let env = Env::with_agent();
     let id = env.plan(DEMO);
     let before = fs::read(env.session_dir(&id).join("plan.json")).unwrap();
     let p = env.write("bad.toml", "[[task]]\nid = \"a\"\n");
@@ -190,4 +194,50 @@ fn existing_sessions_are_untouched_by_a_bad_plan() {
     );
     let sessions = fs::read_dir(env.root()).unwrap().count();
     assert_eq!(sessions, 1);
+}
+
+#[test]
+fn prompt_tasks_need_their_agent_installed() {
+    let env = Env::new();
+    let plan = env.write(
+        "plan.toml",
+        "[[task]]\nid = \"a\"\nprompt = \"do a\"\n[[task]]\nid = \"b\"\ncommand = \"true\"\n",
+    );
+    let p = plan.to_str().unwrap();
+    // No `claude` on the PATH: a clear error, nothing created.
+    let out = env.run("orch-plan", &[p]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the agent program `claude` is not on the PATH")
+            && stderr(&out).contains("npm install -g @anthropic-ai/claude-code"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.root().exists(), "nothing created");
+    // A dry run says so and goes on; --skip-agent-check plans anyway.
+    let out = env.run("orch-plan", &[p, "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: the agent program"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run("orch-plan", &[p, "--skip-agent-check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).lines().last().unwrap().to_owned();
+    // A worker where it is missing says so and claims nothing: no breaker
+    // trips, no task fails.
+    let out = env.run("orch-worker", &["--session", &id]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the agent program `claude` is not on the PATH"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.results(&id).is_empty());
+    // Once it is installed, the worker runs.
+    env.script("bin/claude", "#!/bin/sh\necho '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"ok\"}'\n");
+    let out = env.run("orch-worker", &["--session", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.results(&id)["a"]["summary"], "ok");
 }

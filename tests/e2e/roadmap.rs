@@ -59,7 +59,7 @@ fn task<'a>(plan: &'a Value, id: &str) -> &'a Value {
 #[test]
 fn the_current_group_plans_exactly_its_two_open_tracks_in_both_styles() {
     for (style, text) in [("bold", BOLD), ("headings", HEADINGS)] {
-        let env = Env::new();
+        let env = Env::with_agent();
         env.write("ROADMAP.md", text);
         let out = env.run("orch-plan", &["--roadmap", "ROADMAP.md"]);
         assert!(out.status.success(), "{style}: {}", stderr(&out));
@@ -151,7 +151,7 @@ fn all_plans_every_open_group_in_the_order_its_prerequisites_give() {
     .map(|(a, b)| (a.to_owned(), b.to_owned()))
     .collect();
     for (style, text) in [("bold", BOLD), ("headings", HEADINGS)] {
-        let env = Env::new();
+        let env = Env::with_agent();
         env.write("ROADMAP.md", text);
         let id = plan_ok(&env, &["--roadmap", "ROADMAP.md", "--all"]);
         let plan = env.json(id.as_str(), "plan.json");
@@ -184,7 +184,7 @@ fn all_plans_every_open_group_in_the_order_its_prerequisites_give() {
 
 #[test]
 fn a_named_group_crlf_and_the_answers_when_there_is_nothing_to_plan() {
-    let env = Env::new();
+    let env = Env::with_agent();
     env.write("ROADMAP.md", &HEADINGS.replace('\n', "\r\n"));
     let out = env.run(
         "orch-plan",
@@ -392,7 +392,7 @@ fn write_prompts(env: &Env) {
 
 #[test]
 fn prompt_files_become_tasks_and_implemented_ones_are_skipped() {
-    let env = Env::new();
+    let env = Env::with_agent();
     write_prompts(&env);
     let files = [
         "prompts/01-Add Auth.md",
@@ -440,7 +440,7 @@ fn prompt_files_become_tasks_and_implemented_ones_are_skipped() {
 
 #[test]
 fn prompt_ids_are_stable_across_runs_and_argument_orders() {
-    let env = Env::new();
+    let env = Env::with_agent();
     write_prompts(&env);
     env.write("prompts/01-add-auth.md", "# The same id by name\n");
     let runs: Vec<Vec<&str>> = vec![

@@ -60,6 +60,19 @@ impl Env {
         }
     }
 
+    /// A root where the default agent, `claude`, is installed: a stub in
+    /// the test's `bin/` that fails if it is ever run. For tests that plan
+    /// prompt tasks without running them (`orch-plan` checks the agent is
+    /// there).
+    pub fn with_agent() -> Env {
+        let env = Env::new();
+        env.script(
+            "bin/claude",
+            "#!/bin/sh\necho 'stub claude: this test runs no agent' >&2\nexit 70\n",
+        );
+        env
+    }
+
     /// The orchestration root (ORCH_HOME).
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
@@ -87,10 +100,20 @@ impl Env {
         p
     }
 
+    /// `PATH` with the test's own `bin/` first (where fake agents go).
+    pub fn path_var(&self) -> String {
+        format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
     /// A command for a binary, with this root and a clean environment.
     pub fn cmd(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
         c.env("ORCH_HOME", self.root())
+            .env("PATH", self.path_var())
             .env_remove("ORCH_SESSION")
             .env("NO_COLOR", "1")
             .env("HOME", self.dir.path())
@@ -104,6 +127,7 @@ impl Env {
         let mut c = Command::new("sh");
         c.args(["-c", script])
             .env("ORCH_HOME", self.root())
+            .env("PATH", self.path_var())
             .env_remove("ORCH_SESSION")
             .env("NO_COLOR", "1")
             .env("HOME", self.dir.path())

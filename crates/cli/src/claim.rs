@@ -438,6 +438,7 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             },
             started: Some(record.since.clone()),
             finished: time::rfc3339(&now),
+            cost: orch_session::claim::cost_so_far(dir, id)?,
             duration,
             output: TaskOutput {
                 summary: if status == Status::Success {

@@ -50,6 +50,10 @@ pub const GIT: u8 = 15;
 /// not answering (the message has Slurm's words).
 pub const SLURM: u8 = 16;
 
+/// The agent a plan asks for is not installed: its program is not on the
+/// PATH (`orch-plan`, `orch-worker`). Nothing was created or claimed.
+pub const NO_AGENT: u8 = 17;
+
 /// The exit code for a process stopped by signal `sig`: 128 + sig.
 pub fn for_signal(sig: i32) -> u8 {
     u8::try_from(128 + sig).unwrap_or(255)
@@ -146,4 +150,5 @@ Exit codes:
   14  orch-aggregate: nothing failed, but tasks have not finished
   15  git refused (a push was rejected, a git command failed)
   16  Slurm refused (sbatch failed, missing or not answering)
+  17  the agent program is not installed (not on PATH)
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)";

@@ -114,6 +114,11 @@ pub struct Args {
     /// that task (Python, Rust, TypeScript/JavaScript imports)
     #[arg(long)]
     import_deps: bool,
+
+    /// Do not check that the agent program is installed here (the workers
+    /// run where it is)
+    #[arg(long)]
+    skip_agent_check: bool,
 }
 
 /// What `orch-plan` was asked to read.
@@ -625,6 +630,44 @@ pub fn main() -> std::process::ExitCode {
     exit::run_main("orch-plan", || run(Args::parse()))
 }
 
+/// Checks that the agent the plan's prompt tasks need can run here: its
+/// program is on the PATH, and claude is not asked to bypass permissions
+/// as root (it refuses).
+fn check_agent(plan: &orch_session::plan::Plan) -> Result<()> {
+    use orch_session::plan::Action;
+    let prompts = plan
+        .tasks
+        .iter()
+        .any(|t| matches!(t.action, Action::Prompt(_)))
+        || plan.template.as_ref().is_some_and(|t| {
+            t.phases
+                .iter()
+                .any(|p| matches!(p.action, Some(Action::Prompt(_))))
+        });
+    if !prompts {
+        return Ok(());
+    }
+    let settings = &plan.settings;
+    if let Some(why) = orch_session::plan::agent::missing_program(
+        &settings.agent,
+        std::env::var_os("PATH").as_deref(),
+    ) {
+        return Err(coded(
+            exit::NO_AGENT,
+            format!("{why} (or plan with --skip-agent-check when the workers run where it is installed)"),
+        ));
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let sandbox = std::env::var("IS_SANDBOX").is_ok_and(|v| v == "1");
+    if settings.permission_mode.as_deref() == Some("bypassPermissions") && root && !sandbox {
+        return Err(coded(
+            exit::BAD_INPUT,
+            "permission_mode = \"bypassPermissions\": claude refuses it as root; run orch as another user, set IS_SANDBOX=1 where the machine is a sandbox, or use \"acceptEdits\" with allowed_tools",
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `orch-plan` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
     let input = Input::from_args(&args)?;
@@ -642,6 +685,14 @@ pub fn run(args: Args) -> Result<u8> {
             ));
         }
         planned.plan.template = Some(shorthand_template(&args.phases)?);
+    }
+    if !args.skip_agent_check {
+        if let Err(e) = check_agent(&planned.plan) {
+            if !args.dry_run {
+                return Err(e);
+            }
+            planned.warnings.push(format!("{e:#}"));
+        }
     }
     scale(&mut planned, args.agents.as_deref(), &args.global.root()?)?;
     for w in &planned.warnings {

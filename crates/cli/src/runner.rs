@@ -43,8 +43,40 @@ pub struct Spec {
     pub memory_limit: Option<u64>,
     /// What to write to the agent's stdin (else it reads /dev/null).
     pub stdin: Option<Vec<u8>>,
-    /// Report every output line as [`Event::Line`].
-    pub observe: bool,
+}
+
+/// What becomes of the lines a task prints: what goes into its log, and
+/// what the lines mean for the run.
+pub trait Transcript {
+    /// Takes one line (from stderr or stdout), pushing what goes into the
+    /// task's log onto `log`.
+    fn take(&mut self, stderr: bool, line: String, log: &mut Vec<String>) -> Seen;
+
+    /// The lines of a batch were taken (and logged): write what was kept.
+    fn flush(&mut self) {}
+}
+
+/// What a [`Transcript`] saw in a line.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Stop the task (SIGTERM to its group) and record it as interrupted,
+    /// for this reason.
+    pub stop: Option<String>,
+    /// New progress to report: percent and what it is made of.
+    pub progress: Option<(f64, String)>,
+    /// The agent said its own session id (claude's, to resume it).
+    pub session: Option<String>,
+}
+
+/// Lines go into the log as they are.
+#[derive(Debug, Default)]
+pub struct Verbatim;
+
+impl Transcript for Verbatim {
+    fn take(&mut self, _stderr: bool, line: String, log: &mut Vec<String>) -> Seen {
+        log.push(line);
+        Seen::default()
+    }
 }
 
 /// How an attempt ended.
@@ -87,15 +119,12 @@ impl Outcome {
 pub enum Event {
     /// The agent started with this pid (also its process group).
     Spawned(u32),
-    /// The task reported progress, in percent.
+    /// The task reported progress, in percent (`::progress 42`).
     Progress(f64),
-    /// A line of output (with `Spec::observe`): on stderr or stdout.
-    Line {
-        /// From stderr.
-        stderr: bool,
-        /// The text, without the newline.
-        text: String,
-    },
+    /// An agent's output showed progress: percent, and what it is made of.
+    Agent(f64, String),
+    /// The agent said its own session id.
+    AgentSession(String),
     /// Time for a heartbeat: [`FIRST_TICK`] after the start, then every
     /// few seconds.
     Tick,
@@ -283,6 +312,7 @@ pub fn run(
     spec: &Spec,
     log: &mut TaskLog,
     signals: &Signals,
+    transcript: &mut dyn Transcript,
     mut on_event: impl FnMut(Event) -> Control,
 ) -> Outcome {
     let started = time::now();
@@ -356,7 +386,7 @@ pub fn run(
 
         out.pump(false, &mut lines);
         err.pump(true, &mut lines);
-        let requested = flush_lines(log, &mut lines, spec.observe, &mut on_event);
+        let requested = flush_lines(log, &mut lines, transcript, &mut on_event);
 
         let now = Instant::now();
         if stop.is_none() {
@@ -466,7 +496,7 @@ pub fn run(
     }
     out.finish(false, &mut lines);
     err.finish(true, &mut lines);
-    let late = flush_lines(log, &mut lines, spec.observe, &mut on_event);
+    let late = flush_lines(log, &mut lines, transcript, &mut on_event);
     if let (Some(r), None) = (late, &stop) {
         stop = Some((Stop::Requested(r), Instant::now()));
     }
@@ -509,11 +539,12 @@ pub fn run(
     }
 }
 
-/// Logs the lines gathered and reports them. Returns a stop request.
+/// Logs the lines gathered (as the transcript makes them) and reports
+/// them. Returns a stop request.
 fn flush_lines(
     log: &mut TaskLog,
     lines: &mut Vec<(bool, String)>,
-    observe: bool,
+    transcript: &mut dyn Transcript,
     on_event: &mut impl FnMut(Event) -> Control,
 ) -> Option<String> {
     if lines.is_empty() {
@@ -523,17 +554,33 @@ fn flush_lines(
     if let Control::Stop(r) = on_event(Event::Output) {
         stop = Some(r);
     }
-    let _ = log.lines(lines.iter().map(|(_, l)| l.as_str()));
+    let mut logged = Vec::with_capacity(lines.len());
+    let mut progress = None;
     for (stderr, l) in lines.drain(..) {
         if let Some(p) = parse_progress(&l) {
             if let Control::Stop(r) = on_event(Event::Progress(p)) {
                 stop.get_or_insert(r);
             }
         }
-        if observe {
-            if let Control::Stop(r) = on_event(Event::Line { stderr, text: l }) {
+        let seen = transcript.take(stderr, l, &mut logged);
+        if let Some(r) = seen.stop {
+            stop.get_or_insert(r);
+        }
+        if seen.progress.is_some() {
+            progress = seen.progress;
+        }
+        if let Some(id) = seen.session {
+            if let Control::Stop(r) = on_event(Event::AgentSession(id)) {
                 stop.get_or_insert(r);
             }
+        }
+    }
+    let _ = log.lines(logged.iter().map(String::as_str));
+    transcript.flush();
+    // Once per batch: a chatty agent does not cost a heartbeat per line.
+    if let Some((pct, detail)) = progress {
+        if let Control::Stop(r) = on_event(Event::Agent(pct, detail)) {
+            stop.get_or_insert(r);
         }
     }
     stop

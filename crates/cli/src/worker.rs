@@ -43,6 +43,7 @@ Examples:
   orch-worker --parallel 4 --until 18:00  claim nothing new after 18:00
   orch-worker --parallel 3 --tmux         one tmux window per worker, plus a monitor
   orch-worker stop [--now]                stop every live worker of the session
+  orch-worker resume --budget 40          raise the session's budget to $40
   orch-worker --print-crontab --parallel 4
   orch-worker --slurm 8                   submit 8 workers as a Slurm job array
   orch-worker --slurm 8 --sbatch-arg=--partition=gpu --sbatch-arg='--account=lab'
@@ -173,8 +174,13 @@ enum Cmd {
         #[arg(long)]
         now: bool,
     },
-    /// Allow workers again after `stop`
-    Resume,
+    /// Allow workers again after `stop`; with --budget, set the session's
+    /// budget (workers stopped by the budget may then be started again)
+    Resume {
+        /// The most the session's agents may spend in all, US dollars
+        #[arg(long, value_name = "USD")]
+        budget: Option<f64>,
+    },
 }
 
 /// Entry point of `orch-worker`.
@@ -194,7 +200,7 @@ pub fn command() -> clap::Command {
 pub fn run(args: Args) -> Result<u8> {
     match args.cmd {
         Some(Cmd::Stop { now }) => return control::stop(&args.global, now),
-        Some(Cmd::Resume) => return control::resume(&args.global),
+        Some(Cmd::Resume { budget }) => return control::resume(&args.global, budget),
         None => {}
     }
     if args.resume_now {
@@ -291,6 +297,11 @@ pub fn run(args: Args) -> Result<u8> {
             threshold * 100.0
         ));
     }
+    if let Some(why) = worker.agent_missing() {
+        worker.event(&format!("cannot run the session's prompt tasks: {why}"));
+        worker.finish();
+        return Err(exit::coded(exit::NO_AGENT, why));
+    }
     let code = worker.work(args.once);
     worker.finish();
     if let Some(fd) = args.summary_fd {
@@ -343,11 +354,21 @@ struct Worker {
     pending_error: Option<anyhow::Error>,
     /// Renews our leases in the background.
     _keeper: Option<liveness::Keeper>,
+    /// Agent progress newer than the heartbeat file, written at the next
+    /// tick (progress changes at most once a second per worker).
+    progress_dirty: bool,
+    /// The spend ledger, locked from the budget check until the claim is
+    /// made (sessions with a budget).
+    budget_hold: Option<orch_session::spend::Locked>,
+    /// "budget reached" was said.
+    budget_told: bool,
 }
 
 /// `Worker::beat_lazy` puts a heartbeat off when one was written this
 /// recently.
 const LAZY_BEAT: Duration = Duration::from_millis(100);
+/// An agent's progress is written to the heartbeat at most this often.
+const PROGRESS_BEAT: Duration = Duration::from_secs(1);
 
 /// Whether a worker may claim.
 enum Gating {
@@ -498,6 +519,9 @@ impl Worker {
             pending: None,
             pending_error: None,
             _keeper: None,
+            progress_dirty: false,
+            budget_hold: None,
+            budget_told: false,
         };
         w.beat();
         let mine = liveness::Mine {
@@ -515,6 +539,34 @@ impl Worker {
             me.pid, w.session.info.id, w.session.info.name
         ));
         Ok(w)
+    }
+
+    /// Why the session's agent cannot run here, when tasks still need it:
+    /// its program is not on this worker's PATH.
+    fn agent_missing(&self) -> Option<String> {
+        let open_prompt = |i: usize| {
+            let t = &self.board.tasks()[i];
+            let prompt = matches!(t.action, Action::Prompt(_))
+                || (t.phases
+                    && self.template.as_ref().is_some_and(|tpl| {
+                        tpl.phases
+                            .iter()
+                            .any(|p| matches!(p.action, Some(Action::Prompt(_))))
+                    }));
+            prompt
+                && matches!(
+                    self.board.state(i as u32),
+                    orch_session::board::TaskState::Pending
+                        | orch_session::board::TaskState::Interrupted
+                )
+        };
+        if !(0..self.board.tasks().len()).any(open_prompt) {
+            return None;
+        }
+        orch_session::plan::agent::missing_program(
+            &self.session.info.settings.agent,
+            std::env::var_os("PATH").as_deref(),
+        )
     }
 
     /// Prints a line for the person watching and logs it to run.log.
@@ -551,8 +603,83 @@ impl Worker {
         Duration::from_millis(self.session.info.settings.lease_ms)
     }
 
+    /// Writes the heartbeat for an agent's new progress, at most once per
+    /// [`PROGRESS_BEAT`]; progress newer than that goes at the next tick.
+    fn beat_progress(&mut self) {
+        if self.last_beat.elapsed() >= PROGRESS_BEAT {
+            self.beat();
+        } else {
+            self.progress_dirty = true;
+        }
+    }
+
+    /// Adds what an agent run spent to the session's ledger, and says so
+    /// when it reached the budget.
+    fn spent(&mut self, task: &str, cost: Option<orch_session::result::Cost>) {
+        let Some(cost) = cost else {
+            return;
+        };
+        match orch_session::spend::add(&self.dir, &cost) {
+            Ok(s) => {
+                let budget = s.budget(self.session.info.settings.budget_usd);
+                if let (true, false, Some(b)) = (s.reached(budget), self.budget_told, budget) {
+                    self.budget_told = true;
+                    self.event(&format!(
+                        "budget reached: ${:.2} spent of ${b:.2} (after {task}); no new claims, running agents finish; `orch-worker resume --budget N` raises it",
+                        s.total.usd
+                    ));
+                }
+            }
+            Err(e) => self.event(&format!(
+                "warning: cannot record what {task}'s agent spent (${:.4}): {e:#}",
+                cost.usd
+            )),
+        }
+    }
+
+    /// The budget check, last of the gates: the ledger is locked and, if
+    /// the total is under the budget, kept locked until the claim is made,
+    /// so no claim follows the moment the total reached it.
+    fn gate_budget(&mut self) -> Result<Option<String>> {
+        let session_budget = self.session.info.settings.budget_usd;
+        let raised = match orch_session::spend::read(&self.dir) {
+            Ok(s) => s.budget_usd,
+            // Without a budget of its own, a session whose ledger is
+            // damaged goes on (and says so once).
+            Err(e) if session_budget.is_none() => {
+                if !self.budget_told {
+                    self.budget_told = true;
+                    self.event(&format!("warning: {e:#}"));
+                }
+                None
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(
+                "the session has a budget, but what it spent cannot be read; nothing is claimed",
+            )),
+        };
+        // Without a budget anywhere the ledger is not locked.
+        if session_budget.is_none() && raised.is_none() {
+            return Ok(None);
+        }
+        let held = orch_session::spend::lock(&self.dir).with_context(|| {
+            "the session has a budget, but what it spent cannot be read; nothing is claimed"
+        })?;
+        let budget = held.spend.budget(session_budget);
+        match budget {
+            Some(b) if held.spend.reached(budget) => Ok(Some(format!(
+                "budget reached: ${:.2} spent of ${b:.2}; no new claims (`orch-worker resume --budget N` raises it)",
+                held.spend.total.usd
+            ))),
+            _ => {
+                self.budget_hold = Some(held);
+                Ok(None)
+            }
+        }
+    }
+
     fn beat(&mut self) {
         self.beat_dirty = false;
+        self.progress_dirty = false;
         self.last_beat = Instant::now();
         self.hb.updated = time::rfc3339(&time::now());
         self.hb.lease_until = Some(liveness::lease_from_now(self.lease()));
@@ -673,6 +800,10 @@ impl Worker {
                     continue;
                 }
                 Gating::Go(note) => {
+                    if let Some(msg) = self.gate_budget()? {
+                        self.event(&msg);
+                        break;
+                    }
                     if self.paused.take().is_some() {
                         self.event(&format!(
                             "resuming{}",
@@ -692,6 +823,8 @@ impl Worker {
                 rec.lease_until = Some(liveness::lease_from_now(lease));
                 rec
             });
+            // Claimed (or not) under the budget: others may spend again.
+            self.budget_hold = None;
             while self.unclaimable_told < self.board.unclaimable.len() {
                 let (task, e) = &self.board.unclaimable[self.unclaimable_told];
                 let msg = format!(
@@ -914,6 +1047,7 @@ impl Worker {
         action: &Action,
         attempt: u32,
         fds: &[i32],
+        resume: Option<&attempt::Resume>,
     ) -> std::result::Result<Spec, String> {
         let lock_fd = fds.first().copied().unwrap_or(-1);
         let settings = &self.session.info.settings;
@@ -921,6 +1055,10 @@ impl Worker {
         let argv = match action {
             Action::Command(c) => vec!["sh".to_owned(), "-c".to_owned(), c.clone()],
             Action::Prompt(p) => {
+                // A resumed conversation gets a short "continue" prompt;
+                // the task's own prompt is in its transcript already.
+                let continued = resume.map(attempt::Resume::prompt);
+                let p = continued.as_ref().unwrap_or(p);
                 let prompt_file = self
                     .dir
                     .join(layout::OUTPUT_DIR)
@@ -932,18 +1070,21 @@ impl Worker {
                 if settings.prompt_stdin {
                     stdin = Some(p.as_bytes().to_vec());
                 }
-                crate::agent::argv(
+                let mut argv = crate::agent::argv(
                     &settings.agent,
                     p,
                     &prompt_file,
                     task,
                     &self.workdir(task),
                     settings.prompt_stdin,
-                )
+                );
+                if let Some(r) = resume {
+                    argv.push("--resume".to_owned());
+                    argv.push(r.session_id.clone());
+                }
+                argv
             }
         };
-        let observe =
-            matches!(action, Action::Prompt(_)) || !settings.usage_limit_patterns.is_empty();
         let mut env = vec![
             (
                 "ORCH_SESSION_DIR".to_owned(),
@@ -984,7 +1125,6 @@ impl Worker {
             inherit_fds: fds.to_vec(),
             memory_limit: settings.memory_per_agent,
             stdin,
-            observe,
         })
     }
 
@@ -1030,6 +1170,7 @@ impl Worker {
                     started: Some(time::rfc3339(&now)),
                     finished: time::rfc3339(&now),
                     duration: 0.0,
+                    cost: claim::cost_so_far(&self.dir, &task.id).ok().flatten(),
                     output: TaskOutput::default(),
                 };
                 let written = claim::write_result(&self.dir, &result);
@@ -1041,6 +1182,14 @@ impl Worker {
             }
         };
         let mut spent = claim::failed_attempts(&self.dir, &task.id)?;
+        // What earlier attempts spent, and a conversation one of them left
+        // to take up again.
+        let before = claim::last_attempt(&self.dir, &task.id)?;
+        let mut cost_before = before.as_ref().and_then(|r| r.cost);
+        let mut resume = before
+            .as_ref()
+            .and_then(attempt::Resume::after)
+            .filter(|_| self.session.info.settings.resume);
         let fds = claim.inherit_fds();
         if !self.take_rate_limits(&task, &mut tlog) {
             let _ = tlog.event("released while waiting for the rate limit (worker stopping)");
@@ -1080,11 +1229,13 @@ impl Worker {
                     attempt::AttemptRun::failed(reason)
                 }
                 Ok(mut ws) => {
-                    let setup = match self.spec(&task, &task.action, attempt, &fds) {
+                    let setup = match self.spec(&task, &task.action, attempt, &fds, None) {
                         Ok(base) => {
                             let signals = self.signals.clone();
                             crate::git::worktree::setup(ws.as_mut(), &base, &mut tlog, |s, tl| {
-                                runner::run(s, tl, &signals, |ev| self.on_event(ev))
+                                runner::run(s, tl, &signals, &mut runner::Verbatim, |ev| {
+                                    self.on_event(ev)
+                                })
                             })
                             .map_err(|(o, data)| (o, Some(data)))
                         }
@@ -1093,14 +1244,17 @@ impl Worker {
                     match setup {
                         Err((outcome, data)) => {
                             git = data;
-                            attempt::AttemptRun {
-                                outcome,
-                                output: TaskOutput::default(),
-                                limit: None,
-                            }
+                            attempt::AttemptRun::of(outcome)
                         }
                         Ok(()) => {
-                            let run = self.run_attempt(&task, attempt, &fds, &mut claim, &mut tlog);
+                            let run = self.run_attempt(
+                                &task,
+                                attempt,
+                                &fds,
+                                &mut claim,
+                                &mut tlog,
+                                resume.as_ref(),
+                            );
                             let (outcome, data) = crate::git::worktree::conclude(
                                 ws.as_mut(),
                                 &task,
@@ -1124,7 +1278,7 @@ impl Worker {
                 });
                 let pause = orch_session::pause::Pause {
                     until: time::rfc3339(&until),
-                    reason: limit.line.trim().to_owned(),
+                    reason: limit.message.clone(),
                     task: task.id.clone(),
                     by: self.id.clone(),
                     since: time::rfc3339(&time::now()),
@@ -1153,6 +1307,14 @@ impl Worker {
             if let Some(g) = git {
                 output.data.insert("git".to_owned(), g);
             }
+            // Every record carries the task's total so far.
+            let cost = match (cost_before, run.cost) {
+                (Some(mut a), Some(b)) => {
+                    a.add(&b);
+                    Some(a)
+                }
+                (a, b) => a.or(b),
+            };
             let result = TaskResult {
                 format: RESULT_FORMAT,
                 task: task.id.clone(),
@@ -1171,10 +1333,12 @@ impl Worker {
                     .num_milliseconds()
                     .max(0) as f64
                     / 1000.0,
+                cost,
                 output,
             };
             self.note_outcome(&task.id, outcome.status);
-            let retryable = matches!(outcome.status, Status::Failure | Status::Timeout);
+            let retryable =
+                matches!(outcome.status, Status::Failure | Status::Timeout) && !run.final_failure;
             if retryable && spent < task.retries && self.signals.received().is_none() {
                 spent += 1;
                 if let Err(e) = claim::archive_attempt(&self.dir, &result) {
@@ -1215,7 +1379,11 @@ impl Worker {
                 claim.update(|r| {
                     r.attempt += 1;
                     r.agent = None;
+                    r.agent_session = None;
                 })?;
+                cost_before = result.cost;
+                resume =
+                    attempt::Resume::after(&result).filter(|_| self.session.info.settings.resume);
                 continue;
             }
             break result;
@@ -1403,13 +1571,16 @@ impl Worker {
                         self.hb.progress = Some(p);
                         self.hb.progress_source = Some("file".to_owned());
                     }
-                    _ if !self.beat_dirty && self.last_beat.elapsed() < Duration::from_secs(5) => {
+                    _ if !self.beat_dirty
+                        && !self.progress_dirty
+                        && self.last_beat.elapsed() < Duration::from_secs(5) =>
+                    {
                         return runner::Control::Continue
                     }
                     _ => {}
                 }
             }
-            Event::Line { .. } => return runner::Control::Continue,
+            Event::Agent(..) | Event::AgentSession(_) => return runner::Control::Continue,
         }
         self.beat();
         runner::Control::Continue

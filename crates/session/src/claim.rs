@@ -63,6 +63,10 @@ pub struct ClaimRecord {
     /// The running agent; its process group id equals its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<ProcessIdentity>,
+    /// The running agent's own session id (claude's), once it said it: an
+    /// attempt cut short by the owner's death can still be resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<String>,
     /// Host name.
     pub host: String,
     /// The host's boot id.
@@ -107,6 +111,7 @@ impl ClaimRecord {
             pid_start: bound.start,
             holder: None,
             agent: None,
+            agent_session: None,
             host: proc::hostname(),
             boot_id: proc::boot_id(),
             lease_until: None,
@@ -310,6 +315,20 @@ pub fn failed_attempts(dir: &SessionDir, task: &str) -> Result<u32> {
     Ok(n)
 }
 
+/// The latest archived attempt of a task that can be read, if any.
+pub fn last_attempt(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
+    Ok(history(dir, task)?
+        .into_iter()
+        .rev()
+        .find_map(|(_, path)| read_json::<TaskResult>(&path).ok()))
+}
+
+/// What the task's agents spent in its archived attempts: the `cost` of
+/// the latest one (each record carries the total so far).
+pub fn cost_so_far(dir: &SessionDir, task: &str) -> Result<Option<crate::result::Cost>> {
+    Ok(last_attempt(dir, task)?.and_then(|r| r.cost))
+}
+
 /// Stores `result` as an archived attempt (create-once).
 pub fn archive_attempt(dir: &SessionDir, result: &TaskResult) -> Result<()> {
     let hdir = dir.history_dir(&result.task);
@@ -493,7 +512,16 @@ fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
         started: Some(stale.since.clone()),
         finished: time::rfc3339(&now),
         duration,
-        output: crate::result::TaskOutput::default(),
+        // What this attempt spent is unknown (its agent never said); the
+        // total so far is carried on.
+        cost: cost_so_far(dir, task)?,
+        output: crate::result::TaskOutput {
+            agent: stale.agent_session.map(|id| crate::result::AgentReport {
+                session_id: Some(id),
+                ..crate::result::AgentReport::default()
+            }),
+            ..crate::result::TaskOutput::default()
+        },
     };
     archive_attempt(dir, &result)?;
     Ok(Some(stale.attempt))

@@ -16,8 +16,10 @@
 //!     status/<worker>.active        heartbeat of a live worker       (atomic replace)
 //!     status/orchestration.yaml     summary made for `cat`           (atomic replace)
 //!     status/finished               marker: every task has an outcome
+//!     status/spend.json             what agents spent; the budget    (atomic replace, locks/spend.lock)
 //!     output/<task>.json            where a task writes its ORCH_OUTPUT
-//!     logs/<task>.log               per-track log                    (append)
+//!     logs/<task>.log               per-track log, read by people    (append)
+//!     logs/<task>.jsonl             the agent's raw stream-json      (append)
 //!     logs/run.log                  one line per event               (append)
 //!     logs/worker-<n>.log           stdout of `orch-worker --parallel` children
 //!     checkpoints/<name>/<agent>.ready, proceed.signal
@@ -268,6 +270,11 @@ impl SessionDir {
     /// `logs/<task>.log`.
     pub fn task_log(&self, task: &str) -> PathBuf {
         self.dir.join(LOGS_DIR).join(format!("{task}.log"))
+    }
+
+    /// `logs/<task>.jsonl`: the raw lines of a stream-json agent.
+    pub fn task_raw_log(&self, task: &str) -> PathBuf {
+        self.dir.join(LOGS_DIR).join(format!("{task}.jsonl"))
     }
 
     /// `logs/run.log`.

@@ -44,6 +44,7 @@ pub mod session;
 pub mod shared;
 pub mod size;
 pub mod slurm;
+pub mod spend;
 pub mod status;
 pub mod time;
 pub mod worktree;

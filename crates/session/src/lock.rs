@@ -79,6 +79,17 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
     }
 }
 
+/// Waits for the exclusive lock, however long it takes: for critical
+/// sections that last a few writes.
+pub fn lock(path: &Path) -> Result<LockGuard> {
+    let file = open_lock_file(path)?;
+    file.lock().map_err(|e| Error::io("lock", path, e))?;
+    Ok(LockGuard {
+        file,
+        path: path.to_path_buf(),
+    })
+}
+
 /// Waits for the exclusive lock until `deadline` (forever if `None`).
 /// Returns `None` on timeout.
 pub fn lock_until(path: &Path, deadline: Option<Instant>) -> Result<Option<LockGuard>> {

@@ -48,6 +48,43 @@ pub fn run_event(dir: &SessionDir, who: &str, message: &str) -> Result<()> {
         .ctx("append to", &path)
 }
 
+/// `logs/<task>.jsonl`: a stream-json agent's lines as it printed them,
+/// for `jq` and other tools (the task's `.log` has them in words).
+#[derive(Debug)]
+pub struct RawLog {
+    file: File,
+    path: std::path::PathBuf,
+    buf: Vec<u8>,
+}
+
+impl RawLog {
+    /// Opens `logs/<task>.jsonl` for appending.
+    pub fn open(dir: &SessionDir, task: &str) -> Result<Self> {
+        let path = dir.task_raw_log(task);
+        Ok(Self {
+            file: open_append(&path)?,
+            path,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Keeps a line for the next [`RawLog::flush`].
+    pub fn push(&mut self, line: &str) {
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+    }
+
+    /// Appends the lines kept, in one write.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.buf).ctx("append to", &self.path);
+        self.buf.clear();
+        r
+    }
+}
+
 /// A task's log.
 #[derive(Debug)]
 pub struct TaskLog {

@@ -9,6 +9,7 @@
 //! Format history (`format` field of `plan.json`):
 //! - 1: first version.
 
+pub mod agent;
 mod analysis;
 pub mod conflicts;
 mod glob;
@@ -30,16 +31,6 @@ pub const PLAN_FORMAT: u32 = 1;
 /// Estimate assumed for a task that gives none.
 pub const DEFAULT_ESTIMATE_MS: u64 = 60_000;
 
-/// The default argv template for prompt tasks.
-pub const DEFAULT_AGENT: &[&str] = &[
-    "claude",
-    "-p",
-    "{prompt}",
-    "--output-format",
-    "stream-json",
-    "--verbose",
-];
-
 /// Session-wide settings, from the plan's top level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
@@ -49,7 +40,24 @@ pub struct Settings {
     #[serde(default)]
     pub agents_auto: bool,
     /// Argv template for prompt tasks; `{prompt}` becomes one argument.
+    /// Resolved by `orch-plan` ([`agent::resolve`]): a preset's argv with
+    /// claude's permission flags in place.
     pub agent: Vec<String>,
+    /// How the agent's output is read; absent in sessions made before the
+    /// setting existed (then told by the argv, [`Settings::agent_format`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<agent::AgentFormat>,
+    /// The permission mode claude was given (claude-stream-json agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// Resume an interrupted claude task's conversation instead of
+    /// starting over.
+    #[serde(default = "yes")]
+    pub resume: bool,
+    /// Stop claiming once the session's agents have spent this much (US
+    /// dollars); `orch-worker resume --budget` raises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
     /// Default task timeout, milliseconds.
     pub timeout_ms: u64,
     /// Default retries after a failed attempt.
@@ -138,17 +146,21 @@ fn default_usage_pause_ms() -> u64 {
     30 * 60 * 1000
 }
 
-/// The argv template of a known agent: `claude` (the default), `codex`,
-/// `aider`, `gemini`.
-pub fn agent_preset(name: &str) -> Option<Vec<String>> {
-    let argv: &[&str] = match name {
-        "claude" => DEFAULT_AGENT,
-        "codex" => &["codex", "exec", "{prompt}"],
-        "aider" => &["aider", "--yes-always", "--message", "{prompt}"],
-        "gemini" => &["gemini", "-p", "{prompt}"],
-        _ => return None,
-    };
-    Some(argv.iter().map(|s| (*s).to_owned()).collect())
+impl Settings {
+    /// How the agent's output is read.
+    pub fn agent_format(&self) -> agent::AgentFormat {
+        self.format
+            .unwrap_or_else(|| agent::AgentFormat::of_argv(&self.agent))
+    }
+
+    /// Sets the agent from what a plan says about it.
+    pub fn set_agent(&mut self, spec: &agent::AgentSpec) -> Result<(), String> {
+        let r = agent::resolve(spec)?;
+        self.agent = r.argv;
+        self.format = Some(r.format);
+        self.permission_mode = r.permission_mode;
+        Ok(())
+    }
 }
 
 fn default_breaker_failures() -> u32 {
@@ -354,10 +366,15 @@ pub struct ResourceDecl {
 
 impl Default for Settings {
     fn default() -> Self {
+        let agent = agent::default_agent();
         Self {
             agents: 4,
             agents_auto: false,
-            agent: DEFAULT_AGENT.iter().map(|s| (*s).to_owned()).collect(),
+            agent: agent.argv,
+            format: Some(agent.format),
+            permission_mode: agent.permission_mode,
+            resume: true,
+            budget_usd: None,
             timeout_ms: 30 * 60 * 1000,
             retries: 0,
             backoff_ms: 5_000,

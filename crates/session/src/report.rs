@@ -110,6 +110,9 @@ pub struct Outcome {
     pub decisions: Vec<(String, Value)>,
     /// Its score.
     pub score: Option<f64>,
+    /// What the task's agents spent up to this record (each record carries
+    /// the total of its attempts so far).
+    pub cost: Option<crate::result::Cost>,
 }
 
 impl Outcome {
@@ -131,6 +134,7 @@ impl Outcome {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             score: r.output.score,
+            cost: r.cost,
         })
     }
 
@@ -385,6 +389,9 @@ pub struct Report {
     pub retries: Retries,
     /// Tasks that failed or timed out.
     pub failed: Vec<Failed>,
+    /// What the agents spent, when any reported a cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostReport>,
     /// Insights, merged.
     pub insights: Vec<Insight>,
     /// Decisions, merged and settled.
@@ -397,6 +404,18 @@ pub struct Report {
     pub ignored: Vec<BadFile>,
     /// What to do next.
     pub next_step: NextStep,
+}
+
+/// What the agents of the tasks in scope spent: every run of every
+/// attempt (phases, gates, retries, resumed runs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostReport {
+    /// The sum.
+    pub total: crate::result::Cost,
+    /// Tasks that spent something.
+    pub tasks: usize,
+    /// The costliest tasks, most first: task and US dollars.
+    pub costliest: Vec<(String, f64)>,
 }
 
 /// The part of the session a report covers.
@@ -847,6 +866,7 @@ pub fn compute(inp: &Inputs, opt: &Options) -> Report {
             _ => None,
         })
         .collect();
+    let cost = cost(inp, &in_scope, opt.top);
     let insights = merge::insights(inp, &in_scope);
     let decisions = merge::decisions(inp, &in_scope, opt.policy);
     let competitions = merge::competitions(inp, &in_scope, &spans, &opt.criteria);
@@ -878,6 +898,7 @@ pub fn compute(inp: &Inputs, opt: &Options) -> Report {
         slowest,
         retries,
         failed,
+        cost,
         insights,
         decisions,
         competitions,
@@ -885,6 +906,30 @@ pub fn compute(inp: &Inputs, opt: &Options) -> Report {
         ignored: inp.ignored.clone(),
         next_step,
     }
+}
+
+/// Sums each task's spending: the cost of its latest record, the result
+/// or else its latest archived attempt (a record carries its task's total).
+fn cost(inp: &Inputs, in_scope: &[bool], top: usize) -> Option<CostReport> {
+    let mut out = CostReport::default();
+    let mut per_task = Vec::new();
+    for i in (0..inp.tasks.len()).filter(|&i| in_scope[i]) {
+        let latest = inp.results[i]
+            .as_ref()
+            .or_else(|| inp.history[i].iter().max_by_key(|h| h.attempt));
+        if let Some(c) = latest.and_then(|o| o.cost) {
+            out.total.add(&c);
+            out.tasks += 1;
+            per_task.push((inp.tasks[i].id.clone(), c.usd));
+        }
+    }
+    if out.tasks == 0 {
+        return None;
+    }
+    per_task.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    per_task.truncate(top.max(1));
+    out.costliest = per_task;
+    Some(out)
 }
 
 fn retries(inp: &Inputs, in_scope: &[bool], index: &HashMap<&str, usize>) -> Retries {

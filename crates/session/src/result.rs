@@ -128,6 +128,10 @@ pub struct AgentReport {
     /// The agent's own session id, to resume it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The session this run resumed (claude keeps the id on `--resume`,
+    /// so the two may be equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
     /// Model, when said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -140,6 +144,9 @@ pub struct AgentReport {
     pub subtype: Option<String>,
     /// Whether the agent said it failed.
     pub is_error: bool,
+    /// The HTTP status of the API error that ended the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_error_status: Option<u16>,
     /// Cost in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
@@ -155,6 +162,57 @@ pub struct AgentReport {
     /// Tokens written to the prompt cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_creation_tokens: Option<u64>,
+}
+
+/// Money and tokens spent by agents: one run's, or summed over runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// US dollars.
+    pub usd: f64,
+    /// Input tokens.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    #[serde(default)]
+    pub cache_creation_tokens: u64,
+    /// Agent runs counted.
+    #[serde(default)]
+    pub runs: u32,
+}
+
+impl Cost {
+    /// What one agent run reported.
+    pub fn of(report: &AgentReport) -> Cost {
+        Cost {
+            usd: report.cost_usd.unwrap_or(0.0),
+            input_tokens: report.input_tokens.unwrap_or(0),
+            output_tokens: report.output_tokens.unwrap_or(0),
+            cache_read_tokens: report.cache_read_tokens.unwrap_or(0),
+            cache_creation_tokens: report.cache_creation_tokens.unwrap_or(0),
+            runs: 1,
+        }
+    }
+
+    /// Adds `other` in.
+    pub fn add(&mut self, other: &Cost) {
+        self.usd += other.usd;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_creation_tokens += other.cache_creation_tokens;
+        self.runs += other.runs;
+    }
+
+    /// All tokens, in and out.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_creation_tokens
+    }
 }
 
 impl TaskOutput {
@@ -220,6 +278,12 @@ pub struct TaskResult {
     pub finished: String,
     /// Seconds from start to end.
     pub duration: f64,
+    /// What the task's agents spent, over every run of every attempt so
+    /// far (phases, gates, retries, resumed runs): this attempt's runs
+    /// plus the `cost` of the attempt before it in `history/`. So the
+    /// task's total is the cost of its latest record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
     /// What the task reported through `ORCH_OUTPUT`.
     #[serde(flatten)]
     pub output: TaskOutput,

@@ -303,6 +303,7 @@ mod tests {
                     insights: vec![],
                     decisions: vec![],
                     score: None,
+                    cost: None,
                 })
             })
             .collect();

@@ -133,6 +133,7 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
                 started: None,
                 finished: now,
                 duration: 0.0,
+                cost: None,
                 output: TaskOutput::default(),
             };
             match claim::write_result(board.dir(), &result) {

@@ -237,6 +237,34 @@ fn metrics(r: &Report, x: &str) -> Vec<Vec<String>> {
     ]
 }
 
+/// What the agents spent, in two lines: the total, and the costliest
+/// tasks.
+fn cost_lines(c: &orch_session::report::CostReport) -> Vec<String> {
+    let t = &c.total;
+    let tokens = crate::monitor::snapshot::tokens;
+    let mut out = vec![format!(
+        "${:.4} spent by {} agent run{} of {} task{}; tokens: {} in, {} out, {} cache read, {} cache written",
+        t.usd,
+        t.runs,
+        if t.runs == 1 { "" } else { "s" },
+        c.tasks,
+        if c.tasks == 1 { "" } else { "s" },
+        tokens(t.input_tokens),
+        tokens(t.output_tokens),
+        tokens(t.cache_read_tokens),
+        tokens(t.cache_creation_tokens),
+    )];
+    if c.tasks > 1 {
+        let top: Vec<String> = c
+            .costliest
+            .iter()
+            .map(|(task, usd)| format!("{task} ${usd:.4}"))
+            .collect();
+        out.push(format!("costliest: {}", top.join(", ")));
+    }
+    out
+}
+
 /// The report as text: colour and Unicode only when `st` allows.
 pub fn text(r: &Report, st: Style) -> String {
     let mut s = String::new();
@@ -293,6 +321,13 @@ pub fn text(r: &Report, st: Style) -> String {
         &[false, true, false],
         &rows,
     );
+
+    if let Some(c) = &r.cost {
+        head(&mut s, "Cost");
+        for line in cost_lines(c) {
+            s += &format!("  {line}\n");
+        }
+    }
 
     if !r.critical_path.steps.is_empty() {
         let names: Vec<&str> = r
@@ -563,6 +598,12 @@ pub fn markdown(r: &Report) -> String {
         plural(r.agents as usize, "agent")
     );
     s += &md_table(&["metric", "value", "meaning"], &metrics(r, "x"));
+    if let Some(c) = &r.cost {
+        s += "\n### Cost\n\n";
+        for line in cost_lines(c) {
+            s += &format!("- {line}\n");
+        }
+    }
     let corrupt = r.totals.corrupt > 0;
     s += "\n### Waves\n\n";
     let rows: Vec<Vec<String>> = r

@@ -8,6 +8,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
+use orch_session::plan::agent::AgentFormat;
+
+use crate::agent::Reader;
+
 /// Bytes read from the end of a file to find its last lines.
 const TAIL_BYTES: u64 = 16 * 1024;
 
@@ -137,18 +141,33 @@ pub fn short_time(rfc3339: &str) -> String {
 }
 
 /// Counts what a `claude --output-format stream-json` agent did, from its
-/// task log: assistant turns and tool calls of the current attempt. Reads
-/// incrementally: each call looks only at what was appended since.
-#[derive(Debug, Default, Clone)]
+/// raw lines (`logs/<task>.jsonl`), with the worker's own reader: turns
+/// (model messages) and tool calls of its latest run. Reads incrementally:
+/// each call looks only at what was appended since.
+#[derive(Debug, Clone)]
 pub struct StreamCounter {
     offset: u64,
     partial: Vec<u8>,
-    /// Assistant messages seen.
+    reader: Reader,
+    /// Model messages of the latest run.
     pub turns: u32,
-    /// Tool calls seen.
+    /// Tool calls of the latest run.
     pub tool_calls: u32,
     /// Whether any stream-json line was seen.
     pub seen: bool,
+}
+
+impl Default for StreamCounter {
+    fn default() -> Self {
+        StreamCounter {
+            offset: 0,
+            partial: Vec::new(),
+            reader: Reader::new(AgentFormat::ClaudeStreamJson, None),
+            turns: 0,
+            tool_calls: 0,
+            seen: false,
+        }
+    }
 }
 
 impl StreamCounter {
@@ -171,7 +190,9 @@ impl StreamCounter {
         let mut start = 0;
         for i in 0..data.len() {
             if data[i] == b'\n' {
-                self.line(&data[start..i]);
+                if let Ok(line) = std::str::from_utf8(&data[start..i]) {
+                    self.line(line);
+                }
                 start = i + 1;
             }
         }
@@ -179,35 +200,16 @@ impl StreamCounter {
         Ok(())
     }
 
-    fn line(&mut self, raw: &[u8]) {
-        let Ok(line) = std::str::from_utf8(raw) else {
-            return;
-        };
-        let Some(l) = parse_task_line(line) else {
-            return;
-        };
-        if l.text.starts_with("--- started attempt") {
-            // A new attempt: count afresh.
-            self.turns = 0;
-            self.tool_calls = 0;
-            return;
+    fn line(&mut self, line: &str) {
+        if line.starts_with(r#"{"type":"system","subtype":"init""#) {
+            // A new run (attempt or phase): count afresh.
+            self.reader = Reader::new(AgentFormat::ClaudeStreamJson, None);
         }
-        if !l.text.starts_with("{\"type\"") {
-            return;
-        }
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(l.text) else {
-            return;
-        };
-        if v["type"] == "assistant" {
-            self.seen = true;
-            self.turns += 1;
-            if let Some(items) = v["message"]["content"].as_array() {
-                let calls = items.iter().filter(|c| c["type"] == "tool_use").count();
-                self.tool_calls += u32::try_from(calls).unwrap_or(0);
-            }
-        } else if matches!(v["type"].as_str(), Some("system" | "user" | "result")) {
+        if self.reader.feed(false, line).parsed.is_some() {
             self.seen = true;
         }
+        self.turns = self.reader.report.turns;
+        self.tool_calls = self.reader.report.tool_uses;
     }
 }
 
@@ -245,25 +247,23 @@ mod tests {
     }
 
     #[test]
-    fn stream_json_turns_and_tool_calls_are_counted_per_attempt() {
+    fn stream_json_turns_and_tool_calls_are_counted_per_run() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("t.log");
-        let ts = "2026-01-02T03:04:05.000+00:00";
-        let a = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"hi"},{"type":"tool_use","name":"Bash"}]}}"#;
-        std::fs::write(
-            &p,
-            format!("{ts} [t] --- started attempt 1\n{ts} [t] {a}\n{ts} [t] --- started attempt 2\n{ts} [t] {a}\n"),
-        )
-        .expect("write");
+        let p = dir.path().join("t.jsonl");
+        let init = r#"{"type":"system","subtype":"init","session_id":"s"}"#;
+        // One message of two lines (a text and a tool call): one turn.
+        let a = r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"hi"}]},"parent_tool_use_id":null}"#;
+        let b = r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","id":"t","name":"Bash","input":{}}]},"parent_tool_use_id":null}"#;
+        std::fs::write(&p, format!("{init}\n{a}\n{b}\n{init}\n{a}\n")).expect("write");
         let mut c = StreamCounter::default();
         c.update(&p).expect("update");
-        assert_eq!((c.turns, c.tool_calls, c.seen), (1, 1, true));
+        assert_eq!((c.turns, c.tool_calls, c.seen), (1, 0, true));
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&p)
             .expect("open");
-        std::io::Write::write_all(&mut f, format!("{ts} [t] {a}\n").as_bytes()).expect("append");
+        std::io::Write::write_all(&mut f, format!("{b}\n").as_bytes()).expect("append");
         c.update(&p).expect("update");
-        assert_eq!((c.turns, c.tool_calls), (2, 2));
+        assert_eq!((c.turns, c.tool_calls), (1, 1));
     }
 }

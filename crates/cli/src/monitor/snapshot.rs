@@ -105,8 +105,11 @@ pub struct Snapshot {
     /// The session's git repository, when it has one.
     pub git: Option<GitInfo>,
     /// What holds workers back: a stop, a usage-limit pause, the circuit
-    /// breaker.
+    /// breaker, the budget.
     pub control: Control,
+    /// What the session's agents spent (`status/spend.json`), and its
+    /// budget.
+    pub cost: CostView,
     /// Files that could not be read, and other problems.
     pub warnings: Vec<String>,
 }
@@ -120,6 +123,72 @@ pub struct Control {
     pub paused: Option<PauseView>,
     /// The circuit breaker, when it is not closed.
     pub breaker: Option<BreakerView>,
+    /// The budget, when the session's agents spent it.
+    pub budget_reached: Option<String>,
+}
+
+/// What the session's agents spent.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CostView {
+    /// US dollars.
+    pub usd: f64,
+    /// Tokens in and out, cache included.
+    pub tokens: u64,
+    /// Agent runs that reported a cost.
+    pub runs: u32,
+    /// The budget in force, US dollars.
+    pub budget_usd: Option<f64>,
+}
+
+impl CostView {
+    /// Reads `status/spend.json` (all zero when there is none).
+    pub fn read(
+        dir: &orch_session::SessionDir,
+        session_budget: Option<f64>,
+    ) -> (CostView, Option<String>) {
+        match orch_session::spend::read(dir) {
+            Ok(s) => (
+                CostView {
+                    usd: s.total.usd,
+                    tokens: s.total.tokens(),
+                    runs: s.total.runs,
+                    budget_usd: s.budget(session_budget),
+                },
+                None,
+            ),
+            Err(e) => (
+                CostView {
+                    budget_usd: session_budget,
+                    ..CostView::default()
+                },
+                Some(format!("{e:#}")),
+            ),
+        }
+    }
+
+    /// `$0.42 spent by 12 agent runs (1.2M tokens) of a $5.00 budget`.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "${:.2} spent by {} agent run{} ({} tokens)",
+            self.usd,
+            self.runs,
+            if self.runs == 1 { "" } else { "s" },
+            tokens(self.tokens)
+        );
+        if let Some(b) = self.budget_usd {
+            s.push_str(&format!(" of a ${b:.2} budget"));
+        }
+        s
+    }
+}
+
+/// `950`, `12.3k`, `1.2M`.
+pub fn tokens(n: u64) -> String {
+    match n {
+        0..=999 => n.to_string(),
+        1_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
 }
 
 /// A usage-limit pause.
@@ -148,8 +217,8 @@ pub struct BreakerView {
     pub probe: Option<String>,
 }
 
-/// Reads the stop marker, the pause file and the breaker.
-pub fn control(dir: &orch_session::SessionDir) -> Control {
+/// Reads the stop marker, the pause file, the breaker and the budget.
+pub fn control(dir: &orch_session::SessionDir, cost: &CostView) -> Control {
     let stopped = std::fs::read_to_string(dir.status_dir().join("stopped"))
         .ok()
         .map(|s| s.trim().to_owned());
@@ -168,10 +237,17 @@ pub fn control(dir: &orch_session::SessionDir) -> Control {
             until: b.until,
             probe: b.probe,
         });
+    let budget_reached = cost.budget_usd.filter(|b| cost.usd >= *b).map(|b| {
+        format!(
+            "BUDGET reached: ${:.2} spent of ${b:.2}; no new claims (`orch-worker resume --budget N` raises it)",
+            cost.usd
+        )
+    });
     Control {
         stopped,
         paused,
         breaker,
+        budget_reached,
     }
 }
 
@@ -203,6 +279,9 @@ impl Control {
                     b.probe.as_deref().unwrap_or("a worker")
                 ),
             });
+        }
+        if let Some(b) = &self.budget_reached {
+            out.push(b.clone());
         }
         out
     }
@@ -535,6 +614,8 @@ impl Monitor {
         if let Err(e) = self.board.refresh() {
             warnings.push(format!("{e:#}"));
         }
+        let (cost, cost_warning) = CostView::read(&dir, self.session.info.settings.budget_usd);
+        warnings.extend(cost_warning);
         for (task, e) in &self.board.corrupt {
             warnings.push(format!(
                 "result of `{task}` is unreadable (its dependents stay blocked): {e:#}"
@@ -653,7 +734,8 @@ impl Monitor {
             machine,
             filesystem,
             git,
-            control: control(&dir),
+            control: control(&dir, &cost),
+            cost,
             warnings,
         }
     }
@@ -847,7 +929,7 @@ impl Monitor {
         // Agents that speak stream-json: turns and tool calls so far.
         if let Some(t) = &hb.task {
             let counter = self.streams.entry(t.clone()).or_default();
-            if counter.update(&dir.task_log(t)).is_ok() && counter.seen {
+            if counter.update(&dir.task_raw_log(t)).is_ok() && counter.seen {
                 v.turns = Some(counter.turns);
                 v.tool_calls = Some(counter.tool_calls);
                 if v.progress.is_none() {

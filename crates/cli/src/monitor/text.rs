@@ -134,6 +134,9 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             dur(eta)
         );
     }
+    if s.cost.runs > 0 || s.cost.budget_usd.is_some() {
+        let _ = writeln!(o, "  cost: {}", s.cost.line());
+    }
 
     // Progress by wave and group.
     let _ = writeln!(o, "\n{}", style.paint(Color::Bold, "Progress"));

@@ -400,10 +400,22 @@ fn header(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui) {
         )),
     ]);
     let time = Line::from(format!(
-        "elapsed {}   {}   {}",
+        "elapsed {}   {}{}   {}",
         dur(s.elapsed_s),
         s.eta_s
             .map_or("done".to_owned(), |e| format!("about {} to go", dur(e))),
+        if s.cost.runs > 0 || s.cost.budget_usd.is_some() {
+            format!(
+                "   ${:.2}{}",
+                s.cost.usd,
+                s.cost
+                    .budget_usd
+                    .map(|b| format!(" of ${b:.2}"))
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
         match (s.control.lines().into_iter().next(), s.warnings.first()) {
             (Some(c), _) => c,
             (None, Some(w)) => format!("⚠ {w}"),

@@ -1,22 +1,27 @@
 //! One attempt of a task: its own command or prompt, or the phases of the
 //! plan's template in rounds, with the agent's output read as it comes
-//! (claude's stream-json, usage limits, gate output).
+//! (the one [`Reader`]: readable log lines, raw stream-json, usage limits,
+//! refused tool calls, cost), and claude tasks resumed where an earlier
+//! attempt was cut short.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use orch_session::claim::Claim;
-use orch_session::log::TaskLog;
+use orch_session::layout::SessionDir;
+use orch_session::log::{RawLog, TaskLog};
+use orch_session::plan::agent::AgentFormat;
 use orch_session::plan::{Action, Phase, Task, Template};
 use orch_session::proc::ProcessIdentity;
-use orch_session::result::{PhaseRun, Status, TaskOutput};
+use orch_session::result::{AgentReport, Cost, PhaseRun, Status, TaskOutput, TaskResult};
 use orch_session::time;
 
 use super::Worker;
-use crate::agent::{self, StreamJson, UsageLimit};
-use crate::runner::{self, Control, Event, Outcome};
+use crate::agent::limit::{self, UsageLimit};
+use crate::agent::Reader;
+use crate::runner::{self, Control, Event, Outcome, Seen, Transcript};
 
-/// Lines of output kept for a gate's report.
+/// Lines of output kept for a gate's report and a failure's last lines.
 const KEEP_LINES: usize = 200;
 
 /// What one attempt produced.
@@ -27,85 +32,185 @@ pub(super) struct AttemptRun {
     pub output: TaskOutput,
     /// A usage limit the agent hit.
     pub limit: Option<UsageLimit>,
+    /// What this attempt's agent runs spent.
+    pub cost: Option<Cost>,
+    /// A failure another attempt would not mend (a refused tool call).
+    pub final_failure: bool,
 }
 
 impl AttemptRun {
     /// An attempt that could not start, for `reason`.
     pub(super) fn failed(reason: String) -> AttemptRun {
+        AttemptRun::of(Outcome::not_started(reason, time::now()))
+    }
+
+    /// An attempt that ended as `outcome`, with nothing else to say.
+    pub(super) fn of(outcome: Outcome) -> AttemptRun {
         AttemptRun {
-            outcome: Outcome::not_started(reason, time::now()),
+            outcome,
             output: TaskOutput::default(),
             limit: None,
+            cost: None,
+            final_failure: false,
         }
     }
 }
 
-/// What the worker watches while one action runs.
+/// A claude conversation to take up again.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Resume {
+    /// claude's session id.
+    pub session_id: String,
+    /// Why the run before stopped.
+    pub why: String,
+}
+
+impl Resume {
+    /// The conversation an earlier attempt left to resume: one cut short by
+    /// a usage limit, a timeout, a stopped or dead worker, or an API error,
+    /// whose claude session id is known.
+    pub(super) fn after(previous: &TaskResult) -> Option<Resume> {
+        let agent = previous.output.agent.as_ref()?;
+        let cut_short = match previous.status {
+            Status::Interrupted | Status::Timeout => true,
+            Status::Failure => {
+                agent.api_error_status.is_some()
+                    && !previous
+                        .reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with(PERMISSION_DENIED))
+            }
+            Status::Success | Status::Skipped => false,
+        };
+        Some(Resume {
+            session_id: agent.session_id.clone()?,
+            why: previous
+                .reason
+                .clone()
+                .unwrap_or_else(|| previous.status.to_string()),
+        })
+        .filter(|_| cut_short)
+    }
+
+    /// The prompt that takes the conversation up again.
+    pub(super) fn prompt(&self) -> String {
+        format!(
+            "Your previous run of this task was cut short ({}). Continue the same task from where you left off: check what is already done, finish what is not, and end with a short summary of the whole task.",
+            self.why
+        )
+    }
+}
+
+/// The reason a refused tool call gives an attempt.
+pub(super) const PERMISSION_DENIED: &str = "permission-denied";
+
+/// Reads what one action prints: the task's log gets the readable form,
+/// `logs/<task>.jsonl` the raw stream-json, and limits, progress and the
+/// agent's session id are noticed as they come.
 pub(super) struct Watch {
-    stream: Option<StreamJson>,
+    reader: Reader,
+    raw: Option<RawLog>,
+    raw_at: Option<(SessionDir, String)>,
     builtin_limits: bool,
+    patterns: Vec<String>,
     limit: Option<UsageLimit>,
     lines: VecDeque<String>,
     started: Instant,
     estimate_ms: u64,
+    session_told: bool,
 }
 
 impl Watch {
-    fn new(task: &Task, action: &Action, agent_argv: &[String]) -> Watch {
+    fn new(worker: &Worker, task: &Task, action: &Action) -> Watch {
+        let settings = &worker.session.info.settings;
         let prompt = matches!(action, Action::Prompt(_));
+        let format = if prompt {
+            settings.agent_format()
+        } else {
+            AgentFormat::Text
+        };
+        let stream = format == AgentFormat::ClaudeStreamJson;
         Watch {
-            stream: (prompt && agent::kind(agent_argv) == "claude").then(StreamJson::default),
+            reader: Reader::new(format, Some(&worker.workdir(task))),
+            raw: None,
+            raw_at: stream.then(|| (worker.dir.clone(), task.id.clone())),
             builtin_limits: prompt,
+            patterns: settings.usage_limit_patterns.clone(),
             limit: None,
             lines: VecDeque::new(),
             started: Instant::now(),
             estimate_ms: task.estimate_or_default(),
+            session_told: false,
         }
     }
 
-    /// Takes a line; returns a stop request when it shows a usage limit.
-    fn line(&mut self, stderr: bool, text: &str, patterns: &[String]) -> (bool, Control) {
+    fn keep(&mut self, line: &str) {
         if self.lines.len() == KEEP_LINES {
             self.lines.pop_front();
         }
-        self.lines.push_back(text.to_owned());
-        let changed = match (&mut self.stream, stderr) {
-            (Some(s), false) => s.line(text),
-            _ => false,
-        };
-        if self.limit.is_none() {
-            let hit = if self.builtin_limits {
-                agent::usage_limit(text, patterns, &time::now())
-            } else {
-                // Command tasks: only the plan's own patterns count.
-                let lower = text.to_ascii_lowercase();
-                patterns
-                    .iter()
-                    .any(|p| !p.is_empty() && lower.contains(&p.to_ascii_lowercase()))
-                    .then(|| agent::usage_limit(text, patterns, &time::now()))
-                    .flatten()
-            };
-            if let Some(l) = hit {
-                let reason = format!("usage limit: {}", l.line.trim());
-                self.limit = Some(l);
-                return (changed, Control::Stop(reason));
-            }
-        }
-        (changed, Control::Continue)
+        self.lines.push_back(line.to_owned());
     }
 
-    fn progress(&self) -> Option<(f64, String)> {
-        let s = self.stream.as_ref()?;
-        let pct = (self.started.elapsed().as_millis() as f64 / self.estimate_ms.max(1) as f64
-            * 100.0)
-            .min(95.0);
-        Some((
-            pct,
-            format!(
-                "stream-json: {} turns, {} tool calls",
-                s.report.turns, s.report.tool_uses
-            ),
-        ))
+    /// What this run spent, once the agent said.
+    fn cost(&self) -> Option<Cost> {
+        self.reader
+            .report
+            .cost_usd
+            .is_some()
+            .then(|| Cost::of(&self.reader.report))
+    }
+}
+
+impl Transcript for Watch {
+    fn take(&mut self, stderr: bool, line: String, log: &mut Vec<String>) -> Seen {
+        let mut seen = Seen::default();
+        if !stderr {
+            if let Some((dir, task)) = self.raw_at.take() {
+                // Opened at the first line; a log that cannot be opened
+                // (a planted symlink) costs the raw copy, not the task.
+                self.raw = RawLog::open(&dir, &task).ok();
+            }
+            if let Some(raw) = self.raw.as_mut() {
+                raw.push(&line);
+            }
+        }
+        let fed = self.reader.feed(stderr, &line);
+        for l in &fed.readable {
+            self.keep(l);
+        }
+        log.extend(fed.readable);
+        if fed.progress {
+            let pct = (self.started.elapsed().as_millis() as f64 / self.estimate_ms.max(1) as f64
+                * 100.0)
+                .min(95.0);
+            seen.progress = Some((pct, self.reader.progress_detail()));
+        }
+        if !self.session_told {
+            if let Some(id) = &self.reader.report.session_id {
+                self.session_told = true;
+                seen.session = Some(id.clone());
+            }
+        }
+        if self.limit.is_none() {
+            let now = time::now();
+            let hit = match &fed.parsed {
+                Some(parsed) => limit::from_stream(parsed, &self.patterns, &now),
+                // A stream-json agent's other lines never say a limit.
+                None if self.reader.is_stream() => None,
+                None => limit::from_text(&line, self.builtin_limits, &self.patterns, &now),
+            };
+            if let Some(l) = hit {
+                seen.stop = Some(format!("usage limit: {}", l.message));
+                self.limit = Some(l);
+            }
+        }
+        seen
+    }
+
+    fn flush(&mut self) {
+        if let Some(raw) = self.raw.as_mut() {
+            let _ = raw.flush();
+        }
     }
 }
 
@@ -113,6 +218,64 @@ impl Watch {
 struct ActionRun {
     outcome: Outcome,
     watch: Watch,
+}
+
+impl ActionRun {
+    /// What the agent said about its run (stream-json agents).
+    fn report(&self) -> Option<AgentReport> {
+        self.watch
+            .reader
+            .is_stream()
+            .then(|| self.watch.reader.report.clone())
+    }
+}
+
+/// What the agent's own report changes about how an action ended: a
+/// refused tool call fails it (`permission-denied`, naming the tool and
+/// the setting to change); an error the agent reported fails it even if
+/// it exited 0, with the agent's words rather than its exit code.
+fn conclude(outcome: &mut Outcome, watch: &Watch, permission_mode: Option<&str>) {
+    let r = &watch.reader;
+    if !r.is_stream() || !matches!(outcome.status, Status::Success | Status::Failure) {
+        return;
+    }
+    if let Some((tool, target)) = r.denials.first() {
+        let more = match r.denials.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        let rule = match (tool.as_str(), target) {
+            ("Bash", Some(cmd)) => {
+                format!("Bash({} *)", cmd.split_whitespace().next().unwrap_or(""))
+            }
+            (t, _) => t.to_owned(),
+        };
+        outcome.status = Status::Failure;
+        outcome.reason = Some(format!(
+            "{PERMISSION_DENIED}: claude refused {tool}{}{more} under permission_mode = \"{}\"; allow it in the plan with allowed_tools = [\"{rule}\"] or another permission_mode (see docs/agents.md)",
+            target.as_deref().map(|t| format!(" {t}")).unwrap_or_default(),
+            permission_mode.unwrap_or("default"),
+        ));
+        return;
+    }
+    if r.report.is_error {
+        let kind = match r.report.api_error_status {
+            Some(code) => format!("API {code}"),
+            None => r
+                .report
+                .subtype
+                .clone()
+                .unwrap_or_else(|| "is_error".to_owned()),
+        };
+        outcome.status = Status::Failure;
+        outcome.reason = Some(match r.result_text.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => format!(
+                "the agent reported an error ({kind}): {}",
+                crate::agent::cut(t, 200)
+            ),
+            None => format!("the agent reported an error ({kind})"),
+        });
+    }
 }
 
 /// `{prompt}`, `{task}`, `{title}`, `{phase}` in a phase's text.
@@ -208,16 +371,14 @@ impl Worker {
         fds: &[i32],
     ) -> Vec<(&'p Phase, String, ActionRun)> {
         let signals = self.signals.clone();
-        let patterns = self.session.info.settings.usage_limit_patterns.clone();
         let mut jobs = Vec::new();
         let mut done = Vec::new();
         for (p, (label, action, env, mut plog)) in prepared {
-            let watch = Watch::new(task, &action, &self.session.info.settings.agent);
-            match self.spec(task, &action, attempt, fds) {
+            let watch = Watch::new(self, task, &action);
+            match self.spec(task, &action, attempt, fds, None) {
                 Ok(mut spec) => {
                     spec.env.extend(env);
                     spec.env.push(("ORCH_PHASE".to_owned(), p.name.clone()));
-                    spec.observe = true;
                     let _ = plog.event(&format!(
                         "started phase {} of attempt {attempt} on {} (pid {}): {}",
                         p.name,
@@ -239,11 +400,9 @@ impl Worker {
                 .into_iter()
                 .map(|(p, label, spec, mut watch, mut plog)| {
                     let signals = &signals;
-                    let patterns = &patterns;
                     s.spawn(move || {
-                        let outcome = runner::run(&spec, &mut plog, signals, |ev| match ev {
-                            Event::Line { stderr, text } => watch.line(stderr, &text, patterns).1,
-                            _ => Control::Continue,
+                        let outcome = runner::run(&spec, &mut plog, signals, &mut watch, |_| {
+                            Control::Continue
                         });
                         (p, label, ActionRun { outcome, watch })
                     })
@@ -251,11 +410,19 @@ impl Worker {
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
-        done.extend(ran);
+        let mode = self.session.info.settings.permission_mode.clone();
+        done.extend(ran.into_iter().map(|(p, label, mut run)| {
+            conclude(&mut run.outcome, &run.watch, mode.as_deref());
+            (p, label, run)
+        }));
+        for (_, _, run) in &done {
+            self.spent(&task.id, run.watch.cost());
+        }
         done
     }
 
-    /// Runs one attempt of `task`.
+    /// Runs one attempt of `task`; a claude task with a conversation to
+    /// `resume` takes it up again.
     pub(super) fn run_attempt(
         &mut self,
         task: &Task,
@@ -263,40 +430,43 @@ impl Worker {
         fds: &[i32],
         claim: &mut Claim,
         tlog: &mut TaskLog,
+        resume: Option<&Resume>,
     ) -> AttemptRun {
-        match (&self.template, task.phases) {
-            (Some(t), true) => {
-                let t = t.clone();
-                self.run_phases(task, &t, attempt, fds, claim)
-            }
-            _ => {
-                let run = self.run_action(
-                    task,
-                    &task.action,
-                    None,
-                    attempt,
-                    fds,
-                    claim,
-                    tlog,
-                    Vec::new(),
-                );
-                let mut output = TaskOutput::default();
-                if let Some(s) = run.watch.stream {
-                    if s.unparsed > 0 {
-                        let _ = tlog.event(&format!(
-                            "{} lines of agent output were not JSON (they are in this log)",
-                            s.unparsed
-                        ));
-                    }
-                    output.summary = s.result_text.clone();
-                    output.agent = Some(s.report);
-                }
-                AttemptRun {
-                    outcome: run.outcome,
-                    output,
-                    limit: run.watch.limit,
-                }
-            }
+        if let (Some(t), true) = (&self.template, task.phases) {
+            let t = t.clone();
+            return self.run_phases(task, &t, attempt, fds, claim);
+        }
+        let run = self.run_action(
+            task,
+            &task.action,
+            None,
+            attempt,
+            fds,
+            claim,
+            tlog,
+            Vec::new(),
+            resume,
+        );
+        let mut output = TaskOutput::default();
+        if run.watch.reader.unparsed > 0 {
+            let _ = tlog.event(&format!(
+                "{} lines of agent output were not stream-json (they are in this log)",
+                run.watch.reader.unparsed
+            ));
+        }
+        output.summary = run.watch.reader.result_text.clone();
+        output.agent = run.report();
+        let final_failure = run
+            .outcome
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(PERMISSION_DENIED));
+        AttemptRun {
+            cost: run.watch.cost(),
+            outcome: run.outcome,
+            output,
+            limit: run.watch.limit,
+            final_failure,
         }
     }
 
@@ -312,26 +482,29 @@ impl Worker {
         claim: &mut Claim,
         tlog: &mut TaskLog,
         extra_env: Vec<(String, String)>,
+        resume: Option<&Resume>,
     ) -> ActionRun {
-        let mut watch = Watch::new(task, action, &self.session.info.settings.agent);
-        let outcome = match self.spec(task, action, attempt, fds) {
+        let mut watch = Watch::new(self, task, action);
+        // Only a claude prompt resumes.
+        let resume = resume.filter(|_| watch.reader.is_stream());
+        let outcome = match self.spec(task, action, attempt, fds, resume) {
             Ok(mut spec) => {
-                spec.env.extend(extra_env);
+                spec.env.extend(extra_env.iter().cloned());
                 if let Some(p) = phase {
                     spec.env.push(("ORCH_PHASE".to_owned(), p.to_owned()));
-                    // Phases keep their last lines, for gates.
-                    spec.observe = true;
                 }
                 let _ = tlog.event(&format!(
-                    "started {}attempt {attempt} on {} (pid {}): {}",
+                    "started {}attempt {attempt} on {} (pid {}): {}{}",
                     phase.map(|p| format!("phase {p} of ")).unwrap_or_default(),
                     self.id,
                     std::process::id(),
-                    super::describe(&spec.argv, action)
+                    super::describe(&spec.argv, action),
+                    resume
+                        .map(|r| format!(", resuming claude session {}", r.session_id))
+                        .unwrap_or_default()
                 ));
                 self.summary(false);
                 let signals = self.signals.clone();
-                let patterns = self.session.info.settings.usage_limit_patterns.clone();
                 // The agent's pid goes into the claim when the agent first
                 // prints or at the first tick (runner::FIRST_TICK), not at
                 // its start: a task done sooner in silence never shows, and
@@ -342,17 +515,24 @@ impl Worker {
                 // journal makes every later file creation pay for
                 // (docs/performance.md).
                 let mut agent_unrecorded = None;
-                runner::run(&spec, tlog, &signals, |ev| match ev {
-                    Event::Line { stderr, text } => {
-                        let (changed, control) = watch.line(stderr, &text, &patterns);
-                        if changed {
-                            if let Some((pct, source)) = watch.progress() {
-                                self.hb.progress = Some(pct);
-                                self.hb.progress_source = Some(source);
-                                self.beat();
+                runner::run(&spec, tlog, &signals, &mut watch, |ev| match ev {
+                    Event::Agent(pct, detail) => {
+                        self.hb.progress = Some(pct);
+                        self.hb.progress_source = Some(detail);
+                        self.beat_progress();
+                        Control::Continue
+                    }
+                    Event::AgentSession(id) => {
+                        // Kept in the claim: if this worker dies, the next
+                        // attempt can still resume the conversation.
+                        let agent = agent_unrecorded.take();
+                        let _ = claim.update(|r| {
+                            r.agent_session = Some(id);
+                            if agent.is_some() {
+                                r.agent = agent;
                             }
-                        }
-                        control
+                        });
+                        Control::Continue
                     }
                     Event::Spawned(pid) => {
                         agent_unrecorded = Some(ProcessIdentity::of(pid));
@@ -372,17 +552,24 @@ impl Worker {
                 Outcome::not_started(reason, time::now())
             }
         };
-        // The agent said it failed, though it exited 0.
         let mut outcome = outcome;
-        if let Some(s) = &watch.stream {
-            if s.report.is_error && outcome.status == Status::Success {
-                outcome.status = Status::Failure;
-                outcome.reason = Some(format!(
-                    "the agent reported an error ({})",
-                    s.report.subtype.as_deref().unwrap_or("is_error")
+        self.spent(&task.id, watch.cost());
+        if let Some(r) = resume {
+            if watch.reader.resume_missing {
+                // claude's transcript of that conversation is gone (another
+                // HOME, another host, cleaned up): start over instead.
+                let _ = tlog.event(&format!(
+                    "claude has no conversation {} to resume here; starting the task over",
+                    r.session_id
                 ));
+                return self.run_action(
+                    task, action, phase, attempt, fds, claim, tlog, extra_env, None,
+                );
             }
+            watch.reader.report.resumed_from = Some(r.session_id.clone());
         }
+        let mode = self.session.info.settings.permission_mode.clone();
+        conclude(&mut outcome, &watch, mode.as_deref());
         ActionRun { outcome, watch }
     }
 
@@ -400,6 +587,7 @@ impl Worker {
         let mut runs: Vec<PhaseRun> = Vec::new();
         let mut output = TaskOutput::default();
         let mut feedback: Option<String> = None;
+        let mut cost: Option<Cost> = None;
         let mut stages: Vec<Vec<&Phase>> = Vec::new();
         for p in &t.phases {
             match stages.last_mut() {
@@ -412,9 +600,13 @@ impl Worker {
                       exit_code: Option<i32>,
                       output: TaskOutput,
                       runs: Vec<PhaseRun>,
-                      limit: Option<UsageLimit>| {
+                      limit: Option<UsageLimit>,
+                      cost: Option<Cost>| {
             let mut output = output;
             output.phases = runs;
+            let final_failure = reason
+                .as_deref()
+                .is_some_and(|r| r.contains(PERMISSION_DENIED));
             AttemptRun {
                 outcome: Outcome {
                     status,
@@ -427,6 +619,8 @@ impl Worker {
                 },
                 output,
                 limit,
+                cost,
+                final_failure,
             }
         };
         for round in 1..=t.max_rounds {
@@ -445,7 +639,7 @@ impl Worker {
                     match self.prepare_phase(task, p, round, &t.phases[0], feedback.as_deref()) {
                         Ok(x) => prepared.push((*p, x)),
                         Err(e) => {
-                            return finish(Status::Failure, Some(e), None, output, runs, None)
+                            return finish(Status::Failure, Some(e), None, output, runs, None, cost)
                         }
                     }
                 }
@@ -460,12 +654,16 @@ impl Worker {
                         claim,
                         &mut plog,
                         env,
+                        None,
                     );
                     vec![(p, label, run)]
                 } else {
                     self.run_parallel(task, prepared, attempt, fds)
                 };
                 for (p, label, run) in results {
+                    if let Some(c) = run.watch.cost() {
+                        cost.get_or_insert_with(Cost::default).add(&c);
+                    }
                     let o = &run.outcome;
                     let duration =
                         (o.finished - o.started).num_milliseconds().max(0) as f64 / 1000.0;
@@ -495,9 +693,14 @@ impl Worker {
                         reason: reason.clone(),
                         duration,
                     });
-                    if let Some(s) = run.watch.stream {
-                        output.summary = s.result_text.clone().or(output.summary.take());
-                        output.agent = Some(s.report);
+                    if let Some(report) = run.report() {
+                        output.summary = run
+                            .watch
+                            .reader
+                            .result_text
+                            .clone()
+                            .or(output.summary.take());
+                        output.agent = Some(report);
                     }
                     if run.watch.limit.is_some() || status == Status::Interrupted {
                         return finish(
@@ -507,6 +710,7 @@ impl Worker {
                             output,
                             runs,
                             run.watch.limit,
+                            cost,
                         );
                     }
                     if status == Status::Success {
@@ -529,6 +733,7 @@ impl Worker {
                             output,
                             runs,
                             None,
+                            cost,
                         );
                     }
                 }
@@ -537,7 +742,7 @@ impl Worker {
                 }
             }
             let Some((gate, text)) = gate_failed else {
-                return finish(Status::Success, None, Some(0), output, runs, None);
+                return finish(Status::Success, None, Some(0), output, runs, None, cost);
             };
             if let Ok(mut l) = TaskLog::open(&self.dir, &task.id) {
                 let _ = l.event(&format!(
@@ -560,6 +765,7 @@ impl Worker {
                     output,
                     runs,
                     None,
+                    cost,
                 );
             }
             feedback = Some(format!(
@@ -574,6 +780,7 @@ impl Worker {
             output,
             runs,
             None,
+            cost,
         )
     }
 }

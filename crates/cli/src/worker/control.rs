@@ -140,8 +140,24 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
 }
 
 /// Lifts `stop`.
-pub fn resume(global: &Global) -> Result<u8> {
+pub fn resume(global: &Global, budget: Option<f64>) -> Result<u8> {
     let session = global.session()?;
+    if let Some(b) = budget {
+        if !(b.is_finite() && b > 0.0) {
+            return Err(exit::coded(
+                exit::USAGE,
+                format!(
+                    "--budget {b}: give the most the session's agents may spend, in US dollars"
+                ),
+            ));
+        }
+        let s = orch_session::spend::set_budget(&session.dir, b)?;
+        let msg = format!("budget set to ${b:.2} (${:.2} spent so far)", s.total.usd);
+        let _ = log::run_event(&session.dir, "orch-worker resume", &msg);
+        if !global.json {
+            outln(&format!("session {}: {msg}", session.info.id))?;
+        }
+    }
     let marker = session.dir.status_dir().join(STOPPED_MARKER);
     let existed = match fs::remove_file(&marker) {
         Ok(()) => true,

@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::agent::{AgentFormat, AgentSpec};
 use super::{
     analysis, Action, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl, Settings, Task,
     Template, Threshold, Workspace, WorktreeSpec,
@@ -147,6 +148,11 @@ struct RawPlan<T> {
     name: Option<String>,
     agents: Option<AgentsValue>,
     agent: Option<AgentValue>,
+    format: Option<String>,
+    permission_mode: Option<String>,
+    allowed_tools: Option<Vec<String>>,
+    resume: Option<bool>,
+    budget_usd: Option<f64>,
     timeout: Option<DurationValue>,
     retries: Option<u32>,
     backoff: Option<DurationValue>,
@@ -493,6 +499,11 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         name,
         agents,
         agent,
+        format,
+        permission_mode,
+        allowed_tools,
+        resume,
+        budget_usd,
         timeout,
         retries,
         backoff,
@@ -527,6 +538,11 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             name,
             agents,
             agent,
+            format,
+            permission_mode,
+            allowed_tools,
+            resume,
+            budget_usd,
             timeout,
             retries,
             backoff,
@@ -646,17 +662,42 @@ fn build(
     name_override: Option<&str>,
 ) -> Result<Plan, Diagnostic> {
     let mut settings = Settings::default();
-    if let Some(a) = head.agent {
-        if a.0.is_empty() || a.0[0].is_empty() {
-            return Err(ctx
-                .diag(None, "`agent` is empty")
-                .help("give an argv template like \"claude -p {prompt}\""));
-        }
-        // A single known name is a preset.
-        settings.agent = match a.0.as_slice() {
-            [one] => super::agent_preset(one).unwrap_or(a.0),
-            _ => a.0,
+    let format = match head.format.as_deref() {
+        None => None,
+        Some(f) => Some(AgentFormat::parse(f).ok_or_else(|| {
+            ctx.diag(
+                find(ctx, "format"),
+                format!("format = \"{f}\" is not an output format"),
+            )
+            .help("use \"claude-stream-json\" (claude and wrappers of it) or \"text\"")
+        })?),
+    };
+    let spec = AgentSpec {
+        agent: head.agent.map(|a| a.0),
+        format,
+        permission_mode: head.permission_mode,
+        allowed_tools: head.allowed_tools.unwrap_or_default(),
+    };
+    settings.set_agent(&spec).map_err(|m| {
+        let key = if m.contains("permission_mode") {
+            "permission_mode"
+        } else {
+            "agent"
         };
+        ctx.diag(find(ctx, key), m).help(
+            "see docs/agents.md: agent = \"claude\" (the default), \"codex\", \"aider\", \"gemini\" or an argv template",
+        )
+    })?;
+    if let Some(r) = head.resume {
+        settings.resume = r;
+    }
+    if let Some(b) = head.budget_usd {
+        if !(b.is_finite() && b > 0.0) {
+            return Err(ctx
+                .diag(find(ctx, "budget_usd"), format!("budget_usd = {b} is not a budget"))
+                .help("give the most the session's agents may spend, in US dollars: budget_usd = 25.0"));
+        }
+        settings.budget_usd = Some(b);
     }
     if let Some(v) = head.prompt_stdin {
         settings.prompt_stdin = v;

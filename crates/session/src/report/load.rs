@@ -86,6 +86,8 @@ struct ResultView<'a> {
     artifacts: Vec<IgnoredAny>,
     #[serde(default)]
     data: AnyMap,
+    #[serde(default)]
+    cost: Option<crate::result::Cost>,
 }
 
 /// Any JSON object, skipped without being stored.
@@ -360,6 +362,7 @@ fn outcome(
             Vec::new()
         },
         score: v.score,
+        cost: v.cost,
     })
 }
 

@@ -47,6 +47,7 @@ fn ran(id: &str, status: Status, start: f64, end: f64) -> TaskResult {
         started: Some(at(start)),
         finished: at(end),
         duration: end - start,
+        cost: None,
         output: TaskOutput::default(),
     }
 }
