@@ -27,8 +27,8 @@ else to `default` (else it gets "Done."). Each (conversation,
 X-Claude-Code-Session-Id) pair has a cursor, so a resumed session carries on
 where it stopped: every main request consumes the next step; once they are
 used up, `then` (default {"text": "Done."}) is served every time. Requests
-without tools (the CLI's title generation) get a short title and consume
-nothing.
+without tools (the CLI's title generation) get a short title, consume
+nothing and cost nothing (zero tokens), so a run's cost is its steps'.
 
 Steps:
   {"text": T}                      one text block, stop_reason end_turn
@@ -310,7 +310,11 @@ class Handler(BaseHTTPRequestHandler):
             elif kind == "other":
                 self.send_error_body(404, "not_found_error", f"no such endpoint: {path}")
             elif kind == "side":
-                self.reply(body if isinstance(body, dict) else {}, {"text": side_text(body)})
+                # Free, so that what a scripted run costs depends on its
+                # steps alone (the CLI does not always ask for a title).
+                free = {"input_tokens": 0, "output_tokens": 0}
+                self.reply(body if isinstance(body, dict) else {},
+                           {"text": side_text(body), "usage": free})
             else:
                 self.reply(body, step)
         except ConnectionError:  # broken pipe, reset: the client hung up mid-answer

@@ -16,7 +16,7 @@ use crate::support::*;
 
 /// Keeps git away from the real home, the system config and any
 /// repository the tests run inside.
-fn isolate(c: &mut Command, env: &Env) {
+pub fn isolate(c: &mut Command, env: &Env) {
     c.env("HOME", env.dir.path())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", env.path("gitconfig"))
@@ -40,14 +40,14 @@ fn isolate(c: &mut Command, env: &Env) {
 }
 
 /// An orch binary, isolated from the user's git.
-fn orch(env: &Env, bin: &str) -> Command {
+pub fn orch(env: &Env, bin: &str) -> Command {
     let mut c = env.cmd(bin);
     isolate(&mut c, env);
     c
 }
 
 /// Runs git (as the test's user, with an identity) and returns stdout.
-fn git(env: &Env, dir: &Path, args: &[&str]) -> String {
+pub fn git(env: &Env, dir: &Path, args: &[&str]) -> String {
     let mut c = Command::new("git");
     c.arg("-C")
         .arg(dir)
@@ -67,7 +67,7 @@ fn git(env: &Env, dir: &Path, args: &[&str]) -> String {
 
 /// A repository `repo/` with `files` committed on `main`, and a bare
 /// remote `remote.git` that counts pushes in `pushes.log`.
-fn repo(env: &Env, files: &[(&str, &str)]) -> PathBuf {
+pub fn repo(env: &Env, files: &[(&str, &str)]) -> PathBuf {
     env.write(
         "gitconfig",
         "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
@@ -102,7 +102,7 @@ fn repo(env: &Env, files: &[(&str, &str)]) -> PathBuf {
 
 /// Writes `repo/plan.toml` and creates a session; returns its id and the
 /// text orch-plan printed.
-fn plan_in_repo(env: &Env, text: &str, extra: &[&str]) -> (String, String) {
+pub fn plan_in_repo(env: &Env, text: &str, extra: &[&str]) -> (String, String) {
     let p = env.write("repo/plan.toml", text);
     let out = output(orch(env, "orch-plan").arg(&p).args(extra));
     assert!(

@@ -13,6 +13,7 @@ mod hosts;
 mod locks;
 mod monitor;
 mod plan;
+mod real_claude;
 mod roadmap;
 mod security;
 mod slurm;

@@ -284,6 +284,11 @@ impl Reader {
                 self.report.subtype = Some(r.subtype.clone());
                 self.report.is_error = r.is_error;
                 self.report.api_error_status = r.api_error_status;
+                self.report.api_error = r.is_error
+                    && (r.api_error_status.is_some()
+                        || r.result
+                            .as_deref()
+                            .is_some_and(|t| t.starts_with("API Error")));
                 self.report.cost_usd = r.cost();
                 if let Some(u) = r.usage {
                     self.report.input_tokens = Some(u.input_tokens);

@@ -362,6 +362,9 @@ struct Worker {
     budget_hold: Option<orch_session::spend::Locked>,
     /// "budget reached" was said.
     budget_told: bool,
+    /// What was spent of the budget when the last claim was made, for the
+    /// "claimed" line.
+    budget_note: Option<String>,
 }
 
 /// `Worker::beat_lazy` puts a heartbeat off when one was written this
@@ -522,6 +525,7 @@ impl Worker {
             progress_dirty: false,
             budget_hold: None,
             budget_told: false,
+            budget_note: None,
         };
         w.beat();
         let mine = liveness::Mine {
@@ -671,6 +675,9 @@ impl Worker {
                 held.spend.total.usd
             ))),
             _ => {
+                self.budget_note = budget.map(|b| {
+                    format!("; ${:.2} of ${b:.2} spent", held.spend.total.usd)
+                });
                 self.budget_hold = Some(held);
                 Ok(None)
             }
@@ -825,6 +832,9 @@ impl Worker {
             });
             // Claimed (or not) under the budget: others may spend again.
             self.budget_hold = None;
+            if !matches!(next, Ok(Some(_))) {
+                self.budget_note = None;
+            }
             while self.unclaimable_told < self.board.unclaimable.len() {
                 let (task, e) = &self.board.unclaimable[self.unclaimable_told];
                 let msg = format!(
@@ -1213,7 +1223,11 @@ impl Worker {
             } else {
                 self.beat_lazy();
             }
-            self.event(&format!("claimed {} (attempt {attempt})", task.id));
+            let budget_note = self.budget_note.take().unwrap_or_default();
+            self.event(&format!(
+                "claimed {} (attempt {attempt}{budget_note})",
+                task.id
+            ));
             // Throttled; one put off is written at the task's first tick
             // (runner::FIRST_TICK) at the latest, so it is never stale for
             // a whole task.

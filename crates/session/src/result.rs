@@ -147,6 +147,10 @@ pub struct AgentReport {
     /// The HTTP status of the API error that ended the run, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_error_status: Option<u16>,
+    /// The run ended on an API error (a status, a refused or dropped
+    /// connection): the conversation is whole and can be resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_error: bool,
     /// Cost in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,

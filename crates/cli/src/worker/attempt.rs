@@ -74,7 +74,7 @@ impl Resume {
         let cut_short = match previous.status {
             Status::Interrupted | Status::Timeout => true,
             Status::Failure => {
-                agent.api_error_status.is_some()
+                agent.api_error
                     && !previous
                         .reason
                         .as_deref()
@@ -259,13 +259,12 @@ fn conclude(outcome: &mut Outcome, watch: &Watch, permission_mode: Option<&str>)
         return;
     }
     if r.report.is_error {
-        let kind = match r.report.api_error_status {
-            Some(code) => format!("API {code}"),
-            None => r
-                .report
-                .subtype
-                .clone()
-                .unwrap_or_else(|| "is_error".to_owned()),
+        // claude reports an API error it gave up on as subtype `success`
+        // with `is_error`; its own words then say what happened.
+        let kind = match (r.report.api_error_status, r.report.subtype.as_deref()) {
+            (Some(code), _) => format!("API {code}"),
+            (None, Some("success") | None) => "error".to_owned(),
+            (None, Some(sub)) => sub.to_owned(),
         };
         outcome.status = Status::Failure;
         outcome.reason = Some(match r.result_text.as_deref().filter(|t| !t.is_empty()) {
