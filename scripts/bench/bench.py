@@ -13,7 +13,7 @@ shared machine hits them alike. Ratios are what to read; absolute times
 move with the machine's load (reported beside them).
 
 Usage: bench.py [--quick] [--only NAME,...] [--bin DIR] [--no-write] [--keep]
-Names: dispatch, dag, barrier, claim, plan, monitor.
+Names: dispatch, dag, barrier, claim, plan, monitor, claude.
 """
 import argparse
 import ctypes
@@ -622,6 +622,136 @@ def bench_monitor(cfg, bindir, work):
 
 # ---------------------------------------------------------------- report
 
+# ---------------------------------------------------------------- claude
+
+CLAUDE = os.path.join(REPO, "target", "claude-code", "node_modules", "@anthropic-ai",
+                      "claude-code", "bin", "claude.exe")
+
+
+def start_standin(work, script):
+    """Starts scripts/anthropic-standin.py with `script`; returns (process, url)."""
+    path = os.path.join(work, "standin.json")
+    with open(path, "w") as f:
+        json.dump(script, f)
+    p = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "anthropic-standin.py"),
+                          "--script", path], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    url = p.stdout.readline().decode().strip()
+    if not url.startswith("http://"):
+        p.kill()
+        raise RuntimeError(f"the stand-in did not start: {url!r}")
+    return p, url
+
+
+def worker_cpu(run_log):
+    """orch's own CPU and its tasks' CPU, summed over the workers' exit lines."""
+    own = tasks = 0.0
+    with open(run_log) as f:
+        for line in f:
+            if " exiting: " in line and "; CPU " in line:
+                words = line.rsplit("; CPU ", 1)[1].split()
+                own += float(words[0].rstrip("s"))
+                tasks += float(words[4].rstrip("s"))
+    return own, tasks
+
+
+def bench_claude(cfg, bindir, work):
+    """The real claude CLI through the loopback stand-in: N prompt tasks of
+    three model turns (Write, Bash, answer) on 2 workers, against the same
+    N runs of the same command under xargs -P2. orch's own CPU (its
+    workers' rusage) is set against its agents' (what the workers reaped)."""
+    if not os.access(CLAUDE, os.X_OK):
+        log("claude: skipped, the CLI is not installed (scripts/deps.sh installs it)")
+        return [Row("agent run overhead", "real claude CLI", "skipped: CLI not installed",
+                    "", None, "", True)], ["The claude CLI was not installed."]
+    n, rounds = cfg["claude_n"], cfg["rounds"]
+    server, url = start_standin(work, {"default": {"steps": [
+        {"tool": "Write", "input": {"file_path": "out.txt", "content": "x\n"}},
+        {"tool": "Bash", "input": {"command": "echo checked"}},
+        {"text": "Done."}]}})
+    bin_dir = os.path.join(work, "claude-bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    link = os.path.join(bin_dir, "claude")
+    if not os.path.exists(link):
+        os.symlink(CLAUDE, link)
+    home = os.path.join(work, "claude-home")
+    os.makedirs(home, exist_ok=True)
+    env = dict(os.environ, HOME=home, PATH=bin_dir + ":" + os.environ["PATH"],
+               ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY="sk-ant-bench",
+               CLAUDE_CODE_MAX_RETRIES="0", DISABLE_AUTOUPDATER="1", DISABLE_TELEMETRY="1",
+               DISABLE_ERROR_REPORTING="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
+    t = {"orch": [], "xargs": [], "own": [], "tasks": [], "orch_cpu": [], "xargs_cpu": []}
+    try:
+        for r in range(rounds):
+            root = os.path.join(work, f"claude-{r}")
+            wd = os.path.join(root, "work")
+            os.makedirs(wd)
+            plan = os.path.join(wd, "plan.toml")
+            with open(plan, "w") as f:
+                f.write('name = "claude"\n')
+                for i in range(n):
+                    f.write(f'[[task]]\nid = "t{i}"\nprompt = "task {i}: write and check"\n')
+            env["ORCH_HOME"] = root
+            t0 = time.monotonic()
+            p = run([os.path.join(bindir, "orch-plan"), plan], env=env, stdout=subprocess.PIPE)
+            sid = p.out.decode().strip().splitlines()[-1]
+            w = run([os.path.join(bindir, "orch-worker"), "--session", sid, "--parallel", "2"],
+                    env=env)
+            t["orch"].append(time.monotonic() - t0)
+            sdir = os.path.join(root, f"session-{sid}")
+            ok = sum(1 for v in results_of(sdir).values() if v["status"] == "success")
+            if ok != n:
+                raise RuntimeError(f"claude: {ok} of {n} tasks succeeded")
+            own, tasks = worker_cpu(os.path.join(sdir, "logs", "run.log"))
+            t["own"].append(own)
+            t["tasks"].append(tasks)
+            t["orch_cpu"].append(w.user + w.sys)
+            # The same runs, one shell per task, as a script would start them.
+            xd = os.path.join(root, "xargs")
+            os.makedirs(xd)
+            seq = "".join(f"{i}\n" for i in range(n)).encode()
+            cmd = ("mkdir -p \"$0\" && cd \"$0\" && claude -p \"task $0: write and check\" "
+                   "--output-format stream-json --verbose --permission-mode acceptEdits > out.jsonl")
+            x = run(["xargs", "-P2", "-I{}", "sh", "-c", cmd, os.path.join(xd, "{}")],
+                    env=env, stdin=seq)
+            t["xargs"].append(x.wall)
+            t["xargs_cpu"].append(x.user + x.sys)
+            log(f"claude round {r + 1}: orch {t['orch'][-1]:.1f}s (own CPU {own:.3f}s, agents "
+                f"{tasks:.1f}s), xargs {x.wall:.1f}s")
+            discard(root)
+    finally:
+        server.kill()
+        server.wait()
+    own, tasks = med(t["own"]), med(t["tasks"])
+    o, xa = med(t["orch"]), med(t["xargs"])
+    per_run = own / n * 1000
+    share = own / tasks if tasks else float("nan")
+    rows = [
+        Row("agent run overhead", f"{n} real claude runs (3 turns each), 2 workers",
+            f"{per_run:.1f} ms own CPU per run ({share * 100:.2f}% of the agents' "
+            f"{tasks / n * 1000:.0f} ms)", "", None, "≤ 1% of the agents' CPU", share <= 0.01),
+        Row("", "", f"{fmt_s(o)} wall", f"xargs -P2: {fmt_s(xa)}", o / xa, "≤ 1.10×",
+            o / xa <= 1.10),
+    ]
+    detail = [
+        f"claude {subprocess.run([CLAUDE, '--version'], capture_output=True, text=True, env=env).stdout.strip()}"
+        f" against scripts/anthropic-standin.py on loopback; each run makes three model "
+        "requests (a Write, a Bash `echo`, an answer) and runs the two tools. orch's own CPU "
+        "is what its workers report at exit (getrusage of themselves); the agents' is what "
+        "they reaped (claude and its tools). xargs runs the same command line, one `sh -c` "
+        "per run, with no logs, results or claims.",
+        "",
+        "| round | orch wall | orch own CPU | agents' CPU | orch total CPU | xargs wall | "
+        "xargs total CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in range(rounds):
+        detail.append(f"| {r + 1} | {fmt_s(t['orch'][r])} | {fmt_s(t['own'][r])} | "
+                      f"{fmt_s(t['tasks'][r])} | {fmt_s(t['orch_cpu'][r])} | "
+                      f"{fmt_s(t['xargs'][r])} | {fmt_s(t['xargs_cpu'][r])} |")
+    return rows, detail
+
+
 BENCHES = [
     ("dispatch", "Dispatch overhead", bench_dispatch),
     ("dag", "DAG makespan and schedule quality", bench_dag),
@@ -629,14 +759,15 @@ BENCHES = [
     ("claim", "Claim scaling", bench_claim),
     ("plan", "Plan scale", bench_plan),
     ("monitor", "Monitor and aggregate", bench_monitor),
+    ("claude", "Real agent runs", bench_claude),
 ]
 
 FULL = dict(rounds=3, dispatch_n=5000, dag_n=300, barrier_rounds=200, claim_n=100_000,
             claim_k=500, claim_hand_k=20, claim_rounds=1, plan_n=100_000, plan_edges=300_000,
-            monitor_sizes=[10_000, 100_000])
+            monitor_sizes=[10_000, 100_000], claude_n=24)
 QUICK = dict(rounds=1, dispatch_n=1000, dag_n=100, barrier_rounds=50, claim_n=20_000,
              claim_k=200, claim_hand_k=5, claim_rounds=1, plan_n=20_000, plan_edges=60_000,
-             monitor_sizes=[1_000, 10_000])
+             monitor_sizes=[1_000, 10_000], claude_n=8)
 
 
 def machine():

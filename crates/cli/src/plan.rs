@@ -996,6 +996,23 @@ pub fn render(plan: &Plan, source: &str, session: Option<&Session>, style: Style
         ms(a.parallel_ms),
         ms(a.sequential_ms),
     );
+    let prompts = plan
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.action, orch_session::plan::Action::Prompt(_)))
+        .count();
+    if prompts > 0 {
+        let st = &plan.settings;
+        s += &format!(
+            "Agent for {}: {} ({}{})\n",
+            plural(prompts, "prompt task"),
+            st.agent.join(" "),
+            st.agent_format().as_str(),
+            st.budget_usd
+                .map(|b| format!(", budget ${b:.2}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(t) = &plan.template {
         let mut stages: Vec<String> = Vec::new();
         for p in &t.phases {

@@ -1616,9 +1616,23 @@ impl Worker {
         let _ = heartbeat::remove(&self.dir, &self.id);
         atomic::sweep_session(self.dir.path());
         self.summary(true);
+        // What orch itself cost, beside what the tasks it ran cost: the
+        // figure that says whether orch is a small part of the work.
+        let cpu = |who| {
+            nix::sys::resource::getrusage(who)
+                .map(|u| {
+                    let t =
+                        |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+                    t(u.user_time()) + t(u.system_time())
+                })
+                .unwrap_or(0.0)
+        };
         self.event(&format!(
-            "exiting: {} succeeded, {} failed",
-            self.done, self.failed
+            "exiting: {} succeeded, {} failed; CPU {:.3}s for this worker, {:.3}s for its tasks",
+            self.done,
+            self.failed,
+            cpu(nix::sys::resource::UsageWho::RUSAGE_SELF),
+            cpu(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         ));
     }
 }
