@@ -418,7 +418,10 @@ fn api_errors_fail_the_attempt_and_the_retry_resumes_the_conversation() {
                 {"text": "Finished after the overload."}]},
             {"match": "TASK-DROP", "steps": [
                 {"drop": "before"},
-                {"text": "Finished after the reset connection."}]}
+                {"text": "Finished after the reset connection."}]},
+            {"match": "TASK-SLOW", "steps": [
+                {"tool": "Write", "input": {"file_path": "slow.txt", "content": "s\n"}, "delay_ms": 150},
+                {"text": "A slow stream, but whole.", "delay_ms": 150}]}
         ]}),
     ) else {
         return;
@@ -426,7 +429,7 @@ fn api_errors_fail_the_attempt_and_the_retry_resumes_the_conversation() {
     fs::create_dir_all(env.path("work")).unwrap();
     let plan = env.write(
         "work/plan.toml",
-        "retries = 1\nbackoff = \"0s\"\n[[task]]\nid = \"over\"\nprompt = \"TASK-529\"\n[[task]]\nid = \"drop\"\nprompt = \"TASK-DROP\"\n",
+        "retries = 1\nbackoff = \"0s\"\n[[task]]\nid = \"over\"\nprompt = \"TASK-529\"\n[[task]]\nid = \"drop\"\nprompt = \"TASK-DROP\"\n[[task]]\nid = \"slow\"\nprompt = \"TASK-SLOW\"\n",
     );
     let out = env.run("orch-plan", &[plan.to_str().unwrap()]);
     let id = stdout(&out).lines().last().unwrap().to_owned();
@@ -471,6 +474,12 @@ fn api_errors_fail_the_attempt_and_the_retry_resumes_the_conversation() {
         "{d}"
     );
     assert_eq!(env.results(&id)["drop"]["status"], "success");
+    let slow = &env.results(&id)["slow"];
+    assert_eq!(
+        (slow["status"].as_str(), slow["attempt"].as_u64()),
+        (Some("success"), Some(1))
+    );
+    assert_eq!(slow["summary"], "A slow stream, but whole.");
 }
 
 /// Plans one prompt task in its own session; returns the session id.
@@ -500,6 +509,8 @@ fn usage_limits_pause_every_worker_until_the_instant_claude_gives() {
         &env,
         "usage_limits_pause_every_worker_until_the_instant_claude_gives",
         json!({"conversations": [
+            {"match": "LIMIT-PLAIN", "steps": [
+                {"error": 429, "message": "Number of request tokens has exceeded your per-minute rate limit"}]},
             {"match": "LIMIT-EPOCH", "steps": [
                 {"error": 429, "message": format!("Claude AI usage limit reached|{epoch}")},
                 {"text": "Resumed after the limit."}]},
@@ -532,6 +543,19 @@ fn usage_limits_pause_every_worker_until_the_instant_claude_gives() {
         let out = output(&mut c);
         assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     };
+
+    // 0. A 429 that gives no time: the plan's usage_pause.
+    let id = one_task(&env, "plain", "LIMIT-PLAIN", "usage_pause = \"2h\"");
+    let before = chrono::Utc::now();
+    run(&id, &[]);
+    let r = &env.results(&id)["p"];
+    assert_eq!(r["status"], "interrupted", "{r}");
+    let until = paused_until(&env, &id);
+    assert!(
+        until >= before + chrono::Duration::hours(2)
+            && until <= chrono::Utc::now() + chrono::Duration::hours(2),
+        "{until}"
+    );
 
     // 1. The epoch after the bar.
     let id = one_task(&env, "epoch", "LIMIT-EPOCH", "");
@@ -880,4 +904,49 @@ fn a_wrapper_script_around_claude_is_read_like_claude() {
         fs::read_to_string(env.path("wrapped/w.txt")).unwrap(),
         "w\n"
     );
+}
+
+#[test]
+fn every_agent_run_of_a_task_adds_to_its_cost() {
+    let env = Env::new();
+    let Some(real) = Real::start(
+        &env,
+        "every_agent_run_of_a_task_adds_to_its_cost",
+        json!({"conversations": [
+            // The work phase, then the review phase: a run each.
+            {"match": "Review the work done", "steps": [
+                {"text": "Reviewed.", "usage": {"input_tokens": 200, "output_tokens": 40}}]},
+            {"match": "PHASED", "steps": [
+                {"text": "Worked.", "usage": {"input_tokens": 100, "output_tokens": 20}}]}
+        ]}),
+    ) else {
+        return;
+    };
+    let id = one_task(
+        &env,
+        "phased",
+        "PHASED",
+        "[template]\nphases = [\"work\", \"review\"]",
+    );
+    let out = output(real.cmd(&env, "orch-worker").args(["--session", &id]));
+    assert!(out.status.success(), "{}", stdout(&out));
+    let r = &env.results(&id)["p"];
+    assert_eq!(r["cost"]["runs"], 2, "{r}");
+    assert_eq!(
+        (
+            r["cost"]["input_tokens"].as_u64(),
+            r["cost"]["output_tokens"].as_u64()
+        ),
+        (Some(300), Some(60)),
+        "{r}"
+    );
+    let ledger = read_json(&env.session_dir(&id).join("status/spend.json"));
+    assert_eq!(ledger["total"], r["cost"]);
+    let phases: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["p/work", "p/review"]);
 }
