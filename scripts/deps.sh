@@ -4,10 +4,13 @@
 # (into target/claude-code; tests point it at our loopback stand-in of the
 # Messages API, scripts/anthropic-standin.py). Does nothing when they are
 # present.
+#
+# Usage: scripts/deps.sh [COMMAND:PACKAGE ...]   also these (the benchmarks
+#                                                 add parallel:parallel make:make)
 set -eu
 cd "$(dirname "$0")/.."
 need=""
-pairs="flock:util-linux tmux:tmux python3:python3 git:git"
+pairs="flock:util-linux tmux:tmux python3:python3 git:git $*"
 # The long scenarios drive a real cron daemon and a real one-node Slurm
 # cluster (scripts/slurm-test-cluster.sh; the daemons live in /usr/sbin).
 [ -n "${ORCH_LONG_TESTS:-}" ] && pairs="$pairs cron:cron unshare:util-linux sbatch:slurm-wlm slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge"
