@@ -362,6 +362,8 @@ struct Worker {
     budget_hold: Option<orch_session::spend::Locked>,
     /// "budget reached" was said.
     budget_told: bool,
+    /// An unreadable spend ledger was warned about.
+    ledger_warned: bool,
     /// What was spent of the budget when the last claim was made, for the
     /// "claimed" line.
     budget_note: Option<String>,
@@ -525,6 +527,7 @@ impl Worker {
             progress_dirty: false,
             budget_hold: None,
             budget_told: false,
+            ledger_warned: false,
             budget_note: None,
         };
         w.beat();
@@ -651,8 +654,8 @@ impl Worker {
             // Without a budget of its own, a session whose ledger is
             // damaged goes on (and says so once).
             Err(e) if session_budget.is_none() => {
-                if !self.budget_told {
-                    self.budget_told = true;
+                if !self.ledger_warned {
+                    self.ledger_warned = true;
                     self.event(&format!("warning: {e:#}"));
                 }
                 None
