@@ -1067,3 +1067,76 @@ fn bad_worktree_plans_are_refused_and_imports_are_reported() {
     assert_eq!(v["conflicts"]["imports"][0]["ordered"], true, "{v:#}");
     assert_eq!(v["waves"], serde_json::json!([["models"], ["views"]]));
 }
+
+/// Cron users re-plan one repository all day: ten sessions in a row, each
+/// with a task that fails and keeps its worktree, and plans without
+/// worktrees between them, all plan (the backup skips `.worktrees`, even
+/// once it is ignored and holds kept worktrees), run and merge.
+#[test]
+fn ten_sessions_in_a_row_on_one_repository_with_kept_failed_worktrees() {
+    let env = Env::new();
+    let repo = repo(&env, &[("README.md", "# day\n")]);
+    for round in 1..=10 {
+        let plan = format!(
+            "name = \"tick\"\nworkspace = \"worktree\"\nbackup = true\n\
+             [[task]]\nid = \"ok\"\ncommand = \"echo {round} > f{round}.txt\"\nfiles = [\"f{round}.txt\"]\n\
+             [[task]]\nid = \"bad\"\ncommand = \"echo broken > b.txt; exit 1\"\nfiles = [\"b.txt\"]\n"
+        );
+        let (id, _) = plan_in_repo(&env, &plan, &[]);
+        let out = output(orch(&env, "orch-worker").args(["--session", &id]));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "round {round}: {}",
+            stderr(&out)
+        );
+        let results = env.results(&id);
+        assert_eq!(results["ok"]["status"], "success", "round {round}");
+        assert_eq!(results["bad"]["status"], "failure", "round {round}");
+        // The failed task's worktree is kept, to look into.
+        let kept = results["bad"]["data"]["git"]["worktree"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            Path::new(&kept).join("b.txt").exists(),
+            "round {round}: {kept}"
+        );
+        let out = output(orch(&env, "orch-sync").args(["merge", "--session", &id]));
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_eq!(
+            git(&env, &repo, &["show", &format!("main:f{round}.txt")]),
+            round.to_string()
+        );
+        // A plan without worktrees in between never trips over them.
+        if round % 3 == 0 {
+            let (id, _) = plan_in_repo(
+                &env,
+                "name = \"shared\"\n[[task]]\nid = \"look\"\ncommand = \"ls .worktrees > seen.txt\"\n",
+                &[],
+            );
+            let out = output(orch(&env, "orch-worker").args(["--session", &id]));
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+    }
+    // Every session kept its backup; the user's files are as they were,
+    // with the merged work.
+    let refs = git(
+        &env,
+        &repo,
+        &["for-each-ref", "--format=%(refname)", "refs/orch/"],
+    );
+    assert!(
+        refs.lines().filter(|r| r.ends_with("/backup")).count() >= 10,
+        "{refs}"
+    );
+    assert_eq!(
+        fs::read_to_string(repo.join("README.md")).unwrap(),
+        "# day\n"
+    );
+}

@@ -79,7 +79,18 @@ pub fn snapshot(repo: &Path, backup: bool) -> Result<GitInfo, GitError> {
         let tmp = git.clone().env("GIT_INDEX_FILE", temp.clone());
         // An index in the middle of a conflicted merge has no tree.
         let staged = tmp.run(&["write-tree"]).ok();
-        tmp.run(&["add", "--all", "--", ".", &exclude])?;
+        // Task worktrees are never backed up. Once `.worktrees` is ignored
+        // (orch ignores it when it makes the first), git refuses a pathspec
+        // that names it, even to exclude it: it is left out by being
+        // ignored, and by the pathspec only while it is not.
+        let ignored = git
+            .output(&["check-ignore", "-q", "--", WORKTREES])
+            .is_ok_and(|o| o.code == 0);
+        let mut add = vec!["add", "--all", "--", "."];
+        if !ignored {
+            add.push(&exclude);
+        }
+        tmp.run(&add)?;
         let worktree = tmp.run(&["write-tree"])?;
         Ok((staged, worktree))
     })();
