@@ -511,3 +511,69 @@ fn a_real_cron_runs_ticks_every_minute_until_the_session_is_done_long() {
         "expected several ticks:\n{cron_log}"
     );
 }
+
+/// `--until 6h` in a crontab line means six hours from the first tick,
+/// not from each: the first tick fixes the instant, later ticks with the
+/// same words keep it, and --print-crontab writes the instant itself.
+#[test]
+fn a_relative_until_is_fixed_by_the_first_tick() {
+    let env = Env::new();
+    let gate = env.path("gate");
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"a\"\ncommand = \"while [ ! -e '{}' ]; do sleep 0.02; done\"\n[[task]]\nid = \"b\"\ncommand = \"true\"\nafter = [\"a\"]\n",
+        gate.display()
+    ));
+    let dir = env.session_dir(&id);
+    let tick = || {
+        let out = env.run(
+            "orch-worker",
+            &[
+                "--session",
+                &id,
+                "--parallel",
+                "1",
+                "--detach",
+                "--until",
+                "6h",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        read_json(&dir.join("status/until.json"))
+    };
+    let first = tick();
+    assert_eq!(first["given"], "6h");
+    let at = chrono::DateTime::parse_from_rfc3339(first["until"].as_str().unwrap()).unwrap();
+    let six = at.signed_duration_since(chrono::Utc::now());
+    assert!(
+        six > chrono::Duration::minutes(359) && six <= chrono::Duration::hours(6),
+        "{six}"
+    );
+    wait_until("the worker to run a", LONG, || {
+        dir.join("claims/a.json").exists()
+    });
+    assert_eq!(
+        tick()["until"],
+        first["until"],
+        "the same words keep the instant"
+    );
+    fs::write(&gate, "").unwrap();
+    wait_until("the session to finish", LONG, || {
+        dir.join("status/finished").exists()
+    });
+
+    let out = env.run(
+        "orch-worker",
+        &["--session", &id, "--print-crontab", "--until", "6h"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    let value = line
+        .split("--until '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(value).is_ok(),
+        "{line}"
+    );
+}

@@ -47,6 +47,7 @@ pub mod slurm;
 pub mod spend;
 pub mod status;
 pub mod time;
+pub mod until;
 pub mod worktree;
 
 pub use error::{Diagnostic, Error, Result};

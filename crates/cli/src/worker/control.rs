@@ -219,8 +219,11 @@ pub fn print_crontab(global: &Global, n: u32, schedule: &str, until: Option<&str
         cron_quote(&exe.to_string_lossy()),
         cron_quote(name)
     );
+    // Counted now, so every tick of the line means the same instant.
     if let Some(u) = until {
-        line += &format!(" --until {}", cron_quote(u));
+        let at = orch_session::time::parse_deadline(u, &orch_session::time::now())
+            .map_err(|e| exit::coded(exit::USAGE, format!("--until: {e}")))?;
+        line += &format!(" --until {}", cron_quote(&orch_session::time::rfc3339(&at)));
     }
     line += &format!(
         " >> {} 2>&1 # orch:{safe}",

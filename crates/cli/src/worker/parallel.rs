@@ -120,6 +120,14 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
             ),
         );
     }
+    // A tick's relative --until counts from the first tick that saw it.
+    let until = match (&opts.until, opts.detach) {
+        (Some(given), true) => Some(
+            orch_session::until::fixed(dir, given, &time::now())
+                .map_err(|e| exit::coded(exit::USAGE, format!("--until: {e}")))?,
+        ),
+        _ => until,
+    };
     let deadline = until.or_else(|| {
         session
             .info
@@ -189,9 +197,11 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
     if opts.waves {
         passed.push("--waves".to_owned());
     }
-    if let Some(u) = &opts.until {
+    // The workers get the instant, not the words: "6h" from each of
+    // their starts would be later than from this tick.
+    if let Some(u) = until {
         passed.push("--until".to_owned());
-        passed.push(u.clone());
+        passed.push(time::rfc3339(&u));
     }
 
     if let Some(name) = &opts.tmux {
