@@ -7,6 +7,7 @@ mod aggregate;
 mod chaos;
 mod claim;
 mod cli;
+mod corpus;
 mod faults;
 mod git;
 mod hosts;

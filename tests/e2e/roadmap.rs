@@ -275,9 +275,9 @@ const BAD_ROADMAPS: &[(&str, usize, &[&str])] = &[
         &["dependency cycle", "group_A_track_1", "group_A_track_2"],
     ),
     (
-        "## Group A: x\n### Track 1: a\n\n```\nGROUP B: diagram\n",
-        4,
-        &["code block is never closed"],
+        "## Group A: x\n### Track 1: a\n```yaml\nk: v\n## Group B: y\n### Track 1: b\n```\n## Group C: z\nPrerequisites: Group B\n### Track 1: c\n",
+        3,
+        &["code block opened here is still open at `Group B` (line 5)"],
     ),
     (
         "## Group A: x\n### Track 1: a ✅ [IN PROGRESS]\n",
@@ -285,16 +285,16 @@ const BAD_ROADMAPS: &[(&str, usize, &[&str])] = &[
         &["both done and in progress"],
     ),
     (
-        "## Group E - Search\n### Track 1: a\n",
-        1,
-        &["`Group E` needs a colon"],
+        "## Group A: x\n### Track 1: a\n### Track 2: b\nDepends on: Track 1 or Track 3\n### Track 3: c\n",
+        4,
+        &["offers a choice"],
     ),
 ];
 
 #[test]
 fn malformed_roadmaps_name_file_line_and_fix_and_create_nothing() {
     for (text, line, words) in BAD_ROADMAPS {
-        let env = Env::new();
+        let env = Env::with_agent();
         let p = env.write("ROADMAP.md", text);
         let out = env.run("orch-plan", &["--roadmap", p.to_str().unwrap()]);
         let err = stderr(&out);

@@ -242,9 +242,24 @@ fn markdown_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
+        // A folder per task, each with its README.md: say how to give them.
+        let nested = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("README.md").is_file())
+            .count();
+        let hint = if nested > 0 {
+            format!(
+                "; {nested} of its subdirectories hold a README.md: give them as files, `{}/*/README.md`",
+                dir.display()
+            )
+        } else {
+            String::new()
+        };
         return Err(coded(
             exit::USAGE,
-            format!("`{}` has no .md files", dir.display()),
+            format!("`{}` has no .md files directly in it{hint}", dir.display()),
         ));
     }
     Ok(files)
@@ -444,6 +459,9 @@ struct Planned {
     report: Vec<String>,
     /// Printed to stderr.
     warnings: Vec<String>,
+    /// What reading the input noticed, as `file:line: warning: ...` lines,
+    /// printed to stderr as they are.
+    file_warnings: Vec<String>,
     /// Extra keys for --json.
     json: serde_json::Map<String, serde_json::Value>,
 }
@@ -466,6 +484,7 @@ fn plan_file(path: &Path, name: Option<&str>) -> Result<Planned> {
         source_path: Some(abs),
         report: Vec::new(),
         warnings: Vec::new(),
+        file_warnings: Vec::new(),
         json: serde_json::Map::new(),
     })
 }
@@ -542,6 +561,7 @@ fn plan_roadmap(path: &Path, which: &Which, name: Option<&str>) -> Result<Planne
         source_path: Some(abs),
         report,
         warnings: sel.warnings,
+        file_warnings: roadmap.warnings.iter().map(|d| d.as_warning()).collect(),
         json,
     })
 }
@@ -618,6 +638,7 @@ fn plan_prompt_files(files: &[PathBuf], name: Option<&str>) -> Result<Planned> {
         source_path: (files.len() == 1).then_some(first),
         report,
         warnings: Vec::new(),
+        file_warnings: prompts.warnings.iter().map(|d| d.as_warning()).collect(),
         json,
     })
 }
@@ -695,6 +716,9 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
     scale(&mut planned, args.agents.as_deref(), &args.global.root()?)?;
+    for w in &planned.file_warnings {
+        eprintln!("{w}");
+    }
     for w in &planned.warnings {
         eprintln!("orch-plan: warning: {w}");
     }

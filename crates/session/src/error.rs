@@ -51,6 +51,22 @@ impl Diagnostic {
     }
 }
 
+impl Diagnostic {
+    /// The diagnostic as a warning line: `file:line: warning: what (fix:
+    /// how)`.
+    pub fn as_warning(&self) -> String {
+        let mut s = self.file.display().to_string();
+        if let Some(line) = self.line {
+            s += &format!(":{line}");
+        }
+        s += &format!(": warning: {}", self.message);
+        if let Some(help) = &self.help {
+            s += &format!(" (fix: {help})");
+        }
+        s
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;

@@ -43,12 +43,77 @@ impl Line<'_> {
     }
 }
 
-/// Splits `text` into classified lines (LF or CRLF, a leading BOM is
-/// ignored). A code block or comment that is never closed is an error at
-/// the line that opened it.
-pub(crate) fn lines<'a>(path: &Path, text: &'a str) -> Result<Vec<Line<'a>>, Diagnostic> {
+/// A file's text, repaired where it was saved through the wrong encoding.
+#[derive(Debug)]
+pub(crate) struct Source<'a> {
+    text: std::borrow::Cow<'a, str>,
+    /// The first line that had status symbols mangled by Windows-1252.
+    mojibake: Option<usize>,
+}
+
+/// Status symbols as they read when UTF-8 was decoded as Windows-1252 and
+/// saved again (`✅` becomes `âœ…`), and what they were.
+const MOJIBAKE: &[(&str, &str)] = &[
+    ("\u{e2}\u{153}\u{2026}", "\u{2705}"),
+    ("\u{e2}\u{153}\u{201d}", "\u{2714}"),
+    ("\u{e2}\u{153}\u{201c}", "\u{2713}"),
+    ("\u{e2}\u{2dc}\u{2018}", "\u{2611}"),
+    ("\u{f0}\u{178}\u{201d}\u{201e}", "\u{1f504}"),
+];
+
+impl<'a> Source<'a> {
+    /// `text`, with mangled status symbols put right.
+    pub fn new(text: &'a str) -> Source<'a> {
+        if !MOJIBAKE.iter().any(|(bad, _)| text.contains(bad)) {
+            return Source {
+                text: std::borrow::Cow::Borrowed(text),
+                mojibake: None,
+            };
+        }
+        let first = text
+            .split('\n')
+            .position(|l| MOJIBAKE.iter().any(|(bad, _)| l.contains(bad)))
+            .map(|i| i + 1);
+        let mut fixed = text.to_owned();
+        for (bad, good) in MOJIBAKE {
+            fixed = fixed.replace(bad, good);
+        }
+        Source {
+            text: std::borrow::Cow::Owned(fixed),
+            mojibake: first,
+        }
+    }
+}
+
+/// A file's lines, with the warnings reading them gave.
+#[derive(Debug)]
+pub(crate) struct Text<'a> {
+    /// The lines.
+    pub lines: Vec<Line<'a>>,
+    /// What is worth saying but does not stop the reading.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Splits the text into classified lines (LF or CRLF, a leading BOM is
+/// ignored). A code block that is never closed runs to the end of the file,
+/// as a Markdown renderer shows it, with a warning; an HTML comment that is
+/// never closed would hide the rest of the file, and is an error at the
+/// line that opened it.
+pub(crate) fn lines<'a>(path: &Path, src: &'a Source<'_>) -> Result<Text<'a>, Diagnostic> {
+    let text: &str = &src.text;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(l) = src.mojibake {
+        warnings.push(
+            Diagnostic::new(
+                path,
+                "status symbols were saved through Windows-1252 (`\u{e2}\u{153}\u{2026}` for \u{2705}); read as the symbols they were",
+            )
+            .line(Some(l))
+            .help("save the file as UTF-8"),
+        );
+    }
     let mut fence: Option<(char, usize, usize)> = None;
     let mut comment: Option<usize> = None;
     for (i, raw) in text.split('\n').enumerate() {
@@ -84,16 +149,27 @@ pub(crate) fn lines<'a>(path: &Path, text: &'a str) -> Result<Vec<Line<'a>>, Dia
     }
     if let Some((ch, n, open)) = fence {
         let close: String = std::iter::repeat_n(ch, n).collect();
-        return Err(Diagnostic::new(path, "code block is never closed")
+        warnings.push(
+            Diagnostic::new(
+                path,
+                "code block opened here is never closed; it runs to the end of the file",
+            )
             .line(Some(open))
-            .help(format!("end it with a line `{close}`")));
+            .help(format!("end it with a line `{close}`")),
+        );
     }
     if let Some(open) = comment {
-        return Err(Diagnostic::new(path, "HTML comment is never closed")
-            .line(Some(open))
-            .help("end it with `-->`"));
+        return Err(Diagnostic::new(
+            path,
+            "HTML comment is never closed, so it hides the rest of the file",
+        )
+        .line(Some(open))
+        .help("end it with `-->`"));
     }
-    Ok(out)
+    Ok(Text {
+        lines: out,
+        warnings,
+    })
 }
 
 fn fence_open(t: &str) -> Option<(char, usize)> {
@@ -221,6 +297,37 @@ pub(crate) fn is_bold_label(s: &str) -> bool {
     }
 }
 
+/// Words of a heading, label or tag that make its section a list of things
+/// to read (references, context), not of files to edit: `## 1. Read
+/// first`, `**Spec resources:**`, `<context>`, `See also`.
+const READING_WORDS: &[&str] = &[
+    "read",
+    "reading",
+    "reference",
+    "references",
+    "resource",
+    "resources",
+    "context",
+    "background",
+    "see",
+    "docs",
+    "documentation",
+    "input",
+    "inputs",
+];
+
+/// Whether a heading, label or tag names a list of things to read.
+pub(crate) fn is_reading_list(name: &str) -> bool {
+    name.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|w| READING_WORDS.contains(&w))
+}
+
+/// Whether a list item's text starts with a checkbox (`[ ]`, `[x]`).
+pub(crate) fn is_checkbox(item: &str) -> bool {
+    ["[ ]", "[x]", "[X]"].iter().any(|b| item.starts_with(b))
+}
+
 /// A status marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mark {
@@ -303,7 +410,7 @@ fn phrase_status(inner: &str, done_words: &[&str]) -> Option<Option<Mark>> {
         .to_lowercase();
     if norm == "x" || done_words.contains(&norm.as_str()) {
         Some(Some(Mark::Done))
-    } else if matches!(norm.as_str(), "in progress" | "in-progress" | "wip") {
+    } else if matches!(norm.as_str(), "in progress" | "in-progress" | "wip" | "~") {
         Some(Some(Mark::InProgress))
     } else if norm.is_empty() || matches!(norm.as_str(), "pending" | "todo" | "to do") {
         Some(None)
@@ -707,7 +814,8 @@ mod tests {
     fn fences_comments_and_line_endings() {
         let text =
             "a\r\n```\n## Group A: x\n```\n<!-- \n## Group B: y\n-->\n~~~~text\n~~~\n~~~~\nz";
-        let ls = lines(Path::new("R.md"), text).unwrap();
+        let src = Source::new(text);
+        let ls = lines(Path::new("R.md"), &src).unwrap().lines;
         let kinds: Vec<Kind> = ls.iter().map(|l| l.kind).collect();
         use Kind::*;
         assert_eq!(
@@ -716,12 +824,23 @@ mod tests {
         );
         assert_eq!(ls[0].text, "a");
         assert_eq!(ls[10].no, 11);
-        let err = lines(Path::new("R.md"), "a\n\n```\nb\n").unwrap_err();
-        assert_eq!(err.line, Some(3));
-        let err = lines(Path::new("R.md"), "<!-- a\nb\n").unwrap_err();
+        // An unclosed code block runs to the end, with a warning.
+        let src = Source::new("a\n\n```\nb\n");
+        let t = lines(Path::new("R.md"), &src).unwrap();
+        assert_eq!(t.lines[3].kind, Code);
+        assert_eq!(t.warnings[0].line, Some(3));
+        assert!(t.warnings[0].message.contains("never closed"));
+        let src = Source::new("<!-- a\nb\n");
+        let err = lines(Path::new("R.md"), &src).unwrap_err();
         assert_eq!(err.line, Some(1));
         // Inline code with three backticks is not a fence.
-        assert_eq!(lines(Path::new("R.md"), "```x``` y").unwrap()[0].kind, Text);
+        let src = Source::new("```x``` y");
+        assert_eq!(lines(Path::new("R.md"), &src).unwrap().lines[0].kind, Text);
+        // Symbols saved through Windows-1252 are read as they were.
+        let src = Source::new("# a\n## Track 1: x \u{e2}\u{153}\u{2026}\n");
+        let t = lines(Path::new("R.md"), &src).unwrap();
+        assert_eq!(t.lines[1].text, "## Track 1: x \u{2705}");
+        assert_eq!(t.warnings[0].line, Some(2));
     }
 
     #[test]

@@ -429,6 +429,16 @@ pub struct Task {
     /// Files (globs) the task touches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// Whether file paths named in the prompt count as files it touches
+    /// too. False when `files` is the whole truth: given in a plan
+    /// (`files = [...]`, even empty), or read by a ROADMAP or prompt-file
+    /// reader from the task's own body.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub scan_prompt: bool,
+    /// Whether the task takes part in the file conflict analysis at all
+    /// (`conflicts = false`: it never waits for another because of files).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub conflicts: bool,
     /// Named resources the task holds while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,

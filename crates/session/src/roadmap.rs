@@ -61,6 +61,8 @@ pub struct Roadmap {
     pub path: PathBuf,
     /// Groups in file order.
     pub groups: Vec<Group>,
+    /// What reading it noticed that does not stop the plan.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// A group of tracks: `Group G: Payment Service`.
@@ -86,6 +88,11 @@ pub struct Group {
     pub success_criteria: String,
     /// Tracks in file order.
     pub tracks: Vec<Track>,
+    /// The first checklist item (`- [ ] ...`) outside its tracks, which is
+    /// not a track: said when the group has none.
+    pub checklist_line: Option<usize>,
+    /// The first table row outside its tracks, likewise.
+    pub table_line: Option<usize>,
 }
 
 /// A track of a group: `Track 2: Card Gateway Adapter`.
@@ -199,8 +206,17 @@ const GROUP_LABELS: &[&str] = &[
     "Success Criteria",
     "Depends on",
 ];
-/// Labels read inside a track.
-const TRACK_LABELS: &[&str] = &["Status", "Depends on"];
+/// Labels read inside a track: its status, and the tracks it needs under
+/// the names people give them.
+const TRACK_LABELS: &[&str] = &[
+    "Status",
+    "Depends on",
+    "Dependencies",
+    "Dependency",
+    "Blocked by",
+    "Requires",
+    "Needs",
+];
 
 /// Where group-level lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +235,9 @@ enum TrackKind {
     /// A list item whose marker is at this column: ends at the next line
     /// that is not indented past it.
     Item(usize),
+    /// A bold line of its own (`**Track 1 — Title** ✓`): ends at the next
+    /// such line or any heading.
+    Bold,
 }
 
 /// A status read from a heading or item, and from a `Status:` line.
@@ -259,6 +278,10 @@ struct GroupB {
     level: usize,
     marks: Marks,
     prereq: Option<(String, usize)>,
+    /// Prerequisites written in the heading: `(Requires Group D)`.
+    heading_prereq: Option<(String, usize)>,
+    /// The `# Phase N` section it is in.
+    phase: Option<String>,
     section: Section,
     deliverables: Vec<String>,
     criteria: Vec<String>,
@@ -269,7 +292,11 @@ struct TrackB<'a> {
     kind: TrackKind,
     marks: Marks,
     depends: Option<(String, usize)>,
-    lines: Vec<(&'a str, bool)>,
+    /// Its lines, and whether each is code.
+    lines: Vec<(Line<'a>, bool)>,
+    /// Where `Deliverables:` or `Success Criteria:` at the margin starts in
+    /// a heading track: the group's, if the track is the group's last.
+    tail: Option<usize>,
 }
 
 struct Parser<'a> {
@@ -283,6 +310,16 @@ struct Parser<'a> {
     closed_by: Option<usize>,
     /// `Depends on:` values: (group, track, text, line), resolved at the end.
     depends: Vec<(usize, usize, String, usize)>,
+    /// What is worth saying but does not stop the plan.
+    warnings: Vec<Diagnostic>,
+    /// The `# Phase N` heading groups are under, if any.
+    phase: Option<(String, usize)>,
+    /// The line of the code block being read, if any.
+    fence: Option<usize>,
+    /// Group headings inside code blocks: (the block's line, the
+    /// heading's line, the group's name), to explain a group that seems
+    /// missing.
+    hidden: Vec<(usize, usize, String)>,
 }
 
 impl<'a> Parser<'a> {
@@ -312,13 +349,9 @@ impl<'a> Parser<'a> {
         let mut track = tb.track;
         track.status = status;
         track.done_line = done_line;
-        let texts: Vec<&str> = tb.lines.iter().map(|(t, _)| *t).collect();
+        let texts: Vec<&str> = tb.lines.iter().map(|(l, _)| l.text).collect();
         track.content = markdown::dedent(&texts);
-        for (text, code) in &tb.lines {
-            if !code {
-                markdown::backtick_paths(text, &mut track.files);
-            }
-        }
+        track.files = track_files(&tb.lines);
         let ti = gb.group.tracks.len();
         gb.group.tracks.push(track);
         if let Some((text, line)) = tb.depends {
@@ -328,7 +361,30 @@ impl<'a> Parser<'a> {
     }
 
     fn close_group(&mut self) -> Result<(), Diagnostic> {
+        // What follows `Deliverables:` at the margin of the group's last
+        // heading track is the group's, as it is in seed 002's files.
+        let tail = self.track.as_mut().and_then(|tb| {
+            let at = tb.tail?;
+            Some((tb.track.number.clone(), tb.lines.split_off(at)))
+        });
         self.finish_track()?;
+        if let Some((number, lines)) = tail {
+            if let (Some(gb), Some((first, _))) = (self.group(), lines.first()) {
+                let (name, no) = (gb.group.name.clone(), first.no);
+                self.warnings.push(
+                    self.diag(
+                        no,
+                        format!("this is read as group {name}'s, though it follows track {number}"),
+                    )
+                    .help("put a group's Deliverables and Success Criteria before its tracks, or under a `### Deliverables` heading"),
+                );
+            }
+            for (line, code) in lines {
+                if code || !self.group_label(&line)? {
+                    self.push(&line, code);
+                }
+            }
+        }
         if !self.open {
             return Ok(());
         }
@@ -347,13 +403,13 @@ impl<'a> Parser<'a> {
     }
 
     /// Adds a line to the open track, or to the open group section.
-    fn push(&mut self, text: &'a str, code: bool) {
+    fn push(&mut self, line: &Line<'a>, code: bool) {
         if let Some(tb) = &mut self.track {
-            tb.lines.push((text, code));
+            tb.lines.push((*line, code));
         } else if let Some(gb) = self.group() {
             match gb.section {
-                Section::Deliverables => gb.deliverables.push(text.to_owned()),
-                Section::Criteria => gb.criteria.push(text.to_owned()),
+                Section::Deliverables => gb.deliverables.push(line.text.to_owned()),
+                Section::Criteria => gb.criteria.push(line.text.to_owned()),
                 Section::Other => {}
             }
         }
@@ -380,10 +436,12 @@ impl<'a> Parser<'a> {
         }
         self.open = true;
         self.closed_by = None;
+        let (title, heading_prereq) = heading_prerequisites(title);
+        let heading_prereq = heading_prereq.map(|v| (v, line.no));
         self.groups.push(GroupB {
             group: Group {
                 name: name.to_owned(),
-                title: title.to_owned(),
+                title,
                 line: line.no,
                 status: Status::Pending,
                 done_line: None,
@@ -392,6 +450,8 @@ impl<'a> Parser<'a> {
                 deliverables: String::new(),
                 success_criteria: String::new(),
                 tracks: Vec::new(),
+                checklist_line: None,
+                table_line: None,
             },
             level,
             marks: Marks {
@@ -399,6 +459,8 @@ impl<'a> Parser<'a> {
                 line: None,
             },
             prereq: None,
+            heading_prereq,
+            phase: self.phase.as_ref().map(|(p, _)| p.clone()),
             section: Section::Other,
             deliverables: Vec::new(),
             criteria: Vec::new(),
@@ -461,6 +523,7 @@ impl<'a> Parser<'a> {
             },
             depends: None,
             lines: Vec::new(),
+            tail: None,
         });
         Ok(())
     }
@@ -475,16 +538,13 @@ impl<'a> Parser<'a> {
         match markdown::label(line.text, TRACK_LABELS) {
             Some((0, value)) => {
                 let s = status_line(path, line.no, value)?;
-                if let Some((_, first)) = tb.marks.line {
-                    return Err(once(
-                        path,
-                        line.no,
-                        &format!("track {number}"),
-                        "Status:",
-                        first,
-                    ));
-                }
-                tb.marks.line = Some((s, line.no));
+                tb.marks.line = repeat_status(
+                    path,
+                    &format!("track {number}"),
+                    tb.marks.line,
+                    (s, line.no),
+                    value,
+                )?;
             }
             Some((_, value)) => {
                 if let Some((_, first)) = tb.depends {
@@ -522,19 +582,25 @@ impl<'a> Parser<'a> {
             }
             Some((2, value)) => {
                 let s = status_line(path, line.no, value)?;
-                if let Some((_, first)) = gb.marks.line {
-                    return Err(once(path, line.no, &what, "Status:", first));
-                }
-                gb.marks.line = Some((s, line.no));
+                gb.marks.line = repeat_status(path, &what, gb.marks.line, (s, line.no), value)?;
                 gb.section = Section::Other;
             }
-            Some((5, _)) => {
-                return Err(Diagnostic::new(
-                    path,
-                    format!("{what} has a `Depends on:` line; the groups it needs go on its `Prerequisites:` line"),
-                )
-                .line(Some(line.no))
-                .help("write `Prerequisites: Group F complete`"));
+            Some((5, value)) => {
+                // The groups it needs, under another name.
+                if let Some((_, first)) = gb.prereq {
+                    return Err(once(path, line.no, &what, "Prerequisites:", first));
+                }
+                gb.prereq = Some((value.to_owned(), line.no));
+                gb.group.prerequisites_line = Some(line.no);
+                gb.section = Section::Other;
+                self.warnings.push(
+                    Diagnostic::new(
+                        path,
+                        format!("{what}'s `Depends on:` is read as its prerequisites"),
+                    )
+                    .line(Some(line.no))
+                    .help("write `Prerequisites:` for the groups a group needs"),
+                );
             }
             Some((i, value)) => {
                 let (section, buf) = if i == 3 {
@@ -557,13 +623,20 @@ impl<'a> Parser<'a> {
         match line.kind {
             Kind::Comment => return Ok(()),
             Kind::Code => {
-                self.push(line.text, true);
+                if let (Some(fence), Some((_, text))) = (self.fence, markdown::heading(line.text)) {
+                    let sc = markdown::scan_status(text, DONE_WORDS, false);
+                    if let Some((name, _)) = head_of("Group", &sc.clean) {
+                        self.hidden.push((fence, line.no, name.to_owned()));
+                    }
+                }
+                self.push(line, true);
                 return Ok(());
             }
-            Kind::Text | Kind::FenceOpen => {}
+            Kind::FenceOpen => self.fence = Some(line.no),
+            Kind::Text => {}
         }
         if line.is_blank() {
-            self.push(line.text, false);
+            self.push(line, false);
             return Ok(());
         }
         if let Some(TrackB {
@@ -576,11 +649,17 @@ impl<'a> Parser<'a> {
             }
         }
         if line.kind == Kind::FenceOpen {
-            self.push(line.text, true);
+            self.push(line, true);
             return Ok(());
         }
         if let Some((level, text)) = markdown::heading(line.text) {
             return self.heading(line, level, text);
+        }
+        if let Some(head) = self.bold_track(line) {
+            let sc = markdown::scan_status(line.text, DONE_WORDS, false);
+            let mark = sc.status().map_err(|()| self.conflict(line.no))?;
+            let (n, t) = head;
+            return self.start_track(line, TrackKind::Bold, (&n, &t), mark);
         }
         if let Some(item) = markdown::list_item(line.text) {
             let sc = markdown::scan_status(item.text, DONE_WORDS, false);
@@ -607,36 +686,53 @@ impl<'a> Parser<'a> {
                     }
                 }
             }
-            if item.numbered {
-                self.near_miss(line.no, &sc.clean)?;
-            }
-        } else if self.track.is_none() && markdown::indent(line.text) == 0 {
-            // `**Track 1: Title**` on a line of its own: neither a heading
-            // nor a list item.
-            let sc = markdown::scan_status(line.text, DONE_WORDS, false);
-            if let Some((number, _)) = head_of("Track", &sc.clean) {
-                return Err(self
-                    .diag(
-                        line.no,
-                        format!("`Track {number}:` is neither a heading nor a numbered item"),
-                    )
-                    .help(format!(
-                        "write `### Track {number}: Title` or `{number}. **Track {number}: Title**`"
-                    )));
-            }
+            if item.numbered {}
         }
-        if self.track.is_some() {
+        if let Some(tb) = &mut self.track {
+            if tb.tail.is_none()
+                && matches!(tb.kind, TrackKind::Heading(_))
+                && markdown::indent(line.text) == 0
+                && markdown::label(line.text, &["Deliverables", "Success Criteria"]).is_some()
+            {
+                tb.tail = Some(tb.lines.len());
+            }
             self.track_label(line)?;
-            self.push(line.text, false);
+            self.push(line, false);
         } else if !self.group_label(line)? {
-            self.push(line.text, false);
+            if let Some(gb) = self.group() {
+                let t = line.text.trim_start();
+                let item = markdown::list_item(t).map(|i| i.text);
+                if item.is_some_and(markdown::is_checkbox) {
+                    gb.group.checklist_line.get_or_insert(line.no);
+                } else if t.starts_with('|') {
+                    gb.group.table_line.get_or_insert(line.no);
+                }
+            }
+            self.push(line, false);
         }
         Ok(())
     }
 
+    /// `**Track 1 — Title** ✓` on a line of its own, at the margin of a
+    /// group, outside a heading or item track: a track written as a bold
+    /// line. Its number and title.
+    fn bold_track(&self, line: &Line<'_>) -> Option<(String, String)> {
+        if !line.text.starts_with("**")
+            || matches!(
+                self.track.as_ref().map(|t| t.kind),
+                Some(TrackKind::Heading(_) | TrackKind::Item(_))
+            )
+        {
+            return None;
+        }
+        self.open.then_some(())?;
+        let sc = markdown::scan_status(line.text, DONE_WORDS, false);
+        head_of("Track", &sc.clean).map(|(n, t)| (n.to_owned(), t.to_owned()))
+    }
+
     fn heading(&mut self, line: &Line<'a>, level: usize, text: &str) -> Result<(), Diagnostic> {
         if let Some(TrackB {
-            kind: TrackKind::Item(_),
+            kind: TrackKind::Item(_) | TrackKind::Bold,
             ..
         }) = &self.track
         {
@@ -647,18 +743,32 @@ impl<'a> Parser<'a> {
             let mark = sc.status().map_err(|()| self.conflict(line.no))?;
             return self.start_group(line, level, head, mark);
         }
-        if let Some(head) = head_of("Track", &sc.clean) {
+        // `# Phase 1: Intake` above the groups: `Prerequisites: Phase 1`
+        // means the groups under it.
+        match head_of("Phase", &sc.clean) {
+            Some((n, _)) if self.group().is_none_or(|g| level <= g.level) => {
+                self.phase = Some((n.to_owned(), level));
+            }
+            _ => {
+                if self.phase.as_ref().is_some_and(|&(_, l)| level <= l) {
+                    self.phase = None;
+                }
+            }
+        }
+        let lettered = self
+            .group()
+            .and_then(|g| lettered_head(&g.group.name, &sc.clean));
+        if let Some(head) = head_of("Track", &sc.clean).or(lettered) {
             let mark = sc.status().map_err(|()| self.conflict(line.no))?;
             return self.start_track(line, TrackKind::Heading(level), head, mark);
         }
-        self.near_miss(line.no, &sc.clean)?;
         if let Some(TrackB {
             kind: TrackKind::Heading(tl),
             ..
         }) = &self.track
         {
             if level > *tl {
-                self.push(line.text, false);
+                self.push(line, false);
                 return Ok(());
             }
             self.finish_track()?;
@@ -685,28 +795,6 @@ impl<'a> Parser<'a> {
         self.diag(line, "status markers say both done and in progress")
             .help("keep one status marker")
     }
-
-    /// `Group E - Title` or `Track 2 — Title`: almost a group or track.
-    fn near_miss(&self, line: usize, clean: &str) -> Result<(), Diagnostic> {
-        for kw in ["Group", "Track"] {
-            let Some(rest) = strip_word(clean, kw) else {
-                continue;
-            };
-            let name_len = name_len(rest);
-            let after = rest[name_len..].trim_start();
-            if name_len > 0
-                && ["- ", "\u{2013} ", "\u{2014} "]
-                    .iter()
-                    .any(|sep| after.starts_with(sep))
-            {
-                let name = &rest[..name_len];
-                return Err(self
-                    .diag(line, format!("`{kw} {name}` needs a colon after its name"))
-                    .help(format!("write `{kw} {name}: Title`")));
-            }
-        }
-        Ok(())
-    }
 }
 
 fn status_line(path: &Path, line: usize, value: &str) -> Result<Option<Mark>, Diagnostic> {
@@ -715,6 +803,31 @@ fn status_line(path: &Path, line: usize, value: &str) -> Result<Option<Mark>, Di
             .line(Some(line))
             .help("write DONE, IN PROGRESS or PENDING")
     })
+}
+
+/// A `Status:` line after `first`: the same status said again is fine (the
+/// first line is kept), another one is an error naming both lines.
+fn repeat_status(
+    path: &Path,
+    what: &str,
+    first: Option<(Option<Mark>, usize)>,
+    this: (Option<Mark>, usize),
+    value: &str,
+) -> Result<Option<(Option<Mark>, usize)>, Diagnostic> {
+    match first {
+        None => Ok(Some(this)),
+        Some((f, _)) if f == this.0 => Ok(first),
+        Some((f, fl)) => Err(Diagnostic::new(
+            path,
+            format!(
+                "{what} says `{}` here but {} on line {fl}",
+                value.trim(),
+                word(f)
+            ),
+        )
+        .line(Some(this.1))
+        .help("keep one Status line")),
+    }
 }
 
 /// A label that may appear once, seen twice.
@@ -739,9 +852,22 @@ fn word(m: Option<Mark>) -> &'static str {
     }
 }
 
+/// The length of a group or track name at the start of `s`: letters and
+/// digits, and a `.` between digits (`4.5`).
 fn name_len(s: &str) -> usize {
-    s.find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(s.len())
+    let b = s.as_bytes();
+    let mut n = 0;
+    while n < b.len() {
+        let dotted = b[n] == b'.'
+            && n > 0
+            && b[n - 1].is_ascii_digit()
+            && b.get(n + 1).is_some_and(u8::is_ascii_digit);
+        if !(b[n].is_ascii_alphanumeric() || dotted) {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// `text` without a leading `kw` (case-insensitive) and the space after it.
@@ -754,22 +880,185 @@ fn strip_word<'t>(text: &'t str, kw: &str) -> Option<&'t str> {
     rest.starts_with([' ', '\t']).then(|| rest.trim_start())
 }
 
-/// `Group G: Title` → (`G`, `Title`).
+/// `Group G: Title` → (`G`, `Title`). Between the name and the title a
+/// colon (the title may then be empty), or, before a title, what people
+/// write instead: an em or en dash, a hyphen, a period or a `)` (`Group B —
+/// Data ingestion`, `Track 2 - Export`, `Group 4.5 — Gating`, `Track 3.
+/// Printing`). A heading of the name alone (`## Group E`) has no title.
 fn head_of<'t>(kw: &str, clean: &'t str) -> Option<(&'t str, &'t str)> {
     let rest = strip_word(clean, kw)?;
     let n = name_len(rest);
     if n == 0 {
         return None;
     }
-    let title = rest[n..].trim_start().strip_prefix(':')?;
-    Some((&rest[..n], title.trim()))
+    let after = rest[n..].trim_start();
+    if let Some(title) = after.strip_prefix(':') {
+        return Some((&rest[..n], title.trim()));
+    }
+    // Alone, the name must look like one (`Group E`, `Track 12`), not a
+    // word (`Track notes`).
+    let name = &rest[..n];
+    if after.is_empty() {
+        let like_a_name = name.len() <= 3
+            && (name.chars().any(|c| c.is_ascii_digit())
+                || name.chars().all(|c| c.is_ascii_uppercase()));
+        return like_a_name.then_some((name, ""));
+    }
+    let title = ["\u{2014}", "\u{2013}", "- ", ". ", ") "]
+        .iter()
+        .find_map(|sep| after.strip_prefix(sep))?
+        .trim();
+    (!title.is_empty()).then_some((&rest[..n], title))
+}
+
+/// `E1. Title` in group `E`: track 1. The group's name, digits, and a
+/// `.`, `:` or `)` (or a dash) before the title.
+fn lettered_head<'t>(group: &str, clean: &'t str) -> Option<(&'t str, &'t str)> {
+    let rest = clean.strip_prefix(group)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let after = &rest[digits..];
+    let title = [".", ":", ")", " \u{2014}", " \u{2013}", " -"]
+        .iter()
+        .find_map(|sep| after.strip_prefix(sep))?
+        .trim();
+    (!title.is_empty()).then_some((&rest[..digits], title))
+}
+
+/// What a label (or heading) inside a track says about the paths under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathsAre {
+    /// Whatever else: the track's files.
+    Edited,
+    /// `Files:`, `Create:`, `Modify:`: the track's files, and then only
+    /// these.
+    Listed,
+    /// `Read first`, `References:`, `Spec resources:`, `Context:`: read,
+    /// not edited.
+    Read,
+    /// `Folder:`: the directory bare file names under `File:` are in.
+    Folder,
+}
+
+const LISTED_WORDS: &[&str] = &[
+    "files", "file", "create", "creates", "edit", "edits", "modify", "modifies", "change",
+    "changes", "touch", "touches", "write", "writes", "outputs",
+];
+const FOLDER_WORDS: &[&str] = &["folder", "folders", "directory", "dir"];
+
+/// What a label or heading's words make of the paths under it.
+fn paths_are(name: &str) -> Option<PathsAre> {
+    let lower = name.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if markdown::is_reading_list(name) {
+        Some(PathsAre::Read)
+    } else if words.first().is_some_and(|w| FOLDER_WORDS.contains(w)) {
+        Some(PathsAre::Folder)
+    } else if words.first().is_some_and(|w| LISTED_WORDS.contains(w)) {
+        Some(PathsAre::Listed)
+    } else {
+        None
+    }
+}
+
+/// A label at the start of a line: its name and value (`**Spec
+/// resources:**`, `- Folder: x`), and whether it is bold.
+fn any_label(text: &str) -> Option<(&str, &str, bool)> {
+    let mut t = text.trim_start();
+    if let Some(item) = markdown::list_item(t) {
+        t = item.text;
+    }
+    let bold = t.starts_with("**") || t.starts_with("__");
+    let t = t.trim_start_matches(['*', '_']);
+    let colon = t.find(':')?;
+    let name = t[..colon].trim_end_matches(['*', '_']);
+    if name.is_empty() || name.len() > 40 || name.contains('`') {
+        return None;
+    }
+    let value = t[colon + 1..].trim_start_matches(['*', '_', ' ']);
+    Some((name, value, bold))
+}
+
+/// The files a track edits, from its own lines: paths in backticks
+/// outside code, but those under a reading list (`Read first`,
+/// `References:`); when it lists its files (`Files:`, `Create:`), just
+/// those; a bare file name under `File:` is in the `Folder:` before it.
+fn track_files(lines: &[(Line<'_>, bool)]) -> Vec<String> {
+    let mut edited = Vec::new();
+    let mut listed = Vec::new();
+    let mut section = PathsAre::Edited;
+    let mut opened_by_plain = true;
+    let mut folder: Option<String> = None;
+    for (line, code) in lines {
+        if *code {
+            continue;
+        }
+        if let Some((_, text)) = markdown::heading(line.text) {
+            section = paths_are(text).unwrap_or(PathsAre::Edited);
+            opened_by_plain = false;
+        } else if let Some((name, _, bold)) = any_label(line.text) {
+            // Inside a list a bold label heads, `- Change: x` items are
+            // its entries, not new sections.
+            if bold || opened_by_plain || section == PathsAre::Edited {
+                match paths_are(name) {
+                    Some(p) => {
+                        section = p;
+                        opened_by_plain = !bold;
+                    }
+                    None if bold => {
+                        section = PathsAre::Edited;
+                        opened_by_plain = false;
+                    }
+                    None => {}
+                }
+            }
+        }
+        let mut found = Vec::new();
+        markdown::backtick_paths(line.text, &mut found);
+        match section {
+            PathsAre::Read => {}
+            PathsAre::Folder => {
+                folder = found
+                    .first()
+                    .map(|f| f.trim_end_matches("/**").trim_end_matches('/').to_owned());
+            }
+            PathsAre::Listed => {
+                for f in found {
+                    let f = match &folder {
+                        Some(dir) if !f.contains('/') => format!("{dir}/{f}"),
+                        _ => f,
+                    };
+                    if !listed.contains(&f) {
+                        listed.push(f);
+                    }
+                }
+            }
+            PathsAre::Edited => {
+                for f in found {
+                    if !edited.contains(&f) {
+                        edited.push(f);
+                    }
+                }
+            }
+        }
+    }
+    if listed.is_empty() {
+        edited
+    } else {
+        listed
+    }
 }
 
 /// Words of a `Prerequisites:` or `Depends on:` value: runs of letters,
 /// digits and `_`, and single punctuation marks. Parenthesised remarks,
 /// `*` and backticks are dropped.
 fn tokens(value: &str) -> Vec<String> {
-    let v: String = markdown::strip_parens(value)
+    let v: String = strip_remarks(value)
         .chars()
         .map(|c| if c == '*' || c == '`' { ' ' } else { c })
         .collect();
@@ -793,14 +1082,89 @@ fn tokens(value: &str) -> Vec<String> {
     out
 }
 
-/// "None", "-", "n/a": nothing.
+/// `value` without its parenthesised remarks, but for those that name
+/// groups: `Groups A & B, plus the matcher (Group C)` needs C too.
+fn strip_remarks(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(open) = rest.find('(') {
+        let Some(len) = rest[open..].find(')') else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        let inner = &rest[open + 1..open + len];
+        let lower = inner.trim_start().to_lowercase();
+        out.push(' ');
+        if lower.starts_with("group ") || lower.starts_with("groups ") {
+            out.push_str(inner);
+            out.push(' ');
+        }
+        rest = &rest[open + len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Words that open a heading's remark about what the group needs:
+/// `(Requires Group D)`, `(Execute after Group A)`.
+const NEEDS_WORDS: &[&str] = &[
+    "requires",
+    "require",
+    "execute after",
+    "run after",
+    "after",
+    "depends on",
+    "needs",
+    "prerequisites",
+    "prerequisite",
+    "blocked by",
+];
+
+/// A group title without the remark that says what the group needs, and
+/// that remark: `Frame (Requires Group A)` → (`Frame`, `Group A`).
+fn heading_prerequisites(title: &str) -> (String, Option<String>) {
+    let mut rest = title;
+    let mut kept = String::new();
+    let mut found = None;
+    while let Some(open) = rest.find('(') {
+        let Some(len) = rest[open..].find(')') else {
+            break;
+        };
+        let inner = rest[open + 1..open + len].trim();
+        let lower = inner.to_lowercase();
+        let lead = NEEDS_WORDS
+            .iter()
+            .find(|w| lower.starts_with(*w) && lower[w.len()..].starts_with([' ', ':']));
+        match (lead, &found) {
+            (Some(w), None) => {
+                kept.push_str(&rest[..open]);
+                found = Some(inner[w.len()..].trim_start_matches([' ', ':']).to_owned());
+            }
+            _ => kept.push_str(&rest[..open + len + 1]),
+        }
+        rest = &rest[open + len + 1..];
+    }
+    kept.push_str(rest);
+    (kept.split_whitespace().collect::<Vec<_>>().join(" "), found)
+}
+
+/// "None", "-", "n/a", and "None" with a remark after it (`None—this is
+/// where it all starts!`, `None (first group)`, `none.`): nothing.
 fn says_none(value: &str) -> bool {
     let v = markdown::strip_parens(value).replace(['*', '`'], "");
-    let v = v.trim().trim_end_matches('.').to_ascii_lowercase();
-    matches!(
+    let v = v.trim().trim_end_matches('.').to_lowercase();
+    if matches!(
         v.as_str(),
-        "none" | "-" | "n/a" | "nothing" | "no" | "\u{2014}" | "\u{2013}"
-    )
+        "-" | "n/a" | "nothing" | "no" | "\u{2014}" | "\u{2013}"
+    ) {
+        return true;
+    }
+    let Some(rest) = v.strip_prefix("none") else {
+        return false;
+    };
+    // `None`, or `None` and a remark: not `Nonesuch`, not `None of A`.
+    rest.is_empty()
+        || (!rest.starts_with(char::is_alphanumeric) && !rest.trim_start().starts_with("of "))
 }
 
 fn is_sep(t: &str) -> bool {
@@ -812,78 +1176,129 @@ fn is_alnum(t: &str) -> bool {
 }
 
 impl Parser<'_> {
-    /// The groups a `Prerequisites:` value names.
+    /// The groups a `Prerequisites:` value names, and what is worth a
+    /// warning about it. Read: `Group F complete`, `Groups E + G`, `Groups
+    /// A-C` or `0–4` (every group from the first to the last, in file
+    /// order), `Phase 1` (the groups under `# Phase 1`), bare names (`A,
+    /// B`), remarks after them; a name that is not a group is an error.
     fn prerequisites(
         &self,
         value: &str,
         line: usize,
         names: &HashMap<String, usize>,
-    ) -> Result<Vec<String>, Diagnostic> {
+    ) -> Result<(Vec<String>, Vec<Diagnostic>), Diagnostic> {
         if says_none(value) {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let toks = tokens(value);
         let mut out: Vec<String> = Vec::new();
-        let known = |n: &str| -> Result<String, Diagnostic> {
-            if names.contains_key(n) {
-                return Ok(n.to_owned());
-            }
-            let mut d = self.diag(
-                line,
-                format!("prerequisite group `{n}` is not in the roadmap"),
-            );
-            d = match names.keys().find(|k| k.eq_ignore_ascii_case(n)) {
-                Some(k) => d.help(format!("did you mean group `{k}`?")),
-                None => d.help(format!("the groups are {}", self.group_list())),
-            };
-            Err(d)
+        let mut warnings = Vec::new();
+        let keyword = |t: &str| {
+            let l = t.to_ascii_lowercase();
+            matches!(l.as_str(), "group" | "groups" | "phase" | "phases")
         };
+        let index = |n: &str| {
+            names
+                .get(n)
+                .copied()
+                .ok_or_else(|| self.unknown_group(line, n, names))
+        };
+        if !toks.iter().any(|t| keyword(t)) {
+            // Bare names: `Prerequisites: A` or `A, B complete`.
+            for t in toks.iter().filter(|t| is_alnum(t)) {
+                if names.contains_key(t.as_str()) {
+                    out.push(t.clone());
+                } else if !PREREQ_FILLER.contains(&t.to_ascii_lowercase().as_str()) {
+                    break;
+                }
+            }
+        }
         let mut i = 0;
         while i < toks.len() {
             let t = &toks[i];
-            if !(t.eq_ignore_ascii_case("group") || t.eq_ignore_ascii_case("groups")) {
+            if !keyword(t) {
                 i += 1;
                 continue;
             }
+            let phase = t.to_ascii_lowercase().starts_with("phase");
             i += 1;
             loop {
                 let Some(name) = toks.get(i).filter(|n| is_alnum(n)) else {
                     return Err(self
-                        .diag(line, format!("`{t}` is not followed by a group name"))
+                        .diag(line, format!("`{t}` is not followed by a name"))
                         .help("write e.g. `Prerequisites: Groups E + G complete`"));
                 };
-                // A range of single letters: `A-D`.
-                let range_end = toks.get(i + 2).filter(|_| {
-                    matches!(toks.get(i + 1).map(String::as_str), Some("-" | "\u{2013}"))
-                });
-                match range_end {
-                    Some(end) if name.len() == 1 && end.len() == 1 && is_alnum(end) => {
-                        let (a, b) = (name.as_bytes()[0], end.as_bytes()[0]);
-                        if a > b {
-                            return Err(self
-                                .diag(line, format!("group range `{name}-{end}` runs backwards")));
-                        }
-                        for c in a..=b {
-                            out.push(known(&char::from(c).to_string())?);
-                        }
-                        i += 3;
+                if phase {
+                    let under: Vec<String> = self
+                        .groups
+                        .iter()
+                        .filter(|g| g.phase.as_deref() == Some(name.as_str()))
+                        .map(|g| g.group.name.clone())
+                        .collect();
+                    if under.is_empty() {
+                        return Err(self
+                            .diag(line, format!("no group is under a `Phase {name}` heading"))
+                            .help("name the groups: `Prerequisites: Groups A, B complete`"));
                     }
-                    _ => {
-                        out.push(known(name)?);
-                        i += 1;
+                    warnings.push(self.diag(
+                        line,
+                        format!("`Phase {name}` read as groups {}", under.join(", ")),
+                    ));
+                    out.extend(under);
+                    i += 1;
+                } else {
+                    // A range: `A-D`, `0–4`, every group between in file order.
+                    let range_end = toks.get(i + 2).filter(|e| {
+                        is_alnum(e)
+                            && matches!(
+                                toks.get(i + 1).map(String::as_str),
+                                Some("-" | "\u{2013}" | "\u{2014}")
+                            )
+                    });
+                    match range_end {
+                        Some(end) => {
+                            let (a, b) = (index(name)?, index(end)?);
+                            if a > b {
+                                return Err(self.diag(
+                                    line,
+                                    format!("group range `{name}-{end}` runs backwards"),
+                                ));
+                            }
+                            out.extend(self.groups[a..=b].iter().map(|g| g.group.name.clone()));
+                            i += 3;
+                        }
+                        None => {
+                            index(name)?;
+                            out.push(name.clone());
+                            i += 1;
+                        }
                     }
                 }
-                let more = toks.get(i).is_some_and(|s| is_sep(s))
-                    && toks.get(i + 1).is_some_and(|n| {
-                        is_alnum(n)
-                            && !n.eq_ignore_ascii_case("group")
-                            && !n.eq_ignore_ascii_case("groups")
-                            && names.contains_key(n.as_str())
-                    });
-                if !more {
+                if !toks.get(i).is_some_and(|s| is_sep(s)) {
                     break;
                 }
-                i += 1;
+                match toks.get(i + 1) {
+                    Some(n) if is_alnum(n) && !keyword(n) && names.contains_key(n.as_str()) => {
+                        i += 1;
+                    }
+                    Some(n) if is_alnum(n) && !keyword(n) => {
+                        // `Group C + offline tiles recommended`: words that
+                        // are not a group, to the end.
+                        let words: Vec<&str> = toks[i + 1..]
+                            .iter()
+                            .take_while(|w| !keyword(w))
+                            .map(String::as_str)
+                            .collect();
+                        if i + 1 + words.len() == toks.len() {
+                            warnings.push(self.diag(
+                                line,
+                                format!("`{}` is not a group; ignored", words.join(" ")),
+                            ));
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
             }
         }
         if out.is_empty() {
@@ -895,7 +1310,47 @@ impl Parser<'_> {
         }
         let mut seen = HashSet::new();
         out.retain(|g| seen.insert(g.clone()));
-        Ok(out)
+        Ok((out, warnings))
+    }
+
+    /// A group named that is not in the roadmap; when a code block hides a
+    /// heading of that name, the error is about the block.
+    fn unknown_group(&self, line: usize, n: &str, names: &HashMap<String, usize>) -> Diagnostic {
+        if let Some(&(fence, at, _)) = self.hidden.iter().find(|(_, _, h)| h == n) {
+            return self
+                .diag(
+                    fence,
+                    format!(
+                        "the code block opened here is still open at `Group {n}` (line {at}), which is then not read as a group"
+                    ),
+                )
+                .help(format!("close the block before line {at}"));
+        }
+        let d = self.diag(
+            line,
+            format!("prerequisite group `{n}` is not in the roadmap"),
+        );
+        match names.keys().find(|k| k.eq_ignore_ascii_case(n)) {
+            Some(k) => d.help(format!("did you mean group `{k}`?")),
+            None => d.help(format!("the groups are {}", self.group_list())),
+        }
+    }
+
+    /// `E1`, `D2`: track 1 of group E. A name that is no group's, or a
+    /// number its group has no track of, is `None`, unless the group is
+    /// done (its items may be written as a summary, not as tracks): then
+    /// the dependency holds and names nothing to wait for.
+    fn lettered(&self, t: &str) -> Option<Vec<String>> {
+        let split = t.find(|c: char| c.is_ascii_digit())?;
+        let (g, n) = t.split_at(split);
+        if g.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let gb = self.groups.iter().find(|gb| gb.group.name == g)?;
+        if let Some(tr) = gb.group.tracks.iter().find(|tr| tr.number == n) {
+            return Some(vec![tr.id.clone()]);
+        }
+        gb.group.is_done().then(Vec::new)
     }
 
     fn group_list(&self) -> String {
@@ -958,7 +1413,20 @@ impl Parser<'_> {
         while i < toks.len() {
             let t = toks[i].as_str();
             let lower = t.to_ascii_lowercase();
-            if is_sep(t) {
+            if lower == "or" {
+                return Err(self
+                    .diag(
+                        line,
+                        format!("`Depends on: {value}` offers a choice; orch needs the tracks that must all succeed first"),
+                    )
+                    .help("name one track, or all of them: `Depends on: Tracks 2 and 3`"));
+            }
+            if is_sep(t) || matches!(t, "{" | "}" | "\u{2192}" | "-" | ">" | "=") {
+                // Lists, braces, and arrows of a chain (`Track 1 → Track 3`).
+                i += 1;
+            } else if let Some(lettered) = self.lettered(t) {
+                // `{E1, D2}`: a group's name and a track's number.
+                out.extend(lettered);
                 i += 1;
             } else if let Some(id) = self
                 .groups
@@ -1055,10 +1523,40 @@ impl Parser<'_> {
             .map(|(i, g)| (g.group.name.clone(), i))
             .collect();
         for gi in 0..self.groups.len() {
-            if let Some((value, line)) = self.groups[gi].prereq.clone() {
-                let prereqs = self.prerequisites(&value, line, &names)?;
-                self.groups[gi].group.prerequisites = prereqs;
-            }
+            let written = match self.groups[gi].prereq.clone() {
+                Some((value, line)) => Some((self.prerequisites(&value, line, &names)?, line)),
+                None => None,
+            };
+            let in_heading = match self.groups[gi].heading_prereq.clone() {
+                Some((value, line)) => Some((self.prerequisites(&value, line, &names)?, line)),
+                None => None,
+            };
+            let ((prereqs, warnings), line) = match (written, in_heading) {
+                (Some(w), Some(h)) => {
+                    let set = |v: &[String]| v.iter().cloned().collect::<HashSet<_>>();
+                    if set(&w.0 .0) != set(&h.0 .0) {
+                        return Err(self
+                            .diag(
+                                w.1,
+                                format!(
+                                    "group {} needs {} here but {} in its heading (line {})",
+                                    self.groups[gi].group.name,
+                                    w.0 .0.join(", "),
+                                    h.0 .0.join(", "),
+                                    h.1
+                                ),
+                            )
+                            .help("say it in one place"));
+                    }
+                    w
+                }
+                (Some(w), None) => w,
+                (None, Some(h)) => h,
+                (None, None) => continue,
+            };
+            self.warnings.extend(warnings);
+            self.groups[gi].group.prerequisites = prereqs;
+            self.groups[gi].group.prerequisites_line = Some(line);
         }
         self.check_group_cycles(&names)?;
         for (gi, ti, value, line) in std::mem::take(&mut self.depends) {
@@ -1102,6 +1600,7 @@ impl Parser<'_> {
         Ok(Roadmap {
             path: self.path.to_path_buf(),
             groups: self.groups.into_iter().map(|g| g.group).collect(),
+            warnings: self.warnings,
         })
     }
 
@@ -1159,8 +1658,14 @@ impl Parser<'_> {
     }
 }
 
+/// Words a `Prerequisites:` line may have around bare group names.
+const PREREQ_FILLER: &[&str] = &["complete", "completed", "done", "finished", "first", "and"];
+
 /// Words a `Depends on:` line may have around the tracks it names.
 const FILLER: &[&str] = &[
+    "after",
+    "blocked",
+    "by",
     "complete",
     "completed",
     "done",
@@ -1183,7 +1688,9 @@ const FILLER: &[&str] = &[
 
 /// Reads a ROADMAP.md. Errors name the line and say how to fix it.
 pub fn parse_roadmap(path: &Path, text: &str) -> Result<Roadmap, Diagnostic> {
-    let lines = markdown::lines(path, text)?;
+    let src = markdown::Source::new(text);
+    let read = markdown::lines(path, &src)?;
+    let lines = read.lines;
     let mut p = Parser {
         path,
         groups: Vec::new(),
@@ -1191,11 +1698,17 @@ pub fn parse_roadmap(path: &Path, text: &str) -> Result<Roadmap, Diagnostic> {
         track: None,
         closed_by: None,
         depends: Vec::new(),
+        warnings: Vec::new(),
+        phase: None,
+        fence: None,
+        hidden: Vec::new(),
     };
     for line in &lines {
         p.line(line)?;
     }
-    p.finish()
+    let mut roadmap = p.finish()?;
+    roadmap.warnings.splice(0..0, read.warnings);
+    Ok(roadmap)
 }
 
 impl Roadmap {
@@ -1327,9 +1840,14 @@ impl Roadmap {
         for &gi in &planned {
             let g = &self.groups[gi];
             if g.tracks.is_empty() {
-                return Err(Diagnostic::new(&self.path, format!("group {} is not done but lists no tracks", g.name))
+                let why = match (g.checklist_line, g.table_line) {
+                    (Some(l), _) => format!("; its checklist (line {l}) is not read as tracks: they have no numbers to name them by"),
+                    (None, Some(l)) => format!("; its table (line {l}) is not read as tracks"),
+                    (None, None) => String::new(),
+                };
+                return Err(Diagnostic::new(&self.path, format!("group {} is not done but lists no tracks{why}", g.name))
                     .line(Some(g.line))
-                    .help("add tracks (`### Track 1: Title` or `1. **Track 1: Title**`), or mark the group [DONE]")
+                    .help("write each task as `### Track N: Title` (with its files and `Depends on:`), or mark the group [DONE]")
                     .into());
             }
         }
@@ -1396,6 +1914,9 @@ impl Roadmap {
                         action: Action::Prompt(self.prompt(g, t)),
                         after: after.iter().map(|(d, _)| d.clone()).collect(),
                         files: t.files.clone(),
+                        // Read from the track's own body.
+                        scan_prompt: false,
+                        conflicts: true,
                         resources: Vec::new(),
                         estimate_ms: None,
                         timeout_ms: settings.timeout_ms,
@@ -1745,21 +2266,21 @@ Depends on: `group_d_track_1`, Track 1 of Group D
         ("## Group A: x\n### Track 1: a\nDepends on: Group Q Track 1\n", Some(3), &["group `Q`"]),
         ("## Group A: x\n### Track 1: a\nDepends on: the ledger\n", Some(3), &["cannot read `ledger`"]),
         ("## Group A: x\n### Track 1: a\nDepends on: Track 1\n", Some(3), &["depends on itself"]),
-        ("## Group A: x\n### Track 1: a\n\n```\nGROUP B: y\n", Some(4), &["code block is never closed"]),
         ("## Group A: x\n### Track 1: a [DONE] 🔄\n", Some(2), &["both done and in progress"]),
         ("## Group A: x\n### Track 1: a ✅\nStatus: in progress\n", Some(3), &["marked done on line 2 but in progress"]),
         ("## Group A: x [DONE]\nStatus: pending\n### Track 1: a\n", Some(2), &["group A is marked done on line 1 but pending"]),
         ("## Group A: x\nStatus: shipped\n### Track 1: a\n", Some(2), &["unknown status `shipped`", "DONE, IN PROGRESS or PENDING"]),
-        ("## Group A: x\n### Track 1: a\nStatus: done\nStatus: pending\n", Some(4), &["second `Status:`", "line 3"]),
-        ("## Group E - Search\n### Track 1: a\n", Some(1), &["`Group E` needs a colon", "Group E: Title"]),
-        ("## Group E: Search\n1. **Track 1 - Indexer**\n", Some(2), &["`Track 1` needs a colon"]),
+        ("## Group A: x\n### Track 1: a\nStatus: done\nStatus: pending\n", Some(4), &["says `pending` here but done on line 3", "keep one Status line"]),
+        ("## Group A: x\n### Track 1: a\n### Track 2: b\n### Track 3: c\nDepends on: Track 1 or Track 2\n", Some(5), &["offers a choice", "Tracks 2 and 3"]),
+        ("## Group A: x\n### Track 1: a\n## Group B: y (Requires Group A)\nPrerequisites: None of them\n### Track 1: b\n", Some(4), &["names no group"]),
+        ("## Group A: x\n### Track 1: a\n## Group C: z (Requires Group A)\nPrerequisites: Group B\n### Track 1: c\n## Group B: y\n### Track 1: b\n", Some(4), &["needs B here but A in its heading (line 3)"]),
+        ("## Group A: x\n### Track 1: a\n```yaml\nk: v\n## Group B: y\n### Track 1: b\n```text\nz\n```\n## Group C: z\nPrerequisites: Group B\n### Track 1: c\n", Some(3), &["still open at `Group B` (line 5)", "close the block before line 5"]),
+        ("## Group A: x\n### Track 1: a\n## Group B: y\nDepends on: Group A\nPrerequisites: Group A\n### Track 1: b\n", Some(5), &["second `Prerequisites:`"]),
         ("## Group A: x\nPrerequisites: a staging account\n### Track 1: a\n", Some(2), &["names no group", "None"]),
         ("## Group A: x\nPrerequisites: None\nPrerequisites: Group B\n### Track 1: a\n", Some(3), &["second `Prerequisites:`"]),
         ("## Group A: x ✅\n### Track 1: a 🔄\n", Some(2), &["in progress", "group A is marked done on line 1"]),
         ("# Just notes\n\nNo groups here.\n", None, &["no groups found", "## Group A: Title"]),
         ("## Group A: x\n<!-- ## Group B: y\n", Some(2), &["comment is never closed"]),
-        ("## Group A: x\nDepends on: Group B\n### Track 1: a\n## Group B: y\n### Track 1: b\n", Some(2), &["`Prerequisites:` line"]),
-        ("## Group A: x\n**Track 1: Ledger** ✅\n- `a.py`\n", Some(2), &["neither a heading nor a numbered item", "### Track 1: Title"]),
         ("## Group A: x\n### Track 1: a\n- body\n1. **Track 2: b**\n", Some(4), &["inside the content of track 1 (line 2)"]),
     ];
 

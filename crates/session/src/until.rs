@@ -58,7 +58,8 @@ pub fn fixed(
         since: time::rfc3339(now),
     };
     let _ = atomic::write_atomic(&path(dir), &to_json_bytes(&u), Durability::Durable);
-    Ok(t)
+    // As stored (to the millisecond), so every tick means the same one.
+    Ok(time::parse_rfc3339(&u.until).unwrap_or(t))
 }
 
 /// Reads the record.

@@ -1,7 +1,9 @@
 //! File conflicts between tasks, and import dependencies.
 //!
-//! Each task's *file set* is its `files` globs plus the file paths found in
-//! its prompt. Two tasks whose sets overlap conflict: they would edit the
+//! Each task's *file set* is its `files` globs, plus the file paths found
+//! in its prompt when its files were not given (a plan's `files = [...]`,
+//! even empty, or what a ROADMAP or prompt-file reader found in the task's
+//! own body, is the whole set). A task with `conflicts = false` has none. Two tasks whose sets overlap conflict: they would edit the
 //! same files. [`apply`] keeps conflicting tasks apart with an **implicit
 //! shared resource** of capacity 1 (`files-<n>`), not an order edge:
 //!
@@ -289,8 +291,12 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
     // Each task's patterns.
     let mut patterns: Vec<Vec<PathPattern>> = Vec::with_capacity(n);
     for t in &plan.tasks {
+        if !t.conflicts {
+            patterns.push(Vec::new());
+            continue;
+        }
         let mut texts: Vec<String> = t.files.clone();
-        if let Action::Prompt(p) = &t.action {
+        if let (Action::Prompt(p), true) = (&t.action, t.scan_prompt) {
             let found = paths_in_prompt(p, base);
             if !found.is_empty() {
                 report.prompt_paths.insert(t.id.clone(), found.clone());

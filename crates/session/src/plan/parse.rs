@@ -392,8 +392,8 @@ struct RawTask<S> {
     prompt: Option<String>,
     #[serde(default = "Vec::new")]
     after: Vec<S>,
-    #[serde(default)]
-    files: Vec<String>,
+    files: Option<Vec<String>>,
+    conflicts: Option<bool>,
     #[serde(default)]
     resources: Vec<String>,
     estimate: Option<DurationValue>,
@@ -427,6 +427,7 @@ impl<S> RawTask<S> {
             prompt: self.prompt,
             after: self.after.into_iter().map(&f).collect(),
             files: self.files,
+            conflicts: self.conflicts,
             resources: self.resources,
             estimate: self.estimate,
             timeout: self.timeout,
@@ -995,7 +996,11 @@ fn build(
             title: raw.title,
             action,
             after: raw.after.into_iter().map(|a| a.text).collect(),
-            files: raw.files,
+            // Files given are the whole truth; without them, paths named
+            // in the prompt are looked for.
+            scan_prompt: raw.files.is_none(),
+            files: raw.files.unwrap_or_default(),
+            conflicts: raw.conflicts.unwrap_or(true),
             resources: raw.resources,
             estimate_ms: raw.estimate.map(DurationValue::millis),
             timeout_ms: raw
