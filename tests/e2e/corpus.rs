@@ -372,7 +372,12 @@ fn every_prompt_folder_shape_of_the_corpus_plans_as_a_reader_expects() {
     copy_dir(std::path::Path::new(CORPUS), &work);
     let run = |args: &[&str]| output(env.cmd("orch-plan").args(args).current_dir(&work));
     // (folder, planned ids with their dependencies, skipped ids, warnings).
-    type Folder<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [(&'a str, &'a str)]);
+    type Folder<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+    );
     let planned: &[Folder] = &[
         (
             "prompts-01-numbered-with-index",

@@ -259,7 +259,11 @@ fn eight_worktree_tasks_merge_without_conflict_and_push_once() {
     let (id, text) = plan_in_repo(&env, &plan, &[]);
     assert!(text.contains("File conflicts: 1 pair"), "{text}");
     assert!(
-        text.contains("p1 x p2: shared.txt (resource files-1)"),
+        text.contains("p1 x p2: shared.txt (from p1's files, p2's prompt; resource files-1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`files = [...]` is its whole file set (`[]` for none), `conflicts = false`"),
         "{text}"
     );
     assert!(text.contains("  1 p1  - X\n  2 p2  X -\n"), "{text}");

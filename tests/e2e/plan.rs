@@ -241,3 +241,61 @@ fn prompt_tasks_need_their_agent_installed() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.results(&id)["a"]["summary"], "ok");
 }
+
+/// The printed estimate and the automatic agent count come from one
+/// simulation of the finished plan: tasks kept apart by a file conflict
+/// (an implicit resource found after parsing) are counted one after the
+/// other, and `conflicts = false` undoes it.
+#[test]
+fn the_estimate_and_auto_agents_count_file_conflicts_found_after_parsing() {
+    let env = Env::new();
+    let plan = |agents: &str, second: &str| {
+        format!(
+            "agents = {agents}\n\
+             [[task]]\nid = \"a\"\ncommand = \"true\"\nestimate = \"10s\"\nfiles = [\"src/lib.rs\"]\n\
+             [[task]]\nid = \"b\"\ncommand = \"true\"\nestimate = \"10s\"\nfiles = [\"src/*.rs\"]\n{second}\
+             [[task]]\nid = \"c\"\ncommand = \"true\"\nestimate = \"10s\"\nfiles = [\"docs/x.md\"]\n"
+        )
+    };
+    let analyse = |text: &str| {
+        let p = env.write("plan.toml", text);
+        let out = env.run("orch-plan", &[p.to_str().unwrap(), "--dry-run", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // a and b share src/lib.rs: with 3 agents, they run one after the other.
+    let v = analyse(&plan("3", ""));
+    assert_eq!(
+        v["conflicts"]["conflicts"][0]["files"][0], "src/*.rs ~ src/lib.rs",
+        "{v:#}"
+    );
+    assert_eq!(
+        (v["agents"].as_u64(), v["parallel_ms"].as_u64()),
+        (Some(3), Some(20_000))
+    );
+    // "auto" sees the same: two agents do what three would.
+    let v = analyse(&plan("\"auto\"", ""));
+    assert_eq!(v["parallel_ms"], 20_000, "{v:#}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert_eq!(v["agents"].as_u64(), Some(cores.min(2)), "{v:#}");
+    // Told that b's files do not matter, all three run at once.
+    let v = analyse(&plan("3", "conflicts = false\n"));
+    assert_eq!(
+        v["conflicts"]["conflicts"],
+        serde_json::Value::Null,
+        "{v:#}"
+    );
+    assert_eq!(v["parallel_ms"], 10_000, "{v:#}");
+    // The text says where the files came from and how to change them.
+    let p = env.write("plan.toml", &plan("3", ""));
+    let out = env.run("orch-plan", &[p.to_str().unwrap(), "--dry-run"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("a x b: src/*.rs ~ src/lib.rs (from a's files, b's files; resource files-1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Estimated time with 3 agents: 20.0s parallel vs 30.0s sequential (1.50x)"),
+        "{text}"
+    );
+}

@@ -378,8 +378,11 @@ fn durations_with_history(
     (durations, count)
 }
 
-/// Applies `--agents`, or chooses the count for `agents = "auto"`, and
-/// says why; warns when an explicit count is above this machine's capacity.
+/// Applies `--agents`, then simulates the finished plan's schedule once
+/// (dependencies, resources with file conflicts among them, checkpoints,
+/// strict waves): the estimated time printed and stored, and for
+/// `agents = "auto"` the count, with the reasoning. Warns when an explicit
+/// count is above this machine's capacity.
 fn scale(planned: &mut Planned, flag: Option<&str>, root: &std::path::Path) -> Result<()> {
     let plan = &mut planned.plan;
     match flag {
@@ -397,48 +400,42 @@ fn scale(planned: &mut Planned, flag: Option<&str>, root: &std::path::Path) -> R
                 })?;
             plan.settings.agents = n;
             plan.settings.agents_auto = false;
-            let est: Vec<u64> = plan.tasks.iter().map(|t| t.estimate_or_default()).collect();
-            plan.analysis.agents = n;
-            plan.analysis.parallel_ms = orch_session::plan::simulate_makespan(&plan.tasks, &est, n);
-            plan.analysis.auto_scaling.clear();
         }
         None => {}
     }
     let cap = capacity(&plan.settings);
     let (limit, bound) = cap.limit();
-    if plan.settings.agents_auto {
-        let (durations, measured) = durations_with_history(&plan.tasks, root);
-        let s = orch_session::plan::autoscale(&plan.tasks, &durations, &cap);
-        plan.settings.agents = s.agents;
-        plan.analysis.agents = s.agents;
-        plan.analysis.parallel_ms = s
-            .tried
-            .iter()
-            .find(|(k, _)| *k == s.agents)
-            .map_or(plan.analysis.parallel_ms, |t| t.1);
-        plan.analysis.auto_scaling = s.tried.clone();
-        let tried: Vec<String> = s
-            .tried
-            .iter()
-            .map(|(k, ms)| format!("{k}: {}", ms_text(*ms)))
-            .collect();
-        planned.report.push(format!(
-            "Auto-scaling: makespan by agents {}; unlimited {} (the critical path)",
-            tried.join(", "),
-            ms_text(s.unlimited_ms)
-        ));
-        planned.report.push(format!(
-            "  choice: {} agents, {} (capacity {limit}, bound by {bound}); durations: {measured} measured in earlier sessions, {} estimated",
-            s.agents,
-            if s.capped { "the capacity" } else { "the smallest within 5% of unlimited" },
-            plan.tasks.len() - measured
-        ));
-    } else if flag.is_some() && plan.settings.agents > limit {
-        planned.warnings.push(format!(
-            "{} agents is above this machine's capacity of {limit} (bound by {bound}); going ahead as asked",
-            plan.settings.agents
-        ));
-    }
+    let (durations, measured) = if plan.settings.agents_auto {
+        durations_with_history(&plan.tasks, root)
+    } else {
+        let est = plan.tasks.iter().map(|t| t.estimate_or_default()).collect();
+        (est, 0)
+    };
+    let Some(s) = orch_session::plan::schedule(plan, &durations, &cap) else {
+        if flag.is_some() && plan.settings.agents > limit {
+            planned.warnings.push(format!(
+                "{} agents is above this machine's capacity of {limit} (bound by {bound}); going ahead as asked",
+                plan.settings.agents
+            ));
+        }
+        return Ok(());
+    };
+    let tried: Vec<String> = s
+        .tried
+        .iter()
+        .map(|(k, ms)| format!("{k}: {}", ms_text(*ms)))
+        .collect();
+    planned.report.push(format!(
+        "Auto-scaling: makespan by agents {}; unlimited {} (what dependencies, resources and checkpoints allow)",
+        tried.join(", "),
+        ms_text(s.unlimited_ms)
+    ));
+    planned.report.push(format!(
+        "  choice: {} agents, {} (capacity {limit}, bound by {bound}); durations: {measured} measured in earlier sessions, {} estimated",
+        s.agents,
+        if s.capped { "the capacity" } else { "the smallest within 5% of unlimited" },
+        plan.tasks.len() - measured
+    ));
     Ok(())
 }
 
@@ -715,13 +712,6 @@ pub fn run(args: Args) -> Result<u8> {
             planned.warnings.push(format!("{e:#}"));
         }
     }
-    scale(&mut planned, args.agents.as_deref(), &args.global.root()?)?;
-    for w in &planned.file_warnings {
-        eprintln!("{w}");
-    }
-    for w in &planned.warnings {
-        eprintln!("orch-plan: warning: {w}");
-    }
     // `cwd`s are stored absolute, so they mean the same to a worker anywhere.
     for t in &mut planned.plan.tasks {
         if let Some(c) = t.cwd.as_mut() {
@@ -731,6 +721,14 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
     orch_session::plan::conflicts::apply(&mut planned.plan, &planned.workdir, args.import_deps);
+    // Last: the schedule is simulated on the plan as the workers will see it.
+    scale(&mut planned, args.agents.as_deref(), &args.global.root()?)?;
+    for w in &planned.file_warnings {
+        eprintln!("{w}");
+    }
+    for w in &planned.warnings {
+        eprintln!("orch-plan: warning: {w}");
+    }
     let shown = planned
         .source_path
         .clone()

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rate::Rate;
 
-pub use analysis::{analyse, autoscale, simulate_makespan, Analysis, AutoScale, Capacity};
+pub use analysis::{analyse, schedule, Analysis, AutoScale, Capacity};
 pub use parse::{parse_plan, plan_from_tasks, PlanSource, SourcedTask};
 
 /// Current `plan.json` format.

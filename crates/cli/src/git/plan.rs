@@ -181,17 +181,26 @@ pub fn render(
                 s += "\n";
             }
         }
+        // Where each side's files came from, so the user knows what to edit.
+        let origin = |id: &str| match plan.tasks.iter().find(|t| t.id == id) {
+            Some(t) if !t.scan_prompt => "files",
+            _ => "prompt",
+        };
         for c in r.conflicts.iter().take(MAX_LINES) {
             let how = match &c.resource {
                 Some(res) => format!("resource {res}"),
                 None => "ordered by dependencies".to_owned(),
             };
             s += &format!(
-                "  {} {} {}: {} ({how})\n",
+                "  {} {} {}: {} (from {}'s {}, {}'s {}; {how})\n",
                 c.a,
                 style.sym("×", "x"),
                 c.b,
-                c.files.join(", ")
+                c.files.join(", "),
+                c.a,
+                origin(&c.a),
+                c.b,
+                origin(&c.b),
             );
         }
         if r.conflicts.len() > MAX_LINES {
@@ -200,6 +209,7 @@ pub fn render(
                 r.conflicts.len() - MAX_LINES
             );
         }
+        s += "  Not a real conflict? On the task: `files = [...]` is its whole file set (`[]` for none), `conflicts = false` leaves it out of conflicts; in a ROADMAP, a `Files:` line under the track\n";
     }
     if !r.imports.is_empty() {
         let ordered = r.imports.iter().filter(|d| d.ordered).count();

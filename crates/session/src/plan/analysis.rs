@@ -1,5 +1,9 @@
-//! Plan analysis: topological order, waves, priorities, the critical path,
-//! and a simulation of the schedule the workers will follow.
+//! Plan analysis: topological order, waves, priorities and the critical
+//! path ([`analyse`], from the dependencies alone), and one simulation of
+//! the schedule the workers will follow ([`schedule`]): with the plan's
+//! resources (file conflicts among them), checkpoints and strict waves, it
+//! gives the estimated time and, for `agents = "auto"`, the agent count.
+//! Run once, on the finished plan, and used for everything printed.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -25,9 +29,10 @@ pub struct Analysis {
     pub critical_path_ms: u64,
     /// Sum of all estimates, milliseconds: the sequential time.
     pub sequential_ms: u64,
-    /// Agents the plan will run with.
+    /// Agents the plan will run with (set by [`schedule`]).
     pub agents: u32,
-    /// Simulated makespan with `agents` agents, milliseconds.
+    /// Simulated makespan with `agents` agents, milliseconds (set by
+    /// [`schedule`]).
     pub parallel_ms: u64,
     /// How many tasks had no estimate (and were assumed to take the default).
     pub assumed_estimates: usize,
@@ -121,12 +126,12 @@ impl Graph {
     }
 }
 
-/// Analyses `tasks` in place (sets `wave` and `priority`). `agents` is the
-/// agent count, or `None` to choose one. Returns the cycle on failure.
+/// Analyses `tasks` in place (sets `wave` and `priority`) from their
+/// dependencies; the agent count and the estimated time are [`schedule`]'s.
+/// Returns the cycle on failure.
 pub fn analyse(
     tasks: &mut [Task],
     index: &HashMap<String, usize>,
-    agents: Option<u32>,
 ) -> Result<Analysis, Vec<String>> {
     let graph = Graph::new(tasks, index);
     let order = match graph.topo() {
@@ -164,19 +169,6 @@ pub fn analyse(
     let critical_path_ms = bottom.iter().copied().max().unwrap_or(0);
     let sequential_ms = est.iter().fold(0u64, |a, &b| a.saturating_add(b));
 
-    let mut auto_scaling = Vec::new();
-    let agents = match agents {
-        Some(n) => n,
-        None => {
-            let cap = std::thread::available_parallelism()
-                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
-                .max(1);
-            let (choice, tried) = choose_agents(&graph, &est, &bottom, cap);
-            auto_scaling = tried;
-            choice
-        }
-    };
-    let parallel_ms = simulate(&graph, &est, &bottom, agents);
     Ok(Analysis {
         tasks: tasks.len(),
         edges: graph.deps.iter().map(Vec::len).sum(),
@@ -185,10 +177,10 @@ pub fn analyse(
         critical_path,
         critical_path_ms,
         sequential_ms,
-        agents,
-        parallel_ms,
+        agents: 0,
+        parallel_ms: 0,
         assumed_estimates: tasks.iter().filter(|t| t.estimate_ms.is_none()).count(),
-        auto_scaling,
+        auto_scaling: Vec::new(),
     })
 }
 
@@ -207,15 +199,252 @@ fn bottom_levels(graph: &Graph, order: &[usize], durations: &[u64]) -> Vec<u64> 
     bottom
 }
 
-/// The smallest agent count up to `cap` whose simulated makespan is within
-/// 5% of unlimited agents (the critical path), with the counts tried.
-fn choose_agents(graph: &Graph, est: &[u64], bottom: &[u64], cap: u32) -> (u32, Vec<(u32, u64)>) {
-    let unlimited = bottom.iter().copied().max().unwrap_or(0);
+/// What the simulation knows of a plan: dependencies, durations and
+/// priorities, the resources each task holds and their capacities, the
+/// checkpoints tasks wait for and the tasks that reach them, and whether
+/// waves are strict.
+struct Model<'a> {
+    graph: Graph,
+    durations: &'a [u64],
+    priority: Vec<u64>,
+    /// Per task: indices into `capacity`.
+    holds: Vec<Vec<usize>>,
+    capacity: Vec<u32>,
+    /// Per task: how many checkpoints it waits for.
+    waits: Vec<usize>,
+    /// Per checkpoint: the tasks waiting for it.
+    waiters: Vec<Vec<usize>>,
+    /// Per task: the checkpoints its end helps reach (as an expected agent).
+    reaches: Vec<Vec<usize>>,
+    /// Per checkpoint: how many tasks must end to reach it (expected agents
+    /// that are tasks; others are taken as there from the start).
+    needed: Vec<usize>,
+    /// Per task: its wave, when waves are strict.
+    strict: Option<Vec<u32>>,
+}
+
+impl<'a> Model<'a> {
+    fn new(plan: &super::Plan, durations: &'a [u64]) -> Model<'a> {
+        let tasks = &plan.tasks;
+        let index: HashMap<String, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        let graph = Graph::new(tasks, &index);
+        let order = graph.topo().unwrap_or_else(|_| (0..tasks.len()).collect());
+        let priority = bottom_levels(&graph, &order, durations);
+        let resources: HashMap<&str, usize> = plan
+            .resources
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let capacity = plan.resources.values().map(|r| r.capacity.max(1)).collect();
+        let holds = tasks
+            .iter()
+            .map(|t| {
+                t.resources
+                    .iter()
+                    .filter_map(|r| resources.get(r.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let cps: HashMap<&str, usize> = plan
+            .checkpoints
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let mut waiters = vec![Vec::new(); cps.len()];
+        let mut reaches = vec![Vec::new(); tasks.len()];
+        let mut needed = vec![0; cps.len()];
+        for (c, decl) in plan.checkpoints.values().enumerate() {
+            for e in &decl.expect {
+                if let Some(&i) = index.get(e) {
+                    reaches[i].push(c);
+                    needed[c] += 1;
+                }
+            }
+        }
+        let mut waits = vec![0; tasks.len()];
+        for (i, t) in tasks.iter().enumerate() {
+            for cp in t
+                .after
+                .iter()
+                .filter_map(|a| crate::checkpoint::after_checkpoint(a))
+            {
+                if let Some(&c) = cps.get(cp) {
+                    if needed[c] > 0 {
+                        waiters[c].push(i);
+                        waits[i] += 1;
+                    }
+                }
+            }
+        }
+        Model {
+            graph,
+            durations,
+            priority,
+            holds,
+            capacity,
+            waits,
+            waiters,
+            reaches,
+            needed,
+            strict: plan
+                .settings
+                .strict_waves
+                .then(|| tasks.iter().map(|t| t.wave).collect()),
+        }
+    }
+
+    /// List scheduling with `agents` agents, as the workers do it: when an
+    /// agent is free it takes the ready task with the largest priority
+    /// whose resources all have room (a task whose resource is full is
+    /// passed over, not waited for). Returns the makespan.
+    fn makespan(&self, agents: u32) -> u64 {
+        let n = self.durations.len();
+        let agents = agents.max(1) as usize;
+        let mut indeg: Vec<usize> = self.graph.deps.iter().map(Vec::len).collect();
+        let mut needed = self.needed.clone();
+        let mut waits = self.waits.clone();
+        // Strict waves: how many tasks each wave has left.
+        let mut wave_left: Vec<usize> = Vec::new();
+        if let Some(w) = &self.strict {
+            for &x in w {
+                let x = x as usize;
+                if wave_left.len() <= x {
+                    wave_left.resize(x + 1, 0);
+                }
+                wave_left[x] += 1;
+            }
+        }
+        let mut open_wave = wave_left.iter().position(|&l| l > 0).unwrap_or(0);
+        let mut ready: BinaryHeap<(u64, Reverse<usize>)> = (0..n)
+            .filter(|&i| indeg[i] == 0 && waits[i] == 0)
+            .map(|i| (self.priority[i], Reverse(i)))
+            .collect();
+        let mut passed: Vec<(u64, Reverse<usize>)> = Vec::new();
+        let mut used = vec![0u32; self.capacity.len()];
+        let mut running: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+        let mut now = 0u64;
+        let mut done = 0;
+        loop {
+            // Start what fits, best first; what does not fit waits its turn.
+            while running.len() < agents {
+                let Some(entry) = ready.pop() else {
+                    break;
+                };
+                let i = entry.1 .0;
+                let fits = self.holds[i].iter().all(|&r| used[r] < self.capacity[r]);
+                let in_wave = self
+                    .strict
+                    .as_ref()
+                    .is_none_or(|w| w[i] as usize <= open_wave);
+                if fits && in_wave {
+                    for &r in &self.holds[i] {
+                        used[r] += 1;
+                    }
+                    running.push(Reverse((now.saturating_add(self.durations[i]), i)));
+                } else {
+                    passed.push(entry);
+                }
+            }
+            ready.extend(passed.drain(..));
+            let Some(Reverse((t, i))) = running.pop() else {
+                break;
+            };
+            now = t;
+            done += 1;
+            for &r in &self.holds[i] {
+                used[r] -= 1;
+            }
+            if let Some(w) = &self.strict {
+                wave_left[w[i] as usize] -= 1;
+                while open_wave < wave_left.len() && wave_left[open_wave] == 0 {
+                    open_wave += 1;
+                }
+            }
+            let mut unblocked: Vec<usize> = Vec::new();
+            for &c in &self.reaches[i] {
+                needed[c] -= 1;
+                if needed[c] == 0 {
+                    for &j in &self.waiters[c] {
+                        waits[j] -= 1;
+                        if waits[j] == 0 && indeg[j] == 0 {
+                            unblocked.push(j);
+                        }
+                    }
+                }
+            }
+            for &c in &self.graph.children[i] {
+                indeg[c] -= 1;
+                if indeg[c] == 0 && waits[c] == 0 {
+                    unblocked.push(c);
+                }
+            }
+            ready.extend(
+                unblocked
+                    .into_iter()
+                    .map(|j| (self.priority[j], Reverse(j))),
+            );
+        }
+        // A task that never became ready (a checkpoint nothing reaches)
+        // never ends.
+        if done < n {
+            now = u64::MAX;
+        }
+        now
+    }
+}
+
+/// How the agent count was chosen, when it was chosen by simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoScale {
+    /// The choice.
+    pub agents: u32,
+    /// Makespan (ms) for each count tried.
+    pub tried: Vec<(u32, u64)>,
+    /// Makespan with as many agents as tasks: the best the dependencies,
+    /// resources and checkpoints allow, ms.
+    pub unlimited_ms: u64,
+    /// The most agents the machine allows.
+    pub capacity: u32,
+    /// What set the capacity.
+    pub bound_by: String,
+    /// Whether the capacity, not the schedule, decided.
+    pub capped: bool,
+}
+
+/// Simulates the plan's schedule once, with `durations` (ms, one per task:
+/// estimates, or measured runs): sets `analysis.agents` and `parallel_ms`,
+/// and with `agents = "auto"` chooses the count, the smallest up to
+/// `capacity` whose makespan is within 5% of unlimited agents, returning
+/// how. The one place the plan's estimate and its agent count are made.
+pub fn schedule(
+    plan: &mut super::Plan,
+    durations: &[u64],
+    capacity: &Capacity,
+) -> Option<AutoScale> {
+    let model = Model::new(plan, durations);
+    // The workers' priorities are the estimates' (plan order), the
+    // simulation's its own durations'.
+    if !plan.settings.agents_auto {
+        let agents = plan.settings.agents.max(1);
+        plan.analysis.agents = agents;
+        plan.analysis.parallel_ms = model.makespan(agents);
+        plan.analysis.auto_scaling.clear();
+        return None;
+    }
+    let n = u32::try_from(plan.tasks.len()).unwrap_or(u32::MAX).max(1);
+    let unlimited = model.makespan(n);
+    let (cap, bound_by) = capacity.limit();
     let good = |ms: u64| (ms as f64) <= (unlimited as f64) * 1.05;
     let mut tried = Vec::new();
     let mut k = 1u32;
     loop {
-        let ms = simulate(graph, est, bottom, k);
+        let ms = model.makespan(k);
         tried.push((k, ms));
         if good(ms) || k >= cap {
             break;
@@ -227,7 +456,7 @@ fn choose_agents(graph: &Graph, est: &[u64], bottom: &[u64], cap: u32) -> (u32, 
         let mut lo = hi / 2 + 1;
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let ms = simulate(graph, est, bottom, mid);
+            let ms = model.makespan(mid);
             tried.push((mid, ms));
             if good(ms) {
                 hi = mid;
@@ -238,124 +467,171 @@ fn choose_agents(graph: &Graph, est: &[u64], bottom: &[u64], cap: u32) -> (u32, 
     }
     tried.sort_unstable();
     tried.dedup();
-    (hi, tried)
-}
-
-/// List scheduling with `agents` agents: whenever an agent is free, it takes
-/// the ready task with the largest priority (ties: plan order). Returns the
-/// makespan.
-fn simulate(graph: &Graph, est: &[u64], priority: &[u64], agents: u32) -> u64 {
-    let n = est.len();
-    let mut indeg: Vec<usize> = graph.deps.iter().map(Vec::len).collect();
-    let mut ready: BinaryHeap<(u64, Reverse<usize>)> = (0..n)
-        .filter(|&i| indeg[i] == 0)
-        .map(|i| (priority[i], Reverse(i)))
-        .collect();
-    let mut running: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
-    let mut now = 0u64;
-    let agents = agents.max(1) as usize;
-    loop {
-        while running.len() < agents {
-            let Some((_, Reverse(i))) = ready.pop() else {
-                break;
-            };
-            running.push(Reverse((now.saturating_add(est[i]), i)));
-        }
-        let Some(Reverse((t, i))) = running.pop() else {
-            break;
-        };
-        now = t;
-        for &c in &graph.children[i] {
-            indeg[c] -= 1;
-            if indeg[c] == 0 {
-                ready.push((priority[c], Reverse(c)));
-            }
-        }
-    }
-    now
-}
-
-/// Simulates the workers' schedule for `tasks` (already analysed) with
-/// `agents` agents and the given per-task durations in milliseconds.
-pub fn simulate_makespan(tasks: &[Task], durations: &[u64], agents: u32) -> u64 {
-    let index: HashMap<String, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.clone(), i))
-        .collect();
-    let graph = Graph::new(tasks, &index);
-    let priority: Vec<u64> = tasks.iter().map(|t| t.priority).collect();
-    simulate(&graph, durations, &priority, agents)
+    let ms = tried.iter().find(|(k, _)| *k == hi).map_or(hi_ms, |t| t.1);
+    let capped = hi == cap && !good(ms);
+    plan.settings.agents = hi;
+    plan.analysis.agents = hi;
+    plan.analysis.parallel_ms = ms;
+    plan.analysis.auto_scaling = tried.clone();
+    Some(AutoScale {
+        agents: hi,
+        tried,
+        unlimited_ms: unlimited,
+        capacity: cap,
+        bound_by,
+        capped,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::plan::{Action, Task};
+    use std::path::Path;
 
-    fn task(id: &str, after: &[&str], est: u64) -> Task {
-        Task {
-            id: id.into(),
-            title: None,
-            action: Action::Command("true".into()),
-            after: after.iter().map(|s| (*s).to_owned()).collect(),
-            files: vec![],
-            scan_prompt: true,
-            conflicts: true,
-            resources: vec![],
-            estimate_ms: Some(est),
-            timeout_ms: 1000,
-            retries: 0,
-            env: Default::default(),
-            cwd: None,
-            compete: None,
-            phases: true,
-            group: None,
-            worktree: None,
-            line: None,
-            wave: 0,
-            priority: 0,
+    use super::*;
+    use crate::plan::{parse_plan, Plan, PlanSource};
+
+    fn plan(text: &str) -> Plan {
+        match parse_plan(
+            PlanSource {
+                path: Path::new("plan.toml"),
+                text,
+            },
+            None,
+        ) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
         }
+    }
+
+    fn estimates(p: &Plan) -> Vec<u64> {
+        p.tasks.iter().map(Task::estimate_or_default).collect()
+    }
+
+    fn wide() -> Capacity {
+        Capacity {
+            cores: 64,
+            by_memory: 64,
+            max_agents: None,
+            level: None,
+        }
+    }
+
+    /// The estimated time of `text` with its own agent count.
+    fn makespan(text: &str) -> u64 {
+        let mut p = plan(text);
+        let d = estimates(&p);
+        schedule(&mut p, &d, &wide());
+        p.analysis.parallel_ms
     }
 
     #[test]
     fn waves_priorities_and_makespan() {
         // a(10) -> b(10) -> c(10); d(25) independent.
-        let mut tasks = vec![
-            task("a", &[], 10),
-            task("b", &["a"], 10),
-            task("c", &["b"], 10),
-            task("d", &[], 25),
-        ];
-        let index = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.clone(), i))
-            .collect();
-        let a = analyse(&mut tasks, &index, Some(1)).unwrap();
+        let text = |agents: u32| {
+            format!(
+                "agents = {agents}\n\
+                 [[task]]\nid = \"a\"\ncommand = \"true\"\nestimate = \"10s\"\n\
+                 [[task]]\nid = \"b\"\ncommand = \"true\"\nestimate = \"10s\"\nafter = [\"a\"]\n\
+                 [[task]]\nid = \"c\"\ncommand = \"true\"\nestimate = \"10s\"\nafter = [\"b\"]\n\
+                 [[task]]\nid = \"d\"\ncommand = \"true\"\nestimate = \"25s\"\n"
+            )
+        };
+        let p = plan(&text(1));
+        let a = &p.analysis;
         assert_eq!(a.depth, 3);
         assert_eq!(a.wave_sizes, vec![2, 1, 1]);
         assert_eq!(a.critical_path, vec!["a", "b", "c"]);
-        assert_eq!(a.critical_path_ms, 30);
-        assert_eq!(a.sequential_ms, 55);
-        assert_eq!(a.parallel_ms, 55);
-        let a2 = analyse(&mut tasks, &index, Some(2)).unwrap();
+        assert_eq!(a.critical_path_ms, 30_000);
+        assert_eq!(a.sequential_ms, 55_000);
+        assert_eq!(makespan(&text(1)), 55_000);
         // a first (priority 30), d beside it; b at 10, c at 20..30; d ends 25.
-        assert_eq!(a2.parallel_ms, 30);
+        assert_eq!(makespan(&text(2)), 30_000);
     }
 
     #[test]
-    fn auto_picks_smallest_count_near_unlimited() {
-        // 8 independent tasks of 10: unlimited = 10; needs 8 agents (capped by cores).
-        let mut tasks: Vec<Task> = (0..8).map(|i| task(&format!("t{i}"), &[], 10)).collect();
-        let index = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.clone(), i))
-            .collect();
-        let a = analyse(&mut tasks, &index, None).unwrap();
-        let cores = std::thread::available_parallelism().unwrap().get() as u32;
-        assert_eq!(a.agents, cores.min(8));
+    fn a_resource_of_capacity_one_runs_its_holders_one_at_a_time() {
+        let text = |capacity: u32| {
+            format!(
+                "agents = 4\n[resource.db]\ncapacity = {capacity}\n\
+                 [[task]]\nid = \"a\"\ncommand = \"true\"\nestimate = \"10s\"\nresources = [\"db\"]\n\
+                 [[task]]\nid = \"b\"\ncommand = \"true\"\nestimate = \"10s\"\nresources = [\"db\"]\n\
+                 [[task]]\nid = \"c\"\ncommand = \"true\"\nestimate = \"10s\"\nresources = [\"db\"]\n\
+                 [[task]]\nid = \"d\"\ncommand = \"true\"\nestimate = \"10s\"\n"
+            )
+        };
+        assert_eq!(makespan(&text(1)), 30_000);
+        assert_eq!(makespan(&text(2)), 20_000);
+        assert_eq!(makespan(&text(3)), 10_000);
+    }
+
+    #[test]
+    fn a_task_after_a_checkpoint_waits_for_the_tasks_that_reach_it() {
+        // "late" waits for the checkpoint "ready", which "slow" (20 s)
+        // reaches; "fast" is free at once.
+        let text = "agents = 3\n[checkpoint.ready]\nexpect = [\"slow\"]\n\
+             [[task]]\nid = \"slow\"\ncommand = \"true\"\nestimate = \"20s\"\n\
+             [[task]]\nid = \"fast\"\ncommand = \"true\"\nestimate = \"5s\"\n\
+             [[task]]\nid = \"late\"\ncommand = \"true\"\nestimate = \"5s\"\nafter = [\"checkpoint:ready\"]\n";
+        assert_eq!(makespan(text), 25_000);
+    }
+
+    #[test]
+    fn strict_waves_wait_for_the_whole_wave() {
+        // a(30) and b(5) are wave 1; c(5) after b is wave 2. Dynamic: c
+        // runs beside a; strict: c waits for a.
+        let text = |waves: &str| {
+            format!(
+                "agents = 2\nwaves = \"{waves}\"\n\
+                 [[task]]\nid = \"a\"\ncommand = \"true\"\nestimate = \"30s\"\n\
+                 [[task]]\nid = \"b\"\ncommand = \"true\"\nestimate = \"5s\"\n\
+                 [[task]]\nid = \"c\"\ncommand = \"true\"\nestimate = \"5s\"\nafter = [\"b\"]\n"
+            )
+        };
+        assert_eq!(makespan(&text("dynamic")), 30_000);
+        assert_eq!(makespan(&text("strict")), 35_000);
+    }
+
+    #[test]
+    fn auto_picks_the_smallest_count_near_unlimited_and_names_the_cap() {
+        // a(40) -> b(40) is the critical path (80); c, d, e, f take 20 each.
+        let text = "agents = \"auto\"\n\
+             [[task]]\nid = \"a\"\ncommand = \"true\"\nestimate = \"40s\"\n\
+             [[task]]\nid = \"b\"\ncommand = \"true\"\nestimate = \"40s\"\nafter = [\"a\"]\n\
+             [[task]]\nid = \"c\"\ncommand = \"true\"\nestimate = \"20s\"\n\
+             [[task]]\nid = \"d\"\ncommand = \"true\"\nestimate = \"20s\"\n\
+             [[task]]\nid = \"e\"\ncommand = \"true\"\nestimate = \"20s\"\n\
+             [[task]]\nid = \"f\"\ncommand = \"true\"\nestimate = \"20s\"\n";
+        let mut p = plan(text);
+        let d = estimates(&p);
+        let s = schedule(&mut p, &d, &wide()).expect("auto");
+        assert_eq!((s.agents, s.unlimited_ms), (2, 80_000));
+        assert_eq!(s.tried.iter().find(|x| x.0 == 1), Some(&(1, 160_000)));
+        assert_eq!((p.settings.agents, p.analysis.agents), (2, 2));
+        assert_eq!(p.analysis.parallel_ms, 80_000);
+        let narrow = Capacity {
+            level: Some(1),
+            ..wide()
+        };
+        assert_eq!(narrow.limit(), (2, "level 1".to_owned()));
+        let one = Capacity { cores: 1, ..wide() };
+        let mut p = plan(text);
+        let s = schedule(&mut p, &d, &one).expect("auto");
+        assert!(s.agents == 1 && s.capped && s.bound_by == "1 cores");
+        assert_eq!(p.analysis.parallel_ms, 160_000);
+    }
+
+    #[test]
+    fn auto_does_not_add_agents_that_a_shared_resource_would_leave_idle() {
+        // Four tasks all holding one lock: more than one agent never helps.
+        let text = "agents = \"auto\"\n\
+             [[task]]\nid = \"a\"\ncommand = \"true\"\nestimate = \"10s\"\nresources = [\"lock\"]\n\
+             [[task]]\nid = \"b\"\ncommand = \"true\"\nestimate = \"10s\"\nresources = [\"lock\"]\n\
+             [[task]]\nid = \"c\"\ncommand = \"true\"\nestimate = \"10s\"\nresources = [\"lock\"]\n\
+             [[task]]\nid = \"d\"\ncommand = \"true\"\nestimate = \"10s\"\nresources = [\"lock\"]\n";
+        let mut p = plan(text);
+        let d = estimates(&p);
+        let s = schedule(&mut p, &d, &wide()).expect("auto");
+        assert_eq!((s.agents, s.unlimited_ms), (1, 40_000));
     }
 }
 
@@ -394,122 +670,5 @@ impl Capacity {
             }
         }
         best
-    }
-}
-
-/// The agent count chosen by simulation, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AutoScale {
-    /// The choice.
-    pub agents: u32,
-    /// Makespan (ms) for each count tried.
-    pub tried: Vec<(u32, u64)>,
-    /// Makespan with unlimited agents (the critical path), ms.
-    pub unlimited_ms: u64,
-    /// The most agents the machine allows.
-    pub capacity: u32,
-    /// What set the capacity.
-    pub bound_by: String,
-    /// Whether the capacity, not the schedule, decided.
-    pub capped: bool,
-}
-
-/// Chooses the agent count for `tasks` (analysed) with the given per-task
-/// durations: the smallest count up to the capacity whose simulated
-/// makespan is within 5% of unlimited agents.
-pub fn autoscale(tasks: &[Task], durations: &[u64], capacity: &Capacity) -> AutoScale {
-    let index: HashMap<String, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.clone(), i))
-        .collect();
-    let graph = Graph::new(tasks, &index);
-    // Priorities from these durations, as the workers' would be.
-    let order = graph.topo().unwrap_or_default();
-    let bottom = bottom_levels(&graph, &order, durations);
-    let (cap, bound_by) = capacity.limit();
-    let (agents, tried) = choose_agents(&graph, durations, &bottom, cap);
-    let unlimited_ms = bottom.iter().copied().max().unwrap_or(0);
-    let capped = agents == cap
-        && tried
-            .iter()
-            .find(|(k, _)| *k == agents)
-            .is_some_and(|&(_, ms)| (ms as f64) > unlimited_ms as f64 * 1.05);
-    AutoScale {
-        agents,
-        tried,
-        unlimited_ms,
-        capacity: cap,
-        bound_by,
-        capped,
-    }
-}
-
-#[cfg(test)]
-mod autoscale_tests {
-    use super::*;
-    use crate::plan::{Action, Task};
-
-    fn t(id: &str, after: &[&str]) -> Task {
-        Task {
-            id: id.into(),
-            title: None,
-            action: Action::Command("true".into()),
-            after: after.iter().map(|s| (*s).to_owned()).collect(),
-            files: vec![],
-            scan_prompt: true,
-            conflicts: true,
-            resources: vec![],
-            estimate_ms: None,
-            timeout_ms: 1000,
-            retries: 0,
-            env: Default::default(),
-            cwd: None,
-            compete: None,
-            phases: true,
-            worktree: None,
-            group: None,
-            line: None,
-            wave: 0,
-            priority: 0,
-        }
-    }
-
-    #[test]
-    fn chooses_the_smallest_count_near_the_critical_path_and_names_the_cap() {
-        // a(40) -> b(40) is the critical path (80); c, d, e, f take 20 each.
-        let tasks = vec![
-            t("a", &[]),
-            t("b", &["a"]),
-            t("c", &[]),
-            t("d", &[]),
-            t("e", &[]),
-            t("f", &[]),
-        ];
-        let d = [40, 40, 20, 20, 20, 20];
-        let wide = Capacity {
-            cores: 64,
-            by_memory: 64,
-            max_agents: None,
-            level: None,
-        };
-        let s = autoscale(&tasks, &d, &wide);
-        assert_eq!((s.agents, s.unlimited_ms), (2, 80));
-        assert_eq!(s.tried.iter().find(|x| x.0 == 1), Some(&(1, 160)));
-        let narrow = Capacity {
-            cores: 64,
-            by_memory: 64,
-            max_agents: None,
-            level: Some(1),
-        };
-        assert_eq!(narrow.limit(), (2, "level 1".to_owned()));
-        let one = Capacity {
-            cores: 1,
-            by_memory: 64,
-            max_agents: None,
-            level: None,
-        };
-        let s = autoscale(&tasks, &d, &one);
-        assert!(s.agents == 1 && s.capped && s.bound_by == "1 cores");
     }
 }

@@ -481,10 +481,9 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
         }
     }
     if added {
-        let agents = (!plan.settings.agents_auto).then_some(plan.settings.agents);
-        // New edges were checked for cycles as they were added.
-        if let Ok(a) = analysis::analyse(&mut plan.tasks, &index, agents) {
-            plan.settings.agents = a.agents;
+        // New edges were checked for cycles as they were added. The
+        // schedule (agents, estimated time) is simulated later, once.
+        if let Ok(a) = analysis::analyse(&mut plan.tasks, &index) {
             plan.analysis = a;
         }
     }

@@ -1027,15 +1027,11 @@ fn build(
             after_lines: offsets.iter().map(|o| o.map(|o| ctx.line_of(o))).collect(),
         })
         .collect();
-    let (analysis, mut warnings) = check_and_analyse(
-        &mut tasks,
-        &index,
-        &origins,
-        &checkpoints,
-        agents_for_analysis(agents),
-    )?;
+    let (analysis, mut warnings) = check_and_analyse(&mut tasks, &index, &origins, &checkpoints)?;
     add_implied_resources(&tasks, &mut resources);
-    settings.agents = analysis.agents;
+    if let AgentsValue::Count(n) = agents {
+        settings.agents = n;
+    }
     settings.agents_auto = matches!(agents, AgentsValue::Auto);
     if settings.setup.is_some() && tasks.iter().all(|t| t.worktree.is_none()) {
         warnings.push(
@@ -1207,7 +1203,7 @@ pub struct SourcedTask {
 pub fn plan_from_tasks(
     source: &Path,
     name: &str,
-    mut settings: Settings,
+    settings: Settings,
     sourced: Vec<SourcedTask>,
 ) -> Result<Plan, Diagnostic> {
     check_session_name(source, name)?;
@@ -1236,11 +1232,8 @@ pub fn plan_from_tasks(
             after_lines: s.after_lines.clone(),
         });
     }
-    let agents = (!settings.agents_auto).then_some(settings.agents);
     let checkpoints = BTreeMap::new();
-    let (analysis, warnings) =
-        check_and_analyse(&mut tasks, &index, &origins, &checkpoints, agents)?;
-    settings.agents = analysis.agents;
+    let (analysis, warnings) = check_and_analyse(&mut tasks, &index, &origins, &checkpoints)?;
     let mut resources = BTreeMap::new();
     add_implied_resources(&tasks, &mut resources);
     Ok(Plan {
@@ -1322,7 +1315,6 @@ fn check_and_analyse(
     index: &HashMap<String, usize>,
     origins: &[Origin<'_>],
     checkpoints: &BTreeMap<String, CheckpointDecl>,
-    agents: Option<u32>,
 ) -> Result<(Analysis, Vec<String>), Diagnostic> {
     let at = |i: usize, j: usize| origins[i].after_lines.get(j).copied().flatten();
     let mut warnings = Vec::new();
@@ -1381,7 +1373,7 @@ fn check_and_analyse(
                 .help("a task cannot wait for a checkpoint that only a task after it can reach"),
         );
     }
-    let analysis = analysis::analyse(tasks, index, agents).map_err(|cycle| {
+    let analysis = analysis::analyse(tasks, index).map_err(|cycle| {
         let first = index[&cycle[0]];
         let needs: Vec<String> = cycle
             .windows(2)
@@ -1396,13 +1388,6 @@ fn check_and_analyse(
         .help("remove one of these dependencies")
     })?;
     Ok((analysis, warnings))
-}
-
-fn agents_for_analysis(a: AgentsValue) -> Option<u32> {
-    match a {
-        AgentsValue::Count(n) => Some(n),
-        AgentsValue::Auto => None,
-    }
 }
 
 /// The closest known id, if it is close enough to be a typo.
