@@ -219,8 +219,15 @@ fn a_named_group_crlf_and_the_answers_when_there_is_nothing_to_plan() {
     let out = env.run("orch-plan", &["--roadmap", "ROADMAP.md", "--group", "Z"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no group `Z`"), "{}", stderr(&out));
+    // --group with a plan file is for the plan's `roadmap`.
+    env.write("plan.toml", "[[task]]\nid = \"a\"\ncommand = \"true\"\n");
     let out = env.run("orch-plan", &["--group", "G", "plan.toml"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no `roadmap`"),
+        "{}",
+        stderr(&out)
+    );
 
     env.write(
         "DONE.md",
@@ -524,4 +531,218 @@ fn prompt_directories_need_all_and_everything_done_plans_nothing() {
         stderr(&out)
     );
     assert!(!env.root().exists());
+}
+
+const SMALL: &str = "# Roadmap\n\n\
+## Group A — Start\nPrerequisites: None—this is where it all starts!\n\n\
+### Track A1: Parser\nFiles: `src/parse.rs`\n\n\
+### Track A2: Docs\nFiles: `docs/intro.md`\n\n\
+## Group B — Next\nPrerequisites: Group A\n\n\
+### Track B1: Server\nFiles: `src/server.rs`\n";
+
+/// One pipeline for every source: a plan file takes its tasks from a
+/// roadmap and prompt files, every setting applies to them, its own tasks
+/// may depend on them; a roadmap planned alone takes the same settings
+/// from --settings and flags, and flags win.
+#[test]
+fn a_plan_file_takes_tasks_from_a_roadmap_and_prompt_files_with_every_setting() {
+    let env = Env::with_agent();
+    let repo = crate::git::repo(
+        &env,
+        &[
+            ("ROADMAP.md", SMALL),
+            (
+                "prompts/01-lint.md",
+                "# Lint\n\nRun the linter over `src/` and fix what it finds.\n",
+            ),
+            (
+                "prompts/02-done.md",
+                "# Old\n\nStatus: DONE\n\nAlready merged.\n",
+            ),
+        ],
+    );
+    let plan = "name = \"nightly\"\n\
+        roadmap = \"ROADMAP.md\"\n\
+        group = \"all\"\n\
+        prompts = [\"prompts/*.md\"]\n\
+        workspace = \"worktree\"\n\
+        timeout = \"45m\"\n\
+        retries = 2\n\
+        budget_usd = 5.0\n\
+        permission_mode = \"default\"\n\
+        [[task]]\nid = \"integrate\"\ncommand = \"make check\"\nafter = [\"group_B_track_B1\", \"01-lint\"]\n";
+    let p = env.write("repo/plan.toml", plan);
+    let out = output(crate::git::orch(&env, "orch-plan").arg(&p));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Roadmap "), "{text}");
+    assert!(
+        text.contains("Prompt files: 1 to plan, 1 skipped"),
+        "{text}"
+    );
+    let id = text.lines().last().unwrap().to_owned();
+    let doc = env.json(&id, "plan.json");
+    assert_eq!(
+        task_ids(&doc),
+        [
+            "integrate",
+            "group_A_track_A1",
+            "group_A_track_A2",
+            "group_B_track_B1",
+            "01-lint"
+        ]
+    );
+    for t in doc["tasks"].as_array().unwrap() {
+        assert_eq!(t["timeout_ms"], 45 * 60 * 1000, "{t}");
+        assert_eq!(t["retries"], 2, "{t}");
+        assert!(
+            t["worktree"].is_object(),
+            "every task runs in a worktree: {t}"
+        );
+    }
+    let info = env.json(&id, "session.json");
+    assert_eq!(info["name"], "nightly");
+    let settings = &info["settings"];
+    assert_eq!(settings["budget_usd"], 5.0, "{settings}");
+    assert!(
+        settings["agent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "default"),
+        "{settings}"
+    );
+
+    // The roadmap alone, with the same settings from a settings file and
+    // flags on top: flags win.
+    env.write(
+        "repo/settings.toml",
+        "timeout = \"45m\"\nretries = 2\nmax_agents = 1\n",
+    );
+    let out = output(
+        crate::git::orch(&env, "orch-plan")
+            .current_dir(&repo)
+            .args([
+                "--roadmap",
+                "ROADMAP.md",
+                "--all",
+                "--settings",
+                "settings.toml",
+                "--timeout",
+                "10m",
+                "--set",
+                "retries=1",
+                "--agents",
+                "auto",
+                "--import-deps",
+                "--dry-run",
+                "--json",
+            ]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // max_agents = 1 holds whatever else looked at the plan.
+    assert_eq!(v["agents"], 1, "{v:#}");
+    let out = output(
+        crate::git::orch(&env, "orch-plan")
+            .current_dir(&repo)
+            .args([
+                "--roadmap",
+                "ROADMAP.md",
+                "--settings",
+                "settings.toml",
+                "--timeout",
+                "10m",
+                "--set",
+                "retries=1",
+            ]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).lines().last().unwrap().to_owned();
+    let doc = env.json(&id, "plan.json");
+    assert_eq!(task_ids(&doc), ["group_A_track_A1", "group_A_track_A2"]);
+    for t in doc["tasks"].as_array().unwrap() {
+        assert_eq!(
+            (t["timeout_ms"].as_u64(), t["retries"].as_u64()),
+            (Some(600_000), Some(1)),
+            "{t}"
+        );
+    }
+    assert_eq!(env.json(&id, "session.json")["name"], "roadmap-A");
+}
+
+/// Settings from flags are checked like the file's, and an error names the
+/// flag; sources named twice or matching nothing are refused; nothing is
+/// created.
+#[test]
+fn bad_settings_and_sources_name_the_flag_or_the_line() {
+    let env = Env::with_agent();
+    env.write("ROADMAP.md", SMALL);
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["--roadmap", "ROADMAP.md", "--set", "timeout=ten"],
+            2,
+            "--set timeout=ten: invalid duration",
+        ),
+        (
+            &["--roadmap", "ROADMAP.md", "--timeout", "0"],
+            2,
+            "--set timeout=0: `timeout` must be more than 0",
+        ),
+        (
+            &["--roadmap", "ROADMAP.md", "--set", "colour=red"],
+            2,
+            "unknown field `colour`",
+        ),
+        (
+            &["--roadmap", "ROADMAP.md", "--set", "task=x"],
+            2,
+            "cannot be set from the command line",
+        ),
+        (
+            &["--roadmap", "ROADMAP.md", "--workspace", "cloud"],
+            2,
+            "is not a workspace",
+        ),
+        (
+            &["--roadmap", "ROADMAP.md", "--set", "retries"],
+            2,
+            "write KEY=VALUE",
+        ),
+        (
+            &["--roadmap", "ROADMAP.md", "--settings", "both.toml"],
+            2,
+            "name a roadmap: keep one",
+        ),
+        (
+            &["globs.toml"],
+            3,
+            "globs.toml:2: prompts: `tasks/*.md` matches no file",
+        ),
+        (
+            &["grouped.toml"],
+            3,
+            "grouped.toml:1: `group` chooses a roadmap's groups",
+        ),
+        (
+            &["own.toml", "--settings", "own.toml"],
+            2,
+            "a plan file holds its own settings",
+        ),
+    ];
+    env.write("both.toml", "roadmap = \"ROADMAP.md\"\n");
+    env.write("globs.toml", "name = \"x\"\nprompts = [\"tasks/*.md\"]\n");
+    env.write(
+        "grouped.toml",
+        "group = \"all\"\n[[task]]\nid = \"a\"\ncommand = \"true\"\n",
+    );
+    env.write("own.toml", "[[task]]\nid = \"a\"\ncommand = \"true\"\n");
+    for (args, code, words) in cases {
+        let out = env.run("orch-plan", args);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(words), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    assert!(!env.root().exists(), "a refused plan created the root");
 }

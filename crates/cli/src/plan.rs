@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
-use orch_session::plan::{parse_plan, plan_from_tasks, Plan, PlanSource, Settings};
+use orch_session::plan::{Draft, Plan, PlanSource, Settings, SourcedTask};
 use orch_session::prompts::{plan_prompts, PromptInput};
 use orch_session::roadmap::{parse_roadmap, SelectError, Selection};
 use orch_session::time::format_duration;
@@ -33,6 +33,14 @@ Examples:
                                           one task per prompt file
   orch-plan --all prompts/                every .md file in prompts/
   orch-plan plan.toml --import-deps       order importers after the tasks they import
+  orch-plan --roadmap ROADMAP.md --settings team.toml --timeout 45m --workspace worktree
+                                          a roadmap with a plan file's settings, flags on top
+  orch-plan --roadmap ROADMAP.md --agent claude --permission-mode acceptEdits --budget 20
+  orch-plan prompts/*.md --set retries=2 --set waves=strict
+                                          any plan key, as the plan would write it
+A plan file can take its tasks from a roadmap or prompt files, with all its
+settings: roadmap = \"ROADMAP.md\" (group = \"all\" or a group), and/or
+prompts = [\"prompts/*.md\"]; its own [[task]]s may depend on them.
 
 Plan files are described in docs/plan.md, ROADMAP.md and prompt files in
 docs/roadmap.md. Tracks and prompt files marked done are skipped and listed;
@@ -119,17 +127,59 @@ pub struct Args {
     /// run where it is)
     #[arg(long)]
     skip_agent_check: bool,
+
+    /// With --roadmap or prompt files: take the settings (and any tasks,
+    /// roadmap or prompts) of this plan file
+    #[arg(long, value_name = "FILE")]
+    settings: Option<PathBuf>,
+
+    /// Set any top-level plan key, as `KEY = VALUE` in the plan would
+    /// (repeatable; wins over the file): --set retries=2 --set waves=strict
+    #[arg(long, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+
+    /// The agent for prompt tasks: a preset (claude, codex, aider, gemini)
+    /// or an argv template with {prompt}
+    #[arg(long, value_name = "AGENT")]
+    agent: Option<String>,
+
+    /// Claude's permission mode (acceptEdits, default, plan, dontAsk, auto,
+    /// bypassPermissions)
+    #[arg(long, value_name = "MODE")]
+    permission_mode: Option<String>,
+
+    /// Where tasks run: shared (the plan's directory) or worktree (a git
+    /// worktree and branch per task)
+    #[arg(long, value_name = "shared|worktree")]
+    workspace: Option<String>,
+
+    /// Default task timeout, e.g. 45m
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+
+    /// Default retries after a failed attempt
+    #[arg(long, value_name = "N")]
+    retries: Option<String>,
+
+    /// No new claims after it: 6h (from now), 18:30, an RFC 3339 time
+    #[arg(long, value_name = "WHEN")]
+    deadline: Option<String>,
+
+    /// No new claims once the agents have spent this many US dollars
+    #[arg(long, value_name = "USD")]
+    budget: Option<String>,
 }
 
 /// What `orch-plan` was asked to read.
 #[derive(Debug)]
 enum Input {
-    Plan(PathBuf),
+    /// A plan file, and --group / --all for its `roadmap`.
+    Plan(PathBuf, Option<Which>),
     Roadmap(PathBuf, Which),
     Prompts(Vec<PathBuf>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Which {
     Current,
     Group(String),
@@ -147,12 +197,6 @@ impl Input {
             };
             return Ok(Input::Roadmap(r.clone(), which));
         }
-        if let Some(g) = &args.group {
-            return Err(coded(
-                exit::USAGE,
-                format!("--group {g} is for a roadmap: orch-plan --roadmap ROADMAP.md --group {g}"),
-            ));
-        }
         let is_plan = |p: &PathBuf| {
             p.extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("toml") || e.eq_ignore_ascii_case("json"))
@@ -164,13 +208,25 @@ impl Input {
                     "give one plan file (TOML or JSON), or prompt files, not both or several plans",
                 ));
             }
-            if args.all {
+            if args.settings.is_some() {
                 return Err(coded(
                     exit::USAGE,
-                    "--all is for --roadmap or a directory of prompt files, not a plan file",
+                    "--settings is for --roadmap or prompt files: a plan file holds its own settings",
                 ));
             }
-            return Ok(Input::Plan(args.inputs[0].clone()));
+            // Checked against the plan's `roadmap` once it is read.
+            let which = match (&args.group, args.all) {
+                (Some(g), _) => Some(Which::Group(g.clone())),
+                (None, true) => Some(Which::All),
+                (None, false) => None,
+            };
+            return Ok(Input::Plan(args.inputs[0].clone(), which));
+        }
+        if let Some(g) = &args.group {
+            return Err(coded(
+                exit::USAGE,
+                format!("--group {g} is for a roadmap: orch-plan --roadmap ROADMAP.md --group {g}"),
+            ));
         }
         let mut files = Vec::new();
         let mut any_dir = false;
@@ -469,25 +525,231 @@ fn dir_of(path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-fn plan_file(path: &Path, name: Option<&str>) -> Result<Planned> {
-    let abs = absolute(path);
+/// Tasks read from a roadmap or prompt files, and what to tell about them.
+struct Read {
+    tasks: Vec<SourcedTask>,
+    /// The session's name when nothing names it.
+    default_name: String,
+    report: Vec<String>,
+    warnings: Vec<String>,
+    file_warnings: Vec<String>,
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads a plan or settings file into a draft; its settings are checked.
+fn read_draft(path: &Path) -> Result<Draft> {
     let text = read_input("plan", path)?;
-    let plan = parse_plan(PlanSource { path, text: &text }, name)
-        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    Draft::read(PlanSource { path, text: &text }).map_err(|d| coded(exit::BAD_INPUT, d.to_string()))
+}
+
+/// The settings the flags give, as plan keys, in the order they apply.
+fn flag_settings(args: &Args) -> Result<Vec<(String, String)>> {
+    let mut sets: Vec<(String, String)> = [
+        ("agent", &args.agent),
+        ("permission_mode", &args.permission_mode),
+        ("workspace", &args.workspace),
+        ("timeout", &args.timeout),
+        ("retries", &args.retries),
+        ("deadline", &args.deadline),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+    .collect();
+    if let Some(b) = &args.budget {
+        sets.push((
+            "budget_usd".to_owned(),
+            b.trim_start_matches('$').to_owned(),
+        ));
+    }
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(coded(
+                exit::USAGE,
+                format!("--set {kv}: write KEY=VALUE, e.g. --set timeout=45m"),
+            ));
+        };
+        sets.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(sets)
+}
+
+/// `prompts = [...]` of a plan file: files, directories (their .md files)
+/// and globs, relative to the file's directory; in the order given, each
+/// entry sorted, none twice.
+fn expand_prompts(draft: &Draft, dir: &Path, entries: &[String]) -> Result<Vec<PathBuf>> {
+    let bad = |m: String| coded(exit::BAD_INPUT, draft.diag("prompts", m).to_string());
+    let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in entries {
+        let full = dir.join(e);
+        let found: Vec<PathBuf> = if full.is_dir() {
+            markdown_files(&full)?
+        } else if e.contains(['*', '?', '[']) {
+            let pattern = full.to_string_lossy().into_owned();
+            let paths = glob::glob(&pattern)
+                .map_err(|err| bad(format!("prompts: `{e}` is not a glob: {err}")))?;
+            let mut v: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
+            v.sort();
+            v
+        } else if full.is_file() {
+            vec![full]
+        } else {
+            Vec::new()
+        };
+        if found.is_empty() {
+            return Err(bad(format!(
+                "prompts: `{e}` matches no file in `{}`",
+                dir.display()
+            )));
+        }
+        for f in found {
+            let key = fs::canonicalize(&f).unwrap_or_else(|_| f.clone());
+            if seen.insert(key) {
+                files.push(f);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Reads every source asked for (a plan or settings file, flags, a
+/// roadmap, prompt files) into one draft, then checks and analyses it once.
+fn plan_input(args: &Args, input: &Input) -> Result<Planned> {
+    let bad = |d: orch_session::error::Diagnostic| coded(exit::BAD_INPUT, d.to_string());
+    let (mut draft, file) = match (input, &args.settings) {
+        (Input::Plan(p, _), _) => (read_draft(p)?, Some(p.clone())),
+        (_, Some(s)) => (read_draft(s)?, Some(s.clone())),
+        (Input::Roadmap(r, _), None) => (Draft::new(r), None),
+        (Input::Prompts(f), None) => (Draft::new(&f[0]), None),
+    };
+    for (k, v) in flag_settings(args)? {
+        draft
+            .set(&k, &v)
+            .map_err(|d| coded(exit::USAGE, d.to_string()))?;
+    }
+    let settings = draft.settings().map_err(bad)?;
+    let asked = draft.sources();
+    let file_dir = file.as_deref().map(|f| dir_of(&absolute(f)));
+    let in_file_dir = |rel: &str| file_dir.as_deref().unwrap_or(Path::new(".")).join(rel);
+    let file_which = match asked.group.as_deref() {
+        None | Some("current") => Which::Current,
+        Some("all") => Which::All,
+        Some(g) => Which::Group(g.to_owned()),
+    };
+    let twice = |what: &str| {
+        coded(
+            exit::USAGE,
+            format!(
+                "both the command line and `{}` name {what}: keep one",
+                file.as_deref().unwrap_or(Path::new("")).display()
+            ),
+        )
+    };
+    let roadmap: Option<(PathBuf, Which)> = match input {
+        Input::Roadmap(r, w) => {
+            if asked.roadmap.is_some() {
+                return Err(twice("a roadmap"));
+            }
+            Some((r.clone(), w.clone()))
+        }
+        Input::Plan(p, which) => match (&asked.roadmap, which) {
+            (Some(r), w) => Some((in_file_dir(r), w.clone().unwrap_or(file_which))),
+            (None, Some(_)) => {
+                return Err(coded(
+                    exit::USAGE,
+                    format!(
+                        "--group and --all choose a roadmap's groups, and `{}` has no `roadmap`",
+                        p.display()
+                    ),
+                ))
+            }
+            (None, None) => None,
+        },
+        Input::Prompts(_) => asked
+            .roadmap
+            .as_deref()
+            .map(|r| (in_file_dir(r), file_which)),
+    };
+    let prompt_files: Vec<PathBuf> = match input {
+        Input::Prompts(f) => {
+            if !asked.prompts.is_empty() {
+                return Err(twice("prompt files"));
+            }
+            f.clone()
+        }
+        _ => expand_prompts(
+            &draft,
+            file_dir.as_deref().unwrap_or(Path::new(".")),
+            &asked.prompts,
+        )?,
+    };
+    let mut reads = Vec::new();
+    if let Some((r, w)) = &roadmap {
+        reads.push(read_roadmap(r, w, &settings)?);
+    }
+    if !prompt_files.is_empty() {
+        reads.push(read_prompt_files(&prompt_files, &settings)?);
+    }
+    let default_name = reads.first().map(|r| r.default_name.clone());
+    let (mut report, mut warnings, mut file_warnings) = (Vec::new(), Vec::new(), Vec::new());
+    let mut json = serde_json::Map::new();
+    for r in reads {
+        draft.add(r.tasks);
+        report.extend(r.report);
+        warnings.extend(r.warnings);
+        file_warnings.extend(r.file_warnings);
+        for (k, v) in r.json {
+            match (json.get_mut(&k), v) {
+                (Some(serde_json::Value::Array(have)), serde_json::Value::Array(more)) => {
+                    have.extend(more)
+                }
+                (_, v) => {
+                    json.insert(k, v);
+                }
+            }
+        }
+    }
+    let plan = draft
+        .finish(args.name.as_deref(), default_name.as_deref())
+        .map_err(bad)?;
+    // Where tasks run, and what the session records as its source.
+    let (shown, source_path, workdir) = match input {
+        Input::Plan(p, _) => {
+            let abs = absolute(p);
+            (p.display().to_string(), Some(abs.clone()), dir_of(&abs))
+        }
+        Input::Roadmap(r, _) => {
+            let abs = absolute(r);
+            (r.display().to_string(), Some(abs.clone()), dir_of(&abs))
+        }
+        Input::Prompts(files) => {
+            let first = absolute(&files[0]);
+            let first_dir = dir_of(&first);
+            (
+                if files.len() == 1 {
+                    files[0].display().to_string()
+                } else {
+                    plural(files.len(), "prompt file")
+                },
+                (files.len() == 1).then_some(first),
+                git_toplevel(&first_dir).unwrap_or(first_dir),
+            )
+        }
+    };
     Ok(Planned {
         plan,
-        source: path.display().to_string(),
-        workdir: dir_of(&abs),
-        source_path: Some(abs),
-        report: Vec::new(),
-        warnings: Vec::new(),
-        file_warnings: Vec::new(),
-        json: serde_json::Map::new(),
+        source: shown,
+        source_path,
+        workdir,
+        report,
+        warnings,
+        file_warnings,
+        json,
     })
 }
 
-fn plan_roadmap(path: &Path, which: &Which, name: Option<&str>) -> Result<Planned> {
-    let abs = absolute(path);
+/// The open tracks of a roadmap's chosen groups.
+fn read_roadmap(path: &Path, which: &Which, settings: &Settings) -> Result<Read> {
     let text = read_input("roadmap", path)?;
     let roadmap = parse_roadmap(path, &text).map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
     let selection = match which {
@@ -495,8 +757,7 @@ fn plan_roadmap(path: &Path, which: &Which, name: Option<&str>) -> Result<Planne
         Which::Group(g) => Selection::Group(g),
         Which::All => Selection::All,
     };
-    let settings = Settings::default();
-    let sel = roadmap.select(selection, &settings).map_err(|e| {
+    let sel = roadmap.select(selection, settings).map_err(|e| {
         let code = match e {
             SelectError::UnknownGroup { .. } => exit::USAGE,
             SelectError::NothingToPlan(_) => exit::FINISHED,
@@ -508,11 +769,7 @@ fn plan_roadmap(path: &Path, which: &Which, name: Option<&str>) -> Result<Planne
         Which::All => "roadmap-all".to_owned(),
         _ => format!("roadmap-{}", sel.groups.join("-")),
     };
-    let name = name.map_or(default_name, str::to_owned);
     let open = sel.tasks.len();
-    let plan = plan_from_tasks(path, &name, settings, sel.tasks)
-        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
-
     let titles: HashMap<&str, &str> = roadmap
         .groups
         .iter()
@@ -551,11 +808,9 @@ fn plan_roadmap(path: &Path, which: &Which, name: Option<&str>) -> Result<Planne
             .collect::<Vec<_>>()),
     );
     json.insert("warnings".into(), json!(sel.warnings));
-    Ok(Planned {
-        plan,
-        source: path.display().to_string(),
-        workdir: dir_of(&abs),
-        source_path: Some(abs),
+    Ok(Read {
+        tasks: sel.tasks,
+        default_name,
         report,
         warnings: sel.warnings,
         file_warnings: roadmap.warnings.iter().map(|d| d.as_warning()).collect(),
@@ -563,7 +818,8 @@ fn plan_roadmap(path: &Path, which: &Which, name: Option<&str>) -> Result<Planne
     })
 }
 
-fn plan_prompt_files(files: &[PathBuf], name: Option<&str>) -> Result<Planned> {
+/// One task per prompt file not marked done.
+fn read_prompt_files(files: &[PathBuf], settings: &Settings) -> Result<Read> {
     let mut texts = Vec::with_capacity(files.len());
     for f in files {
         texts.push(read_input("prompt file", f)?);
@@ -573,9 +829,8 @@ fn plan_prompt_files(files: &[PathBuf], name: Option<&str>) -> Result<Planned> {
         .zip(&texts)
         .map(|(path, text)| PromptInput { path, text })
         .collect();
-    let settings = Settings::default();
     let lookup = |p: &Path| fs::read_to_string(p).ok();
-    let prompts = plan_prompts(&inputs, &settings, &lookup)
+    let prompts = plan_prompts(&inputs, settings, &lookup)
         .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
     if prompts.tasks.is_empty() {
         let why: Vec<String> = prompts
@@ -595,13 +850,9 @@ fn plan_prompt_files(files: &[PathBuf], name: Option<&str>) -> Result<Planned> {
         [one] if prompts.skipped.is_empty() => one.task.id.clone(),
         _ => "prompts".to_owned(),
     };
-    let name = name.map_or(default_name, str::to_owned);
-    let open = prompts.tasks.len();
-    let plan = plan_from_tasks(&files[0], &name, settings, prompts.tasks)
-        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
     let mut report = vec![format!(
         "Prompt files: {} to plan, {} skipped",
-        open,
+        prompts.tasks.len(),
         prompts.skipped.len()
     )];
     if !prompts.skipped.is_empty() {
@@ -622,17 +873,9 @@ fn plan_prompt_files(files: &[PathBuf], name: Option<&str>) -> Result<Planned> {
             .map(|k| json!({"file": k.path, "id": k.id, "reason": k.reason}))
             .collect::<Vec<_>>()),
     );
-    let first = absolute(&files[0]);
-    let first_dir = dir_of(&first);
-    Ok(Planned {
-        plan,
-        source: if files.len() == 1 {
-            files[0].display().to_string()
-        } else {
-            plural(files.len(), "prompt file")
-        },
-        workdir: git_toplevel(&first_dir).unwrap_or(first_dir),
-        source_path: (files.len() == 1).then_some(first),
+    Ok(Read {
+        tasks: prompts.tasks,
+        default_name,
         report,
         warnings: Vec::new(),
         file_warnings: prompts.warnings.iter().map(|d| d.as_warning()).collect(),
@@ -689,12 +932,7 @@ fn check_agent(plan: &orch_session::plan::Plan) -> Result<()> {
 /// Runs `orch-plan` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
     let input = Input::from_args(&args)?;
-    let name = args.name.as_deref();
-    let mut planned = match &input {
-        Input::Plan(p) => plan_file(p, name)?,
-        Input::Roadmap(p, which) => plan_roadmap(p, which, name)?,
-        Input::Prompts(files) => plan_prompt_files(files, name)?,
-    };
+    let mut planned = plan_input(&args, &input)?;
     if !args.phases.is_empty() {
         if planned.plan.template.is_some() {
             return Err(coded(

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::rate::Rate;
 
 pub use analysis::{analyse, schedule, Analysis, AutoScale, Capacity};
-pub use parse::{parse_plan, plan_from_tasks, PlanSource, SourcedTask};
+pub use parse::{parse_plan, plan_from_tasks, Draft, PlanSource, SourcedTask, Sources};
 
 /// Current `plan.json` format.
 pub const PLAN_FORMAT: u32 = 1;

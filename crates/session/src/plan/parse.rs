@@ -142,7 +142,7 @@ impl<'de> Deserialize<'de> for AgentValue {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlan<T> {
     name: Option<String>,
@@ -178,6 +178,9 @@ struct RawPlan<T> {
     setup: Option<String>,
     require_commit: Option<bool>,
     backup: Option<bool>,
+    roadmap: Option<String>,
+    group: Option<String>,
+    prompts: Option<OneOrMany>,
     #[serde(default)]
     checkpoint: BTreeMap<String, RawCheckpoint>,
     #[serde(default)]
@@ -186,7 +189,15 @@ struct RawPlan<T> {
     task: Vec<T>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `prompts = "prompts/*.md"` or `prompts = ["a.md", "b/*.md"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTemplate {
     phases: Option<Vec<String>>,
@@ -195,7 +206,7 @@ struct RawTemplate {
     max_rounds: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPhase {
     name: String,
@@ -209,7 +220,7 @@ struct RawPhase {
 }
 
 /// `threshold = ">= 85"` or `threshold = 85`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ThresholdValue(String);
 
 impl<'de> Deserialize<'de> for ThresholdValue {
@@ -331,14 +342,14 @@ fn build_template(ctx: &Ctx<'_>, raw: RawTemplate) -> Result<Template, Diagnosti
     Ok(Template { phases, max_rounds })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCheckpoint {
     #[serde(default)]
     expect: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawResource {
     capacity: Option<u32>,
@@ -478,19 +489,17 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Parses and validates a plan file. `name` overrides the plan's own name.
+/// Parses and validates a plan file whose tasks are all its own
+/// (`[[task]]`). `name` overrides the plan's own name. A plan that takes
+/// tasks from a roadmap or prompt files is put together with a [`Draft`].
 pub fn parse_plan(src: PlanSource<'_>, name: Option<&str>) -> Result<Plan, Diagnostic> {
-    let ctx = Ctx::new(src.path, src.text);
-    let is_json = src
-        .path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let (head, tasks) = if is_json {
-        parse_json(&ctx)?
-    } else {
-        parse_toml(&ctx)?
-    };
-    build(&ctx, head, tasks, name)
+    let draft = Draft::read(src)?;
+    if let Some(key) = draft.source_key() {
+        return Err(draft
+            .diag(key, format!("tasks from `{key}` are read by orch-plan"))
+            .help("plan the file with orch-plan"));
+    }
+    draft.finish(name, None)
 }
 
 type Head = RawPlan<()>;
@@ -530,6 +539,9 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         setup,
         require_commit,
         backup,
+        roadmap,
+        group,
+        prompts,
         checkpoint,
         resource,
         task,
@@ -569,6 +581,9 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             setup,
             require_commit,
             backup,
+            roadmap,
+            group,
+            prompts,
             checkpoint,
             resource,
             task: Vec::new(),
@@ -656,12 +671,17 @@ fn is_pure_reference(value: &str) -> bool {
         .is_some_and(is_env_name)
 }
 
-fn build(
-    ctx: &Ctx<'_>,
-    head: Head,
-    raw_tasks: Tasks,
-    name_override: Option<&str>,
-) -> Result<Plan, Diagnostic> {
+/// What a plan's settings build to.
+struct Built {
+    settings: Settings,
+    template: Option<Template>,
+    checkpoints: BTreeMap<String, CheckpointDecl>,
+    resources: BTreeMap<String, ResourceDecl>,
+    agents: AgentsValue,
+}
+
+/// Checks a plan's settings and builds them; errors name the key's line.
+fn build_settings(ctx: &Ctx<'_>, head: Head) -> Result<Built, Diagnostic> {
     let mut settings = Settings::default();
     let format = match head.format.as_deref() {
         None => None,
@@ -862,18 +882,252 @@ fn build(
         );
     }
     let agents = head.agents.unwrap_or(AgentsValue::Count(settings.agents));
+    Ok(Built {
+        settings,
+        template,
+        checkpoints,
+        resources,
+        agents,
+    })
+}
 
-    let name = match name_override.map(str::to_owned).or(head.name) {
-        Some(n) => n,
-        None => ctx
+/// Where a plan file asks its tasks to come from, besides its `[[task]]`s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// `roadmap = "ROADMAP.md"`, as written (relative to the plan's
+    /// directory).
+    pub roadmap: Option<String>,
+    /// `group`: which of the roadmap's groups: `"current"` (also when not
+    /// given), `"all"`, or a group's name.
+    pub group: Option<String>,
+    /// `prompts`: prompt files, directories of them, or globs, as written.
+    pub prompts: Vec<String>,
+}
+
+/// A plan being put together from any source: the settings of a plan (or
+/// settings) file, then flags ([`Draft::set`]); tasks from the file's
+/// `[[task]]`s and from roadmaps and prompt files ([`Draft::add`]).
+/// [`Draft::finish`] checks and analyses all of it, once.
+#[derive(Debug)]
+pub struct Draft {
+    path: PathBuf,
+    text: String,
+    head: Head,
+    raw: Tasks,
+    sourced: Vec<SourcedTask>,
+}
+
+impl Draft {
+    /// Reads a plan (or settings) file: its settings are checked now, its
+    /// tasks when the draft is finished.
+    pub fn read(src: PlanSource<'_>) -> Result<Draft, Diagnostic> {
+        let ctx = Ctx::new(src.path, src.text);
+        let is_json = src
             .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "plan".to_owned()),
-    };
-    check_session_name(ctx.path, &name)?;
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let (head, raw) = if is_json {
+            parse_json(&ctx)?
+        } else {
+            parse_toml(&ctx)?
+        };
+        build_settings(&ctx, head.clone())?;
+        let draft = Draft {
+            path: src.path.to_path_buf(),
+            text: src.text.to_owned(),
+            head,
+            raw,
+            sourced: Vec::new(),
+        };
+        if draft.head.group.is_some() && draft.head.roadmap.is_none() {
+            return Err(draft
+                .diag(
+                    "group",
+                    "`group` chooses a roadmap's groups, and there is no `roadmap`",
+                )
+                .help("add roadmap = \"ROADMAP.md\", or remove `group`"));
+        }
+        Ok(draft)
+    }
 
-    if raw_tasks.is_empty() {
+    /// A draft with the default settings, for a roadmap or prompt files
+    /// planned alone; `path` is named in errors about the whole plan.
+    pub fn new(path: &Path) -> Draft {
+        Draft {
+            path: path.to_path_buf(),
+            text: String::new(),
+            head: Head::default(),
+            raw: Vec::new(),
+            sourced: Vec::new(),
+        }
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx::new(&self.path, &self.text)
+    }
+
+    /// The file the draft was read from (or named by [`Draft::new`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An error about `key` of the file, at its line.
+    pub fn diag(&self, key: &str, message: impl Into<String>) -> Diagnostic {
+        let ctx = self.ctx();
+        ctx.diag(find(&ctx, key), message)
+    }
+
+    /// Sets one top-level key as if the file said `key = value` (a flag
+    /// like `--set timeout=45m`): `value` is read as TOML, or as a string
+    /// when it is not TOML. Checked on its own first, so an error names
+    /// the flag, not the file.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), Diagnostic> {
+        let flag = format!("--set {key}={value}");
+        let label = PathBuf::from(&flag);
+        let fail = |m: String| Diagnostic::new(&label, m);
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(fail(format!("`{key}` is not a setting"))
+                .help("write --set KEY=VALUE with a top-level key of docs/plan.md, e.g. --set timeout=45m"));
+        }
+        if matches!(
+            key,
+            "task" | "tasks" | "checkpoint" | "resource" | "template"
+        ) {
+            return Err(fail(format!("`{key}` cannot be set from the command line"))
+                .help("write it in the plan or settings file"));
+        }
+        let literal = toml::from_str::<Head>(&format!("{key} = {value}"));
+        let quoted = || {
+            let escaped: String = value.chars().flat_map(char::escape_default).collect();
+            toml::from_str::<Head>(&format!("{key} = \"{escaped}\""))
+        };
+        let over = match literal {
+            Ok(h) => h,
+            Err(_) => quoted().map_err(|e| {
+                fail(e.message().trim().replace('\n', " "))
+                    .help("see docs/plan.md for the settings and their values")
+            })?,
+        };
+        build_settings(&Ctx::new(&label, ""), over.clone())?;
+        self.head.overlay(over);
+        if self.head.group.is_some() && self.head.roadmap.is_none() && key == "group" {
+            return Err(fail("`group` chooses a roadmap's groups, and there is no roadmap".to_owned())
+                .help("plan a roadmap: orch-plan --roadmap ROADMAP.md, or a plan file with roadmap = \"...\""));
+        }
+        Ok(())
+    }
+
+    /// Where the file asks its tasks to come from.
+    pub fn sources(&self) -> Sources {
+        Sources {
+            roadmap: self.head.roadmap.clone(),
+            group: self.head.group.clone(),
+            prompts: match &self.head.prompts {
+                None => Vec::new(),
+                Some(OneOrMany::One(p)) => vec![p.clone()],
+                Some(OneOrMany::Many(v)) => v.clone(),
+            },
+        }
+    }
+
+    /// The first key that names another source of tasks, if any.
+    fn source_key(&self) -> Option<&'static str> {
+        if self.head.roadmap.is_some() {
+            Some("roadmap")
+        } else if self.head.prompts.is_some() {
+            Some("prompts")
+        } else {
+            None
+        }
+    }
+
+    /// The settings as they stand, for reading other sources with them.
+    pub fn settings(&self) -> Result<Settings, Diagnostic> {
+        Ok(build_settings(&self.ctx(), self.head.clone())?.settings)
+    }
+
+    /// The name the file gives the session, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.head.name.as_deref()
+    }
+
+    /// Adds tasks read from another source (a roadmap's tracks, prompt
+    /// files), after the file's own.
+    pub fn add(&mut self, tasks: Vec<SourcedTask>) {
+        self.sourced.extend(tasks);
+    }
+
+    /// Checks every task against the others and the settings (ids,
+    /// dependencies, cycles, checkpoints, worktrees) and analyses the plan.
+    /// The session is named `name`, else the file's `name`, else
+    /// `default_name`, else after the file.
+    pub fn finish(
+        self,
+        name: Option<&str>,
+        default_name: Option<&str>,
+    ) -> Result<Plan, Diagnostic> {
+        let Draft {
+            path,
+            text,
+            head,
+            raw,
+            sourced,
+        } = self;
+        let ctx = Ctx::new(&path, &text);
+        let built = build_settings(&ctx, head.clone())?;
+        let name = name
+            .map(str::to_owned)
+            .or(head.name)
+            .or_else(|| default_name.map(str::to_owned))
+            .unwrap_or_else(|| {
+                ctx.path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "plan".to_owned())
+            });
+        assemble(&ctx, built, raw, sourced, &name)
+    }
+}
+
+impl Head {
+    /// Takes every key `over` sets.
+    fn overlay(&mut self, over: Head) {
+        macro_rules! take {
+            ($($f:ident),* ; $($m:ident),*) => {{
+                let RawPlan { $($f,)* $($m,)* task: _ } = over;
+                $( if $f.is_some() { self.$f = $f; } )*
+                $( self.$m.extend($m); )*
+            }};
+        }
+        take!(
+            name, agents, agent, format, permission_mode, allowed_tools, resume, budget_usd,
+            timeout, retries, backoff, grace, rate_limit, waves, wave_failure_threshold, deadline,
+            breaker, breaker_cooldown, degrade, memory_per_agent, min_free_disk, prompt_stdin,
+            usage_limit_patterns, usage_pause, max_agents, level, lease, clock_skew, template,
+            workspace, setup, require_commit, backup, roadmap, group, prompts;
+            checkpoint, resource
+        );
+    }
+}
+
+/// A plan from checked settings, the file's own tasks and tasks from other
+/// sources: every task checked against the others, then analysed once.
+fn assemble(
+    ctx: &Ctx<'_>,
+    built: Built,
+    raw_tasks: Tasks,
+    sourced: Vec<SourcedTask>,
+    name: &str,
+) -> Result<Plan, Diagnostic> {
+    let Built {
+        mut settings,
+        template,
+        checkpoints,
+        mut resources,
+        agents,
+    } = built;
+    check_session_name(ctx.path, name)?;
+    if raw_tasks.is_empty() && sourced.is_empty() {
         return Err(ctx
             .diag(None, "the plan has no tasks")
             .help("add a task: [[task]] with an `id` and a `command` or `prompt`"));
@@ -1020,11 +1274,57 @@ fn build(
         });
     }
 
-    let origins: Vec<Origin<'_>> = after_offsets
-        .iter()
-        .map(|offsets| Origin {
-            file: ctx.path,
-            after_lines: offsets.iter().map(|o| o.map(|o| ctx.line_of(o))).collect(),
+    let mut origin_files: Vec<Option<PathBuf>> = vec![None; tasks.len()];
+    let mut sourced_lines: Vec<Vec<Option<usize>>> = Vec::with_capacity(sourced.len());
+    for s in sourced {
+        let SourcedTask {
+            mut task,
+            file,
+            after_lines,
+        } = s;
+        check_new_id(&index, &tasks, &task.id, &file, task.line)?;
+        let (Action::Command(body) | Action::Prompt(body)) = &task.action;
+        if body.trim().is_empty() {
+            return Err(Diagnostic::new(
+                &file,
+                format!("task `{}` has an empty command or prompt", task.id),
+            )
+            .line(task.line));
+        }
+        if task.worktree.is_none() && settings.workspace == Workspace::Worktree {
+            if let Some(reason) = branch_name_problem(&task.id) {
+                return Err(Diagnostic::new(
+                    &file,
+                    format!("task id `{}` cannot name a git branch: {reason}", task.id),
+                )
+                .line(task.line)
+                .help("rename it: worktree tasks get a branch orch/SESSION/ID"));
+            }
+            task.worktree = Some(WorktreeSpec {
+                setup: settings.setup.clone(),
+                require_commit: settings.require_commit,
+                builds_on: Vec::new(),
+            });
+        }
+        index.insert(task.id.clone(), tasks.len());
+        tasks.push(task);
+        origin_files.push(Some(file));
+        sourced_lines.push(after_lines);
+    }
+    let own = after_offsets.len();
+    let origins: Vec<Origin<'_>> = (0..tasks.len())
+        .map(|i| match &origin_files[i] {
+            None => Origin {
+                file: ctx.path,
+                after_lines: after_offsets[i]
+                    .iter()
+                    .map(|o| o.map(|o| ctx.line_of(o)))
+                    .collect(),
+            },
+            Some(f) => Origin {
+                file: f,
+                after_lines: sourced_lines[i - own].clone(),
+            },
         })
         .collect();
     let (analysis, mut warnings) = check_and_analyse(&mut tasks, &index, &origins, &checkpoints)?;
@@ -1040,7 +1340,7 @@ fn build(
         );
     }
     Ok(Plan {
-        name: Some(name),
+        name: Some(name.to_owned()),
         settings,
         tasks,
         analysis,
@@ -1206,47 +1506,22 @@ pub fn plan_from_tasks(
     settings: Settings,
     sourced: Vec<SourcedTask>,
 ) -> Result<Plan, Diagnostic> {
-    check_session_name(source, name)?;
     if sourced.is_empty() {
         return Err(Diagnostic::new(source, "nothing to plan: no tasks"));
     }
-    let mut tasks: Vec<Task> = Vec::with_capacity(sourced.len());
-    let mut origins = Vec::with_capacity(sourced.len());
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(sourced.len());
-    for s in &sourced {
-        check_new_id(&index, &tasks, &s.task.id, &s.file, s.task.line)?;
-        let (Action::Command(body) | Action::Prompt(body)) = &s.task.action;
-        if body.trim().is_empty() {
-            return Err(Diagnostic::new(
-                &s.file,
-                format!("task `{}` has an empty command or prompt", s.task.id),
-            )
-            .line(s.task.line));
-        }
-        index.insert(s.task.id.clone(), tasks.len());
-        tasks.push(s.task.clone());
-    }
-    for s in &sourced {
-        origins.push(Origin {
-            file: &s.file,
-            after_lines: s.after_lines.clone(),
-        });
-    }
-    let checkpoints = BTreeMap::new();
-    let (analysis, warnings) = check_and_analyse(&mut tasks, &index, &origins, &checkpoints)?;
-    let mut resources = BTreeMap::new();
-    add_implied_resources(&tasks, &mut resources);
-    Ok(Plan {
-        name: Some(name.to_owned()),
+    let agents = if settings.agents_auto {
+        AgentsValue::Auto
+    } else {
+        AgentsValue::Count(settings.agents)
+    };
+    let built = Built {
         settings,
-        tasks,
-        analysis,
-        checkpoints,
-        resources,
-        warnings,
         template: None,
-        conflicts: Default::default(),
-    })
+        checkpoints: BTreeMap::new(),
+        resources: BTreeMap::new(),
+        agents,
+    };
+    assemble(&Ctx::new(source, ""), built, Vec::new(), sourced, name)
 }
 
 fn check_session_name(file: &Path, name: &str) -> Result<(), Diagnostic> {
