@@ -577,3 +577,283 @@ fn a_relative_until_is_fixed_by_the_first_tick() {
         "{line}"
     );
 }
+
+const MOVING: &str = "# Roadmap\n\n\
+## Group A — Base\nPrerequisites: None (first group)\n\n\
+### Track 1: Alpha\nFiles: `a1.txt`\n\n\
+### Track 2: Beta\nFiles: `a2.txt`\n\n\
+## Group B — Middle\nPrerequisites: Group A\n\n\
+### Track 1: Gamma\nFiles: `b1.txt`\n\n\
+## Group C — Top\nPrerequisites: Group B\n\n\
+### Track 1: Delta\nFiles: `c1.txt`\n\n\
+### Track 2: Epsilon\nFiles: `c2.txt`\n";
+
+/// Sessions named `name`, oldest first.
+fn sessions_named(env: &Env, name: &str) -> Vec<(String, Value)> {
+    let mut v: Vec<(String, Value)> = fs::read_dir(env.root())
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let id = e
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("session-")?
+                .to_owned();
+            let info = read_json(&e.path().join("session.json"));
+            (info["name"] == name).then_some((id, info))
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        a.1["created"]
+            .as_str()
+            .cmp(&b.1["created"].as_str())
+            .then(a.0.cmp(&b.0))
+    });
+    v
+}
+
+/// Seed 002's scheduler, as cron runs it: one roadmap session, ticks every
+/// so often; each tick that finds the group finished merges its branches,
+/// marks its tracks done in ROADMAP.md (a commit of its own), and plans the
+/// next group under the same name, with the same fixed --until; the next
+/// group's agents see the earlier groups' work. Every track runs once.
+#[test]
+fn a_roadmap_run_by_cron_ticks_finishes_group_after_group() {
+    let env = Env::new();
+    let repo = crate::git::repo(&env, &[("ROADMAP.md", MOVING)]);
+    // The agent writes the file its track names, listing the files it
+    // found: what earlier groups left must be there.
+    let agent = env.script(
+        "bin/fake-agent",
+        "#!/bin/sh\nf=$(printf '%s' \"$1\" | grep -o '[a-c][12]\\.txt' | head -n 1)\n\
+         [ -n \"$f\" ] || { echo 'no file in the prompt' >&2; exit 2; }\n\
+         ls *.txt 2>/dev/null | tr '\\n' ' ' > \"$f\"\necho wrote \"$f\"\n",
+    );
+    let out = output(
+        crate::git::orch(&env, "orch-plan")
+            .current_dir(&repo)
+            .args([
+                "--roadmap",
+                "ROADMAP.md",
+                "--name",
+                "cron-run",
+                "--workspace",
+                "worktree",
+                "--agent",
+                &format!("{} {{prompt}}", agent.display()),
+                "--set",
+                "mark_done=true",
+            ]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tick = || {
+        let out = output(crate::git::orch(&env, "orch-worker").args([
+            "--session",
+            "cron-run",
+            "--parallel",
+            "2",
+            "--detach",
+            "--until",
+            "6h",
+        ]));
+        assert!(
+            out.status.success(),
+            "tick: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    };
+    let mut said = Vec::new();
+    for _ in 0..8 {
+        let line = tick();
+        said.push(line.clone());
+        if line.contains("is done: every group is done") {
+            break;
+        }
+        // Cron's next tick comes later; here, once this session finished.
+        let (id, _) = sessions_named(&env, "cron-run").pop().unwrap();
+        wait_until("the session to finish", LONG, || {
+            env.session_dir(&id).join("status/finished").exists()
+        });
+    }
+    let said = said.join("");
+    assert!(said.contains("is done: every group is done"), "{said}");
+
+    // Three sessions, one per group, each planned after the one before.
+    let runs = sessions_named(&env, "cron-run");
+    assert_eq!(runs.len(), 3, "{said}");
+    let mut ran = Vec::new();
+    for (k, (id, info)) in runs.iter().enumerate() {
+        let previous = info["next"]["previous"].as_str();
+        assert_eq!(
+            previous,
+            (k > 0).then(|| runs[k - 1].0.as_str()),
+            "{info:#}"
+        );
+        for (task, r) in env.results(id) {
+            assert_eq!(r["status"], "success", "{task} in {id}: {r}");
+            ran.push(task);
+        }
+        // The tick's --until is counted once for the whole run.
+        assert_eq!(
+            env.json(id, "status/until.json")["until"],
+            env.json(&runs[0].0, "status/until.json")["until"]
+        );
+    }
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "group_A_track_1",
+            "group_A_track_2",
+            "group_B_track_1",
+            "group_C_track_1",
+            "group_C_track_2"
+        ],
+        "every track ran exactly once"
+    );
+    // The work is merged, and each group saw the groups before it.
+    let show = |f: &str| crate::git::git(&env, &repo, &["show", &format!("main:{f}")]);
+    assert!(show("b1.txt").contains("a1.txt") && show("b1.txt").contains("a2.txt"));
+    assert!(show("c2.txt").contains("b1.txt"), "{}", show("c2.txt"));
+    // The roadmap says what is done, in commits of their own.
+    let roadmap = show("ROADMAP.md");
+    assert_eq!(roadmap.matches("\u{2705} [DONE]").count(), 5, "{roadmap}");
+    let marks = crate::git::git(&env, &repo, &["log", "--format=%s", "--", "ROADMAP.md"]);
+    assert_eq!(
+        marks
+            .lines()
+            .filter(|l| l.starts_with("roadmap: mark"))
+            .count(),
+        3,
+        "{marks}"
+    );
+    // Later ticks say so and plan nothing more.
+    assert!(tick().contains("is done"));
+    assert_eq!(sessions_named(&env, "cron-run").len(), 3);
+}
+
+/// A group with a failed track does not move on by itself: the tick says
+/// why and what to do; `orch-plan --next` plans the failed track again
+/// (the one that succeeded is not run twice). A tick that died after
+/// planning the next session but before recording it leaves a state the
+/// next tick adopts instead of planning the group twice.
+#[test]
+fn a_failed_track_holds_the_roadmap_and_orch_plan_next_retries_it() {
+    let env = Env::new();
+    let dir = env.path("work");
+    fs::create_dir_all(&dir).unwrap();
+    env.write("work/ROADMAP.md", MOVING);
+    // Beta fails until the file `fixed` exists.
+    let agent = env.script(
+        "bin/fake-agent",
+        &format!(
+            "#!/bin/sh\ncase \"$1\" in *a2.txt*) [ -e '{}' ] || exit 3;; esac\necho ok\n",
+            env.path("fixed").display()
+        ),
+    );
+    let out = env.run(
+        "orch-plan",
+        &[
+            "--roadmap",
+            dir.join("ROADMAP.md").to_str().unwrap(),
+            "--name",
+            "held",
+            "--agent",
+            &format!("{} {{prompt}}", agent.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tick = || {
+        let out = env.run(
+            "orch-worker",
+            &["--session", "held", "--parallel", "2", "--detach"],
+        );
+        assert!(out.status.success(), "tick: {}", stderr(&out));
+        stdout(&out)
+    };
+    let newest = || sessions_named(&env, "held").pop().unwrap().0;
+    let first = newest();
+    tick();
+    wait_until("group A to finish", LONG, || {
+        env.session_dir(&first).join("status/finished").exists()
+    });
+    let said = tick();
+    assert!(
+        said.contains("not moving on to the next group; `orch-plan --next held` plans them again")
+            && said.contains("group_A_track_2"),
+        "{said}"
+    );
+    assert_eq!(newest(), first, "nothing planned");
+
+    fs::write(env.path("fixed"), "").unwrap();
+    let out = env.run("orch-plan", &["--next", "held"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let retry = newest();
+    assert_ne!(retry, first);
+    let doc = env.json(&retry, "plan.json");
+    let ids: Vec<&str> = doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["group_A_track_2"],
+        "only the failed track is planned again"
+    );
+    tick();
+    wait_until("the retry to finish", LONG, || {
+        env.session_dir(&retry).join("status/finished").exists()
+    });
+
+    // The next tick plans group B; pretend it died before its record.
+    tick();
+    let b = newest();
+    assert_eq!(
+        env.json(&b, "plan.json")["tasks"][0]["id"],
+        "group_B_track_1"
+    );
+    fs::remove_file(env.session_dir(&retry).join("status/advanced.json")).unwrap();
+    wait_until("group B to finish", LONG, || {
+        env.session_dir(&b).join("status/finished").exists()
+    });
+    // Ticking the retry session again adopts B rather than planning it.
+    let out = env.run(
+        "orch-worker",
+        &["--session", &retry, "--parallel", "2", "--detach"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        sessions_named(&env, "held").len(),
+        4,
+        "group A, its retry, B once, then C"
+    );
+    let c = newest();
+    assert_eq!(env.json(&c, "session.json")["next"]["previous"], b.as_str());
+    wait_until("group C to finish", LONG, || {
+        env.session_dir(&c).join("status/finished").exists()
+    });
+    let mut succeeded: Vec<String> = Vec::new();
+    for (id, _) in sessions_named(&env, "held") {
+        for (task, r) in env.results(&id) {
+            if r["status"] == "success" {
+                succeeded.push(task);
+            }
+        }
+    }
+    succeeded.sort();
+    assert_eq!(
+        succeeded,
+        [
+            "group_A_track_1",
+            "group_A_track_2",
+            "group_B_track_1",
+            "group_C_track_1",
+            "group_C_track_2"
+        ],
+        "each track succeeded once"
+    );
+}

@@ -4,6 +4,7 @@
 
 #![deny(missing_docs)]
 
+pub mod advance;
 pub mod agent;
 pub mod aggregate;
 pub mod claim;

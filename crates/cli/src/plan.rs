@@ -29,6 +29,7 @@ Examples:
   orch-plan --roadmap ROADMAP.md          the current group's open tracks
   orch-plan --roadmap ROADMAP.md --group G
   orch-plan --roadmap ROADMAP.md --all    every open group, ordered by prerequisites
+  orch-plan --next nightly                after a finished roadmap session: its next group
   orch-plan prompts/01-auth.md prompts/02-api.md
                                           one task per prompt file
   orch-plan --all prompts/                every .md file in prompts/
@@ -72,8 +73,13 @@ pub struct Args {
 
     /// A plan file (TOML, or JSON by extension), or prompt files (one task
     /// each; a directory only with --all)
-    #[arg(value_name = "FILE", required_unless_present = "roadmap")]
+    #[arg(value_name = "FILE", required_unless_present_any = ["roadmap", "next"])]
     inputs: Vec<PathBuf>,
+
+    /// Plan what comes after a finished roadmap session now (as a cron
+    /// tick would): its failed tracks again, else the roadmap's next group
+    #[arg(long, value_name = "SESSION", conflicts_with_all = ["inputs", "roadmap", "settings"])]
+    next: Option<String>,
 
     /// Plan the tracks of a ROADMAP.md: the current group's, unless --group
     /// or --all
@@ -614,7 +620,7 @@ fn expand_prompts(draft: &Draft, dir: &Path, entries: &[String]) -> Result<Vec<P
 
 /// Reads every source asked for (a plan or settings file, flags, a
 /// roadmap, prompt files) into one draft, then checks and analyses it once.
-fn plan_input(args: &Args, input: &Input) -> Result<Planned> {
+fn plan_input(args: &Args, input: &Input, extra: &Extra) -> Result<Planned> {
     let bad = |d: orch_session::error::Diagnostic| coded(exit::BAD_INPUT, d.to_string());
     let (mut draft, file) = match (input, &args.settings) {
         (Input::Plan(p, _), _) => (read_draft(p)?, Some(p.clone())),
@@ -683,12 +689,25 @@ fn plan_input(args: &Args, input: &Input) -> Result<Planned> {
             &asked.prompts,
         )?,
     };
+    let done: HashMap<String, String> = extra
+        .done
+        .iter()
+        .map(|(id, s)| (id.clone(), format!("succeeded in session {s}")))
+        .collect();
     let mut reads = Vec::new();
     if let Some((r, w)) = &roadmap {
-        reads.push(read_roadmap(r, w, &settings)?);
+        reads.push(read_roadmap(r, w, &settings, &done)?);
     }
     if !prompt_files.is_empty() {
-        reads.push(read_prompt_files(&prompt_files, &settings)?);
+        let mut read = read_prompt_files(&prompt_files, &settings)?;
+        read.tasks.retain(|t| match done.get(&t.task.id) {
+            Some(why) => {
+                read.report.push(format!("  {} skipped: {why}", t.task.id));
+                false
+            }
+            None => true,
+        });
+        reads.push(read);
     }
     let default_name = reads.first().map(|r| r.default_name.clone());
     let (mut report, mut warnings, mut file_warnings) = (Vec::new(), Vec::new(), Vec::new());
@@ -709,9 +728,22 @@ fn plan_input(args: &Args, input: &Input) -> Result<Planned> {
             }
         }
     }
-    let plan = draft
+    let mut plan = draft
         .finish(args.name.as_deref(), default_name.as_deref())
         .map_err(bad)?;
+    // A roadmap planned for its current group goes on to the next one
+    // when a cron tick finds this session finished.
+    if let Some((r, Which::Current)) = &roadmap {
+        if plan.settings.next_group {
+            let name = plan.name.clone().unwrap_or_default();
+            plan.next = Some(orch_session::session::NextPlan {
+                args: recipe(args, input, &name)?,
+                roadmap: absolute(r).to_string_lossy().into_owned(),
+                done: extra.done.clone(),
+                previous: extra.previous.clone(),
+            });
+        }
+    }
     // Where tasks run, and what the session records as its source.
     let (shown, source_path, workdir) = match input {
         Input::Plan(p, _) => {
@@ -748,10 +780,50 @@ fn plan_input(args: &Args, input: &Input) -> Result<Planned> {
     })
 }
 
-/// The open tracks of a roadmap's chosen groups.
-fn read_roadmap(path: &Path, which: &Which, settings: &Settings) -> Result<Read> {
+/// orch-plan's arguments that plan a session's next group: the same
+/// inputs and settings, paths absolute, under the session's name.
+fn recipe(args: &Args, input: &Input, name: &str) -> Result<Vec<String>> {
+    let abs = |p: &Path| absolute(p).to_string_lossy().into_owned();
+    let mut v: Vec<String> = Vec::new();
+    match input {
+        Input::Plan(p, _) => v.push(abs(p)),
+        Input::Roadmap(r, _) => v.extend(["--roadmap".to_owned(), abs(r)]),
+        Input::Prompts(files) => v.extend(files.iter().map(|f| abs(f))),
+    }
+    if let Some(s) = &args.settings {
+        v.extend(["--settings".to_owned(), abs(s)]);
+    }
+    for (k, val) in flag_settings(args)? {
+        v.extend(["--set".to_owned(), format!("{k}={val}")]);
+    }
+    if let Some(a) = &args.agents {
+        v.extend(["--agents".to_owned(), a.clone()]);
+    }
+    if !args.phases.is_empty() {
+        v.extend(["--phases".to_owned(), args.phases.join(",")]);
+    }
+    if args.import_deps {
+        v.push("--import-deps".to_owned());
+    }
+    if args.skip_agent_check {
+        v.push("--skip-agent-check".to_owned());
+    }
+    v.extend(["--name".to_owned(), name.to_owned()]);
+    Ok(v)
+}
+
+/// The open tracks of a roadmap's chosen groups; `done` tracks (id to why)
+/// count as done whatever the file says.
+fn read_roadmap(
+    path: &Path,
+    which: &Which,
+    settings: &Settings,
+    done: &HashMap<String, String>,
+) -> Result<Read> {
     let text = read_input("roadmap", path)?;
-    let roadmap = parse_roadmap(path, &text).map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    let mut roadmap =
+        parse_roadmap(path, &text).map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+    roadmap.count_done(done);
     let selection = match which {
         Which::Current => Selection::Current,
         Which::Group(g) => Selection::Group(g),
@@ -930,9 +1002,31 @@ fn check_agent(plan: &orch_session::plan::Plan) -> Result<()> {
 }
 
 /// Runs `orch-plan` with parsed arguments.
-pub fn run(args: Args) -> Result<u8> {
-    let input = Input::from_args(&args)?;
-    let mut planned = plan_input(&args, &input)?;
+/// A plan made, and its session unless a dry run.
+struct Made {
+    planned: Planned,
+    /// The new session.
+    session: Option<Session>,
+    repo: Option<PathBuf>,
+    git_info: Option<orch_session::session::GitInfo>,
+}
+
+/// What a cron tick adds when it plans a roadmap's next group.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    /// Tasks that succeeded in the run's earlier sessions, with the
+    /// session each succeeded in: counted done.
+    pub(crate) done: std::collections::BTreeMap<String, String>,
+    /// The session planned before.
+    pub(crate) previous: Option<String>,
+}
+
+/// Everything `orch-plan` does but printing the analysis: reads every
+/// source into one plan, checks it, finds conflicts, simulates the
+/// schedule, backs the repository up and creates the session (unless
+/// `--dry-run`). Warnings go to stderr.
+fn make(args: &Args, input: &Input, extra: &Extra) -> Result<Made> {
+    let mut planned = plan_input(args, input, extra)?;
     if !args.phases.is_empty() {
         if planned.plan.template.is_some() {
             return Err(coded(
@@ -979,8 +1073,8 @@ pub fn run(args: Args) -> Result<u8> {
         ),
         None => None,
     };
-    let plan = &planned.plan;
 
+    let plan = &planned.plan;
     let session = if args.dry_run {
         None
     } else {
@@ -1020,7 +1114,105 @@ pub fn run(args: Args) -> Result<u8> {
         );
         Some(s)
     };
+    Ok(Made {
+        planned,
+        session,
+        repo,
+        git_info,
+    })
+}
 
+/// Plans a roadmap session's next group (a cron tick, [`crate::advance`]):
+/// `orch-plan` with the recorded arguments, under `root`, quietly. `None`
+/// when nothing is left to plan.
+pub(crate) fn plan_next(root: &Path, argv: &[String], extra: &Extra) -> Result<Option<Session>> {
+    let mut args =
+        Args::try_parse_from(std::iter::once("orch-plan".to_owned()).chain(argv.iter().cloned()))
+            .map_err(|e| {
+            coded(
+                exit::BAD_INPUT,
+                format!(
+                    "the recorded orch-plan arguments ({}) no longer parse: {}",
+                    argv.join(" "),
+                    e.to_string().lines().next().unwrap_or("")
+                ),
+            )
+        })?;
+    args.global.root = Some(root.to_path_buf());
+    args.global.json = false;
+    let input = Input::from_args(&args)?;
+    match make(&args, &input, extra) {
+        Ok(made) => Ok(made.session),
+        Err(e) if exit::code_for(&e) == exit::FINISHED => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `orch-plan --next NAME`: what a cron tick does when a roadmap session
+/// finishes, now, and also when tracks failed (they are planned again).
+fn run_next(global: &Global, query: &str) -> Result<u8> {
+    let root = global.root()?;
+    let s = orch_session::session::resolve(&root, Some(query))?;
+    let Some(tick) = orch_session::lock::lock_until(
+        &s.dir.named_lock("tick"),
+        Some(std::time::Instant::now() + Duration::from_secs(10)),
+    )?
+    else {
+        return Err(coded(
+            exit::CONFLICT,
+            "a tick has held locks/tick.lock for 10s; is one stuck?",
+        ));
+    };
+    let board = orch_session::board::Board::load(&s.dir, s.load_plan()?)?;
+    if !orch_session::scheduler::mark_finished(&board, "orch-plan --next")? {
+        let c = board.counts();
+        return Err(coded(
+            exit::CONFLICT,
+            format!(
+                "session {} ({}) is not finished ({} open): its next group waits for it",
+                s.info.id,
+                s.info.name,
+                c.pending + c.interrupted
+            ),
+        ));
+    }
+    let outcome = crate::advance::advance(&root, &s, &board, true)?;
+    drop(tick);
+    match outcome {
+        crate::advance::Advance::Next(new) => {
+            if global.json {
+                print_json(
+                    &json!({"session": new.info.id, "name": new.info.name, "after": s.info.id}),
+                )?;
+            } else {
+                outln(&format!(
+                    "Planned session {} ({}) after {}",
+                    new.info.id, new.info.name, s.info.id
+                ))?;
+                outln(&new.info.id)?;
+            }
+            Ok(exit::OK)
+        }
+        crate::advance::Advance::Stay(msg) => {
+            if global.json {
+                print_json(&json!({"session": null, "after": s.info.id, "message": msg}))?;
+            } else {
+                outln(&format!("orch-plan: {msg}"))?;
+            }
+            Ok(exit::FINISHED)
+        }
+    }
+}
+
+/// Runs `orch-plan`.
+pub fn run(args: Args) -> Result<u8> {
+    if let Some(q) = &args.next {
+        return run_next(&args.global, q);
+    }
+    let input = Input::from_args(&args)?;
+    let made = make(&args, &input, &Extra::default())?;
+    let (planned, session, repo, git_info) = (made.planned, made.session, made.repo, made.git_info);
+    let plan = &planned.plan;
     let agents = |n: u32| if n == 0 { plan.settings.agents } else { n };
     if args.global.json {
         let mut v = analysis_json(plan, session.as_ref());

@@ -132,6 +132,14 @@ pub struct Settings {
     /// Record a backup ref of the repository when the session is created.
     #[serde(default = "yes")]
     pub backup: bool,
+    /// A roadmap session planned for its current group: when it finishes,
+    /// a cron tick plans the next group under the same name.
+    #[serde(default = "yes")]
+    pub next_group: bool,
+    /// Before moving on, mark the group's succeeded tracks done in the
+    /// ROADMAP.md (`✅ [DONE]`, in a commit of its own).
+    #[serde(default)]
+    pub mark_done: bool,
 }
 
 fn default_lease_ms() -> u64 {
@@ -399,6 +407,8 @@ impl Default for Settings {
             setup: None,
             require_commit: true,
             backup: true,
+            next_group: true,
+            mark_done: false,
         }
     }
 }
@@ -519,6 +529,9 @@ pub struct Plan {
     /// Tasks that touch the same files, and import dependencies, once
     /// [`conflicts::apply`] ran.
     pub conflicts: conflicts::Report,
+    /// How to plan what comes after (a roadmap's next group), when a tick
+    /// may; set by `orch-plan`, kept in `session.json`.
+    pub next: Option<crate::session::NextPlan>,
 }
 
 /// `plan.json` as stored.

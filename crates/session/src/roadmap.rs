@@ -63,6 +63,9 @@ pub struct Roadmap {
     pub groups: Vec<Group>,
     /// What reading it noticed that does not stop the plan.
     pub warnings: Vec<Diagnostic>,
+    /// Tracks counted done though the file does not say so, with why
+    /// ([`Roadmap::count_done`]).
+    pub done_elsewhere: HashMap<String, String>,
 }
 
 /// A group of tracks: `Group G: Payment Service`.
@@ -1601,6 +1604,7 @@ impl Parser<'_> {
             path: self.path.to_path_buf(),
             groups: self.groups.into_iter().map(|g| g.group).collect(),
             warnings: self.warnings,
+            done_elsewhere: HashMap::new(),
         })
     }
 
@@ -1712,6 +1716,31 @@ pub fn parse_roadmap(path: &Path, text: &str) -> Result<Roadmap, Diagnostic> {
 }
 
 impl Roadmap {
+    /// Counts these tracks done (id to why: "succeeded in session X"),
+    /// whatever the file says: a roadmap run by cron moves on past tracks
+    /// its earlier sessions finished, marked in the file or not.
+    pub fn count_done(&mut self, done: &HashMap<String, String>) {
+        for t in self.groups.iter_mut().flat_map(|g| g.tracks.iter_mut()) {
+            if t.status == Status::Done {
+                continue;
+            }
+            if let Some(why) = done.get(&t.id) {
+                t.status = Status::Done;
+                self.done_elsewhere.insert(t.id.clone(), why.clone());
+            }
+        }
+    }
+
+    /// The lines (1-based) of these tracks that do not say they are done.
+    pub fn unmarked_lines(&self, ids: &[String]) -> Vec<usize> {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.tracks)
+            .filter(|t| ids.contains(&t.id) && t.done_line.is_none())
+            .map(|t| t.line)
+            .collect()
+    }
+
     fn group_index(&self, name: &str) -> Option<usize> {
         self.groups.iter().position(|g| g.name == name).or_else(|| {
             let mut found = self
@@ -1866,7 +1895,12 @@ impl Roadmap {
                     skipped.push(Skipped {
                         id: t.id.clone(),
                         title: t.title.clone(),
-                        reason: format!("marked done on line {}", t.done_line.unwrap_or(t.line)),
+                        reason: match self.done_elsewhere.get(&t.id) {
+                            Some(why) => why.clone(),
+                            None => {
+                                format!("marked done on line {}", t.done_line.unwrap_or(t.line))
+                            }
+                        },
                     });
                     continue;
                 }
@@ -1953,6 +1987,24 @@ impl Roadmap {
             warnings,
         })
     }
+}
+
+/// The roadmap's text with ` ✅ [DONE]` at the end of each of `lines`
+/// (1-based), line endings kept. Check the result by reading it again.
+pub fn mark_done_text(text: &str, lines: &[usize]) -> String {
+    let mut out = String::with_capacity(text.len() + lines.len() * 12);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if !lines.contains(&(i + 1)) {
+            out.push_str(line);
+            continue;
+        }
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        out.push_str(body.trim_end());
+        out.push_str(" \u{2705} [DONE]");
+        out.push_str(ending);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -2458,5 +2510,57 @@ Not indented: ends track 2.
         assert_eq!(t[1].files, ["src/two.rs"]);
         assert_eq!(t[2].files, ["src/three.rs"]);
         assert_eq!(t[2].title, "nested under a paragraph");
+    }
+
+    #[test]
+    fn marking_tracks_done_keeps_line_endings_and_reads_back_done() {
+        let text = "## Group A: One\r\n### Track 1: x\r\n### Track 2: y  \r\nbody\r\n";
+        let r = parse_roadmap(Path::new("R.md"), text).unwrap();
+        let lines = r.unmarked_lines(&["group_A_track_2".to_owned()]);
+        assert_eq!(lines, [3]);
+        let marked = mark_done_text(text, &lines);
+        assert_eq!(
+            marked,
+            "## Group A: One\r\n### Track 1: x\r\n### Track 2: y \u{2705} [DONE]\r\nbody\r\n"
+        );
+        let again = parse_roadmap(Path::new("R.md"), &marked).unwrap();
+        let t = &again.groups[0].tracks;
+        assert_eq!((t[0].status, t[1].status), (Status::Pending, Status::Done));
+        assert_eq!(t[1].title, "y");
+        assert!(again
+            .unmarked_lines(&["group_A_track_2".to_owned()])
+            .is_empty());
+    }
+
+    #[test]
+    fn tracks_counted_done_elsewhere_are_skipped_with_the_reason() {
+        let text = "## Group A: One\n### Track 1: x\n### Track 2: y\n## Group B: Two\nPrerequisites: Group A\n### Track 1: z\n";
+        let mut r = parse_roadmap(Path::new("R.md"), text).unwrap();
+        let done: HashMap<String, String> = [
+            ("group_A_track_1", "succeeded in session s1"),
+            ("group_A_track_2", "succeeded in session s2"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        r.count_done(&done);
+        let sel = r.select(Selection::Current, &Settings::default()).unwrap();
+        assert_eq!(sel.groups, ["B"]);
+        let sel = r.select(Selection::Group("A"), &Settings::default());
+        assert!(sel.is_err(), "group A is done");
+        let mut r = parse_roadmap(Path::new("R.md"), text).unwrap();
+        r.count_done(
+            &done
+                .into_iter()
+                .take(0)
+                .chain([(
+                    "group_A_track_1".to_owned(),
+                    "succeeded in session s1".to_owned(),
+                )])
+                .collect(),
+        );
+        let sel = r.select(Selection::Current, &Settings::default()).unwrap();
+        assert_eq!(sel.groups, ["A"]);
+        assert_eq!(sel.skipped[0].reason, "succeeded in session s1");
     }
 }

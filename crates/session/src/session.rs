@@ -46,6 +46,28 @@ pub struct SessionInfo {
     /// The state of `repo` when the session was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitInfo>,
+    /// How a cron tick plans what comes after this session (a roadmap's
+    /// next group), when it may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextPlan>,
+}
+
+/// How to plan a roadmap's next group when a session finishes: `orch-plan`
+/// run again with the same arguments (paths absolute), counting the tracks
+/// that succeeded in this run's sessions as done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextPlan {
+    /// `orch-plan`'s arguments, without the program name.
+    pub args: Vec<String>,
+    /// The roadmap, absolute.
+    pub roadmap: String,
+    /// Tasks that succeeded in the earlier sessions of this run, with the
+    /// session each succeeded in.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub done: std::collections::BTreeMap<String, String>,
+    /// The session this one was planned after, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// The git state a session started from, recorded by `orch-plan`.
@@ -208,6 +230,7 @@ impl Session {
                     }
                     g
                 }),
+                next: plan.next.clone(),
             };
             let temp = root.join(format!(".{SESSION_PREFIX}{id}.tmp.{}", std::process::id()));
             let built = (|| -> Result<()> {

@@ -123,7 +123,87 @@ pub fn check_branch(git: &Git, name: &str, what: &str) -> Result<()> {
 /// Runs `orch-sync merge`.
 pub fn run(g: &Global, opts: &Options) -> Result<u8> {
     let s = super::session(g)?;
-    let repo = repo_of(&s)?;
+    let report = merge(&s, opts)?;
+    if g.json {
+        print_json(&report)?;
+    } else {
+        print_report(&report, Style::stdout())?;
+    }
+    let conflicts = report.tasks.iter().any(|e| e.status == "conflict");
+    Ok(if report.push.as_ref().is_some_and(|p| !p.ok) {
+        exit::GIT
+    } else if conflicts {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// The branch a session's work goes into: `into`, else the branch it
+/// started on.
+pub fn target_branch(s: &Session, into: Option<&str>) -> Result<String> {
+    match into.map(str::to_owned).or_else(|| s.info.git.as_ref().and_then(|g| g.branch.clone())) {
+        Some(b) => Ok(b),
+        None => Err(coded(
+            exit::USAGE,
+            "the session started on a detached HEAD: say which branch to merge into with --into BRANCH",
+        )),
+    }
+}
+
+/// Moves `refs/heads/<into>` from `before` to `new`: by `git merge
+/// --ff-only` where it is checked out (which refuses, changing nothing,
+/// when uncommitted changes are in the way), else by a compare-and-swap
+/// `update-ref`. Returns where it is checked out.
+pub fn move_branch(
+    git: &Git,
+    into: &str,
+    before: Option<&str>,
+    new: &str,
+    why: &str,
+) -> Result<Option<String>> {
+    let target = format!("refs/heads/{into}");
+    let checked_out = checked_out_at(git, &target).map_err(git_err)?;
+    match &checked_out {
+        Some(wt) => git
+            .at(wt)
+            .run_retrying(&["merge", "--ff-only", "--quiet", new], &mut |_| {})
+            .map(drop)
+            .map_err(|e| {
+                coded(
+                    exit::CONFLICT,
+                    format!(
+                        "cannot bring {into}, checked out in {wt}, forward to {why} ({e}); nothing was changed: they are commit {new}, apply them with `git -C {wt} merge --ff-only {new}` once the way is clear"
+                    ),
+                )
+            })?,
+        None => git
+            .run_retrying(
+                &[
+                    "update-ref",
+                    "-m",
+                    &format!("orch: {why}"),
+                    &target,
+                    new,
+                    before.unwrap_or(""),
+                ],
+                &mut |_| {},
+            )
+            .map(drop)
+            .map_err(|e| {
+                coded(
+                    exit::CONFLICT,
+                    format!("cannot update {into} ({e}); did it move meanwhile? run again"),
+                )
+            })?,
+    }
+    Ok(checked_out)
+}
+
+/// Merges a session's succeeded branches (see the module's notes) and
+/// records the report in `status/`; prints nothing.
+pub fn merge(s: &Session, opts: &Options) -> Result<Report> {
+    let repo = repo_of(s)?;
     let git = Git::new(&repo);
     let lock_path = s.dir.named_lock(layout::GIT_MERGE_LOCK);
     let Some(_guard) = lock::try_lock(&lock_path)? else {
@@ -136,15 +216,7 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
             ),
         ));
     };
-    let into = match opts.into.clone().or_else(|| s.info.git.as_ref().and_then(|g| g.branch.clone())) {
-        Some(b) => b,
-        None => {
-            return Err(coded(
-                exit::USAGE,
-                "the session started on a detached HEAD: say which branch to merge into with --into BRANCH",
-            ))
-        }
-    };
+    let into = target_branch(s, opts.into.as_deref())?;
     check_branch(&git, &into, "--into")?;
     if let Some(r) = &opts.push {
         if r.starts_with('-') || r.is_empty() {
@@ -292,41 +364,7 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
     // Move the target once.
     let mut checked_out = None;
     if Some(&cur) != before.as_ref() {
-        checked_out = checked_out_at(&git, &target).map_err(git_err)?;
-        let moved = match &checked_out {
-            Some(wt) => git
-                .at(wt)
-                .run_retrying(&["merge", "--ff-only", "--quiet", &cur], &mut |_| {})
-                .map(drop)
-                .map_err(|e| {
-                    coded(
-                        exit::CONFLICT,
-                        format!(
-                            "cannot bring {into}, checked out in {wt}, forward to the merges ({e}); nothing was changed: the merges are commit {cur}, apply them with `git -C {wt} merge --ff-only {cur}` once the way is clear"
-                        ),
-                    )
-                }),
-            None => git
-                .run_retrying(
-                    &[
-                        "update-ref",
-                        "-m",
-                        "orch-sync merge",
-                        &target,
-                        &cur,
-                        before.as_deref().unwrap_or(""),
-                    ],
-                    &mut |_| {},
-                )
-                .map(drop)
-                .map_err(|e| {
-                    coded(
-                        exit::CONFLICT,
-                        format!("cannot update {into} ({e}); did it move meanwhile? run again"),
-                    )
-                }),
-        };
-        moved?;
+        checked_out = move_branch(&git, &into, before.as_deref(), &cur, "the merges")?;
         let merged = entries.iter().filter(|e| e.status == "merged").count();
         let _ = log::run_event(
             &s.dir,
@@ -384,19 +422,7 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
         &orch_session::session::to_json_bytes(&report),
         Durability::Volatile,
     );
-    if g.json {
-        print_json(&report)?;
-    } else {
-        print_report(&report, Style::stdout())?;
-    }
-    let conflicts = report.tasks.iter().any(|e| e.status == "conflict");
-    Ok(if report.push.as_ref().is_some_and(|p| !p.ok) {
-        exit::GIT
-    } else if conflicts {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
+    Ok(report)
 }
 
 /// The worktree where `target` (`refs/heads/...`) is checked out.

@@ -110,6 +110,20 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
     let mut board = Board::load(dir, session.load_plan()?)?;
     scheduler::skip_doomed(&mut board, "orch-worker tick")?;
     if scheduler::mark_finished(&board, "orch-worker tick")? {
+        // A roadmap session run by cron moves on to its next group.
+        if opts.detach && opts.tmux.is_none() && session.info.next.is_some() {
+            match crate::advance::advance(&root, &session, &board, false)? {
+                crate::advance::Advance::Next(new) => {
+                    drop(tick);
+                    let mut g = global.clone();
+                    g.session = Some(new.info.id.clone());
+                    // The next session is new: it cannot be finished, so
+                    // this goes one step deep.
+                    return run(&g, n, opts, until);
+                }
+                crate::advance::Advance::Stay(msg) => return idle(&session, global.json, &msg),
+            }
+        }
         let c = board.counts();
         return idle(
             &session,

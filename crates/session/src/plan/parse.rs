@@ -178,6 +178,8 @@ struct RawPlan<T> {
     setup: Option<String>,
     require_commit: Option<bool>,
     backup: Option<bool>,
+    next_group: Option<bool>,
+    mark_done: Option<bool>,
     roadmap: Option<String>,
     group: Option<String>,
     prompts: Option<OneOrMany>,
@@ -539,6 +541,8 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         setup,
         require_commit,
         backup,
+        next_group,
+        mark_done,
         roadmap,
         group,
         prompts,
@@ -581,6 +585,8 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             setup,
             require_commit,
             backup,
+            next_group,
+            mark_done,
             roadmap,
             group,
             prompts,
@@ -846,6 +852,12 @@ fn build_settings(ctx: &Ctx<'_>, head: Head) -> Result<Built, Diagnostic> {
     if let Some(b) = head.backup {
         settings.backup = b;
     }
+    if let Some(n) = head.next_group {
+        settings.next_group = n;
+    }
+    if let Some(m) = head.mark_done {
+        settings.mark_done = m;
+    }
     let mut checkpoints = BTreeMap::new();
     for (name, cp) in head.checkpoint {
         let at = find(ctx, &format!("checkpoint.{name}"));
@@ -1104,7 +1116,8 @@ impl Head {
             timeout, retries, backoff, grace, rate_limit, waves, wave_failure_threshold, deadline,
             breaker, breaker_cooldown, degrade, memory_per_agent, min_free_disk, prompt_stdin,
             usage_limit_patterns, usage_pause, max_agents, level, lease, clock_skew, template,
-            workspace, setup, require_commit, backup, roadmap, group, prompts;
+            workspace, setup, require_commit, backup, next_group, mark_done, roadmap, group,
+            prompts;
             checkpoint, resource
         );
     }
@@ -1349,6 +1362,7 @@ fn assemble(
         warnings,
         template,
         conflicts: Default::default(),
+        next: None,
     })
 }
 
