@@ -1144,3 +1144,86 @@ fn ten_sessions_in_a_row_on_one_repository_with_kept_failed_worktrees() {
         "# day\n"
     );
 }
+
+/// Competitions: a task after `compete:NAME` starts from the winner's
+/// branch (never a loser's), a competition nobody wins skips what waits
+/// for it, and `orch-sync merge` merges the winner only.
+#[test]
+fn a_competition_merges_its_winner_only_and_a_task_can_wait_for_the_winner() {
+    let env = Env::new();
+    let repo = repo(&env, &[("README", "x\n")]);
+    let entrant = |id: &str, text: &str, score: u32| {
+        format!(
+            "[[task]]\nid = \"{id}\"\ncompete = \"impl\"\ncommand = \"echo {text} > impl.txt && echo '{{\\\"score\\\": {score}}}' > \\\"$ORCH_OUTPUT\\\"\"\n"
+        )
+    };
+    let mut plan = "workspace = \"worktree\"\n".to_owned();
+    plan += &entrant("fast", "fast", 40);
+    plan += &entrant("good", "good", 90);
+    plan += "[[task]]\nid = \"broken\"\ncompete = \"impl\"\ncommand = \"exit 1\"\n";
+    plan += "[[task]]\nid = \"review\"\nafter = [\"compete:impl\"]\ncommand = \"cat impl.txt > review.txt\"\n";
+    plan += "[[task]]\nid = \"x1\"\ncompete = \"doomed\"\ncommand = \"exit 1\"\n";
+    plan += "[[task]]\nid = \"x2\"\ncompete = \"doomed\"\ncommand = \"exit 2\"\n";
+    plan += "[[task]]\nid = \"after-doomed\"\nafter = [\"compete:doomed\"]\ncommand = \"true\"\n";
+    let (id, text) = plan_in_repo(&env, &plan, &[]);
+    // The analysis counts the wait: review is in the wave after the entrants.
+    assert!(
+        text.contains("Wave 2 (2 tasks): review, after-doomed"),
+        "{text}"
+    );
+    let out = output(orch(&env, "orch-worker").args(["--session", &id, "--parallel", "3"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results = env.results(&id);
+    assert_eq!(results["review"]["status"], "success", "{results:#?}");
+    assert_eq!(results["after-doomed"]["status"], "skipped");
+    assert_eq!(
+        results["after-doomed"]["reason"],
+        "competition `doomed` has no winner: no entrant succeeded"
+    );
+    // review's branch starts from the winner's, not the loser's.
+    let review_branch = format!("orch/{id}/review");
+    assert_eq!(
+        git(
+            &env,
+            &repo,
+            &["show", &format!("{review_branch}:review.txt")]
+        ),
+        "good"
+    );
+    let merged = output(orch(&env, "orch-sync").args(["merge", "--session", &id, "--json"]));
+    let v: Value = serde_json::from_slice(&merged.stdout).unwrap();
+    let status = |t: &str| -> (String, String) {
+        let e = v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["task"] == t)
+            .unwrap();
+        (
+            e["status"].as_str().unwrap().to_owned(),
+            e["reason"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    assert_eq!(status("good").0, "merged", "{v:#}");
+    assert_eq!(status("review").0, "merged", "{v:#}");
+    assert_eq!(
+        status("fast"),
+        (
+            "skipped".to_owned(),
+            "lost competition `impl` to good".to_owned()
+        )
+    );
+    assert_eq!(git(&env, &repo, &["show", "main:impl.txt"]), "good");
+    assert_eq!(git(&env, &repo, &["show", "main:review.txt"]), "good");
+
+    // Waiting for a competition nobody enters, or one's own, is refused.
+    for (bad, words) in [
+        ("[[task]]\nid = \"a\"\ncompete = \"impl\"\ncommand = \"true\"\n[[task]]\nid = \"b\"\nafter = [\"compete:imp\"]\ncommand = \"true\"\n", "waits for competition `imp`, which no task enters (fix: did you mean `compete:impl`?)"),
+        ("[[task]]\nid = \"a\"\ncompete = \"impl\"\nafter = [\"compete:impl\"]\ncommand = \"true\"\n", "enters competition `impl` and waits for its winner"),
+    ] {
+        let p = env.write("repo/bad.toml", bad);
+        let out = output(orch(&env, "orch-plan").arg(&p).arg("--dry-run"));
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stderr(&out).contains(words), "{}", stderr(&out));
+    }
+}

@@ -63,6 +63,18 @@ impl Counts {
     }
 }
 
+/// A competition that tasks wait for.
+#[derive(Debug)]
+struct Competition {
+    name: String,
+    members: Vec<u32>,
+    waiters: Vec<u32>,
+    /// `None` while undecided; then the winner, or `None` for none.
+    decision: Option<Option<u32>>,
+    /// Why, once decided.
+    reason: String,
+}
+
 /// The scheduler's view of a session.
 #[derive(Debug)]
 pub struct Board {
@@ -86,6 +98,12 @@ pub struct Board {
     open_in_wave: Vec<usize>,
     by_wave: Vec<Vec<u32>>,
     halted: Option<String>,
+    /// Competitions tasks wait for (`after = ["compete:NAME"]`).
+    competitions: Vec<Competition>,
+    /// Per entrant: the waited-for competitions it enters.
+    enters: HashMap<u32, Vec<usize>>,
+    /// Waiters of competitions decided without a winner.
+    doomed_by_competition: Vec<(u32, usize)>,
     /// Result files that could not be read, with the error.
     pub corrupt: Vec<(String, Error)>,
     /// Tasks that could not be claimed for a reason of their own (a lock
@@ -108,9 +126,36 @@ impl Board {
         let mut children = vec![Vec::new(); n];
         let mut cp_waiters: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
         let mut extra_unmet = vec![0u32; n];
+        let mut competitions: Vec<Competition> = Vec::new();
+        let mut enters: HashMap<u32, Vec<usize>> = HashMap::new();
         for (i, t) in tasks.iter().enumerate() {
             for d in &t.after {
-                if let Some(cp) = checkpoint::after_checkpoint(d) {
+                if let Some(name) = crate::competition::after_competition(d) {
+                    let c = match competitions.iter().position(|c| c.name == name) {
+                        Some(c) => c,
+                        None => {
+                            let members: Vec<u32> = tasks
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, m)| m.compete.as_deref() == Some(name))
+                                .map(|(j, _)| j as u32)
+                                .collect();
+                            for &m in &members {
+                                enters.entry(m).or_default().push(competitions.len());
+                            }
+                            competitions.push(Competition {
+                                name: name.to_owned(),
+                                members,
+                                waiters: Vec::new(),
+                                decision: None,
+                                reason: String::new(),
+                            });
+                            competitions.len() - 1
+                        }
+                    };
+                    competitions[c].waiters.push(i as u32);
+                    extra_unmet[i] += 1;
+                } else if let Some(cp) = checkpoint::after_checkpoint(d) {
                     cp_waiters.entry(cp).or_default().push(i as u32);
                     extra_unmet[i] += 1;
                 } else if let Some(&j) = index.get(d) {
@@ -167,6 +212,9 @@ impl Board {
             resources,
             strict: None,
             halted: None,
+            competitions,
+            enters,
+            doomed_by_competition: Vec::new(),
             state: vec![TaskState::Pending; n],
             in_ready: vec![false; n],
             ready: BinaryHeap::new(),
@@ -447,6 +495,75 @@ impl Board {
             self.doomed
                 .extend(self.children[i as usize].iter().copied());
         }
+        if let Some(cs) = self.enters.get(&i).cloned() {
+            for c in cs {
+                self.recheck_competition(c);
+            }
+        }
+    }
+
+    /// Decides competition `c` again when its entrants' states change: a
+    /// winner releases the tasks waiting for it, no winner dooms them, and
+    /// an entrant run again (its result moved away) undoes the decision.
+    fn recheck_competition(&mut self, c: usize) {
+        let comp = &self.competitions[c];
+        let all_final = comp
+            .members
+            .iter()
+            .all(|&m| matches!(self.state[m as usize], TaskState::Final(_)));
+        let mut reason = String::new();
+        let decision = if all_final {
+            let ids: Vec<&str> = comp
+                .members
+                .iter()
+                .map(|&m| self.tasks[m as usize].id.as_str())
+                .collect();
+            let judged = crate::competition::judge_ids(&self.dir, &comp.name, &ids);
+            if crate::competition::is_decided(&judged) {
+                reason = judged.reason.clone();
+                Some(judged.winner.and_then(|w| self.index.get(&w).copied()))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        if decision == self.competitions[c].decision {
+            return;
+        }
+        let old = std::mem::replace(&mut self.competitions[c].decision, decision);
+        self.competitions[c].reason = reason;
+        let waiters = self.competitions[c].waiters.clone();
+        if let Some(Some(_)) = old {
+            for &w in &waiters {
+                self.unmet[w as usize] += 1;
+            }
+        }
+        match decision {
+            Some(Some(_)) => {
+                for &w in &waiters {
+                    self.unmet[w as usize] -= 1;
+                    self.enqueue_if_ready(w);
+                }
+            }
+            Some(None) => self
+                .doomed_by_competition
+                .extend(waiters.iter().map(|&w| (w, c))),
+            None => {}
+        }
+    }
+
+    /// Open tasks that can never run because a competition they wait for
+    /// ended without a winner, each with the competition's name and why.
+    pub fn take_doomed_by_competition(&mut self) -> Vec<(u32, String, String)> {
+        let mut out = Vec::new();
+        for (w, c) in std::mem::take(&mut self.doomed_by_competition) {
+            let comp = &self.competitions[c];
+            if self.state[w as usize].is_open() && comp.decision == Some(None) {
+                out.push((w, comp.name.clone(), comp.reason.clone()));
+            }
+        }
+        out
     }
 
     fn enqueue_if_ready(&mut self, i: u32) {

@@ -17,6 +17,7 @@ pub mod board;
 pub mod breaker;
 pub mod checkpoint;
 pub mod claim;
+pub mod competition;
 pub mod error;
 pub mod fsinfo;
 #[cfg(test)]

@@ -47,6 +47,7 @@ use crate::plan::Task;
 use crate::result::{Status, TaskResult};
 
 pub use load::load;
+pub use merge::decide;
 use timing::millis;
 
 /// Current `aggregate.json` format.

@@ -88,7 +88,8 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
     let mut skipped = Vec::new();
     loop {
         let doomed = board.take_doomed();
-        if doomed.is_empty() {
+        let by_competition = board.take_doomed_by_competition();
+        if doomed.is_empty() && by_competition.is_empty() {
             return Ok(skipped);
         }
         for (i, dep) in doomed {
@@ -116,49 +117,69 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
                 }
                 Err(_) => continue,
             }
-            let attempt = claim::next_attempt(board.dir(), &id)?;
-            let now = time::rfc3339(&time::now());
-            let result = TaskResult {
-                format: RESULT_FORMAT,
-                task: id.clone(),
-                status: Status::Skipped,
-                exit_code: None,
-                signal: None,
-                reason: Some(format!("dependency `{dep_id}` ended with {dep_status}")),
-                attempt,
-                worker: Some(who.to_owned()),
-                pid: None,
-                host: None,
-                slurm: Default::default(),
-                started: None,
-                finished: now,
-                duration: 0.0,
-                cost: None,
-                output: TaskOutput::default(),
-            };
-            match claim::write_result(board.dir(), &result) {
-                Ok(()) => {
-                    let _ = log::run_event(
-                        board.dir(),
-                        who,
-                        &format!("skipped {id}: dependency {dep_id} ended with {dep_status}"),
-                    );
-                    if let Ok(mut tl) = log::TaskLog::open(board.dir(), &id) {
-                        let _ = tl.event(&format!(
-                            "skipped: dependency `{dep_id}` ended with {dep_status}"
-                        ));
-                    }
-                    board.record(i, Some(Status::Skipped));
-                    skipped.push(id);
-                }
-                Err(Error::AlreadyExists { .. }) => {
-                    if let Ok(Some(r)) = claim::read_result(board.dir(), &id) {
-                        board.record(i, Some(r.status));
-                    }
-                }
-                Err(e) => return Err(e),
+            let why = format!("dependency `{dep_id}` ended with {dep_status}");
+            if record_skip(board, i, &why, who)? {
+                skipped.push(id);
             }
         }
+        for (i, name, reason) in by_competition {
+            let id = board.task(i).id.clone();
+            let Some(_guard) = lock::try_lock(&board.dir().task_lock(&id))? else {
+                continue;
+            };
+            // Judged again from the disk, for the same reason as above.
+            let judged = crate::competition::judge(board.dir(), board.tasks(), &name);
+            if !crate::competition::is_decided(&judged) || judged.winner.is_some() {
+                continue;
+            }
+            let why = format!("competition `{name}` has no winner: {reason}");
+            if record_skip(board, i, &why, who)? {
+                skipped.push(id);
+            }
+        }
+    }
+}
+
+/// Records task `i` as skipped for `why` (the caller holds its lock).
+/// Returns whether this call recorded it.
+fn record_skip(board: &mut Board, i: u32, why: &str, who: &str) -> Result<bool> {
+    let id = board.task(i).id.clone();
+    let attempt = claim::next_attempt(board.dir(), &id)?;
+    let now = time::rfc3339(&time::now());
+    let result = TaskResult {
+        format: RESULT_FORMAT,
+        task: id.clone(),
+        status: Status::Skipped,
+        exit_code: None,
+        signal: None,
+        reason: Some(why.to_owned()),
+        attempt,
+        worker: Some(who.to_owned()),
+        pid: None,
+        host: None,
+        slurm: Default::default(),
+        started: None,
+        finished: now,
+        duration: 0.0,
+        cost: None,
+        output: TaskOutput::default(),
+    };
+    match claim::write_result(board.dir(), &result) {
+        Ok(()) => {
+            let _ = log::run_event(board.dir(), who, &format!("skipped {id}: {why}"));
+            if let Ok(mut tl) = log::TaskLog::open(board.dir(), &id) {
+                let _ = tl.event(&format!("skipped: {why}"));
+            }
+            board.record(i, Some(Status::Skipped));
+            Ok(true)
+        }
+        Err(Error::AlreadyExists { .. }) => {
+            if let Ok(Some(r)) = claim::read_result(board.dir(), &id) {
+                board.record(i, Some(r.status));
+            }
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 

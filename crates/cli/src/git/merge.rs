@@ -242,6 +242,8 @@ pub fn merge(s: &Session, opts: &Options) -> Result<Report> {
     let committer = git.with_identity();
     let mut cur = start.clone();
     let mut entries = Vec::new();
+    let mut judged: std::collections::HashMap<String, orch_session::report::Competition> =
+        std::collections::HashMap::new();
     for task in plan.tasks.iter().filter(|t| t.worktree.is_some()) {
         let branch = super::worktree::branch_name(&s.info.id, &task.id);
         let mut entry = Entry {
@@ -262,6 +264,24 @@ pub fn merge(s: &Session, opts: &Options) -> Result<Report> {
                 })
             }
             Some(_) => {}
+        }
+        // Of a competition's entrants, only the winner is merged.
+        if let (None, Some(name)) = (&entry.reason, task.compete.as_deref()) {
+            let judged = judged
+                .entry(name.to_owned())
+                .or_insert_with(|| orch_session::competition::judge(&s.dir, &plan.tasks, name));
+            match &judged.winner {
+                Some(w) if w == &task.id => {}
+                Some(w) => {
+                    entry.reason = Some(format!("lost competition `{name}` to {w}"));
+                }
+                None => {
+                    entry.reason = Some(format!(
+                        "competition `{name}` has no winner: {}",
+                        judged.reason
+                    ));
+                }
+            }
         }
         if entry.reason.is_some() {
             entries.push(entry);

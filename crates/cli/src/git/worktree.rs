@@ -317,7 +317,33 @@ fn start_point(
     tlog: &mut TaskLog,
 ) -> Result<(String, Vec<String>), String> {
     let mut parts: Vec<(String, String)> = Vec::new();
+    // `compete:NAME`: the competition's winner, never the losers.
+    let mut plan: Option<Vec<orch_session::plan::Task>> = None;
     for on in &spec.builds_on {
+        let on = match orch_session::competition::after_competition(on) {
+            None => on.clone(),
+            Some(name) => {
+                if plan.is_none() {
+                    let doc: orch_session::plan::PlanDoc =
+                        orch_session::session::read_json(&dir.plan_json())
+                            .map_err(|e| e.to_string())?;
+                    plan = Some(doc.tasks);
+                }
+                let judged =
+                    orch_session::competition::judge(dir, plan.as_deref().unwrap_or(&[]), name);
+                match judged.winner {
+                    Some(w) => {
+                        let _ = tlog.event(&format!(
+                            "building on `{w}`, winner of competition `{name}` ({})",
+                            judged.reason
+                        ));
+                        w
+                    }
+                    None => continue,
+                }
+            }
+        };
+        let on = &on;
         let Ok(Some(r)) = claim::read_result(dir, on) else {
             continue;
         };

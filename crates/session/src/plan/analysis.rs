@@ -64,11 +64,18 @@ impl Graph {
     fn new(tasks: &[Task], index: &HashMap<String, usize>) -> Self {
         let mut deps = vec![Vec::new(); tasks.len()];
         let mut children = vec![Vec::new(); tasks.len()];
+        let competitions = crate::competition::members_by_name(tasks);
         for (i, t) in tasks.iter().enumerate() {
             for d in &t.after {
                 if let Some(&j) = index.get(d) {
                     deps[i].push(j);
                     children[j].push(i);
+                } else if let Some(c) = crate::competition::after_competition(d) {
+                    // Waiting for the winner is waiting for every entrant.
+                    for &j in competitions.get(c).into_iter().flatten() {
+                        deps[i].push(j);
+                        children[j].push(i);
+                    }
                 }
             }
         }

@@ -277,7 +277,25 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
         .enumerate()
         .map(|(i, t)| (t.id.clone(), i))
         .collect();
+    let competitions = crate::competition::members_by_name(&plan.tasks);
+    // Order: a task after a competition runs after all its entrants.
     let mut deps: Vec<Vec<usize>> = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            t.after
+                .iter()
+                .flat_map(|d| match crate::competition::after_competition(d) {
+                    Some(c) => competitions.get(c).cloned().unwrap_or_default(),
+                    None => index.get(d).copied().into_iter().collect(),
+                })
+                .collect()
+        })
+        .collect();
+    // What a worktree builds on: its task dependencies, and the winner of
+    // each competition it waits for (`compete:NAME`, resolved when it
+    // starts), never the losers.
+    let mut direct: Vec<Vec<usize>> = plan
         .tasks
         .iter()
         .map(|t| {
@@ -469,6 +487,7 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
                             ));
                         } else {
                             deps[i].push(j);
+                            direct[i].push(j);
                             let edited_by = plan.tasks[j].id.clone();
                             plan.tasks[i].after.push(edited_by);
                             dep.ordered = true;
@@ -493,15 +512,22 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
         if plan.tasks[i].worktree.is_none() {
             continue;
         }
-        let mut on: Vec<usize> = deps[i].clone();
+        let mut on: Vec<usize> = direct[i].clone();
         on.extend(partners[i].iter().copied());
         on.sort_unstable();
         on.dedup();
-        let ids: Vec<String> = on
+        let mut ids: Vec<String> = on
             .into_iter()
             .filter(|&j| plan.tasks[j].worktree.is_some())
             .map(|j| plan.tasks[j].id.clone())
             .collect();
+        ids.extend(
+            plan.tasks[i]
+                .after
+                .iter()
+                .filter(|d| crate::competition::after_competition(d).is_some())
+                .cloned(),
+        );
         if let Some(w) = plan.tasks[i].worktree.as_mut() {
             w.builds_on = ids;
         }

@@ -1607,6 +1607,10 @@ fn check_and_analyse(
 ) -> Result<(Analysis, Vec<String>), Diagnostic> {
     let at = |i: usize, j: usize| origins[i].after_lines.get(j).copied().flatten();
     let mut warnings = Vec::new();
+    let competitions: HashMap<String, ()> = tasks
+        .iter()
+        .filter_map(|t| t.compete.clone().map(|c| (c, ())))
+        .collect();
     for (i, task) in tasks.iter().enumerate() {
         let mut seen = HashMap::new();
         for (j, dep) in task.after.iter().enumerate() {
@@ -1621,6 +1625,32 @@ fn check_and_analyse(
                         "task `{}` waits for checkpoint `{cp}`, which the plan does not declare: something must run `orch-sync wait {cp} --expect ...` or the plan needs [checkpoint.{cp}] expect = [...]",
                         task.id
                     ));
+                }
+                if seen.insert(dep.as_str(), ()).is_some() {
+                    return Err(diag(format!(
+                        "task `{}` lists `{dep}` twice in `after`",
+                        task.id
+                    )));
+                }
+                continue;
+            }
+            if let Some(c) = crate::competition::after_competition(dep) {
+                if !competitions.contains_key(c) {
+                    let d = diag(format!(
+                        "task `{}` waits for competition `{c}`, which no task enters",
+                        task.id
+                    ));
+                    return Err(match suggest(c, competitions.keys()) {
+                        Some(s) => d.help(format!("did you mean `compete:{s}`?")),
+                        None => d.help("give the alternatives compete = \"NAME\" and wait with after = [\"compete:NAME\"]"),
+                    });
+                }
+                if task.compete.as_deref() == Some(c) {
+                    return Err(diag(format!(
+                        "task `{}` enters competition `{c}` and waits for its winner",
+                        task.id
+                    ))
+                    .help("an entrant cannot wait for its own competition"));
                 }
                 if seen.insert(dep.as_str(), ()).is_some() {
                     return Err(diag(format!(

@@ -316,7 +316,7 @@ fn judge(
     spans: &[Option<(i64, i64)>],
     criteria: &[Criterion],
 ) -> Competition {
-    let mut entrants: Vec<Entrant> = members
+    let entrants: Vec<Entrant> = members
         .iter()
         .map(|&i| {
             let r = inp.results.get(i).and_then(Option::as_ref);
@@ -328,6 +328,13 @@ fn judge(
             }
         })
         .collect();
+    decide(name, entrants, criteria)
+}
+
+/// Ranks a competition's entrants (in plan order) by `criteria` and picks
+/// the winner, or says why there is none (a tie, nobody succeeded, nobody
+/// finished). The one rule for reports, dependencies and merges.
+pub fn decide(name: &str, mut entrants: Vec<Entrant>, criteria: &[Criterion]) -> Competition {
     // Best first; equal entrants keep plan order.
     entrants.sort_by(|a, b| compare_all(criteria, b, a));
     let finished = |e: &Entrant| e.status.is_some_and(Status::is_final);
