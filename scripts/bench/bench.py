@@ -13,7 +13,7 @@ shared machine hits them alike. Ratios are what to read; absolute times
 move with the machine's load (reported beside them).
 
 Usage: bench.py [--quick] [--only NAME,...] [--bin DIR] [--no-write] [--keep]
-Names: dispatch, dag, barrier, claim, plan, monitor, claude.
+Names: dispatch, dag, barrier, claim, plan, roadmap, monitor, claude.
 """
 import argparse
 import ctypes
@@ -535,6 +535,54 @@ def bench_plan(cfg, bindir, work):
     return rows, detail
 
 
+def write_roadmap(path, groups, tracks=10):
+    """A ROADMAP.md of `groups` groups of `tracks` tracks, each group after
+    the one before, each track with its own file: seed 002's shape, long."""
+    with open(path, "w") as f:
+        f.write("# Roadmap\n\n")
+        for g in range(groups):
+            f.write(f"## Group G{g} \u2014 Part {g}\n")
+            f.write("Prerequisites: None\n\n" if g == 0 else f"Prerequisites: Group G{g - 1}\n\n")
+            for t in range(1, tracks + 1):
+                f.write(f"### Track {t}: Piece {t}\nFiles: `src/g{g}/t{t}.rs`\n\n"
+                        f"Build piece {t} of part {g}.\n\n")
+
+
+def bench_roadmap(cfg, bindir, work):
+    """`orch-plan --roadmap --all` on a roadmap of G groups × 10 tracks and
+    on one of G/10 groups: time and peak memory, and how they grow."""
+    big, rounds = cfg["roadmap_groups"], cfg["rounds"]
+    sizes = [big // 10, big]
+    meas = {}
+    for g in sizes:
+        path = os.path.join(work, f"ROADMAP-{g}.md")
+        write_roadmap(path, g)
+        walls, rss = [], []
+        for r in range(rounds):
+            root = os.path.join(work, f"roadmap-{g}-{r}")
+            env = dict(os.environ, ORCH_HOME=root)
+            res = run([os.path.join(bindir, "orch-plan"), "--roadmap", path, "--all",
+                       "--skip-agent-check", "--name", f"scale-{g}"], env=env, stdout=subprocess.PIPE)
+            walls.append(res.wall)
+            rss.append(res.maxrss_kb)
+            discard(root)
+            log(f"roadmap {g} groups round {r + 1}: {res.wall:.2f}s, {res.maxrss_kb / 1024:.0f} MiB")
+        meas[g] = (med(walls), med(rss), os.path.getsize(path))
+    (ws, ms, _), (wb, mb, size) = meas[sizes[0]], meas[sizes[1]]
+    growth = wb / ws if ws > 0 else float("inf")
+    rows = [Row("roadmap --all scale", f"{big:,} groups × 10 tracks ({big * 10:,} tasks)",
+                f"{fmt_s(wb)}, peak {fmt_mib(mb)}", f"{big // 10:,} groups: {fmt_s(ws)}, {fmt_mib(ms)}",
+                growth, "≤ 10 s, ≤ 1 GiB, ≤ 20× time for 10× groups",
+                wb <= 10.0 and mb <= 1024 * 1024 and growth <= 20.0,
+                "ratio: time for 10× the groups")]
+    detail = [f"`orch-plan --roadmap ROADMAP.md --all` on a {size / 1e6:.1f} MB roadmap of {big:,} "
+              f"groups, each needing the one before (so every track waits for the 10 tracks "
+              f"before it: {big * 100:,} dependency edges): read, select, check, find file "
+              f"conflicts, simulate the schedule, create the session. {sizes[0]:,} groups: "
+              f"{fmt_s(ws)} and {fmt_mib(ms)}; {big:,}: {fmt_s(wb)} and {fmt_mib(mb)}."]
+    return rows, detail
+
+
 # ---------------------------------------------------------------- monitor, aggregate
 
 def hold_locks(paths):
@@ -758,16 +806,17 @@ BENCHES = [
     ("barrier", "Barrier latency", bench_barrier),
     ("claim", "Claim scaling", bench_claim),
     ("plan", "Plan scale", bench_plan),
+    ("roadmap", "Roadmap scale", bench_roadmap),
     ("monitor", "Monitor and aggregate", bench_monitor),
     ("claude", "Real agent runs", bench_claude),
 ]
 
 FULL = dict(rounds=3, dispatch_n=5000, dag_n=300, barrier_rounds=200, claim_n=100_000,
             claim_k=500, claim_hand_k=20, claim_rounds=1, plan_n=100_000, plan_edges=300_000,
-            monitor_sizes=[10_000, 100_000], claude_n=24)
+            monitor_sizes=[10_000, 100_000], claude_n=24, roadmap_groups=10_000)
 QUICK = dict(rounds=1, dispatch_n=1000, dag_n=100, barrier_rounds=50, claim_n=20_000,
              claim_k=200, claim_hand_k=5, claim_rounds=1, plan_n=20_000, plan_edges=60_000,
-             monitor_sizes=[1_000, 10_000], claude_n=8)
+             monitor_sizes=[1_000, 10_000], claude_n=8, roadmap_groups=1_000)
 
 
 def machine():

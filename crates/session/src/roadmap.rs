@@ -66,6 +66,31 @@ pub struct Roadmap {
     /// Tracks counted done though the file does not say so, with why
     /// ([`Roadmap::count_done`]).
     pub done_elsewhere: HashMap<String, String>,
+    /// Group names (exact, and lowercased) and track ids to positions: a
+    /// roadmap of 10,000 groups is looked up a million times.
+    lookup: Lookup,
+}
+
+/// Indexes of a [`Roadmap`]'s groups and tracks.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Lookup {
+    groups: HashMap<String, usize>,
+    lowercase: HashMap<String, Vec<usize>>,
+    tracks: HashMap<String, (usize, usize)>,
+}
+
+impl Lookup {
+    fn of(groups: &[Group]) -> Lookup {
+        let mut l = Lookup::default();
+        for (i, g) in groups.iter().enumerate() {
+            l.groups.entry(g.name.clone()).or_insert(i);
+            l.lowercase.entry(g.name.to_lowercase()).or_default().push(i);
+            for (k, t) in g.tracks.iter().enumerate() {
+                l.tracks.entry(t.id.clone()).or_insert((i, k));
+            }
+        }
+        l
+    }
 }
 
 /// A group of tracks: `Group G: Payment Service`.
@@ -1600,9 +1625,11 @@ impl Parser<'_> {
                 }
             }
         }
+        let groups: Vec<Group> = self.groups.into_iter().map(|g| g.group).collect();
         Ok(Roadmap {
             path: self.path.to_path_buf(),
-            groups: self.groups.into_iter().map(|g| g.group).collect(),
+            lookup: Lookup::of(&groups),
+            groups,
             warnings: self.warnings,
             done_elsewhere: HashMap::new(),
         })
@@ -1742,24 +1769,17 @@ impl Roadmap {
     }
 
     fn group_index(&self, name: &str) -> Option<usize> {
-        self.groups.iter().position(|g| g.name == name).or_else(|| {
-            let mut found = self
-                .groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.name.eq_ignore_ascii_case(name));
-            match (found.next(), found.next()) {
-                (Some((i, _)), None) => Some(i),
+        self.lookup.groups.get(name).copied().or_else(|| {
+            match self.lookup.lowercase.get(&name.to_lowercase()).map(Vec::as_slice) {
+                Some([one]) => Some(*one),
                 _ => None,
             }
         })
     }
 
     fn track(&self, id: &str) -> Option<&Track> {
-        self.groups
-            .iter()
-            .flat_map(|g| &g.tracks)
-            .find(|t| t.id == id)
+        let &(g, k) = self.lookup.tracks.get(id)?;
+        self.groups.get(g)?.tracks.get(k)
     }
 
     fn file_name(&self) -> String {
