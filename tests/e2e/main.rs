@@ -20,5 +20,6 @@ mod security;
 mod slurm;
 mod support;
 mod sync;
+mod trust;
 mod unattended;
 mod worker;

@@ -16,7 +16,9 @@ pub const USAGE: u8 = 2;
 pub const BAD_INPUT: u8 = 3;
 /// The session named does not exist, or there is none.
 pub const NO_SESSION: u8 = 4;
-/// The filesystem refused: permissions, disk full, I/O error.
+/// The filesystem refused: permissions, disk full, I/O error; or orch
+/// refused to write through a symbolic link inside a session, or to use a
+/// root or session another user controls.
 pub const IO: u8 = 5;
 /// Someone else holds it: task claimed, lock held, result already written,
 /// or the task is not in a state that allows the operation.
@@ -87,7 +89,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<Error>() {
             return match e {
-                Error::Io { .. } => IO,
+                Error::Io { .. } | Error::Refused { .. } => IO,
                 Error::Invalid(_) | Error::InvalidName { .. } | Error::UnknownTask { .. } => {
                     BAD_INPUT
                 }

@@ -10,18 +10,20 @@
 //! is used instead; [`sweep_temp_files`] removes those a dead process left.
 //!
 //! Opens never follow a symlink at the final name: `linkat` and `rename`
-//! replace or refuse a planted link instead of writing through it.
+//! replace or refuse a planted link instead of writing through it. Inside a
+//! session directory no directory on the way is followed either: every call
+//! is made relative to a directory reached with `O_NOFOLLOW` from the
+//! session directory down ([`crate::safefs`]), and a symlink met there is
+//! refused with [`Error::Refused`].
 
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, IoContext, Result};
+use crate::safefs::{self, Dir};
 
 /// Whether a write must survive power loss, or only process crashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,84 +37,24 @@ pub enum Durability {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    Ok((dir, name))
-}
-
 /// `.<name>.tmp.<host>.<pid>.<n>`: the host tag keeps a process on one host
 /// from sweeping the temp file of a live process on another (where the pid
 /// means nothing).
-fn temp_name(name: &std::ffi::OsStr) -> PathBuf {
+fn temp_name(name: &OsStr) -> OsString {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut s = std::ffi::OsString::from(".");
+    let mut s = OsString::from(".");
     s.push(name);
     s.push(format!(
         ".tmp.{}.{}.{n}",
         crate::proc::host_tag(),
         std::process::id()
     ));
-    PathBuf::from(s)
-}
-
-fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
-
-/// Opens an unnamed file in `dir`, or `None` when the filesystem cannot.
-fn open_tmpfile(dir: &Path) -> io::Result<Option<File>> {
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-        .open(dir)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Gives the unnamed `file` the name `to` (fails with `EEXIST` if taken).
-fn link_tmpfile(file: &File, to: &Path) -> io::Result<()> {
-    let from = cstr(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
-    let to = cstr(to)?;
-    // SAFETY: both arguments are valid NUL-terminated strings that outlive
-    // the call; AT_FDCWD with absolute/relative paths is the documented use.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    s
 }
 
 /// fsyncs a directory so a rename or link in it is durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    Dir::open(dir)?.sync()
 }
 
 fn write_content(file: &mut File, bytes: &[u8], durability: Durability) -> io::Result<()> {
@@ -123,25 +65,19 @@ fn write_content(file: &mut File, bytes: &[u8], durability: Durability) -> io::R
     Ok(())
 }
 
-/// Writes a named temp file in `dir` (create-new, no-follow).
+/// Writes a named temp file `temp` in `dir` (create-new, no-follow).
 fn write_named_temp(
-    dir: &Path,
-    name: &std::ffi::OsStr,
+    dir: &Dir,
+    temp: &OsStr,
     bytes: &[u8],
     durability: Durability,
-) -> io::Result<PathBuf> {
-    let temp = dir.join(temp_name(name));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&temp)?;
+) -> io::Result<()> {
+    let mut file = dir.open_file(temp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
     if let Err(e) = write_content(&mut file, bytes, durability) {
-        let _ = fs::remove_file(&temp);
+        let _ = dir.remove(temp);
         return Err(e);
     }
-    Ok(temp)
+    Ok(())
 }
 
 /// Replaces `path` with `bytes` atomically. A symlink at `path` is replaced,
@@ -151,64 +87,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> Result
 }
 
 fn replace_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
-    let (dir, name) = split(path)?;
-    let temp = match open_tmpfile(dir)? {
+    let (dir, name) = Dir::parent_of(path)?;
+    let temp = temp_name(name);
+    match dir.tmpfile()? {
         Some(mut file) => {
             write_content(&mut file, bytes, durability)?;
-            let temp = dir.join(temp_name(name));
-            link_tmpfile(&file, &temp)?;
-            temp
+            dir.link_tmpfile(&file, &temp)?;
         }
-        None => write_named_temp(dir, name, bytes, durability)?,
-    };
+        None => write_named_temp(&dir, &temp, bytes, durability)?,
+    }
     let placed = match durability {
-        Durability::Durable => fs::rename(&temp, path),
-        Durability::Volatile => exchange_into_place(&temp, path),
+        Durability::Durable => dir.rename(&temp, &dir, name, 0),
+        Durability::Volatile => exchange_into_place(&dir, &temp, name),
     };
     if let Err(e) = placed {
-        let _ = fs::remove_file(&temp);
+        let _ = dir.remove(&temp);
         return Err(e);
     }
     if durability == Durability::Durable {
-        fsync_dir(dir)?;
+        dir.sync()?;
     }
     Ok(())
 }
 
-/// Puts the file named `temp` at `path` for a volatile replace: swaps the
+/// Puts the file named `temp` at `name` for a volatile replace: swaps the
 /// two names (`renameat2(RENAME_EXCHANGE)`), then removes what `temp` names
 /// now (the old content, or a planted symlink, never followed); a plain
 /// rename where there is nothing to swap with or the filesystem cannot.
 ///
-/// Why not rename over `path`: ext4 (`auto_da_alloc`) starts writeback of
+/// Why not rename over `name`: ext4 (`auto_da_alloc`) starts writeback of
 /// the new file's data at every rename that replaces a file, which made
 /// each heartbeat, claim update and summary cost ~150 µs and a disk write
 /// here, against ~30 µs this way (`scripts/bench`, docs/performance.md).
 /// Durable replaces are fsynced before the rename, so they keep `rename`.
-fn exchange_into_place(temp: &Path, path: &Path) -> io::Result<()> {
-    let (t, p) = (cstr(temp)?, cstr(path)?);
-    let swap = || {
-        // SAFETY: valid NUL-terminated paths that outlive the call.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                t.as_ptr(),
-                libc::AT_FDCWD,
-                p.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
+fn exchange_into_place(dir: &Dir, temp: &OsStr, name: &OsStr) -> io::Result<()> {
+    let swap = || dir.rename(temp, dir, name, libc::RENAME_EXCHANGE);
     match swap() {
-        Ok(()) => match fs::remove_file(temp) {
+        Ok(()) => match dir.remove(temp) {
             Ok(()) => Ok(()),
             Err(e) => {
-                // `path` was a directory (which rename refuses to replace):
+                // `name` was a directory (which rename refuses to replace):
                 // swap back and fail like rename.
                 swap()?;
                 Err(e)
@@ -220,7 +138,7 @@ fn exchange_into_place(temp: &Path, path: &Path) -> io::Result<()> {
                 Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS)
             ) =>
         {
-            fs::rename(temp, path)
+            dir.rename(temp, dir, name, 0)
         }
         Err(e) => Err(e),
     }
@@ -240,21 +158,22 @@ pub fn create_once(path: &Path, bytes: &[u8], durability: Durability) -> Result<
 }
 
 fn create_once_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
-    let (dir, name) = split(path)?;
-    match open_tmpfile(dir)? {
+    let (dir, name) = Dir::parent_of(path)?;
+    match dir.tmpfile()? {
         Some(mut file) => {
             write_content(&mut file, bytes, durability)?;
-            link_tmpfile(&file, path)?;
+            dir.link_tmpfile(&file, name)?;
         }
         None => {
-            let temp = write_named_temp(dir, name, bytes, durability)?;
-            let linked = fs::hard_link(&temp, path);
-            let _ = fs::remove_file(&temp);
+            let temp = temp_name(name);
+            write_named_temp(&dir, &temp, bytes, durability)?;
+            let linked = dir.link(&temp, &dir, name);
+            let _ = dir.remove(&temp);
             linked?;
         }
     }
     if durability == Durability::Durable {
-        fsync_dir(dir)?;
+        dir.sync()?;
     }
     Ok(())
 }
@@ -262,37 +181,21 @@ fn create_once_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::R
 /// Moves `from` to `to` only if `to` does not exist (`renameat2` with
 /// `RENAME_NOREPLACE`, or link + unlink where that is unsupported).
 pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    let inner = || -> io::Result<()> {
-        let (f, t) = (cstr(from)?, cstr(to)?);
-        // SAFETY: valid NUL-terminated paths that outlive the call.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                f.as_ptr(),
-                libc::AT_FDCWD,
-                t.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-                fs::hard_link(from, to)?;
-                fs::remove_file(from)
+    let inner = || -> io::Result<Dir> {
+        let (fdir, fname) = Dir::parent_of(from)?;
+        let (tdir, tname) = Dir::parent_of(to)?;
+        match fdir.rename(fname, &tdir, tname, libc::RENAME_NOREPLACE) {
+            Ok(()) => Ok(tdir),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                fdir.link(fname, &tdir, tname)?;
+                fdir.remove(fname)?;
+                Ok(tdir)
             }
-            _ => Err(err),
+            Err(e) => Err(e),
         }
     };
     match inner() {
-        Ok(()) => {
-            if let Some(dir) = to.parent() {
-                fsync_dir(dir).ctx("sync", dir)?;
-            }
-            Ok(())
-        }
+        Ok(tdir) => tdir.sync().ctx("sync", tdir.path()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
             path: to.to_path_buf(),
         }),
@@ -354,7 +257,7 @@ pub fn sweep_temp_files(dir: &Path) -> usize {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(crate::liveness::foreign_debris)
-                && fs::remove_file(entry.path()).is_ok()
+                && safefs::remove_file(&entry.path()).is_ok()
             {
                 removed += 1;
             }
@@ -362,7 +265,7 @@ pub fn sweep_temp_files(dir: &Path) -> usize {
         }
         // A zombie counts as dead: it will never finish its write.
         if !crate::proc::ProcessIdentity::of(pid).is_alive()
-            && fs::remove_file(entry.path()).is_ok()
+            && safefs::remove_file(&entry.path()).is_ok()
         {
             removed += 1;
         }

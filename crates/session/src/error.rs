@@ -146,6 +146,18 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// orch will not write through this path (a symbolic link inside a
+    /// session directory) or use this directory (a root or session another
+    /// user controls). See [`crate::safefs`].
+    #[error("refusing to {action} `{}`: {reason}", path.display())]
+    Refused {
+        /// What was refused: "write through", "use".
+        action: &'static str,
+        /// The link or directory refused.
+        path: PathBuf,
+        /// Why, and how to fix it.
+        reason: String,
+    },
     /// The task is not in the plan.
     #[error("task `{task}` is not in the plan of session {session}")]
     UnknownTask {
@@ -165,8 +177,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error with the operation and path.
+    /// Wraps an I/O error with the operation and path. An error that is a
+    /// [`Refusal`] (made deep in a write) becomes [`Error::Refused`], which
+    /// names the path refused rather than the one being written.
     pub fn io(op: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+        if let Some(r) = source.get_ref().and_then(|e| e.downcast_ref::<Refusal>()) {
+            return r.clone().into();
+        }
         Error::Io {
             op,
             path: path.as_ref().to_path_buf(),
@@ -196,6 +213,68 @@ impl Error {
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Error::Io { source, .. }
             if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
+}
+
+/// A refusal made where only an `io::Error` can be returned (deep in a
+/// write); [`Error::io`] turns it back into [`Error::Refused`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What was refused: "write through", "use".
+    pub action: &'static str,
+    /// The link or directory refused.
+    pub path: PathBuf,
+    /// Why, and how to fix it.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal of `path` for `reason`.
+    pub fn new(action: &'static str, path: &Path, reason: String) -> Self {
+        Self {
+            action,
+            path: path.to_path_buf(),
+            reason,
+        }
+    }
+
+    /// `path`, a directory inside a session, is a symlink to `target`.
+    pub fn symlink(path: &Path, target: &Path) -> Self {
+        Self::new(
+            "write through",
+            path,
+            format!("it is a symbolic link (to {}); remove it", target.display()),
+        )
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refusing to {} `{}`: {}",
+            self.action,
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl From<Refusal> for io::Error {
+    fn from(r: Refusal) -> Self {
+        io::Error::new(io::ErrorKind::PermissionDenied, r)
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        Error::Refused {
+            action: r.action,
+            path: r.path,
+            reason: r.reason,
+        }
     }
 }
 

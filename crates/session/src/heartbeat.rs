@@ -94,7 +94,7 @@ pub(crate) fn write_unlocked(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
 pub fn remove(dir: &SessionDir, worker: &str) -> Result<()> {
     let path = dir.heartbeat(worker);
     let _w = crate::liveness::writes();
-    match fs::remove_file(&path) {
+    match crate::safefs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove", &path, e)),

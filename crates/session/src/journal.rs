@@ -5,7 +5,8 @@
 //! place, and readers reconcile it with `results/` (see
 //! [`crate::board::Board::load`]), so a line lost to a crash or a deleted
 //! journal costs only a rescan. Each line is one `write(2)` on an
-//! `O_APPEND` descriptor, so lines from concurrent writers never interleave.
+//! `O_APPEND` descriptor, so lines from concurrent writers never interleave;
+//! it is opened like a log, never through a symlink ([`crate::safefs`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,12 +33,10 @@ pub struct Entry {
 pub fn append(path: &Path, entry: &Entry) -> Result<()> {
     let mut line = serde_json::to_vec(entry).unwrap_or_default();
     line.push(b'\n');
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    let mut f = crate::safefs::Dir::parent_of(path)
+        .and_then(|(dir, name)| {
+            dir.open_file(name, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o600)
+        })
         .ctx("open", path)?;
     f.write_all(&line).ctx("append to", path)
 }

@@ -31,7 +31,10 @@
 //! ```
 //!
 //! Every path is built here, from names checked by [`check_name`], so no
-//! name can point outside the session directory.
+//! name can point outside the session directory; and no directory planted
+//! as a symlink inside it is ever written through: [`SessionDir::new`]
+//! registers the directory with [`crate::safefs`], which every write below
+//! it goes through.
 
 use std::path::{Path, PathBuf};
 
@@ -147,9 +150,13 @@ pub struct SessionDir {
 }
 
 impl SessionDir {
-    /// Wraps an existing session directory path.
+    /// Wraps an existing session directory path, and registers it with
+    /// [`crate::safefs::trust`]: from now on no write below it goes through
+    /// a symbolic link.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        let dir = dir.into();
+        crate::safefs::trust(&dir);
+        Self { dir }
     }
 
     /// The session directory itself.

@@ -40,6 +40,7 @@ pub mod resource;
 pub mod result;
 pub mod retry;
 pub mod roadmap;
+pub mod safefs;
 pub mod scheduler;
 pub mod session;
 pub mod shared;

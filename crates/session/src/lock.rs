@@ -2,13 +2,17 @@
 //! locks fs2 and `flock(1)` take, so shell scripts can share them.
 //!
 //! Lock files are opened without truncation, never followed through a
-//! symlink, and never deleted while the session lives: deleting one lets a
-//! waiter lock the orphaned inode while a newcomer locks a fresh file.
+//! symlink (at their name, or at a directory on the way inside a session:
+//! [`crate::safefs`]), and never deleted while the session lives: deleting
+//! one lets a waiter lock the orphaned inode while a newcomer locks a fresh
+//! file.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, RawFd};
+
+use crate::safefs::Dir;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -44,14 +48,8 @@ impl LockGuard {
 
 /// Opens (creating if needed) a lock file.
 pub fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    Dir::parent_of(path)
+        .and_then(|(dir, name)| dir.open_file(name, libc::O_RDWR | libc::O_CREAT, 0o600))
         .map_err(|e| {
             let e = match e.raw_os_error() {
                 Some(libc::ELOOP) => {

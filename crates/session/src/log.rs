@@ -7,23 +7,22 @@
 //! single `write(2)` to an `O_APPEND` descriptor, so concurrent writers
 //! never interleave within a line.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
 use crate::layout::SessionDir;
+use crate::safefs::Dir;
 use crate::time;
 
-/// Opens a log file for appending (created 0600, never through a symlink).
+/// Opens a log file for appending (created 0600, never through a symlink,
+/// at its name or, inside a session, at a directory on the way).
 pub fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    Dir::parent_of(path)
+        .and_then(|(dir, name)| {
+            dir.open_file(name, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o600)
+        })
         .ctx("open log", path)
 }
 

@@ -2,7 +2,6 @@
 //! usage or rate limit. Until it ends no worker claims and cron ticks start
 //! nothing; `orch-worker --resume-now` lifts it early.
 
-use std::fs;
 use std::io;
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +59,7 @@ pub fn set(dir: &SessionDir, p: &Pause) -> Result<()> {
 /// Lifts the pause. Returns whether there was one.
 pub fn clear(dir: &SessionDir) -> Result<bool> {
     let p = path(dir);
-    match fs::remove_file(&p) {
+    match crate::safefs::remove_file(&p) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("remove", &p, e)),

@@ -15,7 +15,6 @@
 //! session is unfinished again and `orch-worker` picks it up by default.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -265,7 +264,7 @@ pub fn run(dir: &SessionDir, mut targets: Vec<Target>, who: &str) -> Result<Vec<
     }
     if !done.is_empty() {
         let marker = dir.finished_marker();
-        match fs::remove_file(&marker) {
+        match crate::safefs::remove_file(&marker) {
             Ok(()) => {
                 let _ = atomic::fsync_dir(&dir.status_dir());
             }

@@ -1,4 +1,11 @@
 //! Creating, finding and opening sessions.
+//!
+//! A session's plan holds commands that workers run as their user, so a
+//! root or session directory another user controls is refused before
+//! anything is read from it ([`check_root`], [`check_session_dir`]): it
+//! must be owned by the user (or root) and not writable by group or
+//! others. A session that cannot be read is an error (exit 5), never
+//! silently "no session".
 
 use std::fs::{self, DirBuilder};
 use std::io;
@@ -12,6 +19,7 @@ use crate::error::{Diagnostic, Error, IoContext, Result};
 use crate::layout::{SessionDir, SESSION_PREFIX, SESSION_SUBDIRS};
 use crate::plan::{Plan, PlanDoc, Settings, PLAN_FORMAT};
 use crate::proc;
+use crate::safefs::{self, Role};
 use crate::time;
 
 /// Current `session.json` format.
@@ -148,13 +156,49 @@ pub fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     v
 }
 
-/// Makes a directory private to the user (0700), creating parents.
+/// Makes a directory private to the user (0700), creating parents. Inside
+/// a session no directory on the way may be a symlink ([`crate::safefs`]).
 pub fn make_private_dir(path: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .ctx("create directory", path)
+    safefs::create_dir_all(path).ctx("create directory", path)
+}
+
+/// Refuses an orchestration root another user controls: one owned by
+/// someone else than the user and root, or writable by group or others
+/// (its sessions' commands would run as the user). The root may be a
+/// symlink (the user's own choice); what it points to is checked. A root
+/// that does not exist is fine.
+pub fn check_root(root: &Path) -> Result<()> {
+    let meta = match fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("open", root, e)),
+    };
+    Ok(safefs::check_trusted(root, &meta, Role::Root)?)
+}
+
+/// Refuses a session directory that is a symlink or that another user
+/// controls (see [`check_root`]). A directory that does not exist is left
+/// to the read that follows.
+pub fn check_session_dir(dir: &Path) -> Result<()> {
+    // Without a trailing `/`, which would follow a link.
+    let dir: PathBuf = dir.components().collect();
+    let meta = match fs::symlink_metadata(&dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("open", &dir, e)),
+    };
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(&dir).unwrap_or_default();
+        return Err(Error::Refused {
+            action: "use",
+            path: dir,
+            reason: format!(
+                "it is a symbolic link (to {}); a session directory must be a directory: remove the link, or name the session by its real path",
+                target.display()
+            ),
+        });
+    }
+    Ok(safefs::check_trusted(&dir, &meta, Role::Session)?)
 }
 
 /// The backup ref of session `id`: `refs/orch/<id>/backup`.
@@ -201,6 +245,7 @@ impl Session {
         publish: &mut dyn FnMut(&SessionInfo, Publish) -> Result<()>,
     ) -> Result<Session> {
         make_private_dir(root)?;
+        check_root(root)?;
         let doc = PlanDoc {
             format: PLAN_FORMAT,
             tasks: plan.tasks.clone(),
@@ -238,14 +283,12 @@ impl Session {
                     .mode(0o700)
                     .create(&temp)
                     .ctx("create directory", &temp)?;
-                for sub in SESSION_SUBDIRS {
-                    let p = temp.join(sub);
-                    DirBuilder::new()
-                        .mode(0o700)
-                        .create(&p)
-                        .ctx("create directory", &p)?;
-                }
+                // Registered first: everything below is made without
+                // following a link.
                 let dir = SessionDir::new(&temp);
+                for sub in SESSION_SUBDIRS {
+                    make_private_dir(&dir.join(sub))?;
+                }
                 // Checkpoints the plan declares or waits for exist from the
                 // start, with their expected agents, so waits can watch them.
                 let referenced = plan
@@ -308,14 +351,19 @@ impl Session {
         ))
     }
 
-    /// Opens the session in `dir`.
+    /// Opens the session in `dir`, refusing a symlink or a directory
+    /// another user controls ([`check_session_dir`]).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Session> {
-        let dir = SessionDir::new(dir);
-        let info: SessionInfo = read_json(&dir.session_json())?;
+        let dir = dir.into();
+        check_session_dir(&dir)?;
+        // Read before the directory is registered as a session (by
+        // `SessionDir::new`): only a session gets its writes walked.
+        let json = dir.join(crate::layout::SESSION_JSON);
+        let info: SessionInfo = read_json(&json)?;
         if info.format > SESSION_FORMAT {
             return Err(Error::invalid(
                 Diagnostic::new(
-                    dir.session_json(),
+                    json,
                     format!(
                         "session format {} is newer than this orch understands ({SESSION_FORMAT})",
                         info.format
@@ -324,7 +372,10 @@ impl Session {
                 .help("upgrade orch"),
             ));
         }
-        Ok(Session { dir, info })
+        Ok(Session {
+            dir: SessionDir::new(dir),
+            info,
+        })
     }
 
     /// Reads `plan.json`.
@@ -356,7 +407,8 @@ impl Session {
         let mut out = Vec::new();
         let mut check = |p: PathBuf| {
             if let Ok(m) = fs::symlink_metadata(&p) {
-                if m.permissions().mode() & 0o077 != 0 {
+                // A link's mode means nothing (and writes refuse it).
+                if !m.file_type().is_symlink() && m.permissions().mode() & 0o077 != 0 {
                     out.push(p);
                 }
             }
@@ -372,8 +424,20 @@ impl Session {
 }
 
 /// Every session under `root`, oldest first. Directories whose
-/// `session.json` cannot be read are returned as errors beside the rest.
+/// `session.json` cannot be read, or that are refused, are returned as
+/// errors beside the rest. A root another user controls is refused
+/// ([`check_root`]).
 pub fn list_sessions(root: &Path) -> Result<(Vec<Session>, Vec<Error>)> {
+    let (sessions, errors) = scan(root)?;
+    Ok((sessions, errors.into_iter().map(|(_, e)| e).collect()))
+}
+
+/// Sessions that could not be opened: directory name and why.
+type Unopened = Vec<(String, Error)>;
+
+/// [`list_sessions`], with the directory name of each error.
+fn scan(root: &Path) -> Result<(Vec<Session>, Unopened)> {
+    check_root(root)?;
     let entries = match fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
@@ -384,63 +448,116 @@ pub fn list_sessions(root: &Path) -> Result<(Vec<Session>, Vec<Error>)> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(SESSION_PREFIX) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if !name.starts_with(SESSION_PREFIX) {
+            continue;
+        }
+        // A link named like a session is refused by `open`, not skipped.
+        if !entry
+            .file_type()
+            .is_ok_and(|t| t.is_dir() || t.is_symlink())
+        {
             continue;
         }
         match Session::open(entry.path()) {
             Ok(s) => sessions.push(s),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push((name.to_owned(), e)),
         }
     }
     sessions.sort_by(|a, b| (&a.info.created, &a.info.id).cmp(&(&b.info.created, &b.info.id)));
     Ok((sessions, errors))
 }
 
+/// Whether an error opening a session means it could not be read or is not
+/// trusted (as opposed to damaged, or not a session at all).
+fn is_access_error(e: &Error) -> bool {
+    match e {
+        Error::Refused { .. } => true,
+        Error::Io { source, .. } => source.kind() != io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+/// Opens `dir` if it is there: `None` if nothing has that name or it has
+/// no `session.json` (not a session); an error if it cannot be read or is
+/// refused.
+fn open_if_there(dir: &Path) -> Result<Option<Session>> {
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", dir, e)),
+    }
+    match Session::open(dir) {
+        Ok(s) => Ok(Some(s)),
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Finds the session `query` names (an id, `session-<id>`, a path to a
 /// session directory, or a name: the newest session with that name), or
 /// without a query the newest unfinished session.
+///
+/// The root and the session must be trusted ([`check_root`],
+/// [`check_session_dir`]); a session that cannot be read or is refused is
+/// an error, not skipped: by name, when no readable session has it; by
+/// default, when it is newer than the one found.
 pub fn resolve(root: &Path, query: Option<&str>) -> Result<Session> {
     match query {
         Some(q) if !q.is_empty() => {
             if q.contains('/') {
                 let p = Path::new(q);
-                if p.join(crate::layout::SESSION_JSON).exists() {
-                    return Session::open(p);
+                // Its directory is its root.
+                if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    check_root(parent)?;
                 }
-                return Err(Error::SessionNotFound {
+                return open_if_there(p)?.ok_or_else(|| Error::SessionNotFound {
                     root: root.to_path_buf(),
                     query: q.to_owned(),
                 });
             }
+            check_root(root)?;
             let by_id = root.join(if q.starts_with(SESSION_PREFIX) {
                 q.to_owned()
             } else {
                 format!("{SESSION_PREFIX}{q}")
             });
-            if crate::layout::check_name("session id", q).is_ok()
-                && by_id.join(crate::layout::SESSION_JSON).exists()
-            {
-                return Session::open(by_id);
+            if crate::layout::check_name("session id", q).is_ok() {
+                if let Some(s) = open_if_there(&by_id)? {
+                    return Ok(s);
+                }
             }
-            let (sessions, _) = list_sessions(root)?;
-            sessions
-                .into_iter()
-                .rev()
-                .find(|s| s.info.name == q)
-                .ok_or_else(|| Error::SessionNotFound {
+            let (sessions, errors) = scan(root)?;
+            if let Some(s) = sessions.into_iter().rev().find(|s| s.info.name == q) {
+                return Ok(s);
+            }
+            match errors.into_iter().find(|(_, e)| is_access_error(e)) {
+                Some((_, e)) => Err(e),
+                None => Err(Error::SessionNotFound {
                     root: root.to_path_buf(),
                     query: q.to_owned(),
-                })
+                }),
+            }
         }
         _ => {
-            let (sessions, _) = list_sessions(root)?;
-            sessions
+            let (sessions, errors) = scan(root)?;
+            let found = sessions.into_iter().rev().find(|s| !s.is_finished());
+            // Ids sort by age: one newer than the session found (or any,
+            // without one) that cannot be read may be the one meant.
+            let newer = |name: &str| {
+                found
+                    .as_ref()
+                    .is_none_or(|s| name > format!("{SESSION_PREFIX}{}", s.info.id).as_str())
+            };
+            if let Some((_, e)) = errors
                 .into_iter()
-                .rev()
-                .find(|s| !s.is_finished())
-                .ok_or_else(|| Error::NoSession {
-                    root: root.to_path_buf(),
-                })
+                .filter(|(name, e)| is_access_error(e) && newer(name))
+                .max_by(|a, b| a.0.cmp(&b.0))
+            {
+                return Err(e);
+            }
+            found.ok_or_else(|| Error::NoSession {
+                root: root.to_path_buf(),
+            })
         }
     }
 }

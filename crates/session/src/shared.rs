@@ -118,7 +118,7 @@ pub fn cas(dir: &SessionDir, key: &str, old: &Value, new: Value, by: &str) -> Re
 /// Removes a key. Returns whether it existed.
 pub fn unset(dir: &SessionDir, key: &str) -> Result<bool> {
     let p = path(dir, key)?;
-    with_lock(dir, key, || match fs::remove_file(&p) {
+    with_lock(dir, key, || match crate::safefs::remove_file(&p) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("remove", &p, e)),
