@@ -282,3 +282,157 @@ fn a_hand_claim_carries_a_lease_its_holder_renews_and_renew_extends() {
     let out = env.run("orch-claim", &["done", "t001", "--lease", "1m"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Issue 16 (1): a hand claim holds its task's resources as a worker's
+/// claim does, through the holder process: while it lives, no worker
+/// starts another task on a capacity-1 resource, nor on the implicit
+/// resource of a file conflict.
+#[test]
+fn a_hand_claim_holds_its_tasks_resources_until_it_ends() {
+    let env = Env::new();
+    let journal = env.path("journal");
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"g1\"\nresources = [\"gpu\"]\ncommand = \"true\"\n\
+         [[task]]\nid = \"g2\"\nresources = [\"gpu\"]\ncommand = \"echo g2 >> '{j}'\"\n\
+         [[task]]\nid = \"f1\"\nfiles = [\"src/x.rs\"]\ncommand = \"true\"\n\
+         [[task]]\nid = \"f2\"\nfiles = [\"src/x.rs\"]\ncommand = \"echo f2 >> '{j}'\"\n\
+         [[task]]\nid = \"free\"\ncommand = \"echo free >> '{j}'\"\n",
+        j = journal.display()
+    ));
+    let dir = env.session_dir(&id);
+    let person = sleeper();
+    for t in ["g1", "f1"] {
+        let out = env.run(
+            "orch-claim",
+            &["--task", t, "--pid", &person.pid().to_string()],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // The resource slots are held by the holder processes, not by the
+    // orch-claim that exited.
+    let gpu = dir.join("locks/resource-gpu.0.lock");
+    assert!(lock::is_held(&gpu).unwrap(), "the hand claim holds gpu");
+    let holder = read_json(&dir.join("claims/g1.json"))["holder"]["pid"].clone();
+    assert_eq!(
+        read_json(&dir.join("locks/resource-gpu.0.holder"))["pid"],
+        holder
+    );
+    // A worker runs what it may, then waits: the two that need what the
+    // person holds were ready, and passed over.
+    let mut worker = Guard::new(
+        env.cmd("orch-worker")
+            .args(["--session", &id])
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the worker to run `free` and wait", LONG, || {
+        dir.join("results/free.json").exists()
+            && worker_states(&env, &id).values().any(|s| s == "waiting")
+    });
+    assert_eq!(fs::read_to_string(&journal).unwrap(), "free\n");
+    // The person finishes: now they run, and the worker is done.
+    for t in ["g1", "f1"] {
+        let out = env.run("orch-claim", &["done", t]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(worker.wait_timeout(LONG).success());
+    let mut ran: Vec<String> = fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ran.sort();
+    assert_eq!(ran, ["f2", "free", "g2"]);
+}
+
+/// Issue 16 (2): killing the process that holds a hand claim's lock does
+/// not free the claim while the shell it is bound to lives: no worker or
+/// second claim takes the task, `orch-claim list` says so, and the person
+/// can still finish it. When the shell dies, the task is claimable.
+#[test]
+fn a_killed_holder_does_not_free_a_claim_whose_shell_lives() {
+    let env = Env::new();
+    let journal = env.path("journal");
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"t\"\nresources = [\"db\"]\ncommand = \"echo ran >> '{j}'\"\n\
+         [[task]]\nid = \"other\"\nresources = [\"db\"]\ncommand = \"echo other >> '{j}'\"\n",
+        j = journal.display()
+    ));
+    let dir = env.session_dir(&id);
+    let person = sleeper();
+    let out = env.run(
+        "orch-claim",
+        &["--task", "t", "--pid", &person.pid().to_string()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let holder = read_json(&dir.join("claims/t.json"))["holder"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: killing the holder process this test's orch-claim started.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    wait_until("the lock to be free", LONG, || {
+        !lock::is_held(&dir.join("locks/t.lock")).unwrap()
+    });
+    // Nobody takes it, nor its resource: not a worker (it waits, leaving
+    // `other`, which needs db), not another claim.
+    let worker = Guard::new(
+        env.cmd("orch-worker")
+            .args(["--session", &id])
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the worker to wait", LONG, || {
+        worker_states(&env, &id).values().any(|s| s == "waiting")
+    });
+    assert!(
+        !journal.exists(),
+        "the task or its resource was taken while claimed"
+    );
+    let out = env.run("orch-claim", &["--task", "t"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let out = env.run("orch-claim", &["list"]);
+    assert!(stdout(&out).contains("unheld"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("pid {} it is bound to lives", person.pid())),
+        "{}",
+        stdout(&out)
+    );
+    // The person can still say it is done.
+    let out = env.run("orch-claim", &["done", "t", "--summary", "by hand"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.results(&id)["t"]["status"], "success");
+    let mut worker = worker;
+    assert!(worker.wait_timeout(LONG).success());
+    assert_eq!(fs::read_to_string(&journal).unwrap(), "other\n");
+    fs::remove_file(&journal).unwrap();
+
+    // A second task, claimed the same way: when the shell dies after its
+    // holder was killed, the task is claimable again.
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"u\"\ncommand = \"echo ran >> '{}'\"\n",
+        journal.display()
+    ));
+    let dir = env.session_dir(&id);
+    let person = sleeper();
+    let out = env.run(
+        "orch-claim",
+        &[
+            "--session",
+            &id,
+            "--task",
+            "u",
+            "--pid",
+            &person.pid().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let holder = read_json(&dir.join("claims/u.json"))["holder"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: as above.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    drop(person);
+    let out = env.run("orch-worker", &["--session", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&journal).unwrap(), "ran\n");
+}

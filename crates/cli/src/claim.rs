@@ -127,8 +127,9 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         task: String,
-        #[arg(long)]
-        fd: i32,
+        /// The task's lock, then each resource unit's.
+        #[arg(long, required = true)]
+        fd: Vec<i32>,
         #[arg(long)]
         pid: u32,
         #[arg(long)]
@@ -181,7 +182,7 @@ pub fn run(args: Args) -> Result<u8> {
         }) => hold(
             SessionDir::new(dir),
             &task,
-            fd,
+            &fd,
             ProcessIdentity { pid, start },
             Duration::from_millis(lease_ms),
         ),
@@ -264,6 +265,10 @@ fn claim(
                         format!("task `{id}` already finished with {s}"),
                     ));
                 }
+                Attempt::NotReady(why) => {
+                    eprintln!("orch-claim: task `{id}` is not runnable yet: {why}");
+                    return Ok(exit::NOTHING_RUNNABLE);
+                }
             }
         }
         None => match scheduler::claim_next(&mut board, record)? {
@@ -291,31 +296,38 @@ fn claim(
     let task_id = claim.task().to_owned();
     let attempt = claim.record.attempt;
 
-    // Hand the locked descriptor to a holder that outlives us.
-    let fd = claim.guard().raw_fd();
+    // Hand the locked descriptors (the task's, and its resources': a hand
+    // claim holds them as a worker's does) to a holder that outlives us.
+    let fds = claim.inherit_fds();
     let exe = std::env::current_exe().context("finding orch-claim's own path")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__hold")
         .arg("--dir")
         .arg(session.dir.path())
-        .args(["--task", &task_id, "--fd", &fd.to_string()])
-        .args([
-            "--pid",
-            &bound.pid.to_string(),
-            "--start",
-            &bound.start.to_string(),
-            "--lease-ms",
-            &lease.as_millis().to_string(),
-        ])
-        .env_remove("ORCH_SESSION")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .args(["--task", &task_id]);
+    for fd in &fds {
+        cmd.args(["--fd", &fd.to_string()]);
+    }
+    cmd.args([
+        "--pid",
+        &bound.pid.to_string(),
+        "--start",
+        &bound.start.to_string(),
+        "--lease-ms",
+        &lease.as_millis().to_string(),
+    ])
+    .env_remove("ORCH_SESSION")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            sys::set_cloexec(fd, false)
+            for &fd in &fds {
+                sys::set_cloexec(fd, false)?;
+            }
+            Ok(())
         });
     }
     let mut claim = claim;
@@ -327,7 +339,10 @@ fn claim(
         }
     };
     claim.update(|r| r.holder = Some(holder))?;
-    let (_guard, _) = claim.into_parts();
+    for u in claim.units() {
+        orch_session::resource::record_holder(&session.dir, u, holder.pid, Some(&task_id));
+    }
+    let (_guards, _) = claim.into_parts();
     let _ = log::run_event(
         &session.dir,
         &who(),
@@ -402,7 +417,9 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             ),
         ));
     }
-    if !lock::is_held(&dir.task_lock(id))? {
+    // Live while its lock is held, or while the shell it is bound to lives
+    // (its holder may have been killed).
+    if !lock::is_held(&dir.task_lock(id))? && !liveness::hand_bound_alive(&record) {
         return Err(coded(
             exit::CONFLICT,
             format!("the claim on `{id}` is stale (pid {} is gone); claim it again with `orch-claim --task {id}`", record.pid),
@@ -466,7 +483,7 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
         // Holding the lock while removing the record, so a claim someone
         // made in between is never touched.
         Some(_guard) => {
-            let _ = std::fs::remove_file(dir.claim(id));
+            let _ = orch_session::safefs::remove_file(&dir.claim(id));
         }
         None => eprintln!("orch-claim: warning: the holder of `{id}` did not let go within 5s"),
     }
@@ -536,7 +553,8 @@ fn list(global: &Global) -> Result<u8> {
             .iter()
             .map(|c| match &c.record {
                 Ok(r) => json!({
-                    "task": c.task, "live": c.live, "kind": r.kind, "owner": r.owner,
+                    "task": c.task, "live": c.live, "state": state_word(c), "why": c.why,
+                    "kind": r.kind, "owner": r.owner,
                     "pid": r.pid, "host": r.host, "boot_id": r.boot_id, "lease_until": r.lease_until,
                     "slurm_job": r.slurm_job, "attempt": r.attempt, "since": r.since,
                     "agent_pid": r.agent.map(|a| a.pid), "holder_pid": r.holder.map(|h| h.pid),
@@ -557,10 +575,11 @@ fn list(global: &Global) -> Result<u8> {
         "TASK", "OWNER", "PID", "SINCE"
     ))?;
     for c in &claims {
-        let state = if c.live {
-            style.paint(Color::Green, "live")
-        } else {
-            style.paint(Color::Yellow, "stale")
+        let word = state_word(c);
+        let state = match word {
+            "live" => style.paint(Color::Green, word),
+            "stale" => style.paint(Color::Yellow, word),
+            _ => format!("{} ({})", style.paint(Color::Yellow, word), c.why),
         };
         match &c.record {
             Ok(r) => {
@@ -583,21 +602,44 @@ fn list(global: &Global) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// One word for a claim's state: `live`, `orphaned` (its worker died; what
+/// it started still holds the lock), `unheld` (a hand claim whose holder
+/// died; its shell lives, so it still counts) or `stale`.
+fn state_word(c: &claim::ClaimInfo) -> &'static str {
+    match (c.live, c.why.as_str()) {
+        (true, w) if w.starts_with("orphaned") => "orphaned",
+        (true, w) if w.contains("holder is gone") => "unheld",
+        (true, _) => "live",
+        (false, _) => "stale",
+    }
+}
+
 /// The holder: keeps the inherited lock until the bound process dies or we
 /// are told to let go, then removes the claim record (still holding the
 /// lock, so no live claim is touched) and exits.
 fn hold(
     dir: SessionDir,
     task: &str,
-    fd: i32,
+    fds: &[i32],
     bound: ProcessIdentity,
     lease: Duration,
 ) -> Result<u8> {
     layout::check_name("task id", task)?;
-    let _ = sys::set_cloexec(fd, true);
-    // SAFETY: the descriptor was inherited from orch-claim for us alone.
+    let Some((&fd, units)) = fds.split_first() else {
+        return Err(coded(exit::USAGE, "__hold: no descriptor"));
+    };
+    for &f in fds {
+        let _ = sys::set_cloexec(f, true);
+    }
+    // SAFETY: the descriptors were inherited from orch-claim for us alone.
     let file = unsafe { File::from_raw_fd(fd) };
     let guard = lock::LockGuard::from_file(file, dir.task_lock(task));
+    // The resource units: held open (and so locked) until we exit.
+    // SAFETY: as above.
+    let units: Vec<File> = units
+        .iter()
+        .map(|&f| unsafe { File::from_raw_fd(f) })
+        .collect();
     let signals = sys::Signals::install()?;
     // Other hosts judge the claim by its lease: keep it fresh while we hold.
     let mine = liveness::Mine {
@@ -635,7 +677,7 @@ fn hold(
         .and_then(|r| r.holder)
         .is_some_and(|h| h.pid == std::process::id());
     if mine {
-        let _ = std::fs::remove_file(dir.claim(task));
+        let _ = orch_session::safefs::remove_file(&dir.claim(task));
     }
     if reason.contains("exited") || reason.contains("gone") {
         let _ = log::run_event(
@@ -644,6 +686,7 @@ fn hold(
             &format!("hand claim on {task} ended: {reason}"),
         );
     }
+    drop(units);
     drop(guard);
     Ok(exit::OK)
 }

@@ -145,6 +145,10 @@ pub enum Attempt {
     Held,
     /// It already has a final result.
     Finished(Status),
+    /// A dependency the results journal called succeeded has no successful
+    /// result file (the journal is a cache and led): not runnable yet. The
+    /// dependency, and what its file says.
+    NotReady(String),
 }
 
 impl Claim {
@@ -189,7 +193,7 @@ impl Claim {
         let path = self.dir.claim(&self.record.task);
         // Not while the lease keeper rewrites it, lest it come back.
         let w = crate::liveness::writes();
-        let removed = match fs::remove_file(&path) {
+        let removed = match crate::safefs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", &path, e)),
@@ -200,10 +204,13 @@ impl Claim {
         removed
     }
 
-    /// Gives up the claim without removing its record, leaving the lock to
-    /// whoever inherited the descriptor (a hand claim's holder process).
-    pub fn into_parts(self) -> (LockGuard, ClaimRecord) {
-        (self.guard, self.record)
+    /// Gives up the claim without removing its record, leaving the task's
+    /// lock and every resource unit to whoever inherited the descriptors (a
+    /// hand claim's holder process): the guards, task lock first.
+    pub fn into_parts(self) -> (Vec<LockGuard>, ClaimRecord) {
+        let mut guards = vec![self.guard];
+        guards.extend(self.units.into_iter().map(|u| u.guard));
+        (guards, self.record)
     }
 }
 
@@ -433,8 +440,10 @@ pub fn try_claim_with(
         None => {}
     }
     // Taking the flock proves nothing about a claim made on another host
-    // (its flock may not reach here): its lease must have ended too.
-    if read_record(dir, task).is_ok_and(|r| crate::liveness::foreign_lease_holds(&r)) {
+    // (its flock may not reach here): its lease must have ended too. And a
+    // hand claim lives as long as the shell it is bound to, even if its
+    // holder process was killed.
+    if read_record(dir, task).is_ok_and(|r| r.task == task && crate::liveness::record_holds(&r)) {
         return Ok(Attempt::Held);
     }
     let units = if resources.is_empty() {
@@ -563,8 +572,11 @@ pub struct ClaimInfo {
     pub task: String,
     /// The record, or why it could not be read.
     pub record: Result<ClaimRecord>,
-    /// Whether the task's lock is held right now.
+    /// Whether the claim lives ([`crate::liveness::claim`]).
     pub live: bool,
+    /// Why it is judged so: held, orphaned (its worker died, its agent
+    /// still runs), bound to a live shell, stale.
+    pub why: String,
 }
 
 /// Every claim record in the session.
@@ -580,14 +592,21 @@ pub fn list_claims(dir: &SessionDir) -> Result<Vec<ClaimInfo>> {
             continue;
         }
         let record = read_record(dir, task);
-        let live = match &record {
-            Ok(r) => crate::liveness::claim(dir, task, r).live,
-            Err(_) => lock::is_held(&dir.task_lock(task)).unwrap_or(false),
+        let (live, why) = match &record {
+            Ok(r) => {
+                let j = crate::liveness::claim(dir, task, r);
+                (j.live, j.why)
+            }
+            Err(_) => (
+                lock::is_held(&dir.task_lock(task)).unwrap_or(false),
+                "its record is unreadable".to_owned(),
+            ),
         };
         out.push(ClaimInfo {
             task: task.to_owned(),
             record,
             live,
+            why,
         });
     }
     out.sort_by(|a, b| a.task.cmp(&b.task));
@@ -601,11 +620,11 @@ pub fn remove_if_stale(dir: &SessionDir, task: &str) -> Result<bool> {
     let Some(_guard) = lock::try_lock(&dir.task_lock(task))? else {
         return Ok(false);
     };
-    if read_record(dir, task).is_ok_and(|r| crate::liveness::foreign_lease_holds(&r)) {
+    if read_record(dir, task).is_ok_and(|r| crate::liveness::record_holds(&r)) {
         return Ok(false);
     }
     let path = dir.claim(task);
-    match fs::remove_file(&path) {
+    match crate::safefs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("remove", &path, e)),
@@ -639,8 +658,8 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
         return Ok(Retired::Held);
     };
     // A claim from another host is judged by its lease, not by a flock
-    // that may not reach here.
-    if read_record(dir, task).is_ok_and(|r| crate::liveness::foreign_lease_holds(&r)) {
+    // that may not reach here; a hand claim by the shell it is bound to.
+    if read_record(dir, task).is_ok_and(|r| crate::liveness::record_holds(&r)) {
         return Ok(Retired::Held);
     }
     let path = dir.claim(task);
@@ -654,7 +673,7 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
     } else {
         None
     };
-    match fs::remove_file(&path) {
+    match crate::safefs::remove_file(&path) {
         Ok(()) => Ok(Retired::Removed { archived }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Retired::Missing),
         Err(e) => Err(Error::io("remove", &path, e)),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::claim::ClaimRecord;
+use crate::claim::{ClaimKind, ClaimRecord};
 use crate::heartbeat::Heartbeat;
 use crate::layout::SessionDir;
 use crate::{lock, proc, time};
@@ -123,6 +123,32 @@ fn judge(
 pub fn claim(dir: &SessionDir, task: &str, rec: &ClaimRecord) -> Judgement {
     let held = lock::is_held(&dir.task_lock(task)).unwrap_or(false);
     let owner = format!("{} pid {}", rec.owner, rec.pid);
+    let here = proc::is_this_host(&rec.host, &rec.boot_id);
+    let bound = crate::proc::ProcessIdentity {
+        pid: rec.pid,
+        start: rec.pid_start,
+    };
+    if here && held && rec.kind == ClaimKind::Worker && !bound.is_alive() {
+        let agent = rec
+            .agent
+            .map(|a| format!(" (agent pid {})", a.pid))
+            .unwrap_or_default();
+        return Judgement {
+            live: true,
+            why: format!(
+                "orphaned: {owner} is gone, and what it started{agent} still holds the lock"
+            ),
+        };
+    }
+    if !held && hand_bound_alive(rec) {
+        return Judgement {
+            live: true,
+            why: format!(
+                "its holder is gone, but pid {} it is bound to lives: still claimed",
+                rec.pid
+            ),
+        };
+    }
     judge(
         held,
         &rec.host,
@@ -137,6 +163,26 @@ pub fn claim(dir: &SessionDir, task: &str, rec: &ClaimRecord) -> Judgement {
 pub fn foreign_lease_holds(rec: &ClaimRecord) -> bool {
     !proc::is_this_host(&rec.host, &rec.boot_id)
         && lease_holds(rec.lease_until.as_deref()) == Some(true)
+}
+
+/// Whether a hand claim made on this host is bound to a process that still
+/// lives (the same pid and start time): the claim lives with it, whatever
+/// became of the holder process that kept its lock.
+pub fn hand_bound_alive(rec: &ClaimRecord) -> bool {
+    rec.kind == ClaimKind::Hand
+        && proc::is_this_host(&rec.host, &rec.boot_id)
+        && crate::proc::ProcessIdentity {
+            pid: rec.pid,
+            start: rec.pid_start,
+        }
+        .is_alive()
+}
+
+/// Whether a claim record holds although its task's flock could be taken:
+/// a claim from another host within its lease, or a hand claim whose bound
+/// process lives. Every claimer asks this before taking over a task.
+pub fn record_holds(rec: &ClaimRecord) -> bool {
+    foreign_lease_holds(rec) || hand_bound_alive(rec)
 }
 
 /// Judges a worker by its slot lock and heartbeat.

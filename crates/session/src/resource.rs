@@ -68,6 +68,9 @@ pub fn try_acquire(
     check_name("resource name", name)?;
     for slot in 0..capacity.max(1) {
         if let Some(guard) = lock::try_lock(&slot_lock(dir, name, slot))? {
+            if held_by_live_hand_claim(dir, name, slot, task) {
+                continue;
+            }
             let h = Holder {
                 resource: name.to_owned(),
                 slot,
@@ -90,6 +93,39 @@ pub fn try_acquire(
         }
     }
     Ok(None)
+}
+
+/// Whether a slot whose lock is free is still a hand claim's: its holder
+/// record names a task claimed by hand whose bound process (the person's
+/// shell) lives, though the holder process that kept the lock was killed.
+fn held_by_live_hand_claim(dir: &SessionDir, name: &str, slot: u32, asking: Option<&str>) -> bool {
+    let Ok(h) = read_json::<Holder>(&holder_path(dir, name, slot)) else {
+        return false;
+    };
+    match h.task.as_deref() {
+        Some(t) if Some(t) != asking => {
+            crate::claim::read_record(dir, t).is_ok_and(|r| crate::liveness::hand_bound_alive(&r))
+        }
+        _ => false,
+    }
+}
+
+/// Says who holds `unit` now (a hand claim's holder process took it over
+/// from `orch-claim`, which exits). Informational, like the first record.
+pub fn record_holder(dir: &SessionDir, unit: &Unit, pid: u32, task: Option<&str>) {
+    let h = Holder {
+        resource: unit.name.clone(),
+        slot: unit.slot,
+        pid,
+        host: proc::hostname(),
+        task: task.map(str::to_owned),
+        since: time::rfc3339(&time::now()),
+    };
+    let _ = atomic::write_atomic(
+        &holder_path(dir, &unit.name, unit.slot),
+        &to_json_bytes(&h),
+        Durability::Volatile,
+    );
 }
 
 /// Waits for a slot of `name` until `deadline`.
