@@ -39,17 +39,17 @@ if ! ORCH_CHAOS_TASKS=$tasks ORCH_CHAOS_ROUNDS=$rounds \
 	tail -40 "$out/chaos" >&2
 fi
 echo
-echo "## Chaos: $tasks tasks, 4 workers, kill -9 every 100-500 ms ($(($(date +%s) - start)) s)"
+echo "## Chaos: $tasks tasks, 4 workers, kill -9 every 100-500 ms, hand claims, escaping children ($(($(date +%s) - start)) s)"
 echo
-echo "| round | seconds | ticks | kills (worker) | kills (agent group) | runs started | lost | run twice at once | corrupt files | temp files left |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| round | seconds | ticks | kills (worker) | kills (agent group) | hand claims | holder kills | person kills | escaping tasks | runs started | lost | run twice at once | over capacity | corrupt files | temp files left |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 grep '^CHAOS ' "$out/chaos" | sed 's/^CHAOS //' | awk '
 {
 	for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-	printf "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v["round"] + 1, v["seconds"], v["ticks"], v["kills"], v["group_kills"], v["runs"], v["lost"], v["overlaps"], v["corrupt"], v["temp_files"]
-	k += v["kills"]; g += v["group_kills"]; r += v["runs"]; l += v["lost"]; o += v["overlaps"]; c += v["corrupt"]; t += v["temp_files"]; n++
+	printf "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v["round"] + 1, v["seconds"], v["ticks"], v["kills"], v["group_kills"], v["hand_claims"], v["holder_kills"], v["person_kills"], v["escapers"], v["runs"], v["lost"], v["overlaps"], v["over_capacity"], v["corrupt"], v["temp_files"]
+	k += v["kills"]; g += v["group_kills"]; h += v["hand_claims"]; hk += v["holder_kills"]; pk += v["person_kills"]; e += v["escapers"]; r += v["runs"]; l += v["lost"]; o += v["overlaps"]; oc += v["over_capacity"]; c += v["corrupt"]; t += v["temp_files"]; n++
 }
-END { if (n) printf "| all %d | | | %d | %d | %d | %d | %d | %d | %d |\n", n, k, g, r, l, o, c, t }'
+END { if (n) printf "| all %d | | | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", n, k, g, h, hk, pk, e, r, l, o, oc, c, t }'
 
 echo "Faults, signals, bad input, security, two hosts..." >&2
 if ! cargo test --release --quiet --test e2e -- faults:: security:: hosts:: worker::no_second_runner \

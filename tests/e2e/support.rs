@@ -393,3 +393,22 @@ pub fn skip(why: &str) {
     );
     eprintln!("skipped: {why}");
 }
+
+/// Heartbeats of live workers, by worker id: their `state`.
+pub fn worker_states(env: &Env, id: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in fs::read_dir(env.session_dir(id).join("status"))
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(w) = name.strip_suffix(".active") {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(
+                &fs::read_to_string(e.path()).unwrap_or_default(),
+            ) {
+                out.insert(w.to_owned(), v["state"].as_str().unwrap_or("").to_owned());
+            }
+        }
+    }
+    out
+}

@@ -502,3 +502,209 @@ fn progress_from_output_lines_and_the_progress_file_reaches_the_heartbeat() {
     fs::write(&gate2, "").unwrap();
     assert!(w.wait_timeout(LONG).success());
 }
+
+/// Processes (other than this test) whose environment says they belong
+/// to a run of session `id`.
+fn runs_alive(id: &str) -> Vec<i32> {
+    let want = format!("ORCH_RUN={id}/");
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rfind(')')
+            .is_some_and(|i| state[i + 1..].trim_start().starts_with('Z'));
+        if !zombie
+            && env
+                .split(|&b| b == 0)
+                .any(|kv| kv.starts_with(want.as_bytes()))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The lines of `journal` after its line `mark`.
+fn lines_after(journal: &std::path::Path, mark: &str) -> Vec<String> {
+    let text = fs::read_to_string(journal).unwrap_or_default();
+    text.lines()
+        .skip_while(|l| *l != mark)
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Issue 16 (3): a child that leaves the agent's process group (`setsid`)
+/// is still the attempt's: it is stopped when the attempt ends, so a retry
+/// never overlaps it; with a cgroup per attempt and without one.
+#[test]
+fn a_child_that_calls_setsid_never_overlaps_the_retry() {
+    for cgroup in ["on", "off"] {
+        let env = Env::new();
+        let journal = env.path("journal");
+        let id = env.plan(&format!(
+            "backoff = \"0s\"\n[[task]]\nid = \"t\"\nretries = 1\ncommand = \"\"\"\n\
+             if [ \"$ORCH_ATTEMPT\" = 1 ]; then\n\
+               setsid sh -c 'while :; do echo A1 >> {j}; sleep 0.01; done' </dev/null >/dev/null 2>&1 &\n\
+               while ! grep -q A1 {j} 2>/dev/null; do sleep 0.01; done\n\
+               exit 1\n\
+             fi\n\
+             echo START2 >> {j}; sleep 0.3; echo END2 >> {j}\n\"\"\"\n",
+            j = journal.display()
+        ));
+        let out = output(
+            env.cmd("orch-worker")
+                .args(["--session", &id])
+                .env("ORCH_CGROUP", cgroup),
+        );
+        assert!(out.status.success(), "cgroup {cgroup}: {}", stderr(&out));
+        let after = lines_after(&journal, "START2");
+        assert_eq!(after, ["END2"], "cgroup {cgroup}: attempt 1's child ran on");
+        assert!(
+            runs_alive(&id).is_empty(),
+            "cgroup {cgroup}: {:?} live",
+            runs_alive(&id)
+        );
+        let log = task_log(&env, &id, "t");
+        assert!(
+            log.contains("left its process group"),
+            "cgroup {cgroup}: {log}"
+        );
+    }
+}
+
+/// Issue 16 (3): a worker killed with `kill -9` while its agent's escaped
+/// child (which closed the lock descriptor it inherited, so the task is
+/// claimable) still runs: the next worker ends that child before the next
+/// attempt starts.
+#[test]
+fn after_a_killed_worker_no_escaped_child_overlaps_the_next_attempt() {
+    for cgroup in ["on", "off"] {
+        let env = Env::new();
+        let journal = env.path("journal");
+        let id = env.plan(&format!(
+            "[[task]]\nid = \"t\"\ncommand = \"\"\"\n\
+             if [ \"$ORCH_ATTEMPT\" = 1 ]; then\n\
+               setsid python3 -c 'import os, time; os.close(int(os.environ[\"ORCH_LOCK_FD\"]))\nwhile True: open(\"{j}\", \"a\").write(\"A1\\\\n\"); time.sleep(0.01)' </dev/null >/dev/null 2>&1 &\n\
+               exec sleep 1000\n\
+             fi\n\
+             echo START2 >> {j}; sleep 0.3; echo END2 >> {j}\n\"\"\"\n",
+            j = journal.display()
+        ));
+        let dir = env.session_dir(&id);
+        let mut first = Guard::new(
+            env.cmd("orch-worker")
+                .args(["--session", &id])
+                .env("ORCH_CGROUP", cgroup)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("the escaped child to write", LONG, || {
+            fs::read_to_string(&journal).is_ok_and(|t| t.contains("A1"))
+        });
+        // SAFETY: killing the worker this test started.
+        unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+        first.wait_timeout(LONG);
+        // Its agent follows it (PR_SET_PDEATHSIG); the escaped child does
+        // not, and it closed the lock: the task is free to claim.
+        wait_until("the task lock to be free", LONG, || {
+            !lock::is_held(&dir.join("locks/t.lock")).unwrap()
+        });
+        assert!(
+            !runs_alive(&id).is_empty(),
+            "cgroup {cgroup}: the escaped child should live on"
+        );
+        let out = output(
+            env.cmd("orch-worker")
+                .args(["--session", &id])
+                .env("ORCH_CGROUP", cgroup),
+        );
+        assert!(out.status.success(), "cgroup {cgroup}: {}", stderr(&out));
+        assert_eq!(
+            lines_after(&journal, "START2"),
+            ["END2"],
+            "cgroup {cgroup}: overlap"
+        );
+        assert!(runs_alive(&id).is_empty(), "cgroup {cgroup}");
+        assert_eq!(env.results(&id)["t"]["attempt"], 2);
+    }
+}
+
+/// The most lines `+ ...` open at once in `journal` (`- ...` closes one).
+fn most_at_once(journal: &std::path::Path) -> i32 {
+    let (mut now, mut most) = (0, 0);
+    for l in fs::read_to_string(journal).unwrap_or_default().lines() {
+        now += if l.starts_with('+') { 1 } else { -1 };
+        most = most.max(now);
+    }
+    most
+}
+
+/// Issue 16 (audit): parallel phases are agents too. With `agents = 2` and
+/// two workers, two tasks of four parallel phases each run at most two
+/// agents at once (each worker's phases one after the other); one worker
+/// alone may run all four at once.
+#[test]
+fn parallel_phases_count_against_the_sessions_agents() {
+    let env = Env::new();
+    let journal = env.path("journal");
+    let phase = |name: &str, parallel: bool| {
+        format!(
+            "[[template.phase]]\nname = \"{name}\"\n{}command = \"echo + >> '{j}'; sleep 0.2; echo - >> '{j}'\"\n",
+            if parallel { "parallel = true\n" } else { "" },
+            j = journal.display()
+        )
+    };
+    let mut plan = "agents = 2\n[template]\n".to_owned();
+    plan += &phase("a", false);
+    for name in ["b", "c", "d"] {
+        plan += &phase(name, true);
+    }
+    plan +=
+        "[[task]]\nid = \"t1\"\ncommand = \"true\"\n[[task]]\nid = \"t2\"\ncommand = \"true\"\n";
+    let id = env.plan(&plan);
+    let out = output(
+        env.cmd("orch-worker")
+            .args(["--session", &id, "--parallel", "2"]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 16);
+    assert!(
+        most_at_once(&journal) <= 2,
+        "{}",
+        fs::read_to_string(&journal).unwrap()
+    );
+    assert!(
+        task_log(&env, &id, "t1")
+            .contains("4 parallel phases, 1 at a time: agents = 2 and 2 workers are live")
+            || task_log(&env, &id, "t2").contains("4 parallel phases, 1 at a time")
+    );
+
+    // One worker, agents = 4: the four phases meet (each waits, a while at
+    // most, until all four have started).
+    let env = Env::new();
+    let journal = env.path("journal");
+    let meet = format!(
+        "echo + >> '{j}'; n=0; until [ $(grep -c '^+' '{j}') -ge 4 ]; do n=$((n+1)); [ $n -lt 3000 ] || exit 1; sleep 0.01; done; echo - >> '{j}'",
+        j = journal.display()
+    );
+    let mut plan = "agents = 4\n[template]\n".to_owned();
+    for (k, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        plan += &format!(
+            "[[template.phase]]\nname = \"{name}\"\n{}command = \"{meet}\"\n",
+            if k > 0 { "parallel = true\n" } else { "" }
+        );
+    }
+    plan += "[[task]]\nid = \"t\"\ncommand = \"true\"\n";
+    let id = env.plan(&plan);
+    let out = output(env.cmd("orch-worker").args(["--session", &id]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(most_at_once(&journal), 4);
+}

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod claim;
 pub mod common;
+pub mod contain;
 pub mod exit;
 pub mod gen;
 pub mod git;

@@ -21,6 +21,7 @@ use orch_session::log::TaskLog;
 use orch_session::result::Status;
 use orch_session::time::{self, format_duration};
 
+use crate::contain::Tree;
 use crate::sys::{self, Signals};
 
 /// What to run.
@@ -43,6 +44,10 @@ pub struct Spec {
     pub memory_limit: Option<u64>,
     /// What to write to the agent's stdin (else it reads /dev/null).
     pub stdin: Option<Vec<u8>>,
+    /// The run's tag ([`crate::contain`]): its whole process tree is found
+    /// by it (and by a cgroup of its own where one can be made), and
+    /// stopped with it. `None`: the process group only.
+    pub run_tag: Option<String>,
 }
 
 /// What becomes of the lines a task prints: what goes into its log, and
@@ -264,7 +269,7 @@ pub fn parse_progress(line: &str) -> Option<f64> {
     p.is_finite().then_some(p.clamp(0.0, 100.0))
 }
 
-fn spawn(spec: &Spec) -> io::Result<Child> {
+fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Child> {
     let Some((prog, args)) = spec.argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
@@ -281,6 +286,14 @@ fn spawn(spec: &Spec) -> io::Result<Child> {
         .stderr(Stdio::piped())
         .process_group(0);
     let fds = spec.inherit_fds.clone();
+    if let Some(t) = tree {
+        let (k, v) = t.env();
+        cmd.env(k, v);
+    }
+    // Joined between fork and exec, so no process of the run is ever
+    // outside its cgroup; kept open here until the spawn returned.
+    let join = tree.and_then(Tree::join_handle);
+    let join_fd = join.as_ref().map(AsRawFd::as_raw_fd);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec: prctl,
     // getppid, raise and fcntl.
@@ -297,13 +310,18 @@ fn spawn(spec: &Spec) -> io::Result<Child> {
                 // The worker died before we could ask to follow it.
                 libc::raise(libc::SIGKILL);
             }
+            if let Some(fd) = join_fd {
+                crate::contain::join(fd);
+            }
             for &fd in &fds {
                 sys::set_cloexec(fd, false)?;
             }
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn();
+    drop(join);
+    child
 }
 
 /// Runs the task to its end. Never fails: problems starting it become a
@@ -317,7 +335,8 @@ pub fn run(
 ) -> Outcome {
     let started = time::now();
     let start = Instant::now();
-    let mut child = match spawn(spec) {
+    let mut tree = spec.run_tag.clone().map(Tree::new);
+    let mut child = match spawn(spec, tree.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             let prog = spec.argv.first().map_or("", String::as_str);
@@ -327,7 +346,17 @@ pub fn run(
         }
     };
     let pid = child.id();
+    if let Some(t) = tree.as_mut() {
+        t.confirm(pid);
+    }
     let _ = on_event(Event::Spawned(pid));
+    // Signals the agent's group and every process of its tree.
+    let stop_all = |sig: i32| {
+        sys::kill_group(pid, sig);
+        if let Some(t) = &tree {
+            t.signal(sig);
+        }
+    };
     if let (Some(data), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
         // A thread, so a large prompt cannot block us against a full pipe.
         std::thread::spawn(move || {
@@ -395,37 +424,40 @@ pub fn run(
                 let _ = log.event(&format!(
                     "worker got signal {sig}; stopping the task (SIGTERM to its process group)"
                 ));
-                sys::kill_group(pid, libc::SIGTERM);
+                stop_all(libc::SIGTERM);
                 stop = Some((Stop::Interrupted(sig), now + spec.grace));
             } else if now >= deadline {
                 let _ = log.event(&format!(
                     "timed out after {}; SIGTERM to its process group",
                     format_duration(spec.timeout)
                 ));
-                sys::kill_group(pid, libc::SIGTERM);
+                stop_all(libc::SIGTERM);
                 stop = Some((Stop::Timeout, now + spec.grace));
             } else if let Some(r) = requested {
                 let _ = log.event(&format!("stopping: {r}; SIGTERM to its process group"));
-                sys::kill_group(pid, libc::SIGTERM);
+                stop_all(libc::SIGTERM);
                 stop = Some((Stop::Requested(r), now + spec.grace));
             }
         } else if signals.count() >= 2 && !killed {
             // A second Ctrl-C: no more grace.
             signals.drain();
-            sys::kill_group(pid, libc::SIGKILL);
+            stop_all(libc::SIGKILL);
             killed = true;
         }
         if let (Some(limit), None) = (spec.memory_limit, &stop) {
             if now >= next_sample {
                 next_sample = now + MEMORY_SAMPLE;
-                let rss = group_rss(pid);
+                let rss = match &tree {
+                    Some(t) if t.has_cgroup() => t.rss(),
+                    _ => group_rss(pid),
+                };
                 if rss > limit {
                     let _ = log.event(&format!(
                         "memory {} is over the limit of {}; SIGKILL to its process group",
                         orch_session::size::format_size(rss),
                         orch_session::size::format_size(limit)
                     ));
-                    sys::kill_group(pid, libc::SIGKILL);
+                    stop_all(libc::SIGKILL);
                     killed = true;
                     stop = Some((Stop::Memory, now));
                 }
@@ -437,7 +469,7 @@ pub fn run(
                     "still running after {}; SIGKILL to its process group",
                     format_duration(spec.grace)
                 ));
-                sys::kill_group(pid, libc::SIGKILL);
+                stop_all(libc::SIGKILL);
                 killed = true;
             }
         }
@@ -445,7 +477,7 @@ pub fn run(
             if let Control::Stop(r) = on_event(Event::Tick) {
                 if stop.is_none() {
                     let _ = log.event(&format!("stopping: {r}; SIGTERM to its process group"));
-                    sys::kill_group(pid, libc::SIGTERM);
+                    stop_all(libc::SIGTERM);
                     stop = Some((Stop::Requested(r), now + spec.grace));
                 }
             }
@@ -456,7 +488,7 @@ pub fn run(
             Ok(None) => {}
             Err(e) => {
                 let _ = log.event(&format!("cannot wait for the task: {e}"));
-                sys::kill_group(pid, libc::SIGKILL);
+                stop_all(libc::SIGKILL);
                 match child.wait() {
                     Ok(s) => break s,
                     Err(_) => break ExitStatus::from_raw(libc::SIGKILL),
@@ -469,7 +501,7 @@ pub fn run(
     // and its pipes: stop it too.
     sys::reap_group(pid);
     if sys::group_alive(pid) {
-        sys::kill_group(pid, libc::SIGTERM);
+        stop_all(libc::SIGTERM);
         let until = Instant::now() + spec.grace.min(Duration::from_secs(5));
         loop {
             sys::reap_group(pid);
@@ -479,9 +511,34 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(5));
         }
         if sys::group_alive(pid) {
-            sys::kill_group(pid, libc::SIGKILL);
+            stop_all(libc::SIGKILL);
         }
         sys::reap_group(pid);
+    }
+    // And whatever left the group (setsid, timeout): the run's whole tree.
+    if let Some(t) = &tree {
+        let left = t.members();
+        if !left.is_empty() {
+            let _ = log.event(&format!(
+                "{} of the task's processes left its process group (pids {}); stopping them",
+                left.len(),
+                left.iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let stuck = t.end(spec.grace.min(Duration::from_secs(5)));
+            if !stuck.is_empty() {
+                let _ = log.event(&format!(
+                    "processes {} of the task would not die",
+                    stuck
+                        .iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
     }
     // Drain what is left; a process that escaped the group may keep a pipe
     // open, so give up after a moment.

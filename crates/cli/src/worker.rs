@@ -759,11 +759,15 @@ impl Worker {
         let code = self.work_loop(once);
         let recorded = self.flush_pending();
         let code = code.and_then(|c| recorded.map(|()| c))?;
-        Ok(if code == exit::OK && self.failed > 0 {
-            exit::FAILED
-        } else {
-            code
-        })
+        // Tasks left out (a lock file that is a directory, ...) never ran:
+        // not a clean end either.
+        Ok(
+            if code == exit::OK && (self.failed > 0 || !self.board.unclaimable.is_empty()) {
+                exit::FAILED
+            } else {
+                code
+            },
+        )
     }
 
     fn work_loop(&mut self, once: bool) -> Result<u8> {
@@ -846,6 +850,9 @@ impl Worker {
                 );
                 self.unclaimable_told += 1;
                 self.event(&msg);
+            }
+            for (task, why) in std::mem::take(&mut self.board.unclaimable_why) {
+                self.event(&format!("not starting {task}: {why}"));
             }
             let next = match next {
                 Ok(n) => n,
@@ -1138,6 +1145,11 @@ impl Worker {
             inherit_fds: fds.to_vec(),
             memory_limit: settings.memory_per_agent,
             stdin,
+            run_tag: Some(crate::contain::tag(
+                &self.session.info.id,
+                &task.id,
+                attempt,
+            )),
         })
     }
 
@@ -1212,6 +1224,28 @@ impl Worker {
         }
         let final_result = loop {
             let attempt = claim.record.attempt;
+            // No attempt starts while a process of an earlier one lives:
+            // one that left its group (setsid), of this worker's last
+            // attempt or of a dead worker's. A first attempt has none.
+            let stuck = if attempt > 1 {
+                crate::contain::sweep(
+                    &crate::contain::task_prefix(&self.session.info.id, &task.id),
+                    Duration::from_millis(self.session.info.settings.grace_ms)
+                        .min(Duration::from_secs(5)),
+                )
+            } else {
+                Vec::new()
+            };
+            let stuck = (!stuck.is_empty()).then(|| {
+                format!(
+                    "not started: processes {} of an earlier attempt would not die",
+                    stuck
+                        .iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
             self.hb.state = "running".to_owned();
             self.hb.task = Some(task.id.clone());
             self.hb.attempt = Some(attempt);
@@ -1236,11 +1270,15 @@ impl Worker {
             // a whole task.
             self.summary(false);
             let output_path = self.dir.output(&task.id);
-            let _ = fs::remove_file(&output_path);
-            let _ = fs::remove_file(self.progress_path(&task.id));
+            let _ = orch_session::safefs::remove_file(&output_path);
+            let _ = orch_session::safefs::remove_file(&self.progress_path(&task.id));
 
             let mut git = None;
-            let run = match crate::git::worktree::prepare(&self.session, &task, &mut tlog) {
+            let prepared = match stuck {
+                Some(reason) => Err(reason),
+                None => crate::git::worktree::prepare(&self.session, &task, &mut tlog),
+            };
+            let run = match prepared {
                 Err(reason) => {
                     let _ = tlog.event(&reason);
                     attempt::AttemptRun::failed(reason)

@@ -360,6 +360,15 @@ impl Worker {
         Ok((label, action, env, plog))
     }
 
+    /// A line in a task's log, for what the worker decided about it.
+    fn tlog_note(
+        dir: &orch_session::SessionDir,
+        task: &str,
+        what: &str,
+    ) -> orch_session::Result<()> {
+        TaskLog::open(dir, task)?.event(what)
+    }
+
     /// Runs the phases of a stage at the same time, one thread each (each
     /// agent is spawned from the thread that waits for it).
     fn run_parallel<'p>(
@@ -394,21 +403,51 @@ impl Worker {
                 }
             }
         }
-        let ran: Vec<(&Phase, String, ActionRun)> = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .map(|(p, label, spec, mut watch, mut plog)| {
-                    let signals = &signals;
-                    s.spawn(move || {
-                        let outcome = runner::run(&spec, &mut plog, signals, &mut watch, |_| {
-                            Control::Continue
-                        });
-                        (p, label, ActionRun { outcome, watch })
+        // Phase agents count against the session's `agents`: this worker is
+        // one; more at once only while fewer workers than `agents` live,
+        // each extra one holding a slot (`locks/agent-slot.<k>.lock`).
+        let slots = self.extra_agent_slots(jobs.len().saturating_sub(1));
+        let at_once = 1 + slots.len();
+        if at_once < jobs.len() {
+            let _ = Self::tlog_note(
+                &self.dir,
+                &task.id,
+                &format!(
+                    "{} parallel phases, {at_once} at a time: agents = {} and {} workers are live",
+                    jobs.len(),
+                    self.session.info.settings.agents,
+                    super::live_slots(&self.dir).len()
+                ),
+            );
+        }
+        let mut ran: Vec<(&Phase, String, ActionRun)> = Vec::new();
+        let mut queue = jobs.into_iter();
+        loop {
+            let batch: Vec<_> = queue.by_ref().take(at_once).collect();
+            if batch.is_empty() {
+                break;
+            }
+            ran.extend(std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .into_iter()
+                    .map(|(p, label, spec, mut watch, mut plog)| {
+                        let signals = &signals;
+                        s.spawn(move || {
+                            let outcome =
+                                runner::run(&spec, &mut plog, signals, &mut watch, |_| {
+                                    Control::Continue
+                                });
+                            (p, label, ActionRun { outcome, watch })
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().ok())
+                    .collect::<Vec<_>>()
+            }));
+        }
+        drop(slots);
         let mode = self.session.info.settings.permission_mode.clone();
         done.extend(ran.into_iter().map(|(p, label, mut run)| {
             conclude(&mut run.outcome, &run.watch, mode.as_deref());
@@ -418,6 +457,24 @@ impl Worker {
             self.spent(&task.id, run.watch.cost());
         }
         done
+    }
+
+    /// Up to `want` slots for agents beyond this worker's own, taken
+    /// without waiting: `agents` minus the live workers are there to take.
+    fn extra_agent_slots(&self, want: usize) -> Vec<orch_session::lock::LockGuard> {
+        let agents = self.session.info.settings.agents as usize;
+        let free = agents.saturating_sub(super::live_slots(&self.dir).len().max(1));
+        let mut got = Vec::new();
+        for k in 0..free {
+            if got.len() >= want {
+                break;
+            }
+            let path = self.dir.named_lock(&format!("agent-slot.{k}"));
+            if let Ok(Some(g)) = orch_session::lock::try_lock(&path) {
+                got.push(g);
+            }
+        }
+        got
     }
 
     /// Runs one attempt of `task`; a claude task with a conversation to

@@ -1,6 +1,5 @@
 //! `orch-worker stop` / `resume`, and the crontab line.
 
-use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -159,7 +158,7 @@ pub fn resume(global: &Global, budget: Option<f64>) -> Result<u8> {
         }
     }
     let marker = session.dir.status_dir().join(STOPPED_MARKER);
-    let existed = match fs::remove_file(&marker) {
+    let existed = match orch_session::safefs::remove_file(&marker) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => {
