@@ -143,7 +143,8 @@ fn damaged_files_of_every_kind_give_warnings_or_clear_errors_and_change_nothing(
     let before = fs::read(dir.join("results/a.json")).unwrap();
     let out = output(&mut env.cmd("orch-worker"));
     let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(out.status.success(), "{text}");
+    // d was left out: not a clean end.
+    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("result of `a` is unreadable"), "{text}");
     assert!(
         text.contains("d cannot be claimed and is left out") && text.contains("is a directory"),
@@ -428,6 +429,127 @@ fn unreadable_files_are_named_in_the_error() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("plan.json") && stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 16 (4): the results journal is a cache. A line that says a task
+/// succeeded before its result file exists (written early, or planted)
+/// starts none of its dependents: a worker with nothing else to do checks
+/// the files and waits, and the dependent runs after the task really ends.
+#[test]
+fn a_journal_line_ahead_of_its_result_file_starts_no_dependent() {
+    let env = Env::new();
+    let journal = env.path("journal");
+    let gate = env.path("gate");
+    let id = env.plan(&format!(
+        "[checkpoint.go]\nexpect = [\"tester\"]\n\
+         [[task]]\nid = \"a\"\ncommand = \"while [ ! -e '{g}' ]; do sleep 0.01; done; echo a-end >> '{j}'\"\n\
+         [[task]]\nid = \"b\"\nafter = [\"a\"]\ncommand = \"echo b >> '{j}'\"\n\
+         [[task]]\nid = \"c\"\nafter = [\"checkpoint:go\"]\ncommand = \"echo c >> '{j}'\"\n",
+        g = gate.display(),
+        j = journal.display()
+    ));
+    let dir = env.session_dir(&id);
+    let mut workers = Guard::new(
+        env.cmd("orch-worker")
+            .args(["--session", &id, "--parallel", "2"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("a to run and the other worker to wait", LONG, || {
+        dir.join("claims/a.json").exists()
+            && worker_states(&env, &id).values().any(|s| s == "waiting")
+    });
+    // The cache leads: it says a succeeded while a still runs.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("index/results.jsonl"))
+        .or_else(|_| {
+            fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(dir.join("index/results.jsonl"))
+        })
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"task\":\"a\",\"status\":\"success\"}\n").unwrap();
+    drop(f);
+    // Then something real for the idle worker to act on: it reads the
+    // journal first, then the checkpoint, and runs c.
+    let out = env.run(
+        "orch-sync",
+        &["--session", &id, "arrive", "go", "--as", "tester"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("c to run and the worker to wait again", LONG, || {
+        dir.join("results/c.json").exists()
+            && worker_states(&env, &id).values().any(|s| s == "waiting")
+    });
+    assert_eq!(
+        fs::read_to_string(&journal).unwrap(),
+        "c\n",
+        "b started while a ran"
+    );
+    fs::write(&gate, "").unwrap();
+    assert!(workers.wait_timeout(LONG).success());
+    assert_eq!(fs::read_to_string(&journal).unwrap(), "c\na-end\nb\n");
+}
+
+/// Issue 16 (minor): `orch-aggregate` on a full disk prints its report and
+/// exits with the report's code; not being able to keep a copy is a
+/// warning, not exit 5.
+#[test]
+fn aggregate_on_a_full_disk_prints_and_exits_with_the_reports_code() {
+    if !is_root() {
+        skip("mounting a small tmpfs needs root");
+        return;
+    }
+    let env = Env::new();
+    let Some(tmpfs) = Tmpfs::mount(env.path("small"), "1m") else {
+        skip("cannot mount tmpfs here");
+        return;
+    };
+    let root = tmpfs.path.join("root");
+    let p = env.write(
+        "plan.toml",
+        "min_free_disk = \"0\"\n[[task]]\nid = \"a\"\ncommand = \"true\"\n",
+    );
+    let out = env
+        .cmd("orch-plan")
+        .arg(&p)
+        .env("ORCH_HOME", &root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).lines().last().unwrap().to_owned();
+    let out = output(
+        env.cmd("orch-worker")
+            .args(["--session", &id])
+            .env("ORCH_HOME", &root),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Fill what is left.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", tmpfs.path.join("filler").display()))
+        .stderr(Stdio::null())
+        .status();
+    let out = env
+        .cmd("orch-aggregate")
+        .args(["--session", &id])
+        .env("ORCH_HOME", &root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 succeeded") || stdout(&out).contains("succeeded"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("warning: the report was not stored"),
         "{}",
         stderr(&out)
     );

@@ -109,6 +109,9 @@ pub struct Board {
     /// Tasks that could not be claimed for a reason of their own (a lock
     /// file that is a directory, ...), with the error; they are left out.
     pub unclaimable: Vec<(String, Error)>,
+    /// Tasks claimed and let go at once, with why (a dependency's result
+    /// was not what the journal said).
+    pub unclaimable_why: Vec<(String, String)>,
 }
 
 impl Board {
@@ -221,6 +224,7 @@ impl Board {
             doomed: Vec::new(),
             corrupt: Vec::new(),
             unclaimable: Vec::new(),
+            unclaimable_why: Vec::new(),
             tasks,
             index,
             children,
@@ -336,7 +340,20 @@ impl Board {
     pub fn refresh(&mut self) -> Result<()> {
         for e in self.journal.read_new()? {
             if let Some(&i) = self.index.get(&e.task) {
-                self.record(i, e.status);
+                // A line says which task changed; its result file says how
+                // (the journal is a cache and may lead: a line written
+                // early, or planted).
+                let status = match read_json::<TaskResult>(&self.dir.result(&e.task)) {
+                    Ok(r) => Some(r.status),
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        None
+                    }
+                    // Being written, or damaged: the next reconcile says.
+                    Err(_) => continue,
+                };
+                self.record(i, status);
             }
         }
         let mut k = 0;
@@ -551,6 +568,43 @@ impl Board {
                 .extend(waiters.iter().map(|&w| (w, c))),
             None => {}
         }
+    }
+
+    /// The first dependency of task `i` the board counts as succeeded whose
+    /// result file does not say so (the results journal is a cache, never
+    /// trusted over the files), recording what the file says instead; with
+    /// why, or `None` when every dependency is confirmed. Read when a task
+    /// is claimed: a few files, not the session.
+    pub fn unconfirmed_dep(&mut self, i: u32) -> Option<String> {
+        let deps = self.deps[i as usize].clone();
+        for d in deps {
+            if self.state[d as usize] != TaskState::Final(Status::Success) {
+                continue;
+            }
+            let id = self.tasks[d as usize].id.clone();
+            let on_disk = match read_json::<TaskResult>(&self.dir.result(&id)) {
+                Ok(r) => Some(r.status),
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    None
+                }
+                // Unreadable: not a success either; the next load says why.
+                Err(_) => Some(Status::Failure),
+            };
+            if on_disk != Some(Status::Success) {
+                self.record(d, on_disk.filter(|s| s.is_final()));
+                return Some(format!(
+                    "dependency `{id}` has {} (the results journal said it succeeded)",
+                    on_disk.map_or("no result yet".to_owned(), |s| format!("a {s} result"))
+                ));
+            }
+        }
+        None
+    }
+
+    /// Notes that task `i` was claimed and let go because of `why`.
+    pub fn unclaimed_because(&mut self, i: u32, why: String) {
+        self.unclaimable_why
+            .push((self.tasks[i as usize].id.clone(), why));
     }
 
     /// Open tasks that can never run because a competition they wait for

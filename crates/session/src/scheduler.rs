@@ -41,6 +41,15 @@ pub fn claim_next(
                 }
                 return Err(e);
             }
+            // A refused write (a directory of the session replaced by a
+            // symlink) is the session's problem, not this task's: stop.
+            Err(e @ crate::error::Error::Refused { .. }) => {
+                board.push_ready(i);
+                for h in held {
+                    board.push_ready(h);
+                }
+                return Err(e);
+            }
             Err(e) => {
                 board.unclaimable.push((id.clone(), e));
                 continue;
@@ -48,11 +57,19 @@ pub fn claim_next(
         };
         match attempt {
             Attempt::Claimed(c) => {
+                // Under the task's lock, no retry can move a dependency's
+                // result away: check the files the journal spoke for.
+                if let Some(why) = board.unconfirmed_dep(i) {
+                    let _ = c.release();
+                    board.unclaimed_because(i, why);
+                    held.push(i);
+                    continue;
+                }
                 found = Some((i, *c));
                 held.push(i);
                 break;
             }
-            Attempt::Held => held.push(i),
+            Attempt::Held | Attempt::NotReady(_) => held.push(i),
             Attempt::Finished(s) => {
                 // The journal had not told us yet; a stale record may remain.
                 let _ = claim::remove_if_stale(board.dir(), &id);
@@ -76,8 +93,16 @@ pub fn claim_task(
     let resources = board.task(i).resources.clone();
     let attempt =
         claim::try_claim_with(board.dir(), &id, &resources, |r| board.capacity(r), record)?;
-    if let Attempt::Finished(s) = attempt {
-        board.record(i, Some(s));
+    match attempt {
+        Attempt::Finished(s) => board.record(i, Some(s)),
+        Attempt::Claimed(c) => {
+            if let Some(why) = board.unconfirmed_dep(i) {
+                c.release()?;
+                return Ok(Attempt::NotReady(why));
+            }
+            return Ok(Attempt::Claimed(c));
+        }
+        _ => {}
     }
     Ok(attempt)
 }
@@ -188,6 +213,17 @@ fn record_skip(board: &mut Board, i: u32, why: &str, who: &str) -> Result<bool> 
 pub fn mark_finished(board: &Board, who: &str) -> Result<bool> {
     if !board.is_finished() {
         return Ok(false);
+    }
+    if board.dir().finished_marker().exists() {
+        return Ok(true);
+    }
+    // The board's view comes partly from the results journal, a cache:
+    // the files say whether it is over, once.
+    for t in board.tasks() {
+        match claim::read_result(board.dir(), &t.id) {
+            Ok(Some(r)) if r.status.is_final() => {}
+            _ => return Ok(false),
+        }
     }
     let c = board.counts();
     let text = format!(
