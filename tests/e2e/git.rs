@@ -124,25 +124,6 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Heartbeats of live workers, by worker id: their `state`.
-fn worker_states(env: &Env, id: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for e in fs::read_dir(env.session_dir(id).join("status"))
-        .unwrap()
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(w) = name.strip_suffix(".active") {
-            if let Ok(v) =
-                serde_json::from_str::<Value>(&fs::read_to_string(e.path()).unwrap_or_default())
-            {
-                out.insert(w.to_owned(), v["state"].as_str().unwrap_or("").to_owned());
-            }
-        }
-    }
-    out
-}
-
 /// `git worktree list` as paths.
 fn worktrees(env: &Env, repo: &Path) -> Vec<String> {
     git(env, repo, &["worktree", "list", "--porcelain"])

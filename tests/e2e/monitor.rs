@@ -831,12 +831,12 @@ fn follow_tails_running_tasks_picks_up_new_ones_and_ends_with_the_session() {
 }
 
 /// A tmux server of its own (its own socket), killed on drop.
-struct Tmux {
+pub struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(env: &Env, width: u32, height: u32) -> Tmux {
+    pub fn start(env: &Env, width: u32, height: u32) -> Tmux {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let socket = format!(
             "orch-test-{}-{}",
@@ -893,13 +893,13 @@ impl Tmux {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    fn screen(&self) -> String {
+    pub fn screen(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-t", "t"])
     }
 
     /// Waits until the screen satisfies `cond`; on timeout the test fails
     /// showing the screen.
-    fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) {
+    pub fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) {
         let deadline = std::time::Instant::now() + LONG;
         loop {
             let s = self.screen();
@@ -920,7 +920,7 @@ impl Tmux {
             == "1"
     }
 
-    fn type_line(&self, line: &str) {
+    pub fn type_line(&self, line: &str) {
         self.tmux(&["send-keys", "-t", "t", "-l", line]);
         self.tmux(&["send-keys", "-t", "t", "Enter"]);
     }

@@ -299,3 +299,43 @@ fn the_estimate_and_auto_agents_count_file_conflicts_found_after_parsing() {
         "{text}"
     );
 }
+
+/// Issue 16 (audit): `orch-plan --run` on a terminal asks before it
+/// creates anything: "no" leaves no session; "yes" creates it and starts
+/// its workers.
+#[test]
+fn answering_no_to_run_creates_no_session() {
+    let env = Env::new();
+    env.write(
+        "plan.toml",
+        "[[task]]\nid = \"a\"\ncommand = \"echo ran > ran.txt\"\n",
+    );
+    let t = crate::monitor::Tmux::start(&env, 120, 40);
+    t.type_line("orch-plan plan.toml --run");
+    t.wait_screen("the question", |s| {
+        s.contains("Create the session and start 4 workers now? [y/N]")
+    });
+    assert!(
+        !env.root().exists() || fs::read_dir(env.root()).unwrap().next().is_none(),
+        "created before the answer"
+    );
+    t.type_line("n");
+    t.wait_screen("the answer", |s| {
+        s.contains("Not started: no session was created.")
+    });
+    let sessions = || {
+        fs::read_dir(env.root())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("session-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(sessions(), 0);
+    t.type_line("orch-plan plan.toml --run");
+    t.wait_screen("the question again", |s| s.matches("[y/N]").count() == 2);
+    t.type_line("y");
+    wait_until("the task to run", LONG, || env.path("ran.txt").exists());
+    assert_eq!(sessions(), 1);
+}

@@ -676,3 +676,48 @@ fn thirty_per_minute_over_four_workers_long() {
         "more than 30 starts in a minute"
     );
 }
+
+/// Issue 16 (minor): one damaged `expect.json` does not hide the rest of
+/// `orch-sync status`: that checkpoint says it is unreadable, the others
+/// and the resources are shown, and the exit code (3) says input is bad.
+#[test]
+fn one_damaged_checkpoint_does_not_hide_the_others() {
+    let env = Env::new();
+    let id = env.plan(
+        "[checkpoint.good]\nexpect = [\"x\"]\n[checkpoint.bad]\nexpect = [\"y\"]\n[resource.gpu]\ncapacity = 2\n\
+         [[task]]\nid = \"a\"\nafter = [\"checkpoint:good\"]\ncommand = \"true\"\n\
+         [[task]]\nid = \"b\"\nafter = [\"checkpoint:bad\"]\ncommand = \"true\"\n",
+    );
+    let out = env.run(
+        "orch-sync",
+        &["--session", &id, "arrive", "good", "--as", "x"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        env.session_dir(&id).join("checkpoints/bad/expect.json"),
+        "{not json",
+    )
+    .unwrap();
+    let out = env.run("orch-sync", &["--session", &id, "status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("checkpoint good: released"), "{text}");
+    assert!(
+        text.contains("checkpoint bad: waiting\n  unreadable: "),
+        "{text}"
+    );
+    assert!(text.contains("resource gpu: 0/2 in use"), "{text}");
+    let out = env.run("orch-sync", &["--session", &id, "status", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bad = v["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["checkpoint"] == "bad")
+        .unwrap();
+    assert!(
+        bad["error"].as_str().unwrap().contains("expect.json"),
+        "{bad}"
+    );
+}

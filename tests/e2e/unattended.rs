@@ -35,8 +35,11 @@ fn live_workers(dir: &Path) -> usize {
 fn the_breaker_trips_after_three_failures_pauses_the_others_and_resumes() {
     let env = Env::new();
     let mut plan = String::from("backoff = \"10ms\"\nbreaker = 3\nbreaker_cooldown = \"1s\"\n");
-    // The failing task goes first (largest estimate) and fails three times.
-    plan += "[[task]]\nid = \"bad\"\nretries = 2\nestimate = \"10m\"\ncommand = \"exit 1\"\n";
+    // Three failing tasks go first (largest estimates); a task's own
+    // retries would count once.
+    for i in 1..=3 {
+        plan += &format!("[[task]]\nid = \"bad{i}\"\nestimate = \"10m\"\ncommand = \"exit 1\"\n");
+    }
     for i in 0..8 {
         plan += &format!("[[task]]\nid = \"ok{i}\"\nestimate = \"1s\"\ncommand = \"sleep 0.3\"\n");
     }
@@ -44,15 +47,20 @@ fn the_breaker_trips_after_three_failures_pauses_the_others_and_resumes() {
     let out = output(env.cmd("orch-worker").args(["--parallel", "3"]));
     assert_eq!(out.status.code(), Some(1), "bad fails: {}", stdout(&out));
     let results = env.results(&id);
-    assert_eq!(results["bad"]["status"], "failure");
-    assert_eq!(results["bad"]["attempt"], 3);
+    for i in 1..=3 {
+        assert_eq!(results[&format!("bad{i}")]["status"], "failure");
+    }
     for i in 0..8 {
         assert_eq!(results[&format!("ok{i}")]["status"], "success");
     }
     let run_log = fs::read_to_string(env.session_dir(&id).join("logs/run.log")).unwrap();
+    let opened = run_log
+        .lines()
+        .find(|l| l.contains("circuit breaker open: 3 consecutive failures ("))
+        .unwrap_or_else(|| panic!("{run_log}"));
     assert!(
-        run_log.contains("circuit breaker open: 3 consecutive failures (bad, bad, bad)"),
-        "{run_log}"
+        (1..=3).all(|i| opened.contains(&format!("bad{i}"))),
+        "{opened}"
     );
     assert!(run_log.contains("circuit breaker closed"), "{run_log}");
     let logs = worker_log(&env, &id);
@@ -856,4 +864,26 @@ fn a_failed_track_holds_the_roadmap_and_orch_plan_next_retries_it() {
         ],
         "each track succeeded once"
     );
+}
+
+/// Issue 16 (audit): one task failing its own retries is that task's
+/// trouble, not the session's: it does not trip the breaker (nor would its
+/// successful retry leave the others waiting out the cool-down).
+#[test]
+fn a_tasks_own_retries_do_not_trip_the_circuit_breaker() {
+    let env = Env::new();
+    let count = env.path("count");
+    let id = env.plan(&format!(
+        "breaker = 3\nbreaker_cooldown = \"1h\"\nbackoff = \"0s\"\n\
+         [[task]]\nid = \"flaky\"\nretries = 3\ncommand = \"echo x >> '{c}'; [ $(wc -l < '{c}') -ge 4 ]\"\n\
+         [[task]]\nid = \"next\"\nafter = [\"flaky\"]\ncommand = \"true\"\n",
+        c = count.display()
+    ));
+    let out = env.run("orch-worker", &["--session", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results = env.results(&id);
+    assert_eq!(results["flaky"]["attempt"], 4);
+    assert_eq!(results["next"]["status"], "success");
+    let breaker = env.json(&id, "status/breaker.json");
+    assert_ne!(breaker["state"], "open", "{breaker}");
 }

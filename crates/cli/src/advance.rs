@@ -305,7 +305,7 @@ fn mark_done(s: &Session, roadmap_path: &Path, ids: &[String]) -> Result<Option<
     let scratch = s.dir.status_dir().join("mark-done.tmp");
     atomic::write_atomic(&scratch, marked.as_bytes(), Durability::Volatile)?;
     let index = s.dir.status_dir().join("mark-done.index");
-    let _ = std::fs::remove_file(&index);
+    let _ = orch_session::safefs::remove_file(&index);
     let result =
         (|| -> Result<String, g::GitError> {
             let blob = git.run(&["hash-object", "-w", "--", &scratch.to_string_lossy()])?;
@@ -333,8 +333,8 @@ fn mark_done(s: &Session, roadmap_path: &Path, ids: &[String]) -> Result<Option<
             git.with_identity()
                 .run(&["commit-tree", &tree, "-p", &tip, "-m", &msg])
         })();
-    let _ = std::fs::remove_file(&scratch);
-    let _ = std::fs::remove_file(&index);
+    let _ = orch_session::safefs::remove_file(&scratch);
+    let _ = orch_session::safefs::remove_file(&index);
     let commit = result.map_err(|e| coded(exit::GIT, e.to_string()))?;
     merge::move_branch(&git, &into, Some(&tip), &commit, "the roadmap marked done")?;
     Ok(Some(format!(

@@ -303,7 +303,14 @@ fn report_cmd(args: &Args) -> Result<u8> {
     } else {
         out(&render::text(&report, Style::stdout()))?;
     }
-    saved.with_context(|| "storing the report in the session")?;
+    // The report was printed: its exit code says what to do next. Not
+    // keeping a copy (a full disk) is worth a warning, not that code.
+    if let Err(e) = saved {
+        eprintln!(
+            "orch-aggregate: warning: the report was not stored in {}: {e:#}",
+            path.display()
+        );
+    }
     Ok(code)
 }
 

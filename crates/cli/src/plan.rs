@@ -1025,7 +1025,7 @@ pub(crate) struct Extra {
 /// source into one plan, checks it, finds conflicts, simulates the
 /// schedule, backs the repository up and creates the session (unless
 /// `--dry-run`). Warnings go to stderr.
-fn make(args: &Args, input: &Input, extra: &Extra) -> Result<Made> {
+fn make(args: &Args, input: &Input, extra: &Extra, create: bool) -> Result<Made> {
     let mut planned = plan_input(args, input, extra)?;
     if !args.phases.is_empty() {
         if planned.plan.template.is_some() {
@@ -1066,60 +1066,66 @@ fn make(args: &Args, input: &Input, extra: &Extra) -> Result<Made> {
         .clone()
         .unwrap_or_else(|| planned.workdir.clone());
     let repo = git::plan::check(&planned.plan, &shown, &planned.workdir)?;
-    let mut git_info = match &repo {
+    let git_info = match &repo {
         Some(r) => Some(
-            git::backup::snapshot(r, planned.plan.settings.backup && !args.dry_run)
+            git::backup::snapshot(r, planned.plan.settings.backup && create)
                 .with_context(|| format!("backing up {}", r.display()))?,
         ),
         None => None,
     };
 
-    let plan = &planned.plan;
-    let session = if args.dry_run {
-        None
-    } else {
-        let root = args.global.root()?;
-        let s = Session::create_with(
-            &root,
-            plan,
-            planned.source_path.as_deref(),
-            &planned.workdir,
-            repo.as_deref(),
-            git_info.clone(),
-            &mut |info, stage| match &repo {
-                Some(r) => git::backup::publish(r, info, stage),
-                None => Ok(()),
-            },
-        )
-        .with_context(|| format!("creating a session under `{}`", root.display()))?;
-        git_info.clone_from(&s.info.git);
-        // Said at creation, where moving the session is still cheap.
-        let locking = orch_session::fsinfo::locking(s.dir.path());
-        if let Some(w) = locking.warning() {
-            eprintln!("orch-plan: warning: {w}");
-            let _ = log::run_event(&s.dir, "orch-plan", &format!("warning: {w}"));
-        } else if locking.crosses_hosts.is_none() {
-            eprintln!("orch-plan: note: {}", locking.note);
-        }
-        let _ = log::run_event(
-            &s.dir,
-            "orch-plan",
-            &format!(
-                "created session {} ({}) from {}: {}",
-                s.info.id,
-                s.info.name,
-                planned.source,
-                plural(plan.tasks.len(), "task")
-            ),
-        );
-        Some(s)
-    };
-    Ok(Made {
+    let mut made = Made {
         planned,
-        session,
+        session: None,
         repo,
         git_info,
-    })
+    };
+    if create {
+        made.session = Some(create_session(args, &mut made)?);
+    }
+    Ok(made)
+}
+
+/// Creates the session of a plan made (and its git backup's ref).
+fn create_session(args: &Args, made: &mut Made) -> Result<Session> {
+    let (planned, repo) = (&made.planned, &made.repo);
+    let plan = &planned.plan;
+    let git_info = &mut made.git_info;
+    let root = args.global.root()?;
+    let s = Session::create_with(
+        &root,
+        plan,
+        planned.source_path.as_deref(),
+        &planned.workdir,
+        repo.as_deref(),
+        git_info.clone(),
+        &mut |info, stage| match &repo {
+            Some(r) => git::backup::publish(r, info, stage),
+            None => Ok(()),
+        },
+    )
+    .with_context(|| format!("creating a session under `{}`", root.display()))?;
+    git_info.clone_from(&s.info.git);
+    // Said at creation, where moving the session is still cheap.
+    let locking = orch_session::fsinfo::locking(s.dir.path());
+    if let Some(w) = locking.warning() {
+        eprintln!("orch-plan: warning: {w}");
+        let _ = log::run_event(&s.dir, "orch-plan", &format!("warning: {w}"));
+    } else if locking.crosses_hosts.is_none() {
+        eprintln!("orch-plan: note: {}", locking.note);
+    }
+    let _ = log::run_event(
+        &s.dir,
+        "orch-plan",
+        &format!(
+            "created session {} ({}) from {}: {}",
+            s.info.id,
+            s.info.name,
+            planned.source,
+            plural(plan.tasks.len(), "task")
+        ),
+    );
+    Ok(s)
 }
 
 /// Plans a roadmap session's next group (a cron tick, [`crate::advance`]):
@@ -1141,7 +1147,7 @@ pub(crate) fn plan_next(root: &Path, argv: &[String], extra: &Extra) -> Result<O
     args.global.root = Some(root.to_path_buf());
     args.global.json = false;
     let input = Input::from_args(&args)?;
-    match make(&args, &input, extra) {
+    match make(&args, &input, extra, true) {
         Ok(made) => Ok(made.session),
         Err(e) if exit::code_for(&e) == exit::FINISHED => Ok(None),
         Err(e) => Err(e),
@@ -1210,8 +1216,22 @@ pub fn run(args: Args) -> Result<u8> {
         return run_next(&args.global, q);
     }
     let input = Input::from_args(&args)?;
-    let made = make(&args, &input, &Extra::default())?;
-    let (planned, session, repo, git_info) = (made.planned, made.session, made.repo, made.git_info);
+    // `--run` on a terminal asks first, and a "no" leaves nothing behind:
+    // the session is made only after the answer.
+    let ask = {
+        use std::io::IsTerminal;
+        args.run.is_some()
+            && !args.yes
+            && !args.global.json
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal()
+    };
+    let mut made = make(&args, &input, &Extra::default(), !args.dry_run && !ask)?;
+    if ask {
+        return ask_then_run(&args, made);
+    }
+    let (planned, session, repo, git_info) =
+        (made.planned, made.session.take(), made.repo, made.git_info);
     let plan = &planned.plan;
     let agents = |n: u32| if n == 0 { plan.settings.agents } else { n };
     if args.global.json {
@@ -1222,7 +1242,7 @@ pub fn run(args: Args) -> Result<u8> {
         v["git"] = git::plan::json(plan, repo.as_deref(), git_info.as_ref());
         print_json(&v)?;
         if let (Some(n), Some(s)) = (args.run, &session) {
-            start_workers(&args.global, s, agents(n), true)?;
+            start_workers(&args.global, s, agents(n))?;
         }
     } else {
         let style = Style::stdout();
@@ -1247,7 +1267,7 @@ pub fn run(args: Args) -> Result<u8> {
         text.insert_str(at, &git_text);
         out(&text)?;
         if let (Some(n), Some(s)) = (args.run, &session) {
-            start_workers(&args.global, s, agents(n), args.yes)?;
+            start_workers(&args.global, s, agents(n))?;
         }
         if let Some(s) = &session {
             outln(&s.info.id)?;
@@ -1256,22 +1276,53 @@ pub fn run(args: Args) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// `--run`: asks on a terminal, then starts the workers detached.
-fn start_workers(global: &Global, s: &Session, n: u32, yes: bool) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        eprint!("Ready to execute? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            outln(&format!(
-                "Not started. Later: orch-worker --session {} --parallel {n}",
-                s.info.id
-            ))?;
-            return Ok(());
-        }
+/// `--run` on a terminal: the analysis, then the question; the session is
+/// created and its workers started only on "yes".
+fn ask_then_run(args: &Args, mut made: Made) -> Result<u8> {
+    use std::io::{BufRead, Write};
+    let style = Style::stdout();
+    let plan = &made.planned.plan;
+    let mut text = String::new();
+    for line in &made.planned.report {
+        text += line;
+        text += "\n";
     }
+    text += &render(plan, &made.planned.source, None, style);
+    text = text.replace("Dry run: no session created\n", "");
+    text += &git::plan::render(
+        plan,
+        made.repo.as_deref(),
+        made.git_info.as_ref(),
+        None,
+        style,
+    );
+    out(&text)?;
+    let n = match args.run {
+        Some(0) | None => plan.settings.agents,
+        Some(n) => n,
+    };
+    eprint!(
+        "Create the session and start {} now? [y/N] ",
+        plural(n as usize, "worker")
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        outln("Not started: no session was created.")?;
+        return Ok(exit::OK);
+    }
+    let s = create_session(args, &mut made)?;
+    outln(&format!("Created session {} ({})", s.info.id, s.info.name))?;
+    outln(&format!("  dir:   {}", s.dir.path().display()))?;
+    outln(&format!("  watch: tail -f {}", s.dir.run_log().display()))?;
+    start_workers(&args.global, &s, n)?;
+    outln(&s.info.id)?;
+    Ok(exit::OK)
+}
+
+/// `--run`: starts the workers detached.
+fn start_workers(global: &Global, s: &Session, n: u32) -> Result<()> {
     let exe = std::env::current_exe().context("finding orch-plan's own path")?;
     let worker = exe
         .parent()

@@ -605,14 +605,24 @@ fn status(g: &Global, only: Option<&str>) -> Result<u8> {
     let resources = plan.resources.clone();
     let board = Board::load(&s.dir, plan)?;
     let mut rows = Vec::new();
+    let mut damaged = false;
     for cp in &cps {
-        let arrived = cp.arrived()?;
-        let expected = cp.expected()?;
+        // One damaged checkpoint is reported as such; the others, and the
+        // rest of the status, still are.
+        let (arrived, expected, error) = match (cp.arrived(), cp.expected()) {
+            (Ok(a), Ok(e)) => (a, e, None),
+            (a, e) => {
+                damaged = true;
+                let why = a.err().or(e.err()).map(|e| format!("{e:#}"));
+                (Default::default(), None, why)
+            }
+        };
         let missing = expected
             .as_ref()
             .map(|e| e.difference(&arrived).cloned().collect::<Vec<_>>());
         rows.push(json!({
             "checkpoint": cp.name(),
+            "error": error,
             "expected": expected,
             "arrived": arrived,
             "missing": missing,
@@ -641,7 +651,7 @@ fn status(g: &Global, only: Option<&str>) -> Result<u8> {
             "blocked": blocked,
             "deadlock": deadlock,
         }))?;
-        return Ok(exit::OK);
+        return Ok(if damaged { exit::BAD_INPUT } else { exit::OK });
     }
     if rows.is_empty() {
         outln(&format!("no checkpoints in session {}", s.info.id))?;
@@ -665,6 +675,10 @@ fn status(g: &Global, only: Option<&str>) -> Result<u8> {
                 .unwrap_or_else(|| "-".to_owned())
         };
         outln(&format!("checkpoint {name}: {state}"))?;
+        if let Some(e) = r["error"].as_str() {
+            outln(&format!("  unreadable: {e}"))?;
+            continue;
+        }
         outln(&format!("  arrived:  {}", list(&r["arrived"])))?;
         if r["expected"].is_null() {
             outln("  expected: (not recorded)")?;
@@ -705,7 +719,8 @@ fn status(g: &Global, only: Option<&str>) -> Result<u8> {
             outln(&format!("blocked: {line}"))?;
         }
     }
-    Ok(exit::OK)
+    // Everything readable was shown; a damaged file is still bad input.
+    Ok(if damaged { exit::BAD_INPUT } else { exit::OK })
 }
 
 fn lock(g: &Global, names: &[String], timeout: Option<&str>, command: &[String]) -> Result<u8> {
@@ -727,9 +742,24 @@ fn lock(g: &Global, names: &[String], timeout: Option<&str>, command: &[String])
                 let holders: Vec<String> = resource::holders(&s.dir, name, capacity)
                     .iter()
                     .map(|h| {
+                        // The slot is held, but its recorded holder may be
+                        // gone, the lock kept by what it started.
+                        let here = h.host == orch_session::proc::hostname();
+                        // SAFETY: kill with signal 0 only checks the pid.
+                        let gone = here
+                            && i32::try_from(h.pid).map_or(true, |p| {
+                                let rc = unsafe { libc::kill(p, 0) };
+                                rc != 0
+                                    && std::io::Error::last_os_error().raw_os_error()
+                                        == Some(libc::ESRCH)
+                            });
                         format!(
-                            "pid {}{}",
-                            h.pid,
+                            "{}{}",
+                            if gone {
+                                format!("a process that inherited it from pid {} (gone)", h.pid)
+                            } else {
+                                format!("pid {}", h.pid)
+                            },
                             h.task
                                 .as_deref()
                                 .map(|t| format!(" (task {t})"))

@@ -1,10 +1,13 @@
 //! The session's circuit breaker, `status/breaker.json`, changed only under
 //! `locks/breaker.lock`.
 //!
-//! Every finished attempt is recorded: a failure or timeout adds to the
-//! count of consecutive failures across all workers, a success resets it
-//! (while open, a success of a task started before the trip changes
-//! nothing: the cool-down goes on).
+//! Every finished attempt is recorded: a failure or timeout of a task not
+//! already in the current run of failures adds to the count of consecutive
+//! failures across all workers (one task failing its retries is that
+//! task's trouble, not the session's), a success resets it. While open, a
+//! success of one of the failed tasks (its retry) closes it; a success of
+//! another task started before the trip changes nothing: the cool-down goes
+//! on.
 //! At `k` consecutive failures the breaker opens: no worker claims until
 //! the cool-down has passed. Then the first worker to ask becomes the probe
 //! (half-open) and runs one task; its success closes the breaker, its
@@ -132,9 +135,16 @@ pub fn record(
                 "closed" => (Some(closed()), Change::None),
                 // The probe (or any task run while half-open) succeeded.
                 "half-open" => (Some(closed()), Change::Closed),
+                // A retry of a task whose failures tripped it: the trouble
+                // is over.
+                "open" if b.failed.iter().any(|f| f == task) => (Some(closed()), Change::Closed),
                 // A task that started before the trip: the cool-down goes on.
                 _ => (None, Change::None),
             });
+        }
+        if b.state == "closed" && b.failed.iter().any(|f| f == task) {
+            // The same task again (its retry): not a new failure.
+            return Ok((None, Change::None));
         }
         b.consecutive += 1;
         b.failed.push(task.to_owned());

@@ -84,7 +84,10 @@ impl Lookup {
         let mut l = Lookup::default();
         for (i, g) in groups.iter().enumerate() {
             l.groups.entry(g.name.clone()).or_insert(i);
-            l.lowercase.entry(g.name.to_lowercase()).or_default().push(i);
+            l.lowercase
+                .entry(g.name.to_lowercase())
+                .or_default()
+                .push(i);
             for (k, t) in g.tracks.iter().enumerate() {
                 l.tracks.entry(t.id.clone()).or_insert((i, k));
             }
@@ -1770,7 +1773,12 @@ impl Roadmap {
 
     fn group_index(&self, name: &str) -> Option<usize> {
         self.lookup.groups.get(name).copied().or_else(|| {
-            match self.lookup.lowercase.get(&name.to_lowercase()).map(Vec::as_slice) {
+            match self
+                .lookup
+                .lowercase
+                .get(&name.to_lowercase())
+                .map(Vec::as_slice)
+            {
                 Some([one]) => Some(*one),
                 _ => None,
             }
