@@ -231,6 +231,18 @@ pub fn sweep(prefix: &str, grace: Duration) -> Vec<i32> {
     members()
 }
 
+/// Sends `sig` to every live process whose tag starts with `prefix` (one
+/// attempt: [`task_prefix`] then `<attempt>/`), checked through a pidfd as
+/// [`sweep`] does; waits for nothing. Returns how many were signalled.
+pub fn signal_prefix(prefix: &str, sig: i32) -> usize {
+    let want = |t: &[u8]| t.starts_with(prefix.as_bytes());
+    let pids: Vec<i32> = tagged(want).into_iter().filter(|&p| alive(p)).collect();
+    for &p in &pids {
+        signal_checked(p, sig, want, None);
+    }
+    pids.len()
+}
+
 /// Waits until `members` is empty, at most `limit`. Zombies count as
 /// gone (the worker, a subreaper, reaps its adopted ones when idle).
 /// Returns whether it emptied.

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod gen;
 pub mod git;
 pub mod monitor;
+pub mod notify;
 pub mod plan;
 pub mod runner;
 pub mod sync;

@@ -4,8 +4,11 @@ mod attempt;
 mod commit;
 mod control;
 mod parallel;
+mod progress;
 mod slurm;
 mod tmux;
+
+pub use control::stop_task;
 
 use std::fs;
 use std::io::Write;
@@ -43,6 +46,7 @@ Examples:
   orch-worker --parallel 4 --until 18:00  claim nothing new after 18:00
   orch-worker --parallel 3 --tmux         one tmux window per worker, plus a monitor
   orch-worker stop [--now]                stop every live worker of the session
+  orch-worker stop --task api             stop only task api (failed: stopped)
   orch-worker resume --budget 40          raise the session's budget to $40
   orch-worker --print-crontab --parallel 4
   orch-worker --slurm 8                   submit 8 workers as a Slurm job array
@@ -170,9 +174,14 @@ enum Cmd {
     /// Stop every live worker of the session (SIGTERM; they release their
     /// tasks) and keep cron ticks from starting new ones until `resume`
     Stop {
-        /// Also kill their agents at once, without the grace period
+        /// Also kill their agents at once, without the grace period (with
+        /// --task: SIGKILL instead of SIGTERM)
         #[arg(long)]
         now: bool,
+        /// Stop only this running task: its attempt is recorded as failed
+        /// (reason `stopped`) and not retried; the workers go on
+        #[arg(long, value_name = "ID")]
+        task: Option<String>,
     },
     /// Allow workers again after `stop`; with --budget, set the session's
     /// budget (workers stopped by the budget may then be started again)
@@ -185,6 +194,10 @@ enum Cmd {
 
 /// Entry point of `orch-worker`.
 pub fn main() -> std::process::ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(crate::notify::SUPERVISOR_ARG) {
+        return std::process::ExitCode::from(crate::notify::supervise(&argv[2..]));
+    }
     if let Some(code) = crate::gen::intercept(command) {
         return code;
     }
@@ -199,7 +212,11 @@ pub fn command() -> clap::Command {
 /// Runs `orch-worker` with parsed arguments.
 pub fn run(args: Args) -> Result<u8> {
     match args.cmd {
-        Some(Cmd::Stop { now }) => return control::stop(&args.global, now),
+        Some(Cmd::Stop {
+            now,
+            task: Some(task),
+        }) => return control::stop_one(&args.global, &task, now),
+        Some(Cmd::Stop { now, task: None }) => return control::stop(&args.global, now),
         Some(Cmd::Resume { budget }) => return control::resume(&args.global, budget),
         None => {}
     }
@@ -368,6 +385,9 @@ struct Worker {
     /// "claimed" line.
     budget_note: Option<String>,
 }
+
+/// The reason of an attempt stopped by `orch-worker stop --task`.
+pub const STOPPED_REASON: &str = "stopped";
 
 /// `Worker::beat_lazy` puts a heartbeat off when one was written this
 /// recently.
@@ -631,10 +651,12 @@ impl Worker {
                 let budget = s.budget(self.session.info.settings.budget_usd);
                 if let (true, false, Some(b)) = (s.reached(budget), self.budget_told, budget) {
                     self.budget_told = true;
-                    self.event(&format!(
+                    let msg = format!(
                         "budget reached: ${:.2} spent of ${b:.2} (after {task}); no new claims, running agents finish; `orch-worker resume --budget N` raises it",
                         s.total.usd
-                    ));
+                    );
+                    self.event(&msg);
+                    self.attention("budget", &format!("{b:.2}"), &msg, Some(task));
                 }
             }
             Err(e) => self.event(&format!(
@@ -673,14 +695,18 @@ impl Worker {
         })?;
         let budget = held.spend.budget(session_budget);
         match budget {
-            Some(b) if held.spend.reached(budget) => Ok(Some(format!(
-                "budget reached: ${:.2} spent of ${b:.2}; no new claims (`orch-worker resume --budget N` raises it)",
-                held.spend.total.usd
-            ))),
+            Some(b) if held.spend.reached(budget) => {
+                let msg = format!(
+                    "budget reached: ${:.2} spent of ${b:.2}; no new claims (`orch-worker resume --budget N` raises it)",
+                    held.spend.total.usd
+                );
+                drop(held);
+                self.attention("budget", &format!("{b:.2}"), &msg, None);
+                Ok(Some(msg))
+            }
             _ => {
-                self.budget_note = budget.map(|b| {
-                    format!("; ${:.2} of ${b:.2} spent", held.spend.total.usd)
-                });
+                self.budget_note =
+                    budget.map(|b| format!("; ${:.2} of ${b:.2} spent", held.spend.total.usd));
                 self.budget_hold = Some(held);
                 Ok(None)
             }
@@ -792,6 +818,9 @@ impl Worker {
             }
             if scheduler::mark_finished(&self.board, &self.id)? {
                 let c = self.board.counts();
+                if crate::notify::finished(&self.session, &c, &self.id) {
+                    crate::notify::bell(&self.session);
+                }
                 self.say(&format!(
                     "session finished: {} succeeded, {} failed, {} timed out, {} skipped",
                     c.success, c.failure, c.timeout, c.skipped
@@ -987,6 +1016,14 @@ impl Worker {
         )
     }
 
+    /// Sends an `on_attention` notification (once per `cause` and
+    /// `instance` across every worker) and rings the bell.
+    fn attention(&self, cause: &str, instance: &str, msg: &str, task: Option<&str>) {
+        if crate::notify::attention(&self.session, cause, instance, msg, task, &self.id) {
+            crate::notify::bell(&self.session);
+        }
+    }
+
     /// Feeds an attempt's outcome to the circuit breaker and says what
     /// changed.
     fn note_outcome(&mut self, task: &str, status: Status) {
@@ -996,12 +1033,21 @@ impl Worker {
             Duration::from_millis(s.breaker_cooldown_ms),
         );
         match orch_session::breaker::record(&self.dir, task, status, k, cooldown) {
-            Ok(orch_session::breaker::Change::Opened(b)) => self.event(&format!(
-                "circuit breaker open: {} consecutive failures ({}); no claims until {}",
-                b.consecutive,
-                b.failed.join(", "),
-                b.until.unwrap_or_default()
-            )),
+            Ok(orch_session::breaker::Change::Opened(b)) => {
+                let msg = format!(
+                    "circuit breaker open: {} consecutive failures ({}); no claims until {}",
+                    b.consecutive,
+                    b.failed.join(", "),
+                    b.until.clone().unwrap_or_default()
+                );
+                self.event(&msg);
+                self.attention(
+                    "breaker",
+                    b.opened.as_deref().unwrap_or_default(),
+                    &msg,
+                    Some(task),
+                );
+            }
             Ok(orch_session::breaker::Change::Closed) => {
                 self.event(&format!("circuit breaker closed: {task} succeeded"))
             }
@@ -1201,6 +1247,9 @@ impl Worker {
                 let written = claim::write_result(&self.dir, &result);
                 claim.release()?;
                 written?;
+                if crate::notify::failed(&self.session, &result, &self.id) {
+                    crate::notify::bell(&self.session);
+                }
                 self.board.record(i, Some(Status::Failure));
                 self.failed += 1;
                 return Ok(Status::Failure);
@@ -1347,8 +1396,21 @@ impl Worker {
                 );
                 let _ = tlog.event(&msg);
                 self.event(&msg);
+                self.attention("usage-limit", &pause.until, &msg, Some(&task.id));
                 outcome.status = Status::Interrupted;
                 outcome.reason = Some(format!("usage limit until {}", pause.until));
+            }
+            let stopped = self.stop_requested(&task.id, attempt);
+            if stopped {
+                let _ = orch_session::safefs::remove_file(&self.dir.stop_marker(&task.id));
+                outcome.status = Status::Failure;
+                outcome.reason = Some(STOPPED_REASON.to_owned());
+                let msg = format!(
+                    "{} stopped by `orch-worker stop --task`: recorded as failed, not retried",
+                    task.id
+                );
+                let _ = tlog.event(&msg);
+                self.say(&msg);
             }
             let mut output = read_output(&output_path, &mut tlog);
             if output.summary.is_none() {
@@ -1392,8 +1454,9 @@ impl Worker {
                 output,
             };
             self.note_outcome(&task.id, outcome.status);
-            let retryable =
-                matches!(outcome.status, Status::Failure | Status::Timeout) && !run.final_failure;
+            let retryable = matches!(outcome.status, Status::Failure | Status::Timeout)
+                && !run.final_failure
+                && !stopped;
             if retryable && spent < task.retries && self.signals.received().is_none() {
                 spent += 1;
                 if let Err(e) = claim::archive_attempt(&self.dir, &result) {
@@ -1473,6 +1536,7 @@ impl Worker {
             recorded,
         } = done;
         let status = result.status;
+        let written = matches!(recorded, commit::Recorded::Written);
         match recorded {
             commit::Recorded::Written | commit::Recorded::TheirsKept => {}
             commit::Recorded::DiskFull(e) => {
@@ -1494,6 +1558,12 @@ impl Worker {
             }
         }
         self.board.record(i, Some(status));
+        if written
+            && matches!(status, Status::Failure | Status::Timeout)
+            && crate::notify::failed(&self.session, &result, &self.id)
+        {
+            crate::notify::bell(&self.session);
+        }
         match status {
             Status::Success => self.done += 1,
             Status::Interrupted => {}
@@ -1613,6 +1683,11 @@ impl Worker {
                 self.hb.progress_source = Some("output".to_owned());
             }
             Event::Tick => {
+                if let (Some(task), Some(attempt)) = (self.hb.task.clone(), self.hb.attempt) {
+                    if self.stop_requested(&task, attempt) {
+                        return runner::Control::Stop(STOPPED_REASON.to_owned());
+                    }
+                }
                 if self.summary_dirty {
                     self.summary(true);
                 }
@@ -1639,6 +1714,25 @@ impl Worker {
         }
         self.beat();
         runner::Control::Continue
+    }
+
+    /// Whether `orch-worker stop --task` asked to stop this attempt of
+    /// `task` (`status/stop/<task>`). A request for another attempt (left
+    /// by a worker that died before it saw it) is removed.
+    fn stop_requested(&self, task: &str, attempt: u32) -> bool {
+        let marker = self.dir.stop_marker(task);
+        let Ok(text) = fs::read_to_string(&marker) else {
+            return false;
+        };
+        let for_attempt = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("attempt").and_then(serde_json::Value::as_u64));
+        // Unreadable: taken as meant for the running attempt.
+        if for_attempt.is_none_or(|a| a == u64::from(attempt)) {
+            return true;
+        }
+        let _ = orch_session::safefs::remove_file(&marker);
+        false
     }
 
     fn after_task(&mut self, _task: &str, _status: Status) {

@@ -16,6 +16,8 @@
 //!     status/<worker>.active        heartbeat of a live worker       (atomic replace)
 //!     status/orchestration.yaml     summary made for `cat`           (atomic replace)
 //!     status/finished               marker: every task has an outcome
+//!     status/stop/<task>            `orch-worker stop --task`: stop that attempt
+//!     status/notified/<event>       a notification was sent          (create-once)
 //!     status/spend.json             what agents spent; the budget    (atomic replace, locks/spend.lock)
 //!     output/<task>.json            where a task writes its ORCH_OUTPUT
 //!     logs/<task>.log               per-track log, read by people    (append)
@@ -66,6 +68,11 @@ pub const STATUS_DIR: &str = "status";
 pub const STATUS_YAML: &str = "orchestration.yaml";
 /// Marker inside [`STATUS_DIR`]: the session has finished.
 pub const FINISHED_MARKER: &str = "finished";
+/// Directory of stop requests for single tasks, inside [`STATUS_DIR`].
+pub const STOP_DIR: &str = "stop";
+/// Directory of sent notifications (one create-once marker per event),
+/// inside [`STATUS_DIR`].
+pub const NOTIFIED_DIR: &str = "notified";
 /// Suffix of heartbeat files.
 pub const HEARTBEAT_SUFFIX: &str = ".active";
 /// Directory where tasks write their `ORCH_OUTPUT`.
@@ -262,6 +269,19 @@ impl SessionDir {
     /// `status/finished`.
     pub fn finished_marker(&self) -> PathBuf {
         self.dir.join(STATUS_DIR).join(FINISHED_MARKER)
+    }
+
+    /// `status/stop/<task>`: `orch-worker stop --task` asks the worker
+    /// running the task to stop its attempt and record it as failed
+    /// (`stopped`); the worker removes it.
+    pub fn stop_marker(&self, task: &str) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(STOP_DIR).join(task)
+    }
+
+    /// `status/notified/<key>`: created once by whoever sends the
+    /// notification of the event `key` (see `docs/notifications.md`).
+    pub fn notified_marker(&self, key: &str) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(NOTIFIED_DIR).join(key)
     }
 
     /// `output/<task>.json`, the task's `ORCH_OUTPUT`.

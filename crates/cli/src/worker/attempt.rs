@@ -118,6 +118,9 @@ pub(super) struct Watch {
     started: Instant,
     estimate_ms: u64,
     session_told: bool,
+    /// In a `--tmux` window: the task's readable lines are shown there too
+    /// (the terminal only; the log file gets them as always).
+    echo: Option<(String, crate::common::Style)>,
 }
 
 impl Watch {
@@ -141,6 +144,8 @@ impl Watch {
             started: Instant::now(),
             estimate_ms: task.estimate_or_default(),
             session_told: false,
+            echo: std::env::var_os("ORCH_TMUX_WINDOW")
+                .map(|_| (task.id.clone(), crate::common::Style::stdout())),
         }
     }
 
@@ -178,6 +183,9 @@ impl Transcript for Watch {
         for l in &fed.readable {
             self.keep(l);
         }
+        if let Some((task, style)) = &self.echo {
+            echo(task, *style, &fed.readable);
+        }
         log.extend(fed.readable);
         if fed.progress {
             let pct = (self.started.elapsed().as_millis() as f64 / self.estimate_ms.max(1) as f64
@@ -212,6 +220,25 @@ impl Transcript for Watch {
             let _ = raw.flush();
         }
     }
+}
+
+/// Shows a task's readable lines on the worker's terminal, as
+/// `orch-monitor --follow` shows them: `12:00:01 task | text`.
+fn echo(task: &str, style: crate::common::Style, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let stamp = time::now().format("%H:%M:%S");
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&format!(
+            "{stamp} {} {}\n",
+            style.paint(crate::common::Color::Cyan, &format!("{task} |")),
+            crate::monitor::logtail::clean(l)
+        ));
+    }
+    // One write per batch; a closed terminal is not the task's problem.
+    let _ = crate::common::out(&text);
 }
 
 /// What one action (the task's own, or a phase) produced.

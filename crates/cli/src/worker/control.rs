@@ -138,6 +138,108 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
     })
 }
 
+/// `orch-worker stop --task ID`: stops that task's running attempt only.
+pub fn stop_one(global: &Global, task: &str, now: bool) -> Result<u8> {
+    let session = global.session()?;
+    let sig = if now { libc::SIGKILL } else { libc::SIGTERM };
+    let msg = stop_task_with(&session, task, sig)?;
+    if global.json {
+        print_json(&json!({"session": session.info.id, "task": task, "message": msg}))?;
+    } else {
+        outln(&msg)?;
+    }
+    Ok(exit::OK)
+}
+
+/// Stops the running attempt of `task`, and only it: writes
+/// `status/stop/<task>` for the worker running it, which records the
+/// attempt as failed with reason `stopped` (no retry), and sends SIGTERM
+/// to the attempt's processes (its agent's group and every process tagged
+/// with the attempt, [`crate::contain`]). A worker on another host sees
+/// the request at its next tick (within 5 s). Returns one line for people;
+/// an error if the task is not running, or is claimed by hand (no worker
+/// would see the request).
+pub fn stop_task(session: &orch_session::Session, task: &str) -> Result<String> {
+    stop_task_with(session, task, libc::SIGTERM)
+}
+
+fn stop_task_with(session: &orch_session::Session, task: &str, sig: i32) -> Result<String> {
+    use orch_session::claim::{self, ClaimKind};
+    layout::check_name("task id", task)?;
+    let dir = &session.dir;
+    let rec = match claim::read_record(dir, task) {
+        Ok(r) => r,
+        Err(orch_session::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(exit::coded(
+                exit::CONFLICT,
+                format!("task {task} is not running in session {}", session.info.id),
+            ))
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading the claim of {task}"))),
+    };
+    let judged = orch_session::liveness::claim(dir, task, &rec);
+    if !judged.live {
+        return Err(exit::coded(
+            exit::CONFLICT,
+            format!("task {task} is not running ({})", judged.why),
+        ));
+    }
+    if rec.kind == ClaimKind::Hand {
+        return Err(exit::coded(
+            exit::CONFLICT,
+            format!(
+                "task {task} is claimed by hand (pid {}): end it there, then `orch-claim release`",
+                rec.pid
+            ),
+        ));
+    }
+    let marker = dir.stop_marker(task);
+    if let Some(parent) = marker.parent() {
+        orch_session::safefs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let body = json!({
+        "task": task, "attempt": rec.attempt, "time": time::rfc3339(&time::now()),
+        "by": std::process::id(),
+    });
+    atomic::write_atomic(&marker, format!("{body}\n").as_bytes(), Durability::Durable)?;
+    let here = orch_session::proc::is_this_host(&rec.host, &rec.boot_id);
+    let how = if here {
+        let mut n = 0;
+        if let Some(agent) = rec.agent.filter(ProcessIdentity::is_alive) {
+            if sys::kill_group(agent.pid, sig) {
+                n += 1;
+            }
+        }
+        let prefix = format!(
+            "{}{}/",
+            crate::contain::task_prefix(&session.info.id, task),
+            rec.attempt
+        );
+        n += crate::contain::signal_prefix(&prefix, sig);
+        let name = if sig == libc::SIGKILL {
+            "SIGKILL"
+        } else {
+            "SIGTERM"
+        };
+        if n > 0 {
+            format!("; {name} sent to its processes")
+        } else {
+            "; its worker stops it at its next tick".to_owned()
+        }
+    } else {
+        format!("; its worker on {} stops it within 5s", rec.host)
+    };
+    let msg = format!(
+        "stopping {task} (attempt {} on {}){how}: it will be recorded as failed (stopped), not retried",
+        rec.attempt, rec.owner
+    );
+    let _ = log::run_event(dir, "orch-worker stop --task", &msg);
+    Ok(msg)
+}
+
 /// Lifts `stop`.
 pub fn resume(global: &Global, budget: Option<f64>) -> Result<u8> {
     let session = global.session()?;

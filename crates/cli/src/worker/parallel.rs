@@ -110,6 +110,7 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
     let mut board = Board::load(dir, session.load_plan()?)?;
     scheduler::skip_doomed(&mut board, "orch-worker tick")?;
     if scheduler::mark_finished(&board, "orch-worker tick")? {
+        crate::notify::finished(&session, &board.counts(), "orch-worker tick");
         // A roadmap session run by cron moves on to its next group.
         if opts.detach && opts.tmux.is_none() && session.info.next.is_some() {
             match crate::advance::advance(&root, &session, &board, false)? {
@@ -259,6 +260,18 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
         return Ok(exit::OK);
     }
 
+    // Before the workers start, so no result of theirs is missed.
+    let mut progress = if opts.detach {
+        None
+    } else {
+        match super::progress::Progress::new(&session, !global.json) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("orch-worker: warning: no progress display: {e:#}");
+                None
+            }
+        }
+    };
     let exe = std::env::current_exe().context("finding orch-worker's own path")?;
     let mut workers = Vec::new();
     let mut last = 0;
@@ -379,6 +392,9 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
         ))?;
     }
 
+    if let Some(p) = progress.as_mut() {
+        p.show();
+    }
     let mut forwarded = 0;
     while workers.iter().any(|w| w.status.is_none()) {
         if signals.count() > forwarded {
@@ -396,6 +412,12 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
                 w.status = Some(s);
             }
         }
+        if let Some(p) = progress.as_mut() {
+            p.tick();
+        }
+    }
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
 
     let mut rows = Vec::new();
