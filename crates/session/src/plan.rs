@@ -140,6 +140,20 @@ pub struct Settings {
     /// ROADMAP.md (`✅ [DONE]`, in a commit of its own).
     #[serde(default)]
     pub mark_done: bool,
+    /// Command run (with `sh -c`) when the session finishes; the event is
+    /// JSON on its stdin and in `ORCH_EVENT*` variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_finish: Option<String>,
+    /// Command run when a task fails for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+    /// Command run when the session needs a person: the breaker opened,
+    /// a usage limit paused claims, the budget was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_attention: Option<String>,
+    /// Ring the terminal bell of a foreground worker on these events.
+    #[serde(default)]
+    pub bell: bool,
 }
 
 fn default_lease_ms() -> u64 {
@@ -409,6 +423,10 @@ impl Default for Settings {
             backup: true,
             next_group: true,
             mark_done: false,
+            on_finish: None,
+            on_failure: None,
+            on_attention: None,
+            bell: false,
         }
     }
 }
