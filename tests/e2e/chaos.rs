@@ -234,6 +234,9 @@ fn chaos_round(seed: u64, n: usize) -> Figures {
         }
         if hand.as_ref().is_some_and(|h| now >= h.until) {
             let h = hand.take().unwrap();
+            // The work stops (its flocks go) before the person says done
+            // or dies: a person says done after the work, not during it.
+            drop(h.holds);
             if rng.below(6) == 0 {
                 // The person gives up (dies): the task is free again.
                 f.person_kills += 1;
@@ -242,8 +245,6 @@ fn chaos_round(seed: u64, n: usize) -> Figures {
                 assert!(out.status.success(), "done {}: {}", h.task, stderr(&out));
                 hand_runs += 1;
             }
-            // The flocks first, then the person.
-            drop(h.holds);
             drop(h.person);
         }
         if now >= next_kill {

@@ -116,10 +116,10 @@ fn an_empty_session_reports_zero_progress_and_no_workers() {
     assert!(text.contains("Claims (0)\n  none"), "{text}");
     assert!(text.contains("wave 1") && text.contains("wave 2"), "{text}");
     let v = report_json(&env, &[]);
-    assert_eq!(v["format"], 1);
+    assert_eq!(v["format"], 2);
     assert_eq!(v["session"]["state"], "idle");
-    assert_eq!(v["tasks"]["total"], 2);
-    assert_eq!(v["tasks"]["pending"], 2);
+    assert_eq!(v["counts"]["total"], 2);
+    assert_eq!(v["counts"]["pending"], 2);
     assert_eq!(v["waves"].as_array().unwrap().len(), 2);
     assert_eq!(v["workers"], serde_json::json!([]));
     assert!(
@@ -144,8 +144,8 @@ fn a_live_session_shows_worker_progress_claim_log_and_resources() {
     });
     let v = report_json(&env, &[]);
     assert_eq!(v["session"]["state"], "running");
-    assert_eq!(v["tasks"]["running"], 1);
-    assert_eq!(v["tasks"]["pending"], 1);
+    assert_eq!(v["counts"]["running"], 1);
+    assert_eq!(v["counts"]["pending"], 1);
     let wk = &v["workers"][0];
     assert_eq!(wk["worker"], "worker-1");
     assert_eq!(wk["live"], true);
@@ -253,7 +253,7 @@ fn a_stale_session_shows_the_dead_worker_and_the_stale_claim() {
         ),
         (Some("stale"), Some(false), Some(false))
     );
-    assert_eq!(v["tasks"]["running"], 0);
+    assert_eq!(v["counts"]["running"], 0);
     let text = report_text(&env, &[]);
     assert!(text.contains("Workers (0 live, 1 dead)"), "{text}");
     assert!(
@@ -303,7 +303,7 @@ fn a_finished_session_in_a_git_repository_shows_outcomes_and_commits() {
     let v = report_json(&env, &["-s", &id]);
     assert_eq!(v["session"]["state"], "finished");
     assert!(v["eta_s"].is_null());
-    let t = &v["tasks"];
+    let t = &v["counts"];
     assert_eq!(
         (
             t["success"].as_u64(),
@@ -388,7 +388,7 @@ fn damaged_files_are_named_in_warnings_and_left_as_they_are() {
     for f in ["results/a.json", "claims/b.json", "status/worker-7.active"] {
         assert!(warnings.contains(f), "no warning names {f}: {warnings}");
     }
-    assert_eq!(v["tasks"]["corrupt"], 1);
+    assert_eq!(v["counts"]["corrupt"], 1);
     assert_eq!(v["claims"][0]["state"], "unreadable");
     assert!(v["workers"][0]["error"].is_string());
     // Log text is shown as it is (UTF-8, bad bytes replaced), control
@@ -443,7 +443,8 @@ fn progress_of_a_stream_json_agent_is_its_turns_against_the_estimate() {
     let p = wk["progress"].as_f64().unwrap();
     assert!((0.0..=99.0).contains(&p), "{p}");
     assert_eq!(wk["estimate_s"], 600.0);
-    assert!(report_text(&env, &[]).contains("stream-json (2 turns, 3 tool calls)"));
+    let t = report_text(&env, &[]);
+    assert!(t.contains("stream-json (2 turns, 3 tool calls)"), "{t}");
     fs::write(&gate, "").unwrap();
     assert!(w.wait_timeout(LONG).success());
 }
@@ -596,7 +597,7 @@ fn clean_stale_keeps_an_orphaned_claim_and_names_the_processes_holding_its_lock(
     );
     let rep = report_json(&env, &[]);
     assert_eq!(rep["claims"][0]["state"], "orphaned");
-    assert_eq!(rep["tasks"]["running"], 1, "something still runs the task");
+    assert_eq!(rep["counts"]["running"], 1, "something still runs the task");
     // SAFETY: killing the orphaned group this test caused.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     wait_until("the orphan to die", LONG, || !group_alive(pgid));
@@ -879,7 +880,7 @@ impl Tmux {
         t
     }
 
-    fn tmux(&self, args: &[&str]) -> String {
+    pub fn tmux(&self, args: &[&str]) -> String {
         let o = Command::new("tmux")
             .args(["-L", &self.socket])
             .args(args)
@@ -914,7 +915,7 @@ impl Tmux {
         }
     }
 
-    fn alternate(&self) -> bool {
+    pub fn alternate(&self) -> bool {
         self.tmux(&["display-message", "-p", "-t", "t", "#{alternate_on}"])
             .trim()
             == "1"
@@ -926,7 +927,7 @@ impl Tmux {
     }
 
     /// The shell answers again, in cooked mode: the terminal is restored.
-    fn assert_restored(&self) {
+    pub fn assert_restored(&self) {
         wait_until("the main screen", LONG, || !self.alternate());
         assert_eq!(
             self.tmux(&["display-message", "-p", "-t", "t", "#{cursor_flag}"])
@@ -981,28 +982,23 @@ fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_termin
     assert!(s.contains("worker-1") && s.contains("worker-2"), "{s}");
     assert!(s.contains("40% output"), "progress with its source: {s}");
     assert!(
-        s.contains("PHASE PROGRESS") && s.contains("RESOURCE USAGE") && s.contains("RECENT EVENTS"),
+        s.contains("PHASES") && s.contains("TASKS [all] 2") && s.contains("RECENT EVENTS"),
         "{s}"
     );
-    // The first row is selected: its task's log is shown; down selects the next.
+    // The first task is selected: its log is shown; down selects the next.
     let log_title = |s: &str| {
         s.lines()
-            .find(|l| l.contains(".log (worker-"))
+            .find(|l| l.contains(".log (running"))
             .map(str::to_owned)
     };
     t.wait_screen("a log pane", |s| log_title(s).is_some());
     let first = log_title(&t.screen()).unwrap();
+    assert!(first.contains("logs/first-track.log"), "{first}");
     t.tmux(&["send-keys", "-t", "t", "Down"]);
-    t.wait_screen("the other worker's log", |s| {
+    t.wait_screen("the other task's log", |s| {
         log_title(s).is_some_and(|l| l != first)
     });
-    let s = t.screen();
-    let other = if first.contains("first-track") {
-        "track-two-output"
-    } else {
-        "track-one-output"
-    };
-    assert!(s.contains(other), "the selected log's lines: {s}");
+    assert!(t.screen().contains("track-two-output"), "{}", t.screen());
     // Resized, it redraws to the new width.
     t.tmux(&["resize-window", "-t", "t", "-x", "90", "-y", "30"]);
     t.wait_screen("a redraw at 90 columns", |s| {
@@ -1018,6 +1014,238 @@ fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_termin
     for mut w in w {
         assert!(w.wait_timeout(LONG).success());
     }
+}
+
+/// A finished session of 30 tasks: `t03` fails with an error line of its
+/// own, `t04` is skipped because of it, the rest succeed.
+fn finished_with_a_failure(env: &Env) -> String {
+    let mut plan = String::from("name = \"board\"\nagents = 2\n");
+    for i in 0..30 {
+        let cmd = if i == 3 {
+            "echo compiling; echo 'error[E0308]: mismatched types in src/lib.rs' >&2; exit 3"
+                .to_owned()
+        } else {
+            format!("echo task {i} done")
+        };
+        plan += &format!("[[task]]\nid = \"t{i:02}\"\ncommand = \"{cmd}\"\n");
+        if i == 4 {
+            plan += "after = [\"t03\"]\n";
+        }
+    }
+    let id = env.plan(&plan);
+    let out = env.run("orch-worker", &["--session", &id, "--parallel", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    id
+}
+
+#[test]
+fn the_dashboard_reaches_a_failed_task_and_opens_its_log_at_80x24_and_200x50() {
+    let env = Env::new();
+    let id = finished_with_a_failure(&env);
+    for (w, h) in [(80u32, 24u32), (200, 50)] {
+        let t = Tmux::start(&env, w, h);
+        t.type_line(&format!("orch-monitor --watch -s {id}; echo exit=$?"));
+        t.wait_screen("the dashboard", |s| s.contains("TASKS [all] 30"));
+        let s = t.screen();
+        assert!(s.contains("FINISHED"), "{s}");
+        assert!(s.contains("✗ 1 failed"), "the failure is counted: {s}");
+        // Every line fits the terminal.
+        assert!(
+            s.lines().all(|l| l.chars().count() <= w as usize),
+            "wider than {w}: {s}"
+        );
+        // At 80x24 the failed task is below the first screenful: the filter
+        // brings it up; at 200x50 it shows at once.
+        if h == 24 {
+            assert!(!s.contains("t29"), "a scrolling list: {s}");
+            t.tmux(&["send-keys", "-t", "t", "f"]);
+            t.wait_screen("the failed filter", |s| s.contains("TASKS [failed] 1"));
+        } else {
+            assert!(s.contains("t29") && s.contains("RECENT EVENTS"), "{s}");
+            t.tmux(&["send-keys", "-t", "t", "Down", "Down", "Down"]);
+            t.wait_screen("t03 selected", |s| s.contains("(4/30)"));
+        }
+        let s = t.screen();
+        let row = s
+            .lines()
+            .find(|l| l.contains("t03") && l.contains("failure"))
+            .unwrap_or_else(|| panic!("the failed row: {s}"));
+        assert!(row.contains('✗') && row.contains("exit code 3"), "{row}");
+        assert!(
+            s.contains("logs/t03.log (failure"),
+            "its log below the list: {s}"
+        );
+        // Enter: the whole log, full screen; q comes back; q quits.
+        t.tmux(&["send-keys", "-t", "t", "Enter"]);
+        t.wait_screen("the log view", |s| {
+            s.contains("logs/t03.log (failure)") && s.contains("q back")
+        });
+        let s = t.screen();
+        assert!(
+            s.contains("error[E0308]: mismatched types in src/lib.rs"),
+            "the task's own error: {s}"
+        );
+        t.tmux(&["send-keys", "-t", "t", "q"]);
+        t.wait_screen("the list again", |s| s.contains("TASKS ["));
+        t.tmux(&["send-keys", "-t", "t", "?"]);
+        t.wait_screen("the help", |s| {
+            s.contains("KEYS") && s.contains("retry the selected")
+        });
+        t.tmux(&["send-keys", "-t", "t", "Escape"]);
+        t.wait_screen("the help closed", |s| !s.contains("retry the selected"));
+        t.tmux(&["send-keys", "-t", "t", "q"]);
+        t.wait_screen("the exit status", |s| s.contains("exit=0"));
+        t.assert_restored();
+    }
+}
+
+#[test]
+fn the_dashboards_keys_retry_a_failed_task_and_pause_claims() {
+    let env = Env::new();
+    let id = finished_with_a_failure(&env);
+    let dir = env.session_dir(&id);
+    let t = Tmux::start(&env, 100, 30);
+    t.type_line(&format!("orch-monitor --watch -s {id}; echo exit=$?"));
+    t.wait_screen("the dashboard", |s| s.contains("TASKS [all] 30"));
+    // R on a task that succeeded is refused; on the failed one it asks.
+    t.tmux(&["send-keys", "-t", "t", "R"]);
+    t.wait_screen("the refusal", |s| s.contains("only a failed"));
+    t.tmux(&["send-keys", "-t", "t", "f"]);
+    t.wait_screen("the failed filter", |s| s.contains("TASKS [failed] 1"));
+    t.tmux(&["send-keys", "-t", "t", "R"]);
+    t.wait_screen("the question", |s| s.contains("retry t03? y to confirm"));
+    t.tmux(&["send-keys", "-t", "t", "n"]);
+    t.wait_screen("cancelled", |s| s.contains("cancelled"));
+    assert!(dir.join("results/t03.json").exists());
+    t.tmux(&["send-keys", "-t", "t", "R"]);
+    t.wait_screen("the question", |s| s.contains("retry t03? y to confirm"));
+    t.tmux(&["send-keys", "-t", "t", "y"]);
+    t.wait_screen("the retry", |s| s.contains("t03 will run again"));
+    // Its result and its skipped dependent's went to history/.
+    assert!(!dir.join("results/t03.json").exists());
+    assert!(!dir.join("results/t04.json").exists());
+    assert!(dir.join("history/t03/attempt-1.json").exists());
+    t.wait_screen("no failure left", |s| s.contains("TASKS [failed] 0"));
+    // p pauses claims by hand: workers start nothing; p again resumes.
+    t.tmux(&["send-keys", "-t", "t", "p"]);
+    t.wait_screen("paused", |s| s.contains("claims paused"));
+    let pause = read_json(&dir.join("status/paused.json"));
+    assert_eq!(pause["by_hand"], true, "{pause}");
+    let mut w = spawn_worker(&env);
+    wait_until("the worker to wait", LONG, || {
+        worker_states(&env, &id).values().any(|s| s == "paused")
+    });
+    assert!(
+        !dir.join("results/t03.json").exists(),
+        "a paused session started t03"
+    );
+    t.tmux(&["send-keys", "-t", "t", "p"]);
+    t.wait_screen("resumed", |s| s.contains("claims resumed"));
+    assert!(!dir.join("status/paused.json").exists());
+    // The waiting worker goes on: t03 fails again, as its command does.
+    assert_eq!(w.wait_timeout(LONG).code(), Some(1));
+    assert_eq!(env.json(&id, "results/t03.json")["attempt"], 2);
+    t.wait_screen("the failure again", |s| s.contains("TASKS [failed] 1"));
+    t.tmux(&["send-keys", "-t", "t", "q"]);
+    t.wait_screen("the exit status", |s| s.contains("exit=0"));
+}
+
+#[test]
+fn tasks_lists_every_task_and_the_failed_ones_with_their_last_lines() {
+    let env = Env::new();
+    let id = finished_with_a_failure(&env);
+    let out = env.run("orch-monitor", &["tasks", "--failed", "-s", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.is_ascii() && !text.contains('\x1b'),
+        "plain on a pipe: {text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].contains("TASK") && lines[1].contains("STATE"),
+        "{text}"
+    );
+    let row = lines.iter().position(|l| l.contains("t03")).unwrap();
+    assert!(lines[row].contains("failure") && lines[row].contains("exit code 3"));
+    // Its own last lines, not orch's bookkeeping.
+    assert!(lines[row + 1].contains("compiling"), "{text}");
+    assert!(lines[row + 2].contains("error[E0308]"), "{text}");
+    assert!(!text.contains("--- "), "{text}");
+    assert!(text.contains("1 task of 30: 1 failure"), "{text}");
+    assert!(!text.contains("t04"), "skipped is not failed: {text}");
+
+    // All of them, as JSON: states, attempts, workers, why.
+    let out = env.run("orch-monitor", &["tasks", "--json", "-s", &id]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 30);
+    let by = |t: &str| rows.iter().find(|r| r["task"] == t).unwrap().clone();
+    assert_eq!(by("t03")["state"], "failure");
+    assert_eq!(by("t03")["exit_code"], 3);
+    assert!(by("t03")["lines"][1]
+        .as_str()
+        .unwrap()
+        .contains("error[E0308]"));
+    assert_eq!(by("t04")["state"], "skipped");
+    assert!(by("t04")["reason"].as_str().unwrap().contains("t03"));
+    assert_eq!(by("t00")["state"], "success");
+    assert!(by("t00")["worker"].as_str().unwrap().starts_with("worker-"));
+    // The report's JSON lists them too, and names the failure in text.
+    let v = report_json(&env, &["-s", &id]);
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 30);
+    assert_eq!(v["counts"]["failure"], 1);
+    assert!(report_text(&env, &["-s", &id]).contains("failed: t03 (exit code 3)"));
+    // Unknown group: a usage error naming the choices.
+    let out = env.run("orch-monitor", &["tasks", "--group", "nope", "-s", &id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no groups"), "{}", stderr(&out));
+}
+
+#[test]
+fn tasks_says_what_a_waiting_task_waits_for_and_filters_by_group() {
+    let env = Env::new();
+    let gate = env.path("gate");
+    let id = env.plan(&format!(
+        "{}[[task]]\nid = \"after-it\"\ncommand = \"true\"\nafter = [\"first-track\"]\ngroup = \"B\"\n[[task]]\nid = \"other\"\ncommand = \"true\"\ngroup = \"B\"\nafter = [\"after-it\"]\n",
+        gated("first-track", &gate, "one", "two").replace(
+            "[[task]]\nid = \"first-track\"\n",
+            "[[task]]\nid = \"first-track\"\ngroup = \"A\"\n"
+        )
+    ));
+    let dir = env.session_dir(&id);
+    let mut w = spawn_worker(&env);
+    wait_until("the first task to run", LONG, || {
+        fs::read_to_string(dir.join("logs/first-track.log")).is_ok_and(|l| l.contains("one"))
+    });
+    let out = env.run("orch-monitor", &["tasks", "--json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "running", "{rows}");
+    assert!(rows[0]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("one")));
+    assert_eq!(rows[1]["state"], "waiting");
+    assert_eq!(rows[1]["reason"], "waits for first-track");
+    let out = env.run("orch-monitor", &["tasks", "--group", "b"]);
+    let text = stdout(&out);
+    let ids: Vec<&str> = text
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids, ["after-it", "other", "2"], "{text}");
+    let out = env.run("orch-monitor", &["tasks", "--running"]);
+    assert!(stdout(&out).contains("first-track"));
+    fs::write(&gate, "").unwrap();
+    assert!(w.wait_timeout(LONG).success());
+    // After the run, the monitor reports on that session, not the list.
+    let text = report_text(&env, &[]);
+    assert!(
+        text.contains(&format!("Session {id}")) && text.contains("finished"),
+        "{text}"
+    );
 }
 
 #[test]

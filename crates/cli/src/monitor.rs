@@ -12,6 +12,7 @@ pub mod logtail;
 pub mod procfs;
 pub mod sessions;
 pub mod snapshot;
+pub mod tasks;
 pub mod text;
 pub mod tui;
 pub mod wake;
@@ -30,11 +31,17 @@ use crate::sys::Signals;
 const AFTER_HELP: &str = "\
 Examples:
   orch-monitor                        report on the newest unfinished session
-                                      (the session list when there is none)
+                                      (else the newest session)
   orch-monitor --list                 every session: done/total, workers, state
   orch-monitor -s demo                report on the newest session named demo
-  orch-monitor --json | jq .tasks     the same report as JSON (docs/monitor.md)
-  orch-monitor --watch                live dashboard; arrows select, q quits
+  orch-monitor tasks                  every task: state, attempt, worker, time,
+                                      cost, why it failed or waits
+  orch-monitor tasks --failed         the failed ones, with their last log lines
+  orch-monitor tasks --group E --json what group E's tasks are doing, as JSON
+  orch-monitor --json | jq '.tasks[] | select(.state == \"failure\")'
+                                      the report as JSON (docs/monitor.md)
+  orch-monitor --watch                live dashboard: every task, f filters,
+                                      Enter opens a log, ? lists the keys
   orch-monitor --follow               tail -f every running task's log
   orch-monitor --follow api db        tail -f these tasks' logs
   orch-monitor --clean-stale --dry-run   what --clean-stale would remove
@@ -57,6 +64,9 @@ logs/run.log, and git status and commits of the session's repository.
 pub struct Args {
     #[command(flatten)]
     global: Global,
+
+    #[command(subcommand)]
+    command: Option<Command>,
 
     /// List every session under the root
     #[arg(long, short = 'l', conflicts_with_all = ["watch", "follow", "clean_stale"])]
@@ -102,6 +112,60 @@ pub struct Args {
     panic_after_draw: bool,
 }
 
+/// `orch-monitor` subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Every task with its state, attempt, worker, time and cost; why a
+    /// task failed (with the last lines of its log) or what it waits for
+    #[command(after_help = TASKS_HELP)]
+    Tasks(TasksArgs),
+}
+
+const TASKS_HELP: &str = "\
+Examples:
+  orch-monitor tasks                  every task of the newest session
+  orch-monitor tasks --failed         failed tasks with the last 5 lines of
+                                      their logs; exit 0 when there are none
+  orch-monitor tasks --running -n 3   running tasks and what they print now
+  orch-monitor tasks --group E        one ROADMAP group's tracks
+  orch-monitor tasks --json | jq -r '.[] | select(.state == \"failure\") | .task'
+
+States: running, ready (may start now), waiting (for dependencies or a
+checkpoint), success, failure, timeout, skipped, interrupted (will run
+again), unreadable (a damaged result file).
+";
+
+#[derive(Debug, clap::Args)]
+struct TasksArgs {
+    /// Only failed, timed-out or unreadable tasks
+    #[arg(long, conflicts_with_all = ["running", "pending", "done"])]
+    failed: bool,
+
+    /// Only running tasks
+    #[arg(long, conflicts_with_all = ["pending", "done"])]
+    running: bool,
+
+    /// Only tasks that have not finished and are not running
+    #[arg(long, conflicts_with = "done")]
+    pending: bool,
+
+    /// Only tasks with a final result
+    #[arg(long)]
+    done: bool,
+
+    /// Only the tasks of this group (ROADMAP group or phase)
+    #[arg(long, short = 'g', value_name = "GROUP")]
+    group: Option<String>,
+
+    /// Only tasks whose id, title or group contains this (any case)
+    #[arg(long, value_name = "TEXT")]
+    grep: Option<String>,
+
+    /// Last log lines under each failed (and, with --running, running) task
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 5)]
+    lines: usize,
+}
+
 /// Entry point of `orch-monitor`.
 pub fn main() -> std::process::ExitCode {
     if let Some(code) = crate::gen::intercept(command) {
@@ -131,11 +195,16 @@ pub fn run(args: Args) -> Result<u8> {
     let explicit = g.session.as_deref().is_some_and(|s| !s.is_empty());
     let session = match session::resolve(&root, g.session.as_deref()) {
         Ok(s) => s,
-        Err(orch_session::Error::NoSession { .. })
-            if !explicit && !args.watch && args.follow.is_none() && !args.clean_stale =>
-        {
-            // Nothing unfinished to report on: show what there is.
-            return list(&root, g.json);
+        Err(orch_session::Error::NoSession { .. }) if !explicit && !args.clean_stale => {
+            // Nothing unfinished: the newest session, finished or not,
+            // is the one just run; without any, show what there is.
+            match session::newest(&root)? {
+                Some(s) => s,
+                None if args.command.is_none() && !args.watch && args.follow.is_none() => {
+                    return list(&root, g.json)
+                }
+                None => return Err(orch_session::Error::NoSession { root }.into()),
+            }
         }
         Err(e) => return Err(e.into()),
     };
@@ -150,6 +219,9 @@ pub fn run(args: Args) -> Result<u8> {
         ..snapshot::Options::default()
     };
 
+    if let Some(Command::Tasks(t)) = &args.command {
+        return tasks(session, t, g.json);
+    }
     if args.clean_stale {
         let report = clean::clean(&session, args.dry_run)?;
         if g.json {
@@ -173,6 +245,7 @@ pub fn run(args: Args) -> Result<u8> {
         let signals = Signals::install().context("installing signal handlers")?;
         opts.cpu_window = Duration::ZERO;
         opts.git_every = Duration::from_secs(10);
+        opts.task_rows = false;
         let monitor = snapshot::Monitor::open(session)?;
         return tui::watch(
             monitor,
@@ -191,6 +264,89 @@ pub fn run(args: Args) -> Result<u8> {
     } else {
         out(&text::report(&snap, &Style::stdout()))?;
     }
+    Ok(exit::OK)
+}
+
+/// `orch-monitor tasks`.
+fn tasks(session: session::Session, a: &TasksArgs, json: bool) -> Result<u8> {
+    let state = if a.failed {
+        tasks::StateFilter::Failed
+    } else if a.running {
+        tasks::StateFilter::Running
+    } else if a.pending {
+        tasks::StateFilter::Pending
+    } else if a.done {
+        tasks::StateFilter::Done
+    } else {
+        tasks::StateFilter::All
+    };
+    let filter = tasks::Filter {
+        state,
+        group: a.group.clone(),
+        text: a.grep.clone().unwrap_or_default(),
+    };
+    let mut monitor = snapshot::Monitor::open(session)?;
+    let opts = snapshot::Options {
+        events: 0,
+        log_lines: 0,
+        git: false,
+        cpu_window: Duration::ZERO,
+        task_rows: false,
+        ..snapshot::Options::default()
+    };
+    let snap = monitor.snapshot(&opts);
+    if let Some(g) = &a.group {
+        let groups = tasks::groups(monitor.board());
+        if !groups.iter().any(|k| k.eq_ignore_ascii_case(g)) {
+            return Err(coded(
+                exit::USAGE,
+                if groups.is_empty() {
+                    format!("--group {g}: session {} has no groups", snap.session.id)
+                } else {
+                    format!(
+                        "--group {g}: session {} has no such group; its groups: {}",
+                        snap.session.id,
+                        groups.join(", ")
+                    )
+                },
+            ));
+        }
+    }
+    let which = monitor.matching(&snap, &filter);
+    let lines = if a.failed || a.running || state == tasks::StateFilter::All {
+        a.lines
+    } else {
+        0
+    };
+    let rows = monitor.rows(&snap, &which, lines);
+    if json {
+        print_json(&rows)?;
+        return Ok(exit::OK);
+    }
+    let style = Style::stdout();
+    let total = monitor.board().tasks().len();
+    if rows.is_empty() {
+        out(&format!(
+            "session {} ({}): no {} tasks{} ({} in all)\n",
+            snap.session.id,
+            snap.session.name,
+            state.name(),
+            a.group
+                .as_deref()
+                .map(|g| format!(" in group {g}"))
+                .unwrap_or_default(),
+            total
+        ))?;
+        return Ok(exit::OK);
+    }
+    let mut o = format!(
+        "session {} ({}), {}\n",
+        snap.session.id, snap.session.name, snap.session.state
+    );
+    o.push_str(&text::task_table(&rows, &style, a.running));
+    o.push_str(&text::task_summary(&rows, total));
+    o.push('\n');
+    out(&o)?;
     Ok(exit::OK)
 }
 

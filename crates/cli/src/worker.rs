@@ -966,8 +966,8 @@ impl Worker {
         }
         if let Some(p) = orch_session::pause::current(&self.dir) {
             return Ok(Gating::Wait(format!(
-                "usage limit: every worker waits until {} (hit by {}: {}); `orch-worker --resume-now` lifts it",
-                p.until, p.task, p.reason
+                "{}; `orch-worker --resume-now` lifts it",
+                p.describe()
             )));
         }
         let min_free = self.session.info.settings.min_free_disk;
@@ -1386,6 +1386,7 @@ impl Worker {
                     task: task.id.clone(),
                     by: self.id.clone(),
                     since: time::rfc3339(&time::now()),
+                    by_hand: false,
                 };
                 if let Err(e) = orch_session::pause::set(&self.dir, &pause) {
                     self.event(&format!("cannot write the pause file: {e:#}"));

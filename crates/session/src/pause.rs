@@ -28,6 +28,39 @@ pub struct Pause {
     pub by: String,
     /// When it was written, RFC 3339.
     pub since: String,
+    /// Set by a person (the dashboard's pause key), not by a usage limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_hand: bool,
+}
+
+impl Pause {
+    /// A pause a person asked for, from `by`, for at most `days`.
+    pub fn by_hand(by: &str, days: i64) -> Pause {
+        let now = time::now();
+        Pause {
+            until: time::rfc3339(&(now + chrono::Duration::days(days))),
+            reason: format!("paused by hand from {by}"),
+            task: "-".to_owned(),
+            by: by.to_owned(),
+            since: time::rfc3339(&now),
+            by_hand: true,
+        }
+    }
+
+    /// What the pause is, for a person: who paused and until when.
+    pub fn describe(&self) -> String {
+        if self.by_hand {
+            format!(
+                "paused by hand from {} since {}: no worker claims",
+                self.by, self.since
+            )
+        } else {
+            format!(
+                "usage limit: every worker waits until {} (hit by {}: {})",
+                self.until, self.task, self.reason
+            )
+        }
+    }
 }
 
 fn path(dir: &SessionDir) -> std::path::PathBuf {

@@ -432,6 +432,13 @@ pub fn list_sessions(root: &Path) -> Result<(Vec<Session>, Vec<Error>)> {
     Ok((sessions, errors.into_iter().map(|(_, e)| e).collect()))
 }
 
+/// The newest session under `root`, finished or not (`None` without
+/// any readable one).
+pub fn newest(root: &Path) -> Result<Option<Session>> {
+    let (sessions, _) = scan(root)?;
+    Ok(sessions.into_iter().last())
+}
+
 /// Sessions that could not be opened: directory name and why.
 type Unopened = Vec<(String, Error)>;
 

@@ -29,9 +29,12 @@ use serde::Serialize;
 use super::git::{self, GitInfo};
 use super::logtail::{self, StreamCounter};
 use super::procfs::{self, Sampler};
+use super::tasks::{self, Filter, ResultCache, TaskRow};
 
-/// Version of the `--json` snapshot. History: 1: first version.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Version of the `--json` snapshot. History: 1: first version; 2:
+/// `tasks` is the list of every task ([`TaskRow`]), its counts moved to
+/// `counts`.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// What to gather, and how much.
 #[derive(Debug, Clone)]
@@ -51,6 +54,9 @@ pub struct Options {
     /// Shortest time between the two `/proc` readings that make CPU
     /// percentages (a one-shot report waits for it).
     pub cpu_window: Duration,
+    /// List every task in [`Snapshot::tasks`] (the dashboard builds only
+    /// the rows it shows).
+    pub task_rows: bool,
 }
 
 impl Default for Options {
@@ -63,6 +69,7 @@ impl Default for Options {
             commits: 5,
             git_every: Duration::ZERO,
             cpu_window: Duration::from_millis(100),
+            task_rows: true,
         }
     }
 }
@@ -77,8 +84,12 @@ pub struct Snapshot {
     /// The session.
     pub session: SessionView,
     /// Task counts by state.
-    pub tasks: TaskCounts,
-    /// Seconds since the session was created.
+    pub counts: TaskCounts,
+    /// Every task, in plan order, with its state; failed and running ones
+    /// with the last lines of their logs.
+    pub tasks: Vec<TaskRow>,
+    /// Seconds from the session's creation to now, or to its end once it
+    /// finished.
     pub elapsed_s: f64,
     /// Estimated seconds to finish, from the plan's estimates and the
     /// live workers (`null` when finished).
@@ -200,6 +211,10 @@ pub struct PauseView {
     pub task: String,
     /// What the agent said.
     pub reason: String,
+    /// A person paused claims (the dashboard's `p`), not a usage limit.
+    pub by_hand: bool,
+    /// The pause in words.
+    pub text: String,
 }
 
 /// The circuit breaker, open or half-open.
@@ -223,9 +238,11 @@ pub fn control(dir: &orch_session::SessionDir, cost: &CostView) -> Control {
         .ok()
         .map(|s| s.trim().to_owned());
     let paused = orch_session::pause::current(dir).map(|p| PauseView {
+        text: p.describe(),
         until: p.until,
         task: p.task,
         reason: p.reason,
+        by_hand: p.by_hand,
     });
     let breaker = orch_session::breaker::read(dir)
         .ok()
@@ -262,8 +279,8 @@ impl Control {
         }
         if let Some(p) = &self.paused {
             out.push(format!(
-                "PAUSED by a usage limit until {} (hit by {}: {})",
-                p.until, p.task, p.reason
+                "PAUSED: {}; `orch-worker --resume-now` lifts it",
+                p.text
             ));
         }
         if let Some(b) = &self.breaker {
@@ -581,6 +598,7 @@ pub struct Monitor {
     streams: HashMap<String, StreamCounter>,
     git: Option<(Instant, GitInfo)>,
     locking: orch_session::fsinfo::Locking,
+    results: ResultCache,
 }
 
 impl Monitor {
@@ -598,12 +616,45 @@ impl Monitor {
             streams: HashMap::new(),
             git: None,
             locking,
+            results: ResultCache::default(),
         })
     }
 
     /// The session.
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// The board, as of the last snapshot.
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// Indices of the tasks `filter` admits, as of snapshot `snap`.
+    pub fn matching(&self, snap: &Snapshot, filter: &Filter) -> Vec<u32> {
+        let running = tasks::running(&self.board, &snap.claims);
+        tasks::matching(&self.board, &running, filter)
+    }
+
+    /// The rows of tasks `which`, as of snapshot `snap`, with `lines` last
+    /// log lines for failed and running ones.
+    pub fn rows(&mut self, snap: &Snapshot, which: &[u32], lines: usize) -> Vec<TaskRow> {
+        let running = tasks::running(&self.board, &snap.claims);
+        let now = time::now();
+        which
+            .iter()
+            .map(|&i| {
+                tasks::row(
+                    &self.session.dir,
+                    &self.board,
+                    &mut self.results,
+                    &running,
+                    i,
+                    lines,
+                    &now,
+                )
+            })
+            .collect()
     }
 
     /// Takes a snapshot now.
@@ -648,16 +699,7 @@ impl Monitor {
         }
         // Running tasks: live claims (orphaned ones too: something still
         // runs) of tasks without a final result.
-        let running: HashMap<&str, &ClaimView> = claim_views
-            .iter()
-            .filter(|c| c.locked)
-            .filter(|c| {
-                self.board
-                    .index_of(&c.task)
-                    .is_some_and(|i| !matches!(self.board.state(i), TaskState::Final(_)))
-            })
-            .map(|c| (c.task.as_str(), c))
-            .collect();
+        let running = tasks::running(&self.board, &claim_views);
 
         let workers: Vec<WorkerView> = beats
             .iter()
@@ -705,8 +747,31 @@ impl Monitor {
             note: self.locking.note.clone(),
             hosts,
         };
+        let rows = if opts.task_rows {
+            (0..self.board.tasks().len() as u32)
+                .map(|i| {
+                    tasks::row(
+                        &dir,
+                        &self.board,
+                        &mut self.results,
+                        &running,
+                        i,
+                        opts.log_lines,
+                        &now,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let info = &self.session.info;
         let created = time::parse_rfc3339(&info.created);
+        // A finished session's clock stops when it finished.
+        let end = if state == "finished" {
+            end_time(&dir).unwrap_or(now)
+        } else {
+            now
+        };
         Snapshot {
             format: SNAPSHOT_FORMAT,
             generated: time::rfc3339(&now),
@@ -721,8 +786,9 @@ impl Monitor {
                 state,
                 agents: info.settings.agents,
             },
-            tasks: counts,
-            elapsed_s: created.map_or(0.0, |c| secs(now - c)),
+            counts,
+            tasks: rows,
+            elapsed_s: created.map_or(0.0, |c| secs(end - c)),
             eta_s,
             current_wave: self.board.current_wave(),
             waves,
@@ -1069,6 +1135,15 @@ impl Monitor {
         self.git = Some((Instant::now(), info.clone()));
         Some(info)
     }
+}
+
+/// When a finished session finished: `status/finished`'s time, else the
+/// journal's last change.
+fn end_time(dir: &orch_session::SessionDir) -> Option<DateTime<Local>> {
+    [dir.finished_marker(), dir.results_journal()]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .map(system_time)
 }
 
 /// `path` relative to the session directory, for messages.

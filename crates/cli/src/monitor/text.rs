@@ -10,7 +10,11 @@ use super::clean;
 use super::logtail::{parse_task_line, short_time};
 use super::sessions::SessionList;
 use super::snapshot::{Progress, Snapshot, WorkerView};
+use super::tasks::TaskRow;
 use crate::common::{plural, Color, Style};
+
+/// Failed tasks named in the report's summary at most.
+const MAX_FAILED_NAMED: usize = 5;
 
 /// Waves listed one by one at most; the rest are summed up.
 const MAX_WAVES: usize = 8;
@@ -85,7 +89,7 @@ pub fn worker_progress(w: &WorkerView, style: &Style) -> String {
 /// The plain report.
 pub fn report(s: &Snapshot, style: &Style) -> String {
     let mut o = String::new();
-    let c = &s.tasks;
+    let c = &s.counts;
     let state = match s.session.state {
         "running" => style.paint(Color::Cyan, "running"),
         "finished" => style.paint(Color::Green, "finished"),
@@ -98,13 +102,23 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
         s.session.id,
         s.session.name
     );
-    let _ = writeln!(
-        o,
-        "  created {} ({} ago), dir {}",
-        s.session.created,
-        dur(s.elapsed_s),
-        s.session.dir
-    );
+    if s.session.state == "finished" {
+        let _ = writeln!(
+            o,
+            "  created {}, ran for {}, dir {}",
+            s.session.created,
+            dur(s.elapsed_s),
+            s.session.dir
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  created {} ({} ago), dir {}",
+            s.session.created,
+            dur(s.elapsed_s),
+            s.session.dir
+        );
+    }
     for line in s.control.lines() {
         let _ = writeln!(o, "  {}", style.paint(Color::Yellow, &line));
     }
@@ -126,6 +140,28 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
             String::new()
         }
     );
+    let failed: Vec<&TaskRow> = s.tasks.iter().filter(|r| r.is_failed()).collect();
+    if !failed.is_empty() {
+        let named: Vec<String> = failed
+            .iter()
+            .take(MAX_FAILED_NAMED)
+            .map(|r| match &r.reason {
+                Some(why) => format!("{} ({why})", r.task),
+                None => r.task.clone(),
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "  {} {}{}; `orch-monitor tasks --failed` shows their last lines",
+            style.paint(Color::Red, "failed:"),
+            named.join(", "),
+            if failed.len() > MAX_FAILED_NAMED {
+                format!(" and {} more", failed.len() - MAX_FAILED_NAMED)
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(eta) = s.eta_s {
         let _ = writeln!(
             o,
@@ -629,4 +665,147 @@ pub fn clean_report(r: &clean::Report, style: &Style) -> String {
         }
     );
     o
+}
+
+/// The mark and colour of a task state.
+pub fn state_mark(state: &str, style: &Style) -> (String, Color) {
+    let (u, a, c) = match state {
+        "success" => ("✓", "ok", Color::Green),
+        "failure" | "timeout" | "unreadable" => ("✗", "!!", Color::Red),
+        "running" => ("▶", ">>", Color::Cyan),
+        "skipped" => ("-", "--", Color::Yellow),
+        "interrupted" => ("↻", "~~", Color::Yellow),
+        "ready" => ("·", "..", Color::Dim),
+        _ => (" ", "  ", Color::Dim),
+    };
+    (style.sym(u, a).to_owned(), c)
+}
+
+/// Dollars as `$0.42`, empty for none.
+pub fn usd(v: Option<f64>) -> String {
+    v.map(|d| format!("${d:.2}")).unwrap_or_default()
+}
+
+/// `orch-monitor tasks`: one line per task, columns sized to their
+/// content; failed tasks (and running ones, when `lines_for_running`)
+/// followed by the last lines of their logs.
+pub fn task_table(rows: &[TaskRow], style: &Style, lines_for_running: bool) -> String {
+    let mut o = String::new();
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.task.clone(),
+                r.state.to_owned(),
+                r.attempt.map(|a| a.to_string()).unwrap_or_default(),
+                r.worker.clone().unwrap_or_default(),
+                r.duration_s.map(dur).unwrap_or_default(),
+                usd(r.cost_usd),
+                note(r),
+            ]
+        })
+        .collect();
+    let head = ["TASK", "STATE", "TRY", "WORKER", "TIME", "COST", "NOTE"];
+    let mut width = head.map(str::len);
+    // No cost column when no task has a cost (shell commands).
+    let costs = rows.iter().any(|r| r.cost_usd.is_some());
+    if !costs {
+        width[5] = 0;
+    }
+    for c in &cells {
+        for (w, cell) in width.iter_mut().zip(c.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |o: &mut String, mark: &str, c: &[String; 7], color: Option<Color>| {
+        let mut s = format!("{mark} ");
+        for (k, cell) in c.iter().enumerate().take(6) {
+            let pad = width[k].saturating_sub(cell.chars().count());
+            let text = if k == 1 {
+                color.map_or(cell.clone(), |col| style.paint(col, cell))
+            } else {
+                cell.clone()
+            };
+            if k == 5 && !costs {
+                continue;
+            }
+            if k == 4 || k == 5 {
+                let _ = write!(s, "{}{text}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(s, "{text}{}  ", " ".repeat(pad));
+            }
+        }
+        s.push_str(&c[6]);
+        let _ = writeln!(o, "{}", s.trim_end());
+    };
+    let blank = style.sym(" ", "  ");
+    line(&mut o, blank, &head.map(str::to_owned), None);
+    for (r, c) in rows.iter().zip(&cells) {
+        let (mark, color) = state_mark(r.state, style);
+        line(&mut o, &style.paint(color, &mark), c, Some(color));
+        if r.is_failed() || (lines_for_running && r.state == "running") {
+            for l in &r.lines {
+                let text = match parse_task_line(l) {
+                    Some(p) => format!("{} {}", short_time(p.time), p.text),
+                    None => l.clone(),
+                };
+                let _ = writeln!(o, "{blank}   {} {text}", style.paint(Color::Dim, "|"));
+            }
+        }
+    }
+    o
+}
+
+/// The NOTE column: why it failed or waits, with the exit code.
+fn note(r: &TaskRow) -> String {
+    let mut n = r.reason.clone().unwrap_or_default();
+    if let Some(code) = r.exit_code.filter(|&c| c != 0) {
+        if !n.contains(&format!("exit {code}")) && !n.contains(&format!("code {code}")) {
+            if !n.is_empty() {
+                n.push_str(", ");
+            }
+            let _ = write!(n, "exit {code}");
+        }
+    }
+    n
+}
+
+/// The line under the task table: counts of what it lists.
+pub fn task_summary(rows: &[TaskRow], total: usize) -> String {
+    let mut by: Vec<(&str, usize)> = Vec::new();
+    for r in rows {
+        match by.iter_mut().find(|(s, _)| *s == r.state) {
+            Some((_, n)) => *n += 1,
+            None => by.push((r.state, 1)),
+        }
+    }
+    let order = [
+        "failure",
+        "timeout",
+        "unreadable",
+        "running",
+        "interrupted",
+        "ready",
+        "waiting",
+        "skipped",
+        "success",
+    ];
+    by.sort_by_key(|(s, _)| order.iter().position(|o| o == s).unwrap_or(order.len()));
+    let parts: Vec<String> = by.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let cost: f64 = rows.iter().filter_map(|r| r.cost_usd).sum();
+    format!(
+        "{} of {}{}{}",
+        plural(rows.len(), "task"),
+        total,
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.join(", "))
+        },
+        if cost > 0.0 {
+            format!("; ${cost:.2} spent")
+        } else {
+            String::new()
+        }
+    )
 }
