@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 PREFIX="${1:-${PREFIX:-$HOME/.local}}"
-cargo install --locked --quiet --path . --root "$PREFIX" --force
+cargo install --locked --path . --root "$PREFIX" --force
 share="$PREFIX/share"
 mkdir -p "$share/bash-completion/completions" "$share/zsh/site-functions" \
     "$share/fish/vendor_completions.d" "$share/man/man1"
