@@ -17,17 +17,11 @@ ORCH_HOME="${ORCH_HOME:-${XDG_STATE_HOME:-$HOME/.local/state}/orch-demo}"
 export ORCH_HOME
 repo="$ORCH_HOME/demo-repo"
 
-# Bold headings and check marks on a terminal; plain ASCII on a pipe.
+# Bold headings on a terminal; plain ASCII on a pipe.
 if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
     bold=$(printf '\033[1m') plain=$(printf '\033[0m')
 else
     bold='' plain=''
-fi
-ok='' failed=''
-if [ -t 1 ]; then
-    case "${LC_ALL:-${LC_CTYPE:-${LANG:-}}}" in
-        *[Uu][Tt][Ff]-8* | *[Uu][Tt][Ff]8*) ok='✓ ' failed='✗ ' ;;
-    esac
 fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 die() { echo "demo: $*" >&2; exit 2; }
@@ -69,20 +63,10 @@ step "4/4 orch-worker --session $id --parallel 4"
 rc=0
 orch-worker --session "$id" --parallel 4 || rc=$?
 
-step "results, in the order the tasks started"
+step "results: orch-monitor tasks --session $id"
+orch-monitor tasks --session "$id" || :
 # Result files are pretty-printed JSON, one key a line.
 field() { sed -n "s/^  \"$1\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$2"; }
-printf '  %-8s %-10s %-8s %-8s %s\n' task status attempt seconds worker
-for f in "$dir"/results/*.json; do
-    [ -e "$f" ] || continue
-    printf '%s %s %s %s %s %s\n' "$(field started "$f")" "$(field task "$f")" \
-        "$(field status "$f")" "$(field attempt "$f")" "$(field duration "$f")" \
-        "$(field worker "$f")"
-done | sort | while read -r _ task status attempt duration worker; do
-    mark=$ok
-    [ "$status" = success ] || mark=$failed
-    printf '  %-8s %-10s %-8s %-8s %s\n' "$task" "$mark$status" "$attempt" "$duration" "$worker"
-done
 for f in "$dir"/results/*.json; do
     [ -e "$f" ] || continue
     [ "$(field attempt "$f")" -gt 1 ] || continue
