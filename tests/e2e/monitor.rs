@@ -971,7 +971,7 @@ fn running_session(env: &Env) -> (String, Vec<Guard>, std::path::PathBuf) {
 #[test]
 fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_terminal() {
     let env = Env::new();
-    let (_id, w, gate) = running_session(&env);
+    let (id, w, gate) = running_session(&env);
     let t = Tmux::start(&env, 120, 40);
     t.type_line("orch-monitor --watch; echo exit=$?");
     t.wait_screen("the dashboard", |s| {
@@ -1006,14 +1006,38 @@ fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_termin
             .any(|l| l.starts_with("┌ WORKERS") && l.chars().count() == 90)
     });
     // Changes on disk redraw without a key: the tasks finish.
+    // x stops the selected running task (second-track): it fails with
+    // reason `stopped`, without a retry.
+    t.tmux(&["send-keys", "-t", "t", "x"]);
+    t.wait_screen("the question", |s| s.contains("stop second-track?"));
+    t.tmux(&["send-keys", "-t", "t", "y"]);
+    t.wait_screen("the stopped task", |s| {
+        s.lines()
+            .any(|l| l.contains("second-track") && l.contains("failure") && l.contains("stopped"))
+    });
     fs::write(&gate, "").unwrap();
     t.wait_screen("the finished state", |s| s.contains("FINISHED"));
     t.tmux(&["send-keys", "-t", "t", "q"]);
     t.wait_screen("the exit status", |s| s.contains("exit=0"));
     t.assert_restored();
-    for mut w in w {
-        assert!(w.wait_timeout(LONG).success());
-    }
+    let codes: Vec<Option<i32>> = w
+        .into_iter()
+        .map(|mut w| w.wait_timeout(LONG).code())
+        .collect();
+    assert!(
+        codes.contains(&Some(1)),
+        "the stopped task's worker: {codes:?}"
+    );
+    let r = env.json(&id, "results/second-track.json");
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["reason"].as_str(),
+            r["attempt"].as_u64()
+        ),
+        (Some("failure"), Some("stopped"), Some(1)),
+        "{r}"
+    );
 }
 
 /// A finished session of 30 tasks: `t03` fails with an error line of its

@@ -2,7 +2,7 @@
 //! their task and a progress bar, waves and groups, elapsed time, an
 //! estimate to finish and the cost; every task in a scrollable, filterable
 //! list with the log of the one selected; keys to open a whole log, retry a
-//! failed task and pause claims (`?` lists them).
+//! failed task, stop a running one and pause claims (`?` lists them).
 //!
 //! It redraws when the session directory changes (notify), at most every
 //! [`MIN_FRAME`], and on a slow timer (CPU figures, dead workers: a dying
@@ -94,6 +94,7 @@ enum View {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ask {
     Retry(String),
+    Stop(String),
 }
 
 struct Ui {
@@ -312,6 +313,13 @@ fn key(k: KeyEvent, ui: &mut Ui, monitor: &mut Monitor, snap: &Snapshot) -> Outc
                 }
                 Outcome::Refresh
             }
+            Ask::Stop(task) => {
+                match crate::worker::stop_task(monitor.session(), &task) {
+                    Ok(msg) => ui.say(msg, false),
+                    Err(e) => ui.say(format!("stop {task}: {e:#}"), true),
+                }
+                Outcome::Refresh
+            }
         };
     }
     if ui.typing {
@@ -414,6 +422,26 @@ fn main_key(k: KeyEvent, ui: &mut Ui, monitor: &mut Monitor, snap: &Snapshot) ->
             }
             None => ui.say("no task selected", true),
         },
+        KeyCode::Char('x') => {
+            match ui.selected_task(monitor) {
+                Some(task) => {
+                    let running = monitor
+                        .rows(snap, &ui.which[ui.selected..=ui.selected], 0)
+                        .pop()
+                        .is_some_and(|r| r.state == "running");
+                    if running {
+                        ui.say(
+                        format!("stop {task}? it fails with reason `stopped`, no retry; y to confirm"),
+                        false,
+                    );
+                        ui.ask = Some(Ask::Stop(task));
+                    } else {
+                        ui.say(format!("{task} is not running"), true);
+                    }
+                }
+                None => ui.say("no task selected", true),
+            }
+        }
         KeyCode::Char('p') => {
             match toggle_pause(monitor) {
                 Ok(msg) => ui.say(msg, false),
@@ -685,6 +713,8 @@ fn footer(f: &mut Frame<'_>, area: Rect, s: &Snapshot, ui: &Ui) {
             Span::raw("search"),
             k("R"),
             Span::raw("retry"),
+            k("x"),
+            Span::raw("stop"),
             k("p"),
             Span::raw("pause"),
             k("?"),
@@ -1172,6 +1202,10 @@ const HELP: &[(&str, &str)] = &[
     ("/", "show tasks whose id, title or group contains text"),
     ("Esc", "clear the filters (quit when there are none)"),
     ("R", "retry the selected failed task (asks first)"),
+    (
+        "x",
+        "stop the selected running task: it fails, no retry (asks)",
+    ),
     ("p", "pause claims (running tasks go on) / resume"),
     ("r", "refresh now"),
     ("?", "this help"),
