@@ -8,6 +8,7 @@ mod chaos;
 mod claim;
 mod cli;
 mod corpus;
+mod errors;
 mod faults;
 mod git;
 mod hosts;

@@ -123,7 +123,7 @@ const BAD_PLANS: &[(&str, &str, usize, &[&str])] = &[
     ("[[task]]\nid = \"-rf\"\ncommand = \"true\"\n", "plan.toml", 2, &["may not start with `-`"]),
     ("[[task]]\nid = \"a\"\ncommand = \"true\"\nprompt = \"hi\"\n", "plan.toml", 2, &["both `command` and `prompt`"]),
     ("[[task]]\nid = \"a\"\n", "plan.toml", 2, &["neither `command` nor `prompt`"]),
-    ("[[task]]\nid = \"a\"\ncomand = \"true\"\n", "plan.toml", 3, &["unknown field `comand`"]),
+    ("[[task]]\nid = \"a\"\ncomand = \"true\"\n", "plan.toml", 3, &["unknown key `comand`", "did you mean `command`?"]),
     ("name = \"x\"\n[[task]\nid = \"a\"\n", "plan.toml", 2, &[]),
     ("agents = 0\n[[task]]\nid = \"a\"\ncommand = \"true\"\n", "plan.toml", 1, &["out of range"]),
     ("name = \"empty\"\n", "plan.toml", 0, &["no tasks"]),
@@ -144,13 +144,27 @@ fn every_validation_error_names_file_line_and_fix_and_creates_nothing() {
             "plan {text:?}: want exit 3, got {:?}: {err}",
             out.status.code()
         );
+        // One line per problem, then its source line with a caret under
+        // it (plain ASCII off a terminal).
         assert_eq!(
-            err.trim_end().lines().count(),
+            err.lines().filter(|l| l.starts_with("orch-plan:")).count(),
             1,
-            "error must be one line: {err}"
+            "one problem, one line: {err}"
         );
         assert!(err.starts_with("orch-plan: error: "), "{err}");
+        assert!(
+            err.lines()
+                .skip(1)
+                .all(|l| l.starts_with(' ') && l.contains(" |")),
+            "only a caret excerpt under the error line: {err}"
+        );
         if *line > 0 {
+            assert!(
+                err.lines()
+                    .last()
+                    .is_some_and(|l| l.trim_end().ends_with('^')),
+                "a caret under the problem: {err}"
+            );
             let loc = format!("{}:{line}:", p.display());
             assert!(err.contains(&loc), "plan {text:?}: want {loc} in: {err}");
         } else {
@@ -169,10 +183,14 @@ fn every_validation_error_names_file_line_and_fix_and_creates_nothing() {
 }
 
 #[test]
-fn missing_plan_file_is_an_io_error() {
+fn missing_plan_file_is_a_usage_error() {
     let env = Env::new();
     let out = env.run("orch-plan", &["nope.toml"]);
-    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a file named on the command line"
+    );
     assert!(
         stderr(&out).contains("cannot read plan `nope.toml`"),
         "{}",

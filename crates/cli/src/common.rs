@@ -2,12 +2,15 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use orch_session::session::{self, Session};
 
-/// `--root`, `--session`, `--json`: accepted before or after a subcommand.
+/// `--root`, `--session`, `--json`, `--color`: accepted before or after a
+/// subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Orchestration root holding the session-* directories
@@ -22,13 +25,108 @@ pub struct Global {
         short = 's',
         global = true,
         env = "ORCH_SESSION",
-        value_name = "ID|NAME"
+        value_name = "ID|NAME",
+        add = ArgValueCandidates::new(session_candidates)
     )]
     pub session: Option<String>,
 
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(
+        long,
+        global = true,
+        value_name = "WHEN",
+        value_parser = color_parser(),
+        default_value = "auto"
+    )]
+    pub color: ColorChoice,
+}
+
+/// `--color`: when output is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set or `TERM` is `dumb`.
+    Auto,
+    /// Always, even on a pipe or under `NO_COLOR`.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The `--color` given, for [`Style::detect`]: 0 auto, 1 always, 2 never.
+static COLOR: AtomicU8 = AtomicU8::new(0);
+
+/// Parses `--color` (its values known to help and completion) and records
+/// it for every [`Style`] of the process, so each binary's reports obey it
+/// without passing it down.
+fn color_parser() -> impl clap::builder::TypedValueParser<Value = ColorChoice> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["auto", "always", "never"]).map(|v| {
+        let (choice, code) = match v.as_str() {
+            "always" => (ColorChoice::Always, 1),
+            "never" => (ColorChoice::Never, 2),
+            _ => (ColorChoice::Auto, 0),
+        };
+        COLOR.store(code, Ordering::Relaxed);
+        choice
+    })
+}
+
+/// The colour choice of this process (`--color`).
+pub fn color_choice() -> ColorChoice {
+    match COLOR.load(Ordering::Relaxed) {
+        1 => ColorChoice::Always,
+        2 => ColorChoice::Never,
+        _ => ColorChoice::Auto,
+    }
+}
+
+/// The default orchestration root: `~/.claude/orchestration`.
+fn default_root() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".claude").join("orchestration"))
+}
+
+/// Completions of `--session`: the names of the sessions under the root
+/// (`--root` on the line being completed, else `$ORCH_HOME`, else the
+/// default), newest first, each once.
+fn session_candidates() -> Vec<CompletionCandidate> {
+    // While completing, the arguments are the words of the command line.
+    let words: Vec<String> = std::env::args().collect();
+    let from_line = words.iter().enumerate().find_map(|(i, w)| {
+        w.strip_prefix("--root=")
+            .map(str::to_owned)
+            .or_else(|| (w == "--root").then(|| words.get(i + 1).cloned()).flatten())
+    });
+    let root = from_line
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("ORCH_HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(default_root);
+    let Some(root) = root else {
+        return Vec::new();
+    };
+    let Ok((sessions, _)) = session::list_sessions(&root) else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    sessions
+        .iter()
+        .rev()
+        .filter(|s| !s.info.name.is_empty() && seen.insert(s.info.name.clone()))
+        .map(|s| {
+            CompletionCandidate::new(&s.info.name).help(Some(
+                format!("session {}, {}", s.info.id, s.info.created).into(),
+            ))
+        })
+        .collect()
 }
 
 impl Global {
@@ -38,10 +136,7 @@ impl Global {
         if let Some(r) = &self.root {
             return Ok(absolute(r));
         }
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .context("HOME is not set; pass --root DIR or set ORCH_HOME")?;
-        Ok(PathBuf::from(home).join(".claude").join("orchestration"))
+        default_root().context("HOME is not set; pass --root DIR or set ORCH_HOME")
     }
 
     /// The session asked for.
@@ -68,7 +163,8 @@ pub fn absolute(path: &Path) -> PathBuf {
 }
 
 /// How to print: colour and Unicode only on a terminal, never under
-/// `NO_COLOR`.
+/// `NO_COLOR`; `--color always` or `never` decides colour whatever the
+/// output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
     /// ANSI colours allowed.
@@ -108,8 +204,13 @@ impl Style {
     fn detect(tty: bool) -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        let color = match color_choice() {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && !no_color && !dumb,
+        };
         Self {
-            color: tty && !no_color && !dumb,
+            color,
             unicode: tty && !no_color,
         }
     }

@@ -3,14 +3,18 @@
 
 use std::process::ExitCode;
 
+use orch_session::error::Diagnostics;
 use orch_session::Error;
+
+use crate::common::{Color, Style};
 
 /// Everything went as asked.
 pub const OK: u8 = 0;
 /// The work ran, but some of it failed (a worker's task failed; a report
 /// recommends stopping).
 pub const FAILED: u8 = 1;
-/// Bad command line, or a command this build does not have.
+/// Bad command line (an unknown flag, a bad flag value, a file named on
+/// it that does not exist), or a command this build does not have.
 pub const USAGE: u8 = 2;
 /// A malformed file: plan, ROADMAP, result, claim, lock file.
 pub const BAD_INPUT: u8 = 3;
@@ -80,12 +84,89 @@ pub fn coded(code: u8, message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// Problems found in input files (a plan, a ROADMAP, prompt files): every
+/// one of them, printed one line each with a caret excerpt by
+/// [`run_main`].
+#[derive(Debug, thiserror::Error)]
+#[error("{diagnostics}")]
+pub struct FileErrors {
+    /// The exit code.
+    pub code: u8,
+    /// The problems, in file and line order.
+    pub diagnostics: Diagnostics,
+}
+
+/// Builds a [`FileErrors`] as an `anyhow::Error`.
+pub fn file_errors(code: u8, diagnostics: impl Into<Diagnostics>) -> anyhow::Error {
+    FileErrors {
+        code,
+        diagnostics: diagnostics.into(),
+    }
+    .into()
+}
+
+/// Most problems printed; the rest are counted.
+pub const MAX_SHOWN: usize = 20;
+
+/// The problems as `bin` prints them: for each, `bin: error: file:line:col:
+/// what (fix: how)` on one line (what scripts grep) and the source line
+/// with a caret under the problem; at most [`MAX_SHOWN`], then how many
+/// more; with several, a count at the end.
+pub fn render_diagnostics(bin: &str, diagnostics: &Diagnostics, style: Style) -> String {
+    let mut out = String::new();
+    let error = style.paint(Color::Red, "error");
+    for d in diagnostics.iter().take(MAX_SHOWN) {
+        let mut line = format!(
+            "{bin}: {error}: {}: {}",
+            style.paint(Color::Bold, &d.location()),
+            d.message
+        );
+        if let Some(help) = &d.help {
+            line += &format!(" ({}: {help})", style.paint(Color::Green, "fix"));
+        }
+        out += &line;
+        out.push('\n');
+        let carets = d.caret_lines();
+        let n = carets.len();
+        for (i, c) in carets.into_iter().enumerate() {
+            let (gutter, rest) = c.split_at(c.find('|').map_or(0, |p| p + 1));
+            let rest = if i + 1 == n {
+                style.paint(Color::Red, rest)
+            } else {
+                rest.to_owned()
+            };
+            out += &format!("{}{rest}\n", style.paint(Color::Dim, gutter));
+        }
+    }
+    let total = diagnostics.len();
+    if total > MAX_SHOWN {
+        out += &format!(
+            "{bin}: {error}: ... and {} more (fix the ones above, then run again)\n",
+            total - MAX_SHOWN
+        );
+    }
+    if total > 1 {
+        let mut files: Vec<String> = Vec::new();
+        for d in diagnostics.iter() {
+            let f = d.file.display().to_string();
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+        out += &format!("{bin}: {total} errors in {}\n", files.join(", "));
+    }
+    out
+}
+
 /// The exit code for an error, from the first error in its chain that
 /// has one.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(c) = cause.downcast_ref::<CodedError>() {
             return c.code;
+        }
+        if let Some(f) = cause.downcast_ref::<FileErrors>() {
+            return f.code;
         }
         if let Some(e) = cause.downcast_ref::<Error>() {
             return match e {
@@ -126,7 +207,13 @@ pub fn run_main(bin: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCod
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(OK),
         Err(e) => {
-            eprintln!("{bin}: error: {e:#}");
+            match e.downcast_ref::<FileErrors>() {
+                Some(f) => eprint!(
+                    "{}",
+                    render_diagnostics(bin, &f.diagnostics, Style::stderr())
+                ),
+                None => eprintln!("{bin}: error: {e:#}"),
+            }
             ExitCode::from(code_for(&e))
         }
     }
@@ -137,7 +224,7 @@ pub const HELP_EXIT_CODES: &str = "\
 Exit codes:
   0   success
   1   the work ran but some tasks failed
-  2   bad command line
+  2   bad command line (unknown flag, bad value, named file missing)
   3   malformed input file (plan, ROADMAP, result, claim, lock file)
   4   no such session
   5   filesystem error (permissions, disk full)

@@ -327,17 +327,37 @@ fn markdown_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads an input file; a file that is not UTF-8 is malformed input.
-fn read_input(what: &str, path: &Path) -> Result<String> {
+/// Who named a file orch-plan reads: a missing one is a mistake of
+/// theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NamedBy {
+    /// The command line: a missing file is a usage error (exit 2).
+    CommandLine,
+    /// A plan file's key (`roadmap = ...`): malformed input (exit 3).
+    PlanFile,
+}
+
+/// Reads an input file; a file that is not UTF-8 is malformed input, one
+/// that does not exist the fault of whoever named it.
+fn read_input(what: &str, path: &Path, named_by: NamedBy) -> Result<String> {
     fs::read_to_string(path).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::InvalidData {
-            exit::BAD_INPUT
-        } else {
-            exit::IO
+        let code = match e.kind() {
+            std::io::ErrorKind::InvalidData => exit::BAD_INPUT,
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => match named_by {
+                NamedBy::CommandLine => exit::USAGE,
+                NamedBy::PlanFile => exit::BAD_INPUT,
+            },
+            _ => exit::IO,
+        };
+        let hint = match (e.kind(), code) {
+            (std::io::ErrorKind::NotFound, exit::USAGE) => {
+                " (check the path; see orch-plan --help)"
+            }
+            _ => "",
         };
         coded(
             code,
-            format!("cannot read {what} `{}`: {e}", path.display()),
+            format!("cannot read {what} `{}`: {e}{hint}", path.display()),
         )
     })
 }
@@ -544,8 +564,8 @@ struct Read {
 
 /// Reads a plan or settings file into a draft; its settings are checked.
 fn read_draft(path: &Path) -> Result<Draft> {
-    let text = read_input("plan", path)?;
-    Draft::read(PlanSource { path, text: &text }).map_err(|d| coded(exit::BAD_INPUT, d.to_string()))
+    let text = read_input("plan", path, NamedBy::CommandLine)?;
+    Draft::read(PlanSource { path, text: &text }).map_err(|d| exit::file_errors(exit::BAD_INPUT, d))
 }
 
 /// The settings the flags give, as plan keys, in the order they apply.
@@ -583,7 +603,7 @@ fn flag_settings(args: &Args) -> Result<Vec<(String, String)>> {
 /// and globs, relative to the file's directory; in the order given, each
 /// entry sorted, none twice.
 fn expand_prompts(draft: &Draft, dir: &Path, entries: &[String]) -> Result<Vec<PathBuf>> {
-    let bad = |m: String| coded(exit::BAD_INPUT, draft.diag("prompts", m).to_string());
+    let bad = |m: String| exit::file_errors(exit::BAD_INPUT, draft.diag("prompts", m));
     let mut files = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for e in entries {
@@ -621,7 +641,7 @@ fn expand_prompts(draft: &Draft, dir: &Path, entries: &[String]) -> Result<Vec<P
 /// Reads every source asked for (a plan or settings file, flags, a
 /// roadmap, prompt files) into one draft, then checks and analyses it once.
 fn plan_input(args: &Args, input: &Input, extra: &Extra) -> Result<Planned> {
-    let bad = |d: orch_session::error::Diagnostic| coded(exit::BAD_INPUT, d.to_string());
+    let bad = |d: orch_session::error::Diagnostics| exit::file_errors(exit::BAD_INPUT, d);
     let (mut draft, file) = match (input, &args.settings) {
         (Input::Plan(p, _), _) => (read_draft(p)?, Some(p.clone())),
         (_, Some(s)) => (read_draft(s)?, Some(s.clone())),
@@ -633,7 +653,7 @@ fn plan_input(args: &Args, input: &Input, extra: &Extra) -> Result<Planned> {
             .set(&k, &v)
             .map_err(|d| coded(exit::USAGE, d.to_string()))?;
     }
-    let settings = draft.settings().map_err(bad)?;
+    let settings = draft.settings();
     let asked = draft.sources();
     let file_dir = file.as_deref().map(|f| dir_of(&absolute(f)));
     let in_file_dir = |rel: &str| file_dir.as_deref().unwrap_or(Path::new(".")).join(rel);
@@ -651,15 +671,19 @@ fn plan_input(args: &Args, input: &Input, extra: &Extra) -> Result<Planned> {
             ),
         )
     };
-    let roadmap: Option<(PathBuf, Which)> = match input {
+    let roadmap: Option<(PathBuf, Which, NamedBy)> = match input {
         Input::Roadmap(r, w) => {
             if asked.roadmap.is_some() {
                 return Err(twice("a roadmap"));
             }
-            Some((r.clone(), w.clone()))
+            Some((r.clone(), w.clone(), NamedBy::CommandLine))
         }
         Input::Plan(p, which) => match (&asked.roadmap, which) {
-            (Some(r), w) => Some((in_file_dir(r), w.clone().unwrap_or(file_which))),
+            (Some(r), w) => Some((
+                in_file_dir(r),
+                w.clone().unwrap_or(file_which),
+                NamedBy::PlanFile,
+            )),
             (None, Some(_)) => {
                 return Err(coded(
                     exit::USAGE,
@@ -674,20 +698,23 @@ fn plan_input(args: &Args, input: &Input, extra: &Extra) -> Result<Planned> {
         Input::Prompts(_) => asked
             .roadmap
             .as_deref()
-            .map(|r| (in_file_dir(r), file_which)),
+            .map(|r| (in_file_dir(r), file_which, NamedBy::PlanFile)),
     };
-    let prompt_files: Vec<PathBuf> = match input {
+    let (prompt_files, prompts_named_by): (Vec<PathBuf>, _) = match input {
         Input::Prompts(f) => {
             if !asked.prompts.is_empty() {
                 return Err(twice("prompt files"));
             }
-            f.clone()
+            (f.clone(), NamedBy::CommandLine)
         }
-        _ => expand_prompts(
-            &draft,
-            file_dir.as_deref().unwrap_or(Path::new(".")),
-            &asked.prompts,
-        )?,
+        _ => (
+            expand_prompts(
+                &draft,
+                file_dir.as_deref().unwrap_or(Path::new(".")),
+                &asked.prompts,
+            )?,
+            NamedBy::PlanFile,
+        ),
     };
     let done: HashMap<String, String> = extra
         .done
@@ -695,11 +722,22 @@ fn plan_input(args: &Args, input: &Input, extra: &Extra) -> Result<Planned> {
         .map(|(id, s)| (id.clone(), format!("succeeded in session {s}")))
         .collect();
     let mut reads = Vec::new();
-    if let Some((r, w)) = &roadmap {
-        reads.push(read_roadmap(r, w, &settings, &done)?);
+    if let Some((r, w, named_by)) = &roadmap {
+        if *named_by == NamedBy::PlanFile && !r.exists() {
+            return Err(exit::file_errors(
+                exit::BAD_INPUT,
+                draft
+                    .diag(
+                        "roadmap",
+                        format!("roadmap `{}` does not exist", r.display()),
+                    )
+                    .help("give the path of a ROADMAP.md, relative to this file"),
+            ));
+        }
+        reads.push(read_roadmap(r, w, &settings, &done, *named_by)?);
     }
     if !prompt_files.is_empty() {
-        let mut read = read_prompt_files(&prompt_files, &settings)?;
+        let mut read = read_prompt_files(&prompt_files, &settings, prompts_named_by)?;
         read.tasks.retain(|t| match done.get(&t.task.id) {
             Some(why) => {
                 read.report.push(format!("  {} skipped: {why}", t.task.id));
@@ -733,7 +771,7 @@ fn plan_input(args: &Args, input: &Input, extra: &Extra) -> Result<Planned> {
         .map_err(bad)?;
     // A roadmap planned for its current group goes on to the next one
     // when a cron tick finds this session finished.
-    if let Some((r, Which::Current)) = &roadmap {
+    if let Some((r, Which::Current, _)) = &roadmap {
         if plan.settings.next_group {
             let name = plan.name.clone().unwrap_or_default();
             plan.next = Some(orch_session::session::NextPlan {
@@ -819,10 +857,11 @@ fn read_roadmap(
     which: &Which,
     settings: &Settings,
     done: &HashMap<String, String>,
+    named_by: NamedBy,
 ) -> Result<Read> {
-    let text = read_input("roadmap", path)?;
+    let text = read_input("roadmap", path, named_by)?;
     let mut roadmap =
-        parse_roadmap(path, &text).map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+        parse_roadmap(path, &text).map_err(|d| exit::file_errors(exit::BAD_INPUT, d))?;
     roadmap.count_done(done);
     let selection = match which {
         Which::Current => Selection::Current,
@@ -891,10 +930,10 @@ fn read_roadmap(
 }
 
 /// One task per prompt file not marked done.
-fn read_prompt_files(files: &[PathBuf], settings: &Settings) -> Result<Read> {
+fn read_prompt_files(files: &[PathBuf], settings: &Settings, named_by: NamedBy) -> Result<Read> {
     let mut texts = Vec::with_capacity(files.len());
     for f in files {
-        texts.push(read_input("prompt file", f)?);
+        texts.push(read_input("prompt file", f, named_by)?);
     }
     let inputs: Vec<PromptInput<'_>> = files
         .iter()
@@ -903,7 +942,7 @@ fn read_prompt_files(files: &[PathBuf], settings: &Settings) -> Result<Read> {
         .collect();
     let lookup = |p: &Path| fs::read_to_string(p).ok();
     let prompts = plan_prompts(&inputs, settings, &lookup)
-        .map_err(|d| coded(exit::BAD_INPUT, d.to_string()))?;
+        .map_err(|d| exit::file_errors(exit::BAD_INPUT, d))?;
     if prompts.tasks.is_empty() {
         let why: Vec<String> = prompts
             .skipped

@@ -13,16 +13,94 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A problem found in a file a user or another process wrote: where it is,
 /// what is wrong and how to fix it.
+///
+/// Printed on one line, `file:line:column: what (fix: how)`, which scripts
+/// and tests can grep; [`Diagnostic::caret_lines`] draws the source line
+/// with a caret under the problem for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     /// The file the problem is in.
     pub file: PathBuf,
     /// 1-based line, when known.
     pub line: Option<usize>,
+    /// 1-based column (in characters) on that line, when known.
+    pub column: Option<usize>,
     /// What is wrong.
     pub message: String,
     /// How to fix it, when there is something useful to say.
     pub help: Option<String>,
+    /// The source line, for a caret excerpt (boxed: most diagnostics
+    /// travel in `Result`s and should stay small).
+    pub excerpt: Option<Box<Excerpt>>,
+}
+
+/// The line a problem is on and which characters of it are wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excerpt {
+    /// The line, without its newline.
+    pub text: String,
+    /// 0-based character index where the problem starts.
+    pub start: usize,
+    /// How many characters it covers on this line (at least 1).
+    pub width: usize,
+}
+
+/// Longest source line shown in an excerpt; longer ones are cut around
+/// the problem.
+const EXCERPT_WIDTH: usize = 100;
+
+impl Excerpt {
+    /// The excerpt of `text` for the bytes `start..end` (clamped to the
+    /// line `start` is on), with the 1-based line and column of `start`.
+    pub fn at(text: &str, start: usize, end: usize) -> (usize, usize, Excerpt) {
+        let mut start = start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line_no = text[..start].bytes().filter(|&b| b == b'\n').count() + 1;
+        let line = text[line_start..line_end].trim_end_matches('\r');
+        let col = text[line_start..start].chars().count();
+        let mut end = end.clamp(start, line_start + line.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        let width = text[start..end].chars().count().max(1);
+        (
+            line_no,
+            col + 1,
+            Excerpt {
+                text: line.to_owned(),
+                start: col,
+                width,
+            },
+        )
+    }
+
+    /// The line as shown (tabs and control characters as spaces, cut to
+    /// [`EXCERPT_WIDTH`] around the problem), and where the caret goes
+    /// in it.
+    fn shown(&self) -> (String, usize, usize) {
+        let chars: Vec<char> = self
+            .text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let start = self.start.min(chars.len());
+        let width = self.width.max(1);
+        let (from, lead) = if chars.len() > EXCERPT_WIDTH && start > EXCERPT_WIDTH / 2 {
+            (start - EXCERPT_WIDTH / 3, "...")
+        } else {
+            (0, "")
+        };
+        let to = (from + EXCERPT_WIDTH).min(chars.len());
+        let tail = if to < chars.len() { "..." } else { "" };
+        let body: String = chars[from..to].iter().collect();
+        let caret_at = lead.len() + (start - from);
+        let caret_width = width.min((to.max(start + 1)) - start);
+        (format!("{lead}{body}{tail}"), caret_at, caret_width.max(1))
+    }
 }
 
 impl Diagnostic {
@@ -31,8 +109,10 @@ impl Diagnostic {
         Self {
             file: file.into(),
             line: None,
+            column: None,
             message: message.into(),
             help: None,
+            excerpt: None,
         }
     }
 
@@ -43,39 +123,166 @@ impl Diagnostic {
         self
     }
 
+    /// Sets the line, column and excerpt of the bytes `start..end` of the
+    /// file's `text`.
+    #[must_use]
+    pub fn span(mut self, text: &str, start: usize, end: usize) -> Self {
+        let (line, column, excerpt) = Excerpt::at(text, start, end);
+        self.line = Some(line);
+        self.column = Some(column);
+        self.excerpt = Some(Box::new(excerpt));
+        self
+    }
+
     /// Sets the hint that says how to fix the problem.
     #[must_use]
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
-}
 
-impl Diagnostic {
-    /// The diagnostic as a warning line: `file:line: warning: what (fix:
-    /// how)`.
-    pub fn as_warning(&self) -> String {
+    /// `file:line:column`, as far as known.
+    pub fn location(&self) -> String {
         let mut s = self.file.display().to_string();
         if let Some(line) = self.line {
             s += &format!(":{line}");
+            if let Some(col) = self.column {
+                s += &format!(":{col}");
+            }
         }
-        s += &format!(": warning: {}", self.message);
+        s
+    }
+
+    /// The diagnostic as a warning line: `file:line:column: warning: what
+    /// (fix: how)`.
+    pub fn as_warning(&self) -> String {
+        let mut s = format!("{}: warning: {}", self.location(), self.message);
         if let Some(help) = &self.help {
             s += &format!(" (fix: {help})");
         }
         s
     }
+
+    /// The source line with carets under the problem, in plain ASCII:
+    ///
+    /// ```text
+    ///    |
+    ///  2 | agent = 2
+    ///    |         ^
+    /// ```
+    ///
+    /// Empty when the diagnostic has no excerpt.
+    pub fn caret_lines(&self) -> Vec<String> {
+        let (Some(ex), Some(line)) = (&self.excerpt, self.line) else {
+            return Vec::new();
+        };
+        let (text, at, width) = ex.shown();
+        let num = line.to_string();
+        let pad = " ".repeat(num.len());
+        vec![
+            format!(" {pad} |"),
+            format!(" {num} | {}", text.trim_end()),
+            format!(" {pad} | {}{}", " ".repeat(at), "^".repeat(width)),
+        ]
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        write!(f, ": {}", self.message)?;
+        write!(f, "{}: {}", self.location(), self.message)?;
         if let Some(help) = &self.help {
             write!(f, " (fix: {help})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one reading of a file (or of a plan and the
+/// files it takes tasks from): never empty, in the order of the files and
+/// their lines.
+///
+/// It dereferences to the first problem, so code that looks at one
+/// problem (`d.line`, `d.message`) keeps working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics(Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// The problems in `list`, in file and line order; `None` when there
+    /// are none.
+    pub fn from_vec(mut list: Vec<Diagnostic>) -> Option<Self> {
+        if list.is_empty() {
+            return None;
+        }
+        // Files keep the order they first appear in; within a file, by
+        // position (problems without a line last).
+        let mut files: Vec<PathBuf> = Vec::new();
+        for d in &list {
+            if !files.contains(&d.file) {
+                files.push(d.file.clone());
+            }
+        }
+        list.sort_by_key(|d| {
+            (
+                files.iter().position(|f| *f == d.file),
+                d.line.unwrap_or(usize::MAX),
+                d.column.unwrap_or(0),
+            )
+        });
+        list.dedup();
+        Some(Self(list))
+    }
+
+    /// The problems, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
+        self.0.iter()
+    }
+
+    /// How many problems.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: there is at least one problem.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems, in order.
+    pub fn into_vec(self) -> Vec<Diagnostic> {
+        self.0
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Self(vec![d])
+    }
+}
+
+impl std::ops::Deref for Diagnostics {
+    type Target = Diagnostic;
+
+    fn deref(&self) -> &Diagnostic {
+        &self.0[0]
+    }
+}
+
+impl<'a> IntoIterator for &'a Diagnostics {
+    type Item = &'a Diagnostic;
+    type IntoIter = std::slice::Iter<'a, Diagnostic>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
         }
         Ok(())
     }

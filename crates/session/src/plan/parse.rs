@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::{
     analysis, Action, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl, Settings, Task,
     Template, Threshold, Workspace, WorktreeSpec,
 };
-use crate::error::Diagnostic;
+use crate::error::{Diagnostic, Diagnostics, Excerpt};
 use crate::layout::check_name;
 use crate::rate::Rate;
 use crate::time::parse_duration;
@@ -180,6 +181,10 @@ struct RawPlan<T> {
     backup: Option<bool>,
     next_group: Option<bool>,
     mark_done: Option<bool>,
+    on_finish: Option<String>,
+    on_failure: Option<String>,
+    on_attention: Option<String>,
+    bell: Option<bool>,
     roadmap: Option<String>,
     group: Option<String>,
     prompts: Option<OneOrMany>,
@@ -424,11 +429,50 @@ struct RawTask<S> {
     require_commit: Option<bool>,
 }
 
-/// A string with the byte offset where it appears, when known.
+/// A string with the bytes where it appears, when known.
 #[derive(Debug, Clone)]
 struct Located {
     text: String,
-    offset: Option<usize>,
+    span: Option<Range<usize>>,
+}
+
+impl RawTask<String> {
+    /// A task with only its id (one whose other keys could not be read).
+    fn bare(id: String) -> Self {
+        RawTask {
+            id,
+            title: None,
+            command: None,
+            prompt: None,
+            after: Vec::new(),
+            files: None,
+            conflicts: None,
+            resources: Vec::new(),
+            estimate: None,
+            timeout: None,
+            retries: None,
+            env: BTreeMap::new(),
+            cwd: None,
+            compete: None,
+            group: None,
+            template: None,
+            workspace: None,
+            setup: None,
+            require_commit: None,
+        }
+    }
+
+    /// Adds it to `out` as a task already reported.
+    fn into_broken(self, out: &mut Tasks, at: Option<usize>) {
+        out.push(RawEntry {
+            task: self.map(|text| Located {
+                text,
+                span: at.map(|o| o..o + 1),
+            }),
+            at,
+            broken: true,
+        });
+    }
 }
 
 impl<S> RawTask<S> {
@@ -486,20 +530,85 @@ impl<'a> Ctx<'a> {
         self.newlines.partition_point(|&n| n < end) + 1
     }
 
+    /// A diagnostic at the token starting at byte `offset` (a key, a
+    /// quoted string, a table header).
     fn diag(&self, offset: Option<usize>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(self.path, message).line(offset.map(|o| self.line_of(o)))
+        let span = offset.map(|o| o..token_end(self.text, o));
+        self.diag_span(span, message)
     }
+
+    /// A diagnostic at the bytes `span`: line, column and caret excerpt.
+    fn diag_span(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
+        let d = Diagnostic::new(self.path, message);
+        let Some(span) = span.filter(|s| s.start <= self.text.len() && !self.text.is_empty())
+        else {
+            return d;
+        };
+        let line = self.line_of(span.start);
+        let line_start = if line >= 2 {
+            self.newlines[line - 2] + 1
+        } else {
+            0
+        };
+        let line_end = self
+            .newlines
+            .get(line - 1)
+            .copied()
+            .unwrap_or(self.text.len());
+        let text = &self.text[line_start..line_end];
+        let (_, column, excerpt) = Excerpt::at(
+            text,
+            span.start - line_start,
+            span.end.saturating_sub(line_start),
+        );
+        let mut d = d.line(Some(line));
+        d.column = Some(column);
+        d.excerpt = Some(Box::new(excerpt));
+        d
+    }
+
+    /// The byte offset of 1-based `line` and `column` (in bytes), for
+    /// parsers that report those.
+    fn offset_of(&self, line: usize, column: usize) -> usize {
+        let start = if line >= 2 {
+            self.newlines
+                .get(line - 2)
+                .map_or(self.text.len(), |n| n + 1)
+        } else {
+            0
+        };
+        (start + column.saturating_sub(1)).min(self.text.len())
+    }
+}
+
+/// Where the token at `start` ends: a quoted string, a `[table]` header, or
+/// a bare word (a key, a number).
+fn token_end(text: &str, start: usize) -> usize {
+    let Some(rest) = text.get(start..) else {
+        return start;
+    };
+    let len = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => rest[1..].find(q).map_or(rest.len(), |i| i + 2),
+        Some('[') => rest.find(']').map_or(rest.len(), |i| {
+            i + 1 + usize::from(rest[i + 1..].starts_with(']'))
+        }),
+        _ => rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ']' | '}'))
+            .unwrap_or(rest.len()),
+    };
+    start + len.max(1).min(rest.len().max(1))
 }
 
 /// Parses and validates a plan file whose tasks are all its own
 /// (`[[task]]`). `name` overrides the plan's own name. A plan that takes
 /// tasks from a roadmap or prompt files is put together with a [`Draft`].
-pub fn parse_plan(src: PlanSource<'_>, name: Option<&str>) -> Result<Plan, Diagnostic> {
+pub fn parse_plan(src: PlanSource<'_>, name: Option<&str>) -> Result<Plan, Diagnostics> {
     let draft = Draft::read(src)?;
     if let Some(key) = draft.source_key() {
         return Err(draft
             .diag(key, format!("tasks from `{key}` are read by orch-plan"))
-            .help("plan the file with orch-plan"));
+            .help("plan the file with orch-plan")
+            .into());
     }
     draft.finish(name, None)
 }
@@ -543,6 +652,10 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         backup,
         next_group,
         mark_done,
+        on_finish,
+        on_failure,
+        on_attention,
+        bell,
         roadmap,
         group,
         prompts,
@@ -587,6 +700,10 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             backup,
             next_group,
             mark_done,
+            on_finish,
+            on_failure,
+            on_attention,
+            bell,
             roadmap,
             group,
             prompts,
@@ -598,50 +715,536 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
     )
 }
 
-type Tasks = Vec<(RawTask<Located>, Option<usize>)>;
+/// The file's own tasks, each with where its table starts and whether a
+/// problem was already found in it (its other checks are skipped then, so
+/// one mistake is not reported twice).
+type Tasks = Vec<RawEntry>;
 
-fn parse_toml(ctx: &Ctx<'_>) -> Result<(Head, Tasks), Diagnostic> {
+#[derive(Debug)]
+struct RawEntry {
+    task: RawTask<Located>,
+    /// Byte offset of the task's table (`[[task]]`, `{`).
+    at: Option<usize>,
+    /// A problem in this task was already reported.
+    broken: bool,
+}
+
+/// Most problems of structure (unknown keys, wrong types) collected from
+/// one file: each costs a pass over the file.
+const MAX_STRUCTURE_ERRORS: usize = 200;
+
+/// The keys a derived `Deserialize` struct accepts (its fields and their
+/// aliases), asked of the derive itself so the list never drifts from the
+/// struct.
+fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// Top-level keys of a plan.
+fn plan_keys() -> &'static [&'static str] {
+    keys_of::<Head>()
+}
+
+/// Keys of a `[[task]]`.
+fn task_keys() -> &'static [&'static str] {
+    keys_of::<RawTask<String>>()
+}
+
+/// What to say about a key `key` the table does not know (`in_task`: the
+/// table is a task): the message's tail and the fix.
+fn unknown_key_help(key: &str, in_task: bool) -> String {
+    let (own, other): (&[&str], &[&str]) = if in_task {
+        (task_keys(), plan_keys())
+    } else {
+        (plan_keys(), task_keys())
+    };
+    if let Some(s) = suggest(key, own.iter().copied()) {
+        return format!("did you mean `{s}`?");
+    }
+    if in_task && other.contains(&key) {
+        return format!(
+            "`{key}` is a plan setting, not a task key: move it above the first [[task]]"
+        );
+    }
+    if !in_task && other.contains(&key) {
+        return format!("`{key}` is a task key: put it in a task, under a [[task]] line");
+    }
+    if in_task {
+        format!("a task's keys are {}", own.join(", "))
+    } else {
+        "the plan's keys are listed in docs/plan.md".to_owned()
+    }
+}
+
+/// A key the table's struct does not know, with a suggestion.
+fn unknown_key_diag(
+    ctx: &Ctx<'_>,
+    key: &str,
+    span: Option<Range<usize>>,
+    place: &str,
+    known: &[&str],
+    in_task: Option<bool>,
+) -> Diagnostic {
+    let help = match in_task {
+        Some(t) => unknown_key_help(key, t),
+        None => match suggest(key, known.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("use one of {}", known.join(", ")),
+        },
+    };
+    ctx.diag_span(span, format!("unknown key `{key}`{place}"))
+        .help(help)
+}
+
+/// A task table's `id`, for messages.
+fn task_label(t: &toml::de::DeTable<'_>) -> String {
+    match t.get("id").and_then(|v| v.get_ref().as_str()) {
+        Some(id) => format!(" in task `{id}`"),
+        None => " in a task".to_owned(),
+    }
+}
+
+/// Removes every key no struct of the plan knows, reporting each one.
+/// Tasks with a misspelt `command` or `prompt` are added to `broken` (by
+/// the offset of their table), so they are not also told they have none.
+fn unknown_keys(
+    ctx: &Ctx<'_>,
+    root: &mut toml::de::DeTable<'_>,
+    errs: &mut Vec<Diagnostic>,
+    broken: &mut Vec<usize>,
+) {
+    use toml::de::DeValue;
+    let top = plan_keys();
+    drop_unknown(root, top, |k| {
+        errs.push(unknown_key_diag(
+            ctx,
+            k.get_ref(),
+            Some(k.span()),
+            "",
+            top,
+            Some(false),
+        ));
+    });
+    // Tables inside: tasks, the template and its phases, checkpoints,
+    // resources.
+    let check = |t: &mut toml::de::DeTable<'_>,
+                 place: String,
+                 known: &[&str],
+                 in_task: Option<bool>,
+                 errs: &mut Vec<Diagnostic>| {
+        drop_unknown(t, known, |k| {
+            errs.push(unknown_key_diag(
+                ctx,
+                k.get_ref(),
+                Some(k.span()),
+                &place,
+                known,
+                in_task,
+            ));
+        });
+    };
+    for key in ["task", "tasks"] {
+        if let Some(DeValue::Array(tasks)) = root.get_mut(key).map(|v| v.get_mut()) {
+            for t in tasks.iter_mut() {
+                let at = t.span().start;
+                if let DeValue::Table(t) = t.get_mut() {
+                    let place = task_label(t);
+                    let action = t.keys().any(|k| {
+                        !task_keys().contains(&k.get_ref().as_ref())
+                            && matches!(
+                                suggest(k.get_ref(), task_keys().iter().copied()),
+                                Some("command" | "prompt")
+                            )
+                    });
+                    if action {
+                        broken.push(at);
+                    }
+                    check(t, place, task_keys(), Some(true), errs);
+                }
+            }
+        }
+    }
+    if let Some(DeValue::Table(t)) = root.get_mut("template").map(|v| v.get_mut()) {
+        check(
+            t,
+            " in [template]".to_owned(),
+            keys_of::<RawTemplate>(),
+            None,
+            errs,
+        );
+        if let Some(DeValue::Array(phases)) = t.get_mut("phase").map(|v| v.get_mut()) {
+            for p in phases.iter_mut() {
+                if let DeValue::Table(p) = p.get_mut() {
+                    let place = " in [[template.phase]]".to_owned();
+                    check(p, place, keys_of::<RawPhase>(), None, errs);
+                }
+            }
+        }
+    }
+    for (key, known) in [
+        ("checkpoint", keys_of::<RawCheckpoint>()),
+        ("resource", keys_of::<RawResource>()),
+    ] {
+        if let Some(DeValue::Table(all)) = root.get_mut(key).map(|v| v.get_mut()) {
+            for (name, t) in all.iter_mut() {
+                if let DeValue::Table(t) = t.get_mut() {
+                    let place = format!(" in [{key}.{}]", name.get_ref());
+                    check(t, place, known, None, errs);
+                }
+            }
+        }
+    }
+}
+
+/// Removes the keys of `table` that are not `known`, telling `report` of
+/// each.
+fn drop_unknown<'i>(
+    table: &mut toml::de::DeTable<'i>,
+    known: &[&str],
+    mut report: impl FnMut(&toml::Spanned<toml::de::DeString<'i>>),
+) {
+    if table.keys().all(|k| known.contains(&k.get_ref().as_ref())) {
+        return;
+    }
+    for (k, v) in std::mem::take(table) {
+        if known.contains(&k.get_ref().as_ref()) {
+            table.insert(k, v);
+        } else {
+            report(&k);
+        }
+    }
+}
+
+/// One step of the way to a value in a TOML tree.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The way to the innermost key or array item whose key or value covers
+/// `span`, with the span of each task table passed on the way.
+fn locate(table: &toml::de::DeTable<'_>, span: &Range<usize>) -> Option<Vec<Step>> {
+    use toml::de::DeValue;
+    fn inside(outer: Range<usize>, inner: &Range<usize>) -> bool {
+        outer.start <= inner.start && inner.end <= outer.end
+    }
+    fn in_value(v: &toml::Spanned<DeValue<'_>>, span: &Range<usize>) -> Option<Vec<Step>> {
+        match v.get_ref() {
+            DeValue::Table(t) => locate(t, span),
+            DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                if let Some(mut rest) = in_value(item, span) {
+                    rest.insert(0, Step::Index(i));
+                    Some(rest)
+                } else if inside(item.span(), span) {
+                    Some(vec![Step::Index(i)])
+                } else {
+                    None
+                }
+            }),
+            _ => None,
+        }
+    }
+    for (k, v) in table.iter() {
+        if let Some(mut rest) = in_value(v, span) {
+            rest.insert(0, Step::Key(k.get_ref().to_string()));
+            return Some(rest);
+        }
+        if inside(k.span(), span) || inside(v.span(), span) {
+            return Some(vec![Step::Key(k.get_ref().to_string())]);
+        }
+    }
+    None
+}
+
+/// Removes the key or array item at `path`; false when there is none.
+fn remove_path(table: &mut toml::de::DeTable<'_>, path: &[Step]) -> bool {
+    use toml::de::{DeArray, DeValue};
+    let Some((Step::Key(k), rest)) = path.split_first() else {
+        return false;
+    };
+    if rest.is_empty() {
+        return table.remove(k.as_str()).is_some();
+    }
+    let Some(v) = table.get_mut(k.as_str()) else {
+        return false;
+    };
+    match (v.get_mut(), &rest[0]) {
+        (DeValue::Table(t), Step::Key(_)) => remove_path(t, rest),
+        (DeValue::Array(items), Step::Index(i)) => {
+            if rest.len() == 1 {
+                if *i >= items.len() {
+                    return false;
+                }
+                let mut kept = DeArray::new();
+                for (j, item) in items.iter().enumerate() {
+                    if j != *i {
+                        kept.push(item.clone());
+                    }
+                }
+                *items = kept;
+                return true;
+            }
+            match items.get_mut(*i).map(|item| item.get_mut()) {
+                Some(DeValue::Table(t)) => remove_path(t, &rest[1..]),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Serde's words made plainer.
+fn plain_words(message: &str) -> String {
+    let mut m = message.trim().replace('\n', " ");
+    for (from, to) in [
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list [...]"),
+        ("expected a boolean", "expected true or false"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: list"),
+    ] {
+        m = m.replace(from, to);
+    }
+    m
+}
+
+/// A wrong value at `path` (found by deserializing), said for people.
+fn type_diag(
+    ctx: &Ctx<'_>,
+    root: &toml::de::DeTable<'_>,
+    path: Option<&[Step]>,
+    e: &toml::de::Error,
+) -> Diagnostic {
+    use toml::de::DeValue;
+    let span = e.span();
+    let message = plain_words(e.message());
+    let value = span
+        .as_ref()
+        .and_then(|s| ctx.text.get(s.clone()))
+        .unwrap_or("")
+        .trim();
+    let top = |k: &str| root.get(k).map(|v| v.get_ref());
+    let d = |m: String| ctx.diag_span(span.clone(), m);
+    let see = "see docs/plan.md for the plan format";
+    match path {
+        Some([Step::Key(k)])
+            if k == "agent" && matches!(top("agent"), Some(DeValue::Integer(_))) =>
+        {
+            d(
+                "`agent` is the agent command (a preset name, a string or a list), not a number"
+                    .to_owned(),
+            )
+            .help(format!("did you mean `agents = {value}`?"))
+        }
+        Some([Step::Key(k)])
+            if k == "agents"
+                && matches!(top("agents"), Some(DeValue::String(s)) if s.parse::<f64>().is_err()) =>
+        {
+            d("`agents` is how many workers run: a number or \"auto\"".to_owned()).help(format!(
+                "did you mean `agent = {value}` (the agent command)?"
+            ))
+        }
+        Some([Step::Key(k)])
+            if (k == "task" || k == "tasks") && matches!(top(k), Some(DeValue::Table(_))) =>
+        {
+            d(format!("`[{k}]` is a single table, and tasks are a list"))
+                .help(format!("write [[{k}]] (double brackets) above each task"))
+        }
+        Some([Step::Key(k), Step::Index(_)])
+            if (k == "task" || k == "tasks") && message.starts_with("missing field `id`") =>
+        {
+            d("this task has no `id`".to_owned())
+                .help("add id = \"NAME\" (letters, digits, `.`, `_`, `-`)")
+        }
+        Some(path) => {
+            let mut key = String::new();
+            let mut task = None;
+            let mut here = Some(root);
+            for step in path {
+                match step {
+                    Step::Key(k) => {
+                        key = k.clone();
+                        here = here
+                            .and_then(|t| t.get(k.as_str()))
+                            .and_then(|v| v.get_ref().as_table());
+                    }
+                    Step::Index(i) if task.is_none() && (key == "task" || key == "tasks") => {
+                        let t = root
+                            .get(key.as_str())
+                            .and_then(|v| v.get_ref().as_array())
+                            .and_then(|a| a.get(*i))
+                            .and_then(|t| t.get_ref().as_table());
+                        task = Some(t.map_or_else(|| " in a task".to_owned(), task_label));
+                        here = t;
+                    }
+                    Step::Index(_) => {}
+                }
+            }
+            let _ = here;
+            d(format!("`{key}`{}: {message}", task.unwrap_or_default())).help(see)
+        }
+        None => d(message).help(see),
+    }
+}
+
+/// Parses a TOML plan: every syntax error, or else every unknown key and
+/// wrong value (each removed so the rest can be read), then the plan.
+fn parse_toml(ctx: &Ctx<'_>, errs: &mut Vec<Diagnostic>) -> Result<(Head, Tasks), Diagnostics> {
     type Spanned<T> = toml::Spanned<T>;
-    let raw: RawPlan<Spanned<RawTask<Spanned<String>>>> =
-        toml::from_str(ctx.text).map_err(|e| {
-            let msg = e.message().trim().replace('\n', " ");
-            ctx.diag(e.span().map(|s| s.start), msg)
-                .help("see docs/plan.md for the plan format")
-        })?;
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(ctx.text);
+    if !syntax.is_empty() {
+        let found = syntax
+            .iter()
+            .map(|e| {
+                ctx.diag_span(e.span(), plain_words(e.message()))
+                    .help("see docs/plan.md for the plan format")
+            })
+            .collect();
+        return Err(Diagnostics::from_vec(found)
+            .unwrap_or_else(|| Diagnostic::new(ctx.path, "the plan cannot be read").into()));
+    }
+    let span = root.span();
+    let mut table = root.into_inner();
+    let mut broken: Vec<usize> = Vec::new();
+    unknown_keys(ctx, &mut table, errs, &mut broken);
+    let raw =
+        loop {
+            let doc = Spanned::new(span.clone(), table.clone());
+            match RawPlan::<Spanned<RawTask<Spanned<String>>>>::deserialize(
+                toml::de::Deserializer::from(doc),
+            ) {
+                Ok(raw) => break raw,
+                Err(e) => {
+                    let path = e.span().and_then(|s| locate(&table, &s));
+                    errs.push(type_diag(ctx, &table, path.as_deref(), &e));
+                    // The task the problem is in (its table's header) is
+                    // reported once.
+                    if let Some([Step::Key(k), Step::Index(i), ..]) = path.as_deref() {
+                        if let Some(t) = table
+                            .get(k.as_str())
+                            .and_then(|v| v.get_ref().as_array())
+                            .and_then(|a| a.get(*i))
+                        {
+                            broken.push(t.span().start);
+                        }
+                    }
+                    let removed = path.is_some_and(|p| remove_path(&mut table, &p));
+                    if !removed || errs.len() >= MAX_STRUCTURE_ERRORS {
+                        return Err(Diagnostics::from_vec(std::mem::take(errs)).unwrap_or_else(
+                            || Diagnostic::new(ctx.path, "the plan cannot be read").into(),
+                        ));
+                    }
+                }
+            }
+        };
     let (head, tasks) = split_head(raw);
     let tasks = tasks
         .into_iter()
         .map(|t| {
             let start = t.span().start;
             let task = t.into_inner().map(|s| Located {
-                offset: Some(s.span().start),
+                span: Some(s.span()),
                 text: s.into_inner(),
             });
-            (task, Some(start))
+            RawEntry {
+                task,
+                at: Some(start),
+                broken: broken.contains(&start),
+            }
         })
         .collect();
     Ok((head, tasks))
 }
 
-fn parse_json(ctx: &Ctx<'_>) -> Result<(Head, Tasks), Diagnostic> {
-    let json_err = |e: serde_json::Error, base_line: usize| {
-        let line = base_line + e.line().saturating_sub(1);
-        Diagnostic::new(ctx.path, json_message(&e))
-            .line(Some(line))
-            .help("see docs/plan.md for the plan format")
+/// Parses a JSON plan. JSON has no spans to find each wrong value by, so
+/// its settings stop at the first problem; each task is read on its own,
+/// and every task's first problem is reported.
+fn parse_json(ctx: &Ctx<'_>, errs: &mut Vec<Diagnostic>) -> Result<(Head, Tasks), Diagnostics> {
+    let json_err = |e: serde_json::Error, base: usize, in_task: bool| {
+        let line_in = e.line().max(1);
+        let col = e.column().max(1);
+        // Lines after the first are the file's own; the first starts at
+        // `base`.
+        let base_line = ctx.line_of(base);
+        let offset = if line_in == 1 {
+            base + col.saturating_sub(1)
+        } else {
+            ctx.offset_of(base_line + line_in - 1, col)
+        };
+        let msg = json_message(&e);
+        let d = ctx.diag_span(Some(offset..offset + 1), plain_words(&msg));
+        match unknown_field(&msg) {
+            Some(k) => ctx
+                .diag_span(Some(offset..offset + 1), format!("unknown key `{k}`"))
+                .help(unknown_key_help(k, in_task)),
+            None => d.help("see docs/plan.md for the plan format"),
+        }
     };
-    let raw: RawPlan<&RawValue> = serde_json::from_str(ctx.text).map_err(|e| json_err(e, 1))?;
+    let raw: RawPlan<&RawValue> =
+        serde_json::from_str(ctx.text).map_err(|e| Diagnostics::from(json_err(e, 0, false)))?;
     let (head, tasks) = split_head(raw);
     let base = ctx.text.as_ptr() as usize;
     let mut out = Vec::with_capacity(tasks.len());
     for raw_task in tasks {
         let offset = (raw_task.get().as_ptr() as usize).checked_sub(base);
-        let line = offset.map_or(1, |o| ctx.line_of(o));
-        let task: RawTask<String> =
-            serde_json::from_str(raw_task.get()).map_err(|e| json_err(e, line))?;
-        out.push((task.map(|text| Located { text, offset }), offset));
+        let task: RawTask<String> = match serde_json::from_str(raw_task.get()) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push(json_err(e, offset.unwrap_or(0), true));
+                // Keep its id, so tasks that depend on it are not told it
+                // is unknown.
+                let id = serde_json::from_str::<serde_json::Value>(raw_task.get())
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
+                if let Some(id) = id {
+                    RawTask::bare(id).into_broken(&mut out, offset);
+                }
+                continue;
+            }
+        };
+        out.push(RawEntry {
+            task: task.map(|text| Located {
+                text,
+                span: offset.map(|o| o..o + 1),
+            }),
+            at: offset,
+            broken: false,
+        });
     }
     Ok((head, out))
+}
+
+/// `unknown field `x`, expected ...` names `x`.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
 }
 
 fn json_message(e: &serde_json::Error) -> String {
@@ -687,17 +1290,23 @@ struct Built {
 }
 
 /// Checks a plan's settings and builds them; errors name the key's line.
-fn build_settings(ctx: &Ctx<'_>, head: Head) -> Result<Built, Diagnostic> {
+fn build_settings(ctx: &Ctx<'_>, head: Head, errs: &mut Vec<Diagnostic>) -> Built {
     let mut settings = Settings::default();
     let format = match head.format.as_deref() {
         None => None,
-        Some(f) => Some(AgentFormat::parse(f).ok_or_else(|| {
-            ctx.diag(
-                find(ctx, "format"),
-                format!("format = \"{f}\" is not an output format"),
-            )
-            .help("use \"claude-stream-json\" (claude and wrappers of it) or \"text\"")
-        })?),
+        Some(f) => {
+            let parsed = AgentFormat::parse(f);
+            if parsed.is_none() {
+                errs.push(
+                    ctx.diag(
+                        find(ctx, "format"),
+                        format!("format = \"{f}\" is not an output format"),
+                    )
+                    .help("use \"claude-stream-json\" (claude and wrappers of it) or \"text\""),
+                );
+            }
+            parsed
+        }
     };
     let spec = AgentSpec {
         agent: head.agent.map(|a| a.0),
@@ -705,27 +1314,33 @@ fn build_settings(ctx: &Ctx<'_>, head: Head) -> Result<Built, Diagnostic> {
         permission_mode: head.permission_mode,
         allowed_tools: head.allowed_tools.unwrap_or_default(),
     };
-    settings.set_agent(&spec).map_err(|m| {
-        let key = if m.contains("permission_mode") {
-            "permission_mode"
-        } else {
-            "agent"
-        };
-        ctx.diag(find(ctx, key), m).help(
-            "see docs/agents.md: agent = \"claude\" (the default), \"codex\", \"aider\", \"gemini\" or an argv template",
-        )
-    })?;
+    attempt(errs, || {
+        settings.set_agent(&spec).map_err(|m| {
+            let key = if m.contains("permission_mode") {
+                "permission_mode"
+            } else {
+                "agent"
+            };
+            ctx.diag(find(ctx, key), m).help(
+                "see docs/agents.md: agent = \"claude\" (the default), \"codex\", \"aider\", \"gemini\" or an argv template",
+            )
+        })?;
+        Ok(())
+    });
     if let Some(r) = head.resume {
         settings.resume = r;
     }
-    if let Some(b) = head.budget_usd {
-        if !(b.is_finite() && b > 0.0) {
-            return Err(ctx
-                .diag(find(ctx, "budget_usd"), format!("budget_usd = {b} is not a budget"))
-                .help("give the most the session's agents may spend, in US dollars: budget_usd = 25.0"));
+    attempt(errs, || {
+        if let Some(b) = head.budget_usd {
+            if !(b.is_finite() && b > 0.0) {
+                return Err(ctx
+                    .diag(find(ctx, "budget_usd"), format!("budget_usd = {b} is not a budget"))
+                    .help("give the most the session's agents may spend, in US dollars: budget_usd = 25.0"));
+            }
+            settings.budget_usd = Some(b);
         }
-        settings.budget_usd = Some(b);
-    }
+        Ok(())
+    });
     if let Some(v) = head.prompt_stdin {
         settings.prompt_stdin = v;
     }
@@ -733,47 +1348,59 @@ fn build_settings(ctx: &Ctx<'_>, head: Head) -> Result<Built, Diagnostic> {
     if let Some(p) = head.usage_pause {
         settings.usage_pause_ms = p.millis();
     }
-    if let Some(m) = head.max_agents {
-        if m == 0 {
-            return Err(ctx
-                .diag(find(ctx, "max_agents"), "max_agents = 0 allows no agent")
-                .help("use 1 or more"));
+    attempt(errs, || {
+        if let Some(m) = head.max_agents {
+            if m == 0 {
+                return Err(ctx
+                    .diag(find(ctx, "max_agents"), "max_agents = 0 allows no agent")
+                    .help("use 1 or more"));
+            }
+            settings.max_agents = Some(m);
         }
-        settings.max_agents = Some(m);
-    }
-    if let Some(l) = head.lease {
-        if l.millis() < 1000 {
-            return Err(ctx
-                .diag(
-                    find(ctx, "lease"),
-                    "`lease` under 1s cannot be renewed in time",
-                )
-                .help("write lease = \"30s\" (the default) or longer"));
+        Ok(())
+    });
+    attempt(errs, || {
+        if let Some(l) = head.lease {
+            if l.millis() < 1000 {
+                return Err(ctx
+                    .diag(
+                        find(ctx, "lease"),
+                        "`lease` under 1s cannot be renewed in time",
+                    )
+                    .help("write lease = \"30s\" (the default) or longer"));
+            }
+            settings.lease_ms = l.millis();
         }
-        settings.lease_ms = l.millis();
-    }
+        Ok(())
+    });
     if let Some(s) = head.clock_skew {
         settings.clock_skew_ms = s.millis();
     }
-    if let Some(l) = head.level {
-        if !(1..=5).contains(&l) {
-            return Err(ctx
-                .diag(
-                    find(ctx, "level"),
-                    format!("level = {l} is not a project level"),
-                )
-                .help("use 1 (MVP) to 5 (enterprise)"));
+    attempt(errs, || {
+        if let Some(l) = head.level {
+            if !(1..=5).contains(&l) {
+                return Err(ctx
+                    .diag(
+                        find(ctx, "level"),
+                        format!("level = {l} is not a project level"),
+                    )
+                    .help("use 1 (MVP) to 5 (enterprise)"));
+            }
+            settings.level = Some(l);
         }
-        settings.level = Some(l);
-    }
-    if let Some(t) = head.timeout {
-        if t.0.is_zero() {
-            return Err(ctx
-                .diag(None, "`timeout` must be more than 0")
-                .help("write e.g. timeout = \"30m\""));
+        Ok(())
+    });
+    attempt(errs, || {
+        if let Some(t) = head.timeout {
+            if t.0.is_zero() {
+                return Err(ctx
+                    .diag(find(ctx, "timeout"), "`timeout` must be more than 0")
+                    .help("write e.g. timeout = \"30m\""));
+            }
+            settings.timeout_ms = t.millis();
         }
-        settings.timeout_ms = t.millis();
-    }
+        Ok(())
+    });
     if let Some(r) = head.retries {
         settings.retries = r;
     }
@@ -783,69 +1410,101 @@ fn build_settings(ctx: &Ctx<'_>, head: Head) -> Result<Built, Diagnostic> {
     if let Some(g) = head.grace {
         settings.grace_ms = g.millis();
     }
-    if let Some(r) = &head.rate_limit {
-        settings.rate_limit = Some(
-            r.parse::<Rate>()
-                .map_err(|e| ctx.diag(find(ctx, "rate_limit"), e))?,
-        );
-    }
-    match head.waves.as_deref() {
-        None | Some("dynamic") => {}
-        Some("strict") => settings.strict_waves = true,
-        Some(other) => return Err(ctx
-            .diag(
-                find(ctx, "waves"),
-                format!("waves = \"{other}\" is not a schedule"),
-            )
-            .help(
-                "write waves = \"strict\" (barriers between waves) or \"dynamic\" (the default)",
-            )),
-    }
+    attempt(errs, || {
+        if let Some(r) = &head.rate_limit {
+            settings.rate_limit = Some(
+                r.parse::<Rate>()
+                    .map_err(|e| ctx.diag(find(ctx, "rate_limit"), e))?,
+            );
+        }
+        Ok(())
+    });
+    attempt(errs, || {
+        match head.waves.as_deref() {
+            None | Some("dynamic") => {}
+            Some("strict") => settings.strict_waves = true,
+            Some(other) => return Err(ctx
+                .diag(
+                    find(ctx, "waves"),
+                    format!("waves = \"{other}\" is not a schedule"),
+                )
+                .help(
+                    "write waves = \"strict\" (barriers between waves) or \"dynamic\" (the default)",
+                )),
+        }
+        Ok(())
+    });
     if let Some(t) = head.wave_failure_threshold {
         settings.wave_failure_threshold = t.0;
     }
-    if let Some(d) = &head.deadline {
-        let t = crate::time::parse_deadline(d, &crate::time::now()).map_err(|e| {
-            ctx.diag(find(ctx, "deadline"), e)
-                .help("write deadline = \"6h\" (from when the session is made), \"18:30\" or \"2026-11-21T18:30:00+01:00\"")
-        })?;
-        settings.deadline = Some(crate::time::rfc3339(&t));
-    }
+    attempt(errs, || {
+        if let Some(d) = &head.deadline {
+            let t = crate::time::parse_deadline(d, &crate::time::now()).map_err(|e| {
+                ctx.diag(find(ctx, "deadline"), e)
+                    .help("write deadline = \"6h\" (from when the session is made), \"18:30\" or \"2026-11-21T18:30:00+01:00\"")
+            })?;
+            settings.deadline = Some(crate::time::rfc3339(&t));
+        }
+        Ok(())
+    });
     if let Some(k) = head.breaker {
         settings.breaker_failures = k;
     }
     if let Some(c) = head.breaker_cooldown {
         settings.breaker_cooldown_ms = c.millis();
     }
-    match head.degrade.as_deref() {
-        None | Some("none") => {}
-        Some("sequential") => settings.degrade_sequential = true,
-        Some(other) => {
-            return Err(ctx.diag(find(ctx, "degrade"), format!("degrade = \"{other}\" is not a mode"))
-                .help("write degrade = \"sequential\" (one worker while the breaker is tripped) or \"none\""))
+    attempt(errs, || {
+        match head.degrade.as_deref() {
+            None | Some("none") => {}
+            Some("sequential") => settings.degrade_sequential = true,
+            Some(other) => {
+                return Err(ctx.diag(find(ctx, "degrade"), format!("degrade = \"{other}\" is not a mode"))
+                    .help("write degrade = \"sequential\" (one worker while the breaker is tripped) or \"none\""))
+            }
         }
-    }
-    if let Some(m) = &head.memory_per_agent {
-        settings.memory_per_agent = Some(
-            crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "memory_per_agent"), e))?,
-        );
-    }
-    if let Some(m) = &head.min_free_disk {
-        settings.min_free_disk =
-            crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "min_free_disk"), e))?;
-    }
-    let template = head.template.map(|t| build_template(ctx, t)).transpose()?;
-    if let Some(w) = &head.workspace {
-        settings.workspace = parse_workspace(w).map_err(|e| ctx.diag(find(ctx, "workspace"), e))?;
-    }
-    if let Some(setup) = head.setup {
-        if setup.trim().is_empty() {
-            return Err(ctx
-                .diag(find(ctx, "setup"), "`setup` is empty")
-                .help("give a command, or remove the key"));
+        Ok(())
+    });
+    attempt(errs, || {
+        if let Some(m) = &head.memory_per_agent {
+            settings.memory_per_agent = Some(
+                crate::size::parse_size(m)
+                    .map_err(|e| ctx.diag(find(ctx, "memory_per_agent"), e))?,
+            );
         }
-        settings.setup = Some(setup);
-    }
+        Ok(())
+    });
+    attempt(errs, || {
+        if let Some(m) = &head.min_free_disk {
+            settings.min_free_disk =
+                crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "min_free_disk"), e))?;
+        }
+        Ok(())
+    });
+    let template = match head.template.map(|t| build_template(ctx, t)).transpose() {
+        Ok(t) => t,
+        Err(d) => {
+            errs.push(d);
+            None
+        }
+    };
+    attempt(errs, || {
+        if let Some(w) = &head.workspace {
+            settings.workspace =
+                parse_workspace(w).map_err(|e| ctx.diag(find(ctx, "workspace"), e))?;
+        }
+        Ok(())
+    });
+    attempt(errs, || {
+        if let Some(setup) = head.setup {
+            if setup.trim().is_empty() {
+                return Err(ctx
+                    .diag(find(ctx, "setup"), "`setup` is empty")
+                    .help("give a command, or remove the key"));
+            }
+            settings.setup = Some(setup);
+        }
+        Ok(())
+    });
     if let Some(r) = head.require_commit {
         settings.require_commit = r;
     }
@@ -858,49 +1517,86 @@ fn build_settings(ctx: &Ctx<'_>, head: Head) -> Result<Built, Diagnostic> {
     if let Some(m) = head.mark_done {
         settings.mark_done = m;
     }
-    let mut checkpoints = BTreeMap::new();
-    for (name, cp) in head.checkpoint {
-        let at = find(ctx, &format!("checkpoint.{name}"));
-        check_name("checkpoint name", &name).map_err(|e| ctx.diag(at, e.to_string()))?;
-        for a in &cp.expect {
-            check_name("agent name", a)
-                .map_err(|e| ctx.diag(at, format!("checkpoint `{name}`: {e}")))?;
-        }
-        checkpoints.insert(name, CheckpointDecl { expect: cp.expect });
-    }
-    let mut resources = BTreeMap::new();
-    for (name, r) in head.resource {
-        let at = find(ctx, &format!("resource.{name}"));
-        check_name("resource name", &name).map_err(|e| ctx.diag(at, e.to_string()))?;
-        let capacity = r.capacity.unwrap_or(1);
-        if capacity == 0 {
-            return Err(ctx
-                .diag(at, format!("resource `{name}` has capacity 0"))
-                .help("give it capacity = 1 or more"));
-        }
-        let rate_limit = match &r.rate_limit {
-            Some(s) => Some(
-                s.parse::<Rate>()
-                    .map_err(|e| ctx.diag(at, format!("resource `{name}`: {e}")))?,
+    attempt(errs, || {
+        for (key, value, slot) in [
+            ("on_finish", head.on_finish, &mut settings.on_finish),
+            ("on_failure", head.on_failure, &mut settings.on_failure),
+            (
+                "on_attention",
+                head.on_attention,
+                &mut settings.on_attention,
             ),
-            None => None,
-        };
-        resources.insert(
-            name,
-            ResourceDecl {
-                capacity,
-                rate_limit,
-            },
-        );
+        ] {
+            if let Some(command) = value {
+                if command.trim().is_empty() {
+                    return Err(ctx
+                        .diag(find(ctx, key), format!("`{key}` is empty"))
+                        .help("give a command, or remove the key"));
+                }
+                *slot = Some(command);
+            }
+        }
+        Ok(())
+    });
+    if let Some(b) = head.bell {
+        settings.bell = b;
     }
+    let mut checkpoints = BTreeMap::new();
+    attempt(errs, || {
+        for (name, cp) in head.checkpoint {
+            let at = find(ctx, &format!("checkpoint.{name}"));
+            check_name("checkpoint name", &name).map_err(|e| ctx.diag(at, e.to_string()))?;
+            for a in &cp.expect {
+                check_name("agent name", a)
+                    .map_err(|e| ctx.diag(at, format!("checkpoint `{name}`: {e}")))?;
+            }
+            checkpoints.insert(name, CheckpointDecl { expect: cp.expect });
+        }
+        Ok(())
+    });
+    let mut resources = BTreeMap::new();
+    attempt(errs, || {
+        for (name, r) in head.resource {
+            let at = find(ctx, &format!("resource.{name}"));
+            check_name("resource name", &name).map_err(|e| ctx.diag(at, e.to_string()))?;
+            let capacity = r.capacity.unwrap_or(1);
+            if capacity == 0 {
+                return Err(ctx
+                    .diag(at, format!("resource `{name}` has capacity 0"))
+                    .help("give it capacity = 1 or more"));
+            }
+            let rate_limit = match &r.rate_limit {
+                Some(s) => Some(
+                    s.parse::<Rate>()
+                        .map_err(|e| ctx.diag(at, format!("resource `{name}`: {e}")))?,
+                ),
+                None => None,
+            };
+            resources.insert(
+                name,
+                ResourceDecl {
+                    capacity,
+                    rate_limit,
+                },
+            );
+        }
+        Ok(())
+    });
     let agents = head.agents.unwrap_or(AgentsValue::Count(settings.agents));
-    Ok(Built {
+    Built {
         settings,
         template,
         checkpoints,
         resources,
         agents,
-    })
+    }
+}
+
+/// Runs one check of the settings; its problem, if any, joins the others.
+fn attempt(errs: &mut Vec<Diagnostic>, check: impl FnOnce() -> Result<(), Diagnostic>) {
+    if let Err(d) = check() {
+        errs.push(d);
+    }
 }
 
 /// Where a plan file asks its tasks to come from, besides its `[[task]]`s.
@@ -927,37 +1623,44 @@ pub struct Draft {
     head: Head,
     raw: Tasks,
     sourced: Vec<SourcedTask>,
+    /// Problems found while reading, reported with the rest by
+    /// [`Draft::finish`].
+    errors: Vec<Diagnostic>,
 }
 
 impl Draft {
-    /// Reads a plan (or settings) file: its settings are checked now, its
-    /// tasks when the draft is finished.
-    pub fn read(src: PlanSource<'_>) -> Result<Draft, Diagnostic> {
+    /// Reads a plan (or settings) file. A file that is not TOML (or JSON)
+    /// at all is an error now, with every syntax error; other problems
+    /// (unknown keys, wrong values, settings, tasks) are all reported
+    /// together by [`Draft::finish`], so one run shows every mistake.
+    pub fn read(src: PlanSource<'_>) -> Result<Draft, Diagnostics> {
         let ctx = Ctx::new(src.path, src.text);
         let is_json = src
             .path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let mut errors = Vec::new();
         let (head, raw) = if is_json {
-            parse_json(&ctx)?
+            parse_json(&ctx, &mut errors)?
         } else {
-            parse_toml(&ctx)?
+            parse_toml(&ctx, &mut errors)?
         };
-        build_settings(&ctx, head.clone())?;
-        let draft = Draft {
+        let mut draft = Draft {
             path: src.path.to_path_buf(),
             text: src.text.to_owned(),
             head,
             raw,
             sourced: Vec::new(),
+            errors,
         };
         if draft.head.group.is_some() && draft.head.roadmap.is_none() {
-            return Err(draft
+            let d = draft
                 .diag(
                     "group",
                     "`group` chooses a roadmap's groups, and there is no `roadmap`",
                 )
-                .help("add roadmap = \"ROADMAP.md\", or remove `group`"));
+                .help("add roadmap = \"ROADMAP.md\", or remove `group`");
+            draft.errors.push(d);
         }
         Ok(draft)
     }
@@ -971,6 +1674,7 @@ impl Draft {
             head: Head::default(),
             raw: Vec::new(),
             sourced: Vec::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -1020,7 +1724,11 @@ impl Draft {
                     .help("see docs/plan.md for the settings and their values")
             })?,
         };
-        build_settings(&Ctx::new(&label, ""), over.clone())?;
+        let mut errs = Vec::new();
+        build_settings(&Ctx::new(&label, ""), over.clone(), &mut errs);
+        if let Some(first) = errs.into_iter().next() {
+            return Err(first);
+        }
         self.head.overlay(over);
         if self.head.group.is_some() && self.head.roadmap.is_none() && key == "group" {
             return Err(fail("`group` chooses a roadmap's groups, and there is no roadmap".to_owned())
@@ -1053,9 +1761,11 @@ impl Draft {
         }
     }
 
-    /// The settings as they stand, for reading other sources with them.
-    pub fn settings(&self) -> Result<Settings, Diagnostic> {
-        Ok(build_settings(&self.ctx(), self.head.clone())?.settings)
+    /// The settings as they stand, for reading other sources with them: a
+    /// setting with a problem keeps its default here, and the problem is
+    /// reported by [`Draft::finish`].
+    pub fn settings(&self) -> Settings {
+        build_settings(&self.ctx(), self.head.clone(), &mut Vec::new()).settings
     }
 
     /// The name the file gives the session, if any.
@@ -1077,16 +1787,17 @@ impl Draft {
         self,
         name: Option<&str>,
         default_name: Option<&str>,
-    ) -> Result<Plan, Diagnostic> {
+    ) -> Result<Plan, Diagnostics> {
         let Draft {
             path,
             text,
             head,
             raw,
             sourced,
+            mut errors,
         } = self;
         let ctx = Ctx::new(&path, &text);
-        let built = build_settings(&ctx, head.clone())?;
+        let built = build_settings(&ctx, head.clone(), &mut errors);
         let name = name
             .map(str::to_owned)
             .or(head.name)
@@ -1097,7 +1808,7 @@ impl Draft {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "plan".to_owned())
             });
-        assemble(&ctx, built, raw, sourced, &name)
+        assemble(&ctx, built, raw, sourced, &name, errors)
     }
 }
 
@@ -1116,8 +1827,8 @@ impl Head {
             timeout, retries, backoff, grace, rate_limit, waves, wave_failure_threshold, deadline,
             breaker, breaker_cooldown, degrade, memory_per_agent, min_free_disk, prompt_stdin,
             usage_limit_patterns, usage_pause, max_agents, level, lease, clock_skew, template,
-            workspace, setup, require_commit, backup, next_group, mark_done, roadmap, group,
-            prompts;
+            workspace, setup, require_commit, backup, next_group, mark_done, on_finish,
+            on_failure, on_attention, bell, roadmap, group, prompts;
             checkpoint, resource
         );
     }
@@ -1125,13 +1836,16 @@ impl Head {
 
 /// A plan from checked settings, the file's own tasks and tasks from other
 /// sources: every task checked against the others, then analysed once.
+/// Every problem is collected (with `errors`, those found before), and
+/// the plan is returned only when there are none.
 fn assemble(
     ctx: &Ctx<'_>,
     built: Built,
     raw_tasks: Tasks,
     sourced: Vec<SourcedTask>,
     name: &str,
-) -> Result<Plan, Diagnostic> {
+    mut errors: Vec<Diagnostic>,
+) -> Result<Plan, Diagnostics> {
     let Built {
         mut settings,
         template,
@@ -1139,70 +1853,103 @@ fn assemble(
         mut resources,
         agents,
     } = built;
-    check_session_name(ctx.path, name)?;
+    let fail = |errors: Vec<Diagnostic>| {
+        Diagnostics::from_vec(errors)
+            .unwrap_or_else(|| Diagnostic::new(ctx.path, "the plan is not valid").into())
+    };
+    if let Err(d) = check_session_name(ctx.path, name) {
+        errors.push(d);
+    }
     if raw_tasks.is_empty() && sourced.is_empty() {
-        return Err(ctx
-            .diag(None, "the plan has no tasks")
-            .help("add a task: [[task]] with an `id` and a `command` or `prompt`"));
+        if errors.is_empty() {
+            errors.push(
+                ctx.diag(None, "the plan has no tasks")
+                    .help("add a task: [[task]] with an `id` and a `command` or `prompt`"),
+            );
+        }
+        return Err(fail(errors));
     }
 
     let plan_dir = ctx.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut tasks = Vec::with_capacity(raw_tasks.len());
     let mut index: HashMap<String, usize> = HashMap::with_capacity(raw_tasks.len());
-    let mut after_offsets: Vec<Vec<Option<usize>>> = Vec::with_capacity(raw_tasks.len());
-    for (raw, task_offset) in raw_tasks {
-        let at = raw.id.offset.or(task_offset);
+    let mut after_spans: Vec<Vec<Option<Range<usize>>>> = Vec::with_capacity(raw_tasks.len());
+    for entry in raw_tasks {
+        let RawEntry {
+            task: raw,
+            at: task_offset,
+            broken,
+        } = entry;
+        let id_span = raw.id.span.clone().or(task_offset.map(|o| o..o + 1));
+        let at = id_span.as_ref().map(|s| s.start);
+        let err = |m: String| ctx.diag_span(id_span.clone(), m);
         let id = raw.id.text;
-        check_new_id(&index, &tasks, &id, ctx.path, at.map(|o| ctx.line_of(o)))?;
+        let fresh = match check_new_id(&index, &tasks, &id, ctx.path, at.map(|o| ctx.line_of(o))) {
+            Ok(()) => true,
+            Err(d) => {
+                let duplicate = index.contains_key(&id);
+                errors.push(with_place(ctx, d, id_span.clone()));
+                !duplicate
+            }
+        };
+        let mut has_action = true;
         let action = match (raw.command, raw.prompt) {
             (Some(c), None) => Action::Command(c),
             (None, Some(p)) => Action::Prompt(p),
             (Some(_), Some(_)) => {
-                return Err(ctx
-                    .diag(at, format!("task `{id}` has both `command` and `prompt`"))
-                    .help("keep one: `command` runs in sh, `prompt` goes to the agent"))
+                has_action = false;
+                errors.push(
+                    err(format!("task `{id}` has both `command` and `prompt`"))
+                        .help("keep one: `command` runs in sh, `prompt` goes to the agent"),
+                );
+                Action::Command(String::new())
             }
             (None, None) => {
-                return Err(ctx
-                    .diag(
-                        at,
-                        format!("task `{id}` has neither `command` nor `prompt`"),
-                    )
-                    .help("add command = \"...\" or prompt = \"...\""))
+                has_action = false;
+                // A task whose `command` had a wrong type was reported.
+                if !broken {
+                    errors.push(
+                        err(format!("task `{id}` has neither `command` nor `prompt`"))
+                            .help("add command = \"...\" or prompt = \"...\""),
+                    );
+                }
+                Action::Command(String::new())
             }
         };
         let (Action::Command(body) | Action::Prompt(body)) = &action;
-        if body.trim().is_empty() {
-            return Err(ctx.diag(at, format!("task `{id}` has an empty command or prompt")));
+        if has_action && body.trim().is_empty() {
+            errors.push(err(format!("task `{id}` has an empty command or prompt")));
         }
         for res in &raw.resources {
-            check_name("resource name", res)
-                .map_err(|e| ctx.diag(at, format!("task `{id}`: {e}")))?;
+            if let Err(e) = check_name("resource name", res) {
+                errors.push(err(format!("task `{id}`: {e}")));
+            }
         }
         for (k, v) in &raw.env {
             if !is_env_name(k) {
-                return Err(ctx
-                    .diag(
-                        at,
-                        format!(
-                            "task `{id}`: `{}` is not an environment variable name",
-                            k.escape_debug()
-                        ),
-                    )
-                    .help("use letters, digits and `_`, not starting with a digit"));
-            }
-            if looks_secret(k) && !is_pure_reference(v) {
-                return Err(ctx.diag(at, format!("task `{id}`: env `{k}` looks secret and would be stored in the session files"))
+                errors.push(
+                    err(format!(
+                        "task `{id}`: `{}` is not an environment variable name",
+                        k.escape_debug()
+                    ))
+                    .help("use letters, digits and `_`, not starting with a digit"),
+                );
+            } else if looks_secret(k) && !is_pure_reference(v) {
+                errors.push(err(format!("task `{id}`: env `{k}` looks secret and would be stored in the session files"))
                     .help(format!("write {k} = \"${{{k}}}\" and export {k} where the workers run")));
             }
         }
         if let Some(t) = raw.timeout {
             if t.0.is_zero() {
-                return Err(ctx.diag(at, format!("task `{id}`: `timeout` must be more than 0")));
+                errors.push(err(format!("task `{id}`: `timeout` must be more than 0")));
             }
         }
-        let workspace = match &raw.workspace {
-            Some(w) => parse_workspace(w).map_err(|e| ctx.diag(at, format!("task `{id}`: {e}")))?,
+        let workspace = match raw.workspace.as_deref().map(parse_workspace) {
+            Some(Ok(w)) => w,
+            Some(Err(e)) => {
+                errors.push(err(format!("task `{id}`: {e}")));
+                settings.workspace
+            }
             None => settings.workspace,
         };
         let worktree = match workspace {
@@ -1215,29 +1962,29 @@ fn assemble(
                     None
                 };
                 if let Some(key) = key {
-                    return Err(ctx
-                        .diag(
-                            at,
-                            format!("task `{id}` sets `{key}` but does not run in a worktree"),
-                        )
-                        .help("add workspace = \"worktree\" to the task, or remove the key"));
+                    errors.push(
+                        err(format!(
+                            "task `{id}` sets `{key}` but does not run in a worktree"
+                        ))
+                        .help("add workspace = \"worktree\" to the task, or remove the key"),
+                    );
                 }
                 None
             }
             Workspace::Worktree => {
                 if let Some(reason) = branch_name_problem(&id) {
-                    return Err(ctx
-                        .diag(
-                            at,
-                            format!("task id `{id}` cannot name a git branch: {reason}"),
-                        )
-                        .help("rename the task: worktree tasks get a branch orch/SESSION/ID"));
+                    errors.push(
+                        err(format!("task id `{id}` cannot name a git branch: {reason}"))
+                            .help("rename the task: worktree tasks get a branch orch/SESSION/ID"),
+                    );
                 }
                 let setup = match raw.setup {
                     Some(s) if s.trim().is_empty() => {
-                        return Err(ctx
-                            .diag(at, format!("task `{id}`: `setup` is empty"))
-                            .help("give a command, or remove the key"))
+                        errors.push(
+                            err(format!("task `{id}`: `setup` is empty"))
+                                .help("give a command, or remove the key"),
+                        );
+                        None
                     }
                     Some(s) => Some(s),
                     None => settings.setup.clone(),
@@ -1257,8 +2004,15 @@ fn assemble(
                 plan_dir.join(p).to_string_lossy().into_owned()
             }
         });
-        index.insert(id.clone(), tasks.len());
-        after_offsets.push(raw.after.iter().map(|a| a.offset.or(at)).collect());
+        if fresh {
+            index.insert(id.clone(), tasks.len());
+        }
+        after_spans.push(
+            raw.after
+                .iter()
+                .map(|a| a.span.clone().or(id_span.clone()))
+                .collect(),
+        );
         tasks.push(Task {
             title: raw.title,
             action,
@@ -1295,23 +2049,34 @@ fn assemble(
             file,
             after_lines,
         } = s;
-        check_new_id(&index, &tasks, &task.id, &file, task.line)?;
+        let fresh = match check_new_id(&index, &tasks, &task.id, &file, task.line) {
+            Ok(()) => true,
+            Err(d) => {
+                let duplicate = index.contains_key(&task.id);
+                errors.push(d);
+                !duplicate
+            }
+        };
         let (Action::Command(body) | Action::Prompt(body)) = &task.action;
         if body.trim().is_empty() {
-            return Err(Diagnostic::new(
-                &file,
-                format!("task `{}` has an empty command or prompt", task.id),
-            )
-            .line(task.line));
+            errors.push(
+                Diagnostic::new(
+                    &file,
+                    format!("task `{}` has an empty command or prompt", task.id),
+                )
+                .line(task.line),
+            );
         }
         if task.worktree.is_none() && settings.workspace == Workspace::Worktree {
             if let Some(reason) = branch_name_problem(&task.id) {
-                return Err(Diagnostic::new(
-                    &file,
-                    format!("task id `{}` cannot name a git branch: {reason}", task.id),
-                )
-                .line(task.line)
-                .help("rename it: worktree tasks get a branch orch/SESSION/ID"));
+                errors.push(
+                    Diagnostic::new(
+                        &file,
+                        format!("task id `{}` cannot name a git branch: {reason}", task.id),
+                    )
+                    .line(task.line)
+                    .help("rename it: worktree tasks get a branch orch/SESSION/ID"),
+                );
             }
             task.worktree = Some(WorktreeSpec {
                 setup: settings.setup.clone(),
@@ -1319,28 +2084,34 @@ fn assemble(
                 builds_on: Vec::new(),
             });
         }
-        index.insert(task.id.clone(), tasks.len());
+        if fresh {
+            index.insert(task.id.clone(), tasks.len());
+        }
         tasks.push(task);
         origin_files.push(Some(file));
         sourced_lines.push(after_lines);
     }
-    let own = after_offsets.len();
+    let own = after_spans.len();
     let origins: Vec<Origin<'_>> = (0..tasks.len())
         .map(|i| match &origin_files[i] {
             None => Origin {
                 file: ctx.path,
-                after_lines: after_offsets[i]
-                    .iter()
-                    .map(|o| o.map(|o| ctx.line_of(o)))
-                    .collect(),
+                ctx: Some(ctx),
+                after_spans: after_spans[i].clone(),
+                after_lines: Vec::new(),
             },
             Some(f) => Origin {
                 file: f,
+                ctx: None,
+                after_spans: Vec::new(),
                 after_lines: sourced_lines[i - own].clone(),
             },
         })
         .collect();
-    let (analysis, mut warnings) = check_and_analyse(&mut tasks, &index, &origins, &checkpoints)?;
+    let checked = check_and_analyse(&mut tasks, &index, &origins, &checkpoints, &mut errors);
+    let Some((analysis, mut warnings)) = checked.filter(|_| errors.is_empty()) else {
+        return Err(fail(errors));
+    };
     add_implied_resources(&tasks, &mut resources);
     if let AgentsValue::Count(n) = agents {
         settings.agents = n;
@@ -1364,6 +2135,15 @@ fn assemble(
         conflicts: Default::default(),
         next: None,
     })
+}
+
+/// `d` (made with a line only) at `span` of the plan file.
+fn with_place(ctx: &Ctx<'_>, d: Diagnostic, span: Option<Range<usize>>) -> Diagnostic {
+    let placed = ctx.diag_span(span, d.message);
+    Diagnostic {
+        help: d.help,
+        ..placed
+    }
 }
 
 fn parse_workspace(value: &str) -> Result<Workspace, String> {
@@ -1392,8 +2172,8 @@ pub fn branch_name_problem(id: &str) -> Option<&'static str> {
     }
 }
 
-/// The line of the first `key =` or `[key]` in a TOML text (best effort,
-/// for settings that carry no span), as a byte offset.
+/// Where the first `key =` or `[key]` in a TOML text is (best effort, for
+/// settings that carry no span), as a byte offset.
 fn find(ctx: &Ctx<'_>, key: &str) -> Option<usize> {
     let table = format!("[{key}]");
     let mut offset = 0;
@@ -1403,7 +2183,7 @@ fn find(ctx: &Ctx<'_>, key: &str) -> Option<usize> {
             || t.strip_prefix(key)
                 .is_some_and(|r| r.trim_start().starts_with('='))
         {
-            return Some(offset);
+            return Some(offset + (l.len() - t.len()));
         }
         offset += l.len() + 1;
     }
@@ -1519,9 +2299,9 @@ pub fn plan_from_tasks(
     name: &str,
     settings: Settings,
     sourced: Vec<SourcedTask>,
-) -> Result<Plan, Diagnostic> {
+) -> Result<Plan, Diagnostics> {
     if sourced.is_empty() {
-        return Err(Diagnostic::new(source, "nothing to plan: no tasks"));
+        return Err(Diagnostic::new(source, "nothing to plan: no tasks").into());
     }
     let agents = if settings.agents_auto {
         AgentsValue::Auto
@@ -1535,7 +2315,14 @@ pub fn plan_from_tasks(
         resources: BTreeMap::new(),
         agents,
     };
-    assemble(&Ctx::new(source, ""), built, Vec::new(), sourced, name)
+    assemble(
+        &Ctx::new(source, ""),
+        built,
+        Vec::new(),
+        sourced,
+        name,
+        Vec::new(),
+    )
 }
 
 fn check_session_name(file: &Path, name: &str) -> Result<(), Diagnostic> {
@@ -1578,10 +2365,25 @@ fn check_new_id(
     Ok(())
 }
 
-/// Where a task's `after` entries were written.
+/// Where a task's `after` entries were written: spans in the plan file
+/// (`ctx`), or lines of another file.
 struct Origin<'a> {
     file: &'a Path,
+    ctx: Option<&'a Ctx<'a>>,
+    after_spans: Vec<Option<Range<usize>>>,
     after_lines: Vec<Option<usize>>,
+}
+
+impl Origin<'_> {
+    /// A problem with the task's `j`th `after` entry.
+    fn diag(&self, j: usize, message: String) -> Diagnostic {
+        match self.ctx {
+            Some(ctx) => ctx.diag_span(self.after_spans.get(j).cloned().flatten(), message),
+            None => {
+                Diagnostic::new(self.file, message).line(self.after_lines.get(j).copied().flatten())
+            }
+        }
+    }
 }
 
 /// Resources tasks name without the plan declaring them: capacity 1.
@@ -1598,14 +2400,15 @@ fn add_implied_resources(tasks: &[Task], resources: &mut BTreeMap<String, Resour
 
 /// Dependencies (tasks or `checkpoint:NAME`) known and not repeated, no
 /// cycles, none through a checkpoint either; then the analysis. Returns it
-/// with warnings (checkpoints waited for but not declared).
+/// with warnings (checkpoints waited for but not declared); every problem
+/// is added to `errors`.
 fn check_and_analyse(
     tasks: &mut [Task],
     index: &HashMap<String, usize>,
     origins: &[Origin<'_>],
     checkpoints: &BTreeMap<String, CheckpointDecl>,
-) -> Result<(Analysis, Vec<String>), Diagnostic> {
-    let at = |i: usize, j: usize| origins[i].after_lines.get(j).copied().flatten();
+    errors: &mut Vec<Diagnostic>,
+) -> Option<(Analysis, Vec<String>)> {
     let mut warnings = Vec::new();
     let competitions: HashMap<String, ()> = tasks
         .iter()
@@ -1614,12 +2417,19 @@ fn check_and_analyse(
     for (i, task) in tasks.iter().enumerate() {
         let mut seen = HashMap::new();
         for (j, dep) in task.after.iter().enumerate() {
-            let diag = |m: String| Diagnostic::new(origins[i].file, m).line(at(i, j));
+            let diag = |m: String| origins[i].diag(j, m);
+            let twice = || {
+                diag(format!("task `{}` lists `{dep}` twice in `after`", task.id))
+                    .help("remove one of them")
+            };
             if let Some(cp) = crate::checkpoint::after_checkpoint(dep) {
-                check_name("checkpoint name", cp).map_err(|e| {
-                    diag(format!("task `{}`: {e}", task.id))
-                        .help("write after = [\"checkpoint:NAME\"] with a plain name")
-                })?;
+                if let Err(e) = check_name("checkpoint name", cp) {
+                    errors.push(
+                        diag(format!("task `{}`: {e}", task.id))
+                            .help("write after = [\"checkpoint:NAME\"] with a plain name"),
+                    );
+                    continue;
+                }
                 if !checkpoints.contains_key(cp) {
                     warnings.push(format!(
                         "task `{}` waits for checkpoint `{cp}`, which the plan does not declare: something must run `orch-sync wait {cp} --expect ...` or the plan needs [checkpoint.{cp}] expect = [...]",
@@ -1627,10 +2437,7 @@ fn check_and_analyse(
                     ));
                 }
                 if seen.insert(dep.as_str(), ()).is_some() {
-                    return Err(diag(format!(
-                        "task `{}` lists `{dep}` twice in `after`",
-                        task.id
-                    )));
+                    errors.push(twice());
                 }
                 continue;
             }
@@ -1640,23 +2447,21 @@ fn check_and_analyse(
                         "task `{}` waits for competition `{c}`, which no task enters",
                         task.id
                     ));
-                    return Err(match suggest(c, competitions.keys()) {
+                    errors.push(match suggest(c, competitions.keys().map(String::as_str)) {
                         Some(s) => d.help(format!("did you mean `compete:{s}`?")),
                         None => d.help("give the alternatives compete = \"NAME\" and wait with after = [\"compete:NAME\"]"),
                     });
-                }
-                if task.compete.as_deref() == Some(c) {
-                    return Err(diag(format!(
-                        "task `{}` enters competition `{c}` and waits for its winner",
-                        task.id
-                    ))
-                    .help("an entrant cannot wait for its own competition"));
+                } else if task.compete.as_deref() == Some(c) {
+                    errors.push(
+                        diag(format!(
+                            "task `{}` enters competition `{c}` and waits for its winner",
+                            task.id
+                        ))
+                        .help("an entrant cannot wait for its own competition"),
+                    );
                 }
                 if seen.insert(dep.as_str(), ()).is_some() {
-                    return Err(diag(format!(
-                        "task `{}` lists `{dep}` twice in `after`",
-                        task.id
-                    )));
+                    errors.push(twice());
                 }
                 continue;
             }
@@ -1665,16 +2470,14 @@ fn check_and_analyse(
                     "task `{}` depends on unknown task `{dep}`",
                     task.id
                 ));
-                return Err(match suggest(dep, index.keys()) {
+                errors.push(match suggest(dep, index.keys().map(String::as_str)) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help("list an existing task id in `after`"),
                 });
+                continue;
             }
             if seen.insert(dep.as_str(), ()).is_some() {
-                return Err(diag(format!(
-                    "task `{}` lists `{dep}` twice in `after`",
-                    task.id
-                )));
+                errors.push(twice());
             }
         }
     }
@@ -1686,37 +2489,48 @@ fn check_and_analyse(
         let file = culprit.map_or(origins.first().map_or(Path::new(""), |o| o.file), |i| {
             origins[i].file
         });
-        return Err(
-            Diagnostic::new(file, format!("checkpoint deadlock: {}", words.join("; ")))
-                .line(culprit.and_then(|i| tasks[i].line))
-                .help("a task cannot wait for a checkpoint that only a task after it can reach"),
+        let d = match culprit.and_then(|i| origins[i].ctx.map(|c| (i, c))) {
+            Some((i, ctx)) => ctx.diag(
+                tasks[i].line.map(|l| ctx.offset_of(l, 1)),
+                format!("checkpoint deadlock: {}", words.join("; ")),
+            ),
+            None => Diagnostic::new(file, format!("checkpoint deadlock: {}", words.join("; ")))
+                .line(culprit.and_then(|i| tasks[i].line)),
+        };
+        errors.push(
+            d.help("a task cannot wait for a checkpoint that only a task after it can reach"),
         );
+        return None;
     }
-    let analysis = analysis::analyse(tasks, index).map_err(|cycle| {
-        let first = index[&cycle[0]];
-        let needs: Vec<String> = cycle
-            .windows(2)
-            .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
-            .collect();
-        let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
-        Diagnostic::new(
-            origins[first].file,
-            format!("dependency cycle: {}", needs.join(", ")),
-        )
-        .line(dep_pos.and_then(|p| at(first, p)))
-        .help("remove one of these dependencies")
-    })?;
-    Ok((analysis, warnings))
+    match analysis::analyse(tasks, index) {
+        Ok(analysis) => Some((analysis, warnings)),
+        Err(cycle) => {
+            let first = index[&cycle[0]];
+            let needs: Vec<String> = cycle
+                .windows(2)
+                .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
+                .collect();
+            let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
+            let message = format!("dependency cycle: {}", needs.join(", "));
+            let d = match dep_pos {
+                Some(p) => origins[first].diag(p, message),
+                None => Diagnostic::new(origins[first].file, message),
+            };
+            errors.push(d.help("remove one of these dependencies"));
+            None
+        }
+    }
 }
 
 /// The closest known id, if it is close enough to be a typo.
-fn suggest<'a>(wanted: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+fn suggest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (wanted.len() / 3).max(2);
     known
+        .filter(|k| *k != wanted)
         .map(|k| (edit_distance(wanted, k), k))
         .filter(|(d, _)| *d <= limit)
         .min()
-        .map(|(_, k)| k.as_str())
+        .map(|(_, k)| k)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -1738,7 +2552,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Plan, Diagnostic> {
+    fn parse(text: &str) -> Result<Plan, Diagnostics> {
         parse_plan(
             PlanSource {
                 path: Path::new("plan.toml"),
