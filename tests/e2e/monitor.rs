@@ -444,7 +444,9 @@ fn progress_of_a_stream_json_agent_is_its_turns_against_the_estimate() {
     assert!((0.0..=99.0).contains(&p), "{p}");
     assert_eq!(wk["estimate_s"], 600.0);
     let t = report_text(&env, &[]);
-    assert!(t.contains("stream-json (2 turns, 3 tool calls)"), "{t}");
+    // The worker may have written its own progress by now (its source
+    // then names the agent); the monitor's counts follow either way.
+    assert!(t.contains("(2 turns, 3 tool calls)"), "{t}");
     fs::write(&gate, "").unwrap();
     assert!(w.wait_timeout(LONG).success());
 }
