@@ -490,6 +490,103 @@ def bench_claim(cfg, bindir, work):
     return rows, detail
 
 
+def rss_kb(pid):
+    """VmRSS of a process, KiB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def steady_worker(bindir, env, sid, sdir, k):
+    """One orch-worker on a session: seconds per task over k results after
+    its first (from the journal), its CPU per task over the same stretch
+    (from /proc), and its resident memory at the end, KiB."""
+    journal = os.path.join(sdir, "index", "results.jsonl")
+    with open(journal, "rb") as f:
+        base = f.read().count(b"\n")
+    p = subprocess.Popen([os.path.join(bindir, "orch-worker"), "--session", sid], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu():
+        with open(f"/proc/{p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    first = None
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        with open(journal, "rb") as f:
+            got = f.read().count(b"\n") - base
+        now = time.monotonic()
+        if got >= 1 and first is None:
+            first = (now, got, cpu())
+        if got >= k + 1:
+            break
+        time.sleep(0.005)
+    used = cpu() - first[2]
+    rss = rss_kb(p.pid)
+    p.send_signal(signal.SIGTERM)
+    p.wait()
+    n = max(1, got - first[1])
+    return (now - first[0]) / n, used / n, rss
+
+
+def bench_growth(cfg, bindir, work):
+    """Per-task cost of one worker on sessions of 1k, 10k and 100k
+    independent `true` tasks, in the same run: wall and the worker's own
+    CPU per task (claim, spawn, durable result, release), and its memory."""
+    sizes, k = cfg["growth_sizes"], cfg["growth_k"]
+    got = {}
+    for n in sizes:
+        ids = [f"t{i:06d}" for i in range(n)]
+        plan = os.path.join(work, f"growth-{n}.toml")
+        with open(plan, "w") as f:
+            f.write('name = "growth"\n')
+            for t in ids:
+                f.write(f'[[task]]\nid = "{t}"\ncommand = "true"\n')
+        per, cpu, rss = [], [], []
+        for r in range(cfg["rounds"]):
+            root = os.path.join(work, f"growth-{n}-{r}")
+            env = dict(os.environ, ORCH_HOME=root)
+            sid, _ = plan_session(bindir, root, plan)
+            sdir = os.path.join(root, f"session-{sid}")
+            w, c, m = steady_worker(bindir, env, sid, sdir, k)
+            per.append(w)
+            cpu.append(c)
+            rss.append(m)
+            log(f"growth {n:,} round {r + 1}: {w * 1000:.2f} ms/task, worker CPU "
+                f"{c * 1000:.2f} ms/task, RSS {m / 1024:.0f} MiB")
+            discard(root)
+        got[n] = (med(per), med(cpu), med(rss))
+    small, big = sizes[0], sizes[-1]
+    ratio = got[big][0] / got[small][0]
+    rows = [
+        Row("per-task cost growth", f"one worker, `true` tasks, {big:,} vs {small:,} in the plan",
+            f"{fmt_ms(got[big][0] * 1000)}/task", f"{fmt_ms(got[small][0] * 1000)}/task",
+            ratio, "≤ 1.2×", ratio <= 1.2),
+        Row("", f"the worker's memory with {big:,} tasks", fmt_mib(got[big][2]), "", None,
+            "≤ 30 MiB", got[big][2] <= 30 * 1024),
+    ]
+    detail = [
+        f"One `orch-worker` per session; the time per task between its first result and its "
+        f"{k + 1}th, its own CPU (user+system from /proc) over the same results, and its "
+        "resident memory then. Each task: claim, spawn `true`, durable result, release.",
+        "",
+        "| tasks in the plan | wall per task | worker CPU per task | worker RSS |",
+        "|---|---|---|---|",
+    ]
+    for n in sizes:
+        w, c, m = got[n]
+        detail.append(f"| {n:,} | {fmt_ms(w * 1000)} | {fmt_ms(c * 1000)} | {fmt_mib(m)} |")
+    return rows, detail
+
+
 # ---------------------------------------------------------------- plan scale
 
 def write_big_plan(path, n, edges, seed=7):
@@ -802,6 +899,7 @@ def bench_claude(cfg, bindir, work):
 
 BENCHES = [
     ("dispatch", "Dispatch overhead", bench_dispatch),
+    ("growth", "Per-task cost as the plan grows", bench_growth),
     ("dag", "DAG makespan and schedule quality", bench_dag),
     ("barrier", "Barrier latency", bench_barrier),
     ("claim", "Claim scaling", bench_claim),
@@ -813,10 +911,12 @@ BENCHES = [
 
 FULL = dict(rounds=3, dispatch_n=5000, dag_n=300, barrier_rounds=200, claim_n=100_000,
             claim_k=500, claim_hand_k=20, claim_rounds=1, plan_n=100_000, plan_edges=300_000,
-            monitor_sizes=[10_000, 100_000], claude_n=24, roadmap_groups=10_000)
+            monitor_sizes=[10_000, 100_000], claude_n=24, roadmap_groups=10_000,
+            growth_sizes=[1_000, 10_000, 100_000], growth_k=500)
 QUICK = dict(rounds=1, dispatch_n=1000, dag_n=100, barrier_rounds=50, claim_n=20_000,
              claim_k=200, claim_hand_k=5, claim_rounds=1, plan_n=20_000, plan_edges=60_000,
-             monitor_sizes=[1_000, 10_000], claude_n=8, roadmap_groups=1_000)
+             monitor_sizes=[1_000, 10_000], claude_n=8, roadmap_groups=1_000,
+             growth_sizes=[1_000, 10_000], growth_k=200)
 
 
 def machine():
