@@ -507,8 +507,15 @@ def steady_worker(bindir, env, sid, sdir, k):
     its first (from the journal), its CPU per task over the same stretch
     (from /proc), and its resident memory at the end, KiB."""
     journal = os.path.join(sdir, "index", "results.jsonl")
-    with open(journal, "rb") as f:
-        base = f.read().count(b"\n")
+
+    def lines():
+        try:
+            with open(journal, "rb") as f:
+                return f.read().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    base = lines()
     p = subprocess.Popen([os.path.join(bindir, "orch-worker"), "--session", sid], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tick = os.sysconf("SC_CLK_TCK")
@@ -521,8 +528,7 @@ def steady_worker(bindir, env, sid, sdir, k):
     first = None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        with open(journal, "rb") as f:
-            got = f.read().count(b"\n") - base
+        got = lines() - base
         now = time.monotonic()
         if got >= 1 and first is None:
             first = (now, got, cpu())
