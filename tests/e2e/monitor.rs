@@ -982,7 +982,12 @@ fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_termin
     assert!(t.alternate(), "the dashboard uses the alternate screen");
     let s = t.screen();
     assert!(s.contains("worker-1") && s.contains("worker-2"), "{s}");
-    assert!(s.contains("40% output"), "progress with its source: {s}");
+    // Progress reaches the heartbeat within a second (at most one write a
+    // second per worker), with its source.
+    t.wait_screen("progress with its source", |s| {
+        s.matches("40% output").count() == 2
+    });
+    let s = t.screen();
     assert!(
         s.contains("PHASES") && s.contains("TASKS [all] 2") && s.contains("RECENT EVENTS"),
         "{s}"

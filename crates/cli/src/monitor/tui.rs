@@ -281,6 +281,7 @@ pub fn watch(
         let tick = now >= next_tick;
         let frame_due = dirty && now >= last_draw + MIN_FRAME;
         if tick || frame_due {
+            waker.rearm();
             snap = monitor.snapshot(&opts);
             ui.refilter(&monitor, &snap);
             dirty = false;
