@@ -151,6 +151,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// this long.
 pub const FIRST_TICK: Duration = Duration::from_millis(200);
 const MAX_LINE: usize = 16 * 1024;
+/// Output of an agent that keeps printing is read at most this often.
+const BATCH: Duration = Duration::from_millis(25);
 
 /// What the caller wants after an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -352,8 +354,26 @@ pub fn run(
     let mut next_tick = Instant::now() + FIRST_TICK;
     let mut next_sample = Instant::now() + MEMORY_SAMPLE;
     let mut lines = Vec::new();
+    // When the last look found output: a chatty agent is talking.
+    let mut talking_since: Option<Instant> = None;
 
     let exit: ExitStatus = loop {
+        // A talking agent's output is read in batches, at most every
+        // BATCH: meanwhile only its exit and signals wake us. An agent
+        // printing a line a millisecond then costs a wake-up per batch,
+        // not per line; one that exits is seen at once.
+        if let Some(t) = talking_since.take() {
+            let left = (t + BATCH).saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                let mut quiet: Vec<RawFd> = vec![signals.fd()];
+                if let Some(p) = &pidfd {
+                    quiet.push(p.as_raw_fd());
+                    let _ = sys::poll_read(&quiet, Some(left));
+                } else {
+                    let _ = sys::poll_read(&quiet, Some(left.min(Duration::from_millis(20))));
+                }
+            }
+        }
         let now = Instant::now();
         let mut wake = next_tick
             .min(if spec.memory_limit.is_some() && stop.is_none() {
@@ -385,6 +405,9 @@ pub fn run(
 
         out.pump(false, &mut lines);
         err.pump(true, &mut lines);
+        if !lines.is_empty() {
+            talking_since = Some(Instant::now());
+        }
         let requested = flush_lines(log, &mut lines, transcript, &mut on_event);
 
         let now = Instant::now();
