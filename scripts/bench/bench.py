@@ -490,6 +490,109 @@ def bench_claim(cfg, bindir, work):
     return rows, detail
 
 
+def rss_kb(pid):
+    """VmRSS of a process, KiB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def steady_worker(bindir, env, sid, sdir, k):
+    """One orch-worker on a session: seconds per task over k results after
+    its first (from the journal), its CPU per task over the same stretch
+    (from /proc), and its resident memory at the end, KiB."""
+    journal = os.path.join(sdir, "index", "results.jsonl")
+
+    def lines():
+        try:
+            with open(journal, "rb") as f:
+                return f.read().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    base = lines()
+    p = subprocess.Popen([os.path.join(bindir, "orch-worker"), "--session", sid], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu():
+        with open(f"/proc/{p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    first = None
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        got = lines() - base
+        now = time.monotonic()
+        if got >= 1 and first is None:
+            first = (now, got, cpu())
+        if got >= k + 1:
+            break
+        time.sleep(0.005)
+    used = cpu() - first[2]
+    rss = rss_kb(p.pid)
+    p.send_signal(signal.SIGTERM)
+    p.wait()
+    n = max(1, got - first[1])
+    return (now - first[0]) / n, used / n, rss
+
+
+def bench_growth(cfg, bindir, work):
+    """Per-task cost of one worker on sessions of 1k, 10k and 100k
+    independent `true` tasks, in the same run: wall and the worker's own
+    CPU per task (claim, spawn, durable result, release), and its memory."""
+    sizes, k = cfg["growth_sizes"], cfg["growth_k"]
+    got = {}
+    for n in sizes:
+        ids = [f"t{i:06d}" for i in range(n)]
+        plan = os.path.join(work, f"growth-{n}.toml")
+        with open(plan, "w") as f:
+            f.write('name = "growth"\n')
+            for t in ids:
+                f.write(f'[[task]]\nid = "{t}"\ncommand = "true"\n')
+        per, cpu, rss = [], [], []
+        for r in range(cfg["rounds"]):
+            root = os.path.join(work, f"growth-{n}-{r}")
+            env = dict(os.environ, ORCH_HOME=root)
+            sid, _ = plan_session(bindir, root, plan)
+            sdir = os.path.join(root, f"session-{sid}")
+            w, c, m = steady_worker(bindir, env, sid, sdir, k)
+            per.append(w)
+            cpu.append(c)
+            rss.append(m)
+            log(f"growth {n:,} round {r + 1}: {w * 1000:.2f} ms/task, worker CPU "
+                f"{c * 1000:.2f} ms/task, RSS {m / 1024:.0f} MiB")
+            discard(root)
+        got[n] = (med(per), med(cpu), med(rss))
+    small, big = sizes[0], sizes[-1]
+    ratio = got[big][0] / got[small][0]
+    rows = [
+        Row("per-task cost growth", f"one worker, `true` tasks, {big:,} vs {small:,} in the plan",
+            f"{fmt_ms(got[big][0] * 1000)}/task", f"{fmt_ms(got[small][0] * 1000)}/task",
+            ratio, "≤ 1.2×", ratio <= 1.2),
+        Row("", f"the worker's memory with {big:,} tasks", fmt_mib(got[big][2]), "", None,
+            "≤ 30 MiB", got[big][2] <= 30 * 1024),
+    ]
+    detail = [
+        f"One `orch-worker` per session; the time per task between its first result and its "
+        f"{k + 1}th, its own CPU (user+system from /proc) over the same results, and its "
+        "resident memory then. Each task: claim, spawn `true`, durable result, release.",
+        "",
+        "| tasks in the plan | wall per task | worker CPU per task | worker RSS |",
+        "|---|---|---|---|",
+    ]
+    for n in sizes:
+        w, c, m = got[n]
+        detail.append(f"| {n:,} | {fmt_ms(w * 1000)} | {fmt_ms(c * 1000)} | {fmt_mib(m)} |")
+    return rows, detail
+
+
 # ---------------------------------------------------------------- plan scale
 
 def write_big_plan(path, n, edges, seed=7):
@@ -703,6 +806,127 @@ def worker_cpu(run_log):
     return own, tasks
 
 
+CHATTY_AGENT = r"""#!/usr/bin/env python3
+# A chatty stand-in for claude -p --output-format stream-json: N assistant
+# messages a millisecond apart, then a result. Ignores its arguments.
+import json, os, sys, time
+n = int(os.environ["CHATTY_LINES"])
+out = sys.stdout
+out.write(json.dumps({"type": "system", "subtype": "init", "session_id": f"s-{os.getpid()}"}) + "\n")
+for i in range(n):
+    out.write(json.dumps({"type": "assistant", "message": {"id": f"m{i}", "role": "assistant",
+              "content": [{"type": "text", "text": f"step {i} of the work"}]}}) + "\n")
+    out.flush()
+    time.sleep(0.001)
+out.write(json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
+          "result": "done", "total_cost_usd": 0.001}) + "\n")
+"""
+
+
+def proc_cpu(pid):
+    """User+system CPU seconds of a live process (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+def bench_chatty(cfg, bindir, work):
+    """Agents that stream a lot: N prompt tasks whose agent prints L
+    stream-json lines each, on 4 workers, watched by `orch-monitor --watch`
+    in a tmux terminal; against the same N agent runs under GNU parallel
+    -j4. orch's own CPU per agent output line, and the dashboard's."""
+    n, lines, rounds = cfg["chatty_n"], cfg["chatty_lines"], cfg["rounds"]
+    agent = os.path.join(work, "chatty-agent.sh")
+    with open(agent, "w") as f:
+        f.write(CHATTY_AGENT)
+    os.chmod(agent, 0o755)
+    have_tmux = shutil.which("tmux") is not None
+    t = {"own": [], "tasks": [], "wall": [], "par_total": [], "par_wall": [], "mon": []}
+    for r in range(rounds):
+        root = os.path.join(work, f"chatty-{r}")
+        wd = os.path.join(root, "work")
+        os.makedirs(wd)
+        plan = os.path.join(wd, "plan.toml")
+        with open(plan, "w") as f:
+            f.write(f'name = "chatty"\nagent = ["{agent}", "{{prompt}}"]\n'
+                    'format = "claude-stream-json"\n')
+            for i in range(n):
+                f.write(f'[[task]]\nid = "t{i}"\nprompt = "task {i}"\n')
+        env = dict(os.environ, ORCH_HOME=root, CHATTY_LINES=str(lines))
+        p = run([os.path.join(bindir, "orch-plan"), plan], env=env, stdout=subprocess.PIPE)
+        sid = p.out.decode().strip().splitlines()[-1]
+        mon_pid = None
+        sock = f"orch-bench-{os.getpid()}-{r}"
+        if have_tmux:
+            subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-x",
+                            "120", "-y", "40", "env", f"ORCH_HOME={root}", "TERM=xterm-256color",
+                            os.path.join(bindir, "orch-monitor"), "--watch", "--no-git", "-s",
+                            sid], check=True)
+            out = subprocess.run(["tmux", "-L", sock, "list-panes", "-F", "#{pane_pid}"],
+                                 capture_output=True, text=True, check=True).stdout
+            mon_pid = int(out.split()[0])
+            # Its start (loading the session, the first frames) is not watching.
+            time.sleep(1.0)
+        mon0 = proc_cpu(mon_pid) if mon_pid else 0.0
+        t0 = time.monotonic()
+        run([os.path.join(bindir, "orch-worker"), "--session", sid, "--parallel", "4"], env=env)
+        wall = time.monotonic() - t0
+        mon = proc_cpu(mon_pid) - mon0 if mon_pid else float("nan")
+        if have_tmux:
+            subprocess.run(["tmux", "-L", sock, "kill-server"], check=False)
+        sdir = os.path.join(root, f"session-{sid}")
+        ok = sum(1 for v in results_of(sdir).values() if v["status"] == "success")
+        if ok != n:
+            raise RuntimeError(f"chatty: {ok} of {n} tasks succeeded")
+        own, tasks = worker_cpu(os.path.join(sdir, "logs", "run.log"))
+        par = run(["parallel", "--will-cite", "-j4", agent, "task", ":::"] +
+                  [str(i) for i in range(n)], env=env)
+        t["own"].append(own)
+        t["tasks"].append(tasks)
+        t["wall"].append(wall)
+        t["par_total"].append(par.user + par.sys)
+        t["par_wall"].append(par.wall)
+        t["mon"].append(mon)
+        log(f"chatty round {r + 1}: orch own CPU {own:.3f}s (agents {tasks:.2f}s) in "
+            f"{wall:.1f}s; parallel total CPU {par.user + par.sys:.2f}s; monitor {mon:.3f}s")
+        discard(root)
+    total = n * lines
+    own, tasks, wall = med(t["own"]), med(t["tasks"]), med(t["wall"])
+    par = med(t["par_total"])
+    per_line = own / total * 1000
+    mon = med(t["mon"])
+    mon_share = mon / wall if wall else float("nan")
+    rows = [
+        Row("chatty agents", f"{n} agents × {lines:,} stream-json lines, 4 workers",
+            f"{per_line:.4f} ms own CPU per line", "", None, "≤ 0.02 ms", per_line <= 0.02),
+        Row("", "the same runs, all CPU (agents included)", f"{fmt_s(own + tasks)}",
+            f"GNU parallel -j4: {fmt_s(par)}", (own + tasks) / par if par > 0 else None,
+            "", True),
+        Row("", "`orch-monitor --watch` meanwhile (tmux, 120×40)",
+            f"{mon_share * 100:.2f}% of a core", "", None, "≤ 1%", mon_share <= 0.01),
+    ]
+    detail = [
+        f"Each agent is a Python script printing {lines:,} assistant messages, a millisecond "
+        "apart, and a result in "
+        "claude's stream-json; orch reads every line (turns, progress, the readable task log, "
+        "the raw `.jsonl`). orch's own CPU is what its workers report at exit (getrusage of "
+        "themselves, not their agents), the agents' what they reaped; GNU parallel's is its "
+        "total with its children (the same agents, output buffered by parallel). The "
+        "dashboard's CPU is read from /proc before and after the run (its start left out).",
+        "",
+        "| round | orch wall | orch own CPU | agents' CPU | GNU parallel total CPU | monitor CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in range(rounds):
+        detail.append(f"| {r + 1} | {fmt_s(t['wall'][r])} | {fmt_s(t['own'][r])} | "
+                      f"{fmt_s(t['tasks'][r])} | {fmt_s(t['par_total'][r])} | "
+                      f"{fmt_s(t['mon'][r])} |")
+    return rows, detail
+
+
 def bench_claude(cfg, bindir, work):
     """The real claude CLI through the loopback stand-in: N prompt tasks of
     three model turns (Write, Bash, answer) on 2 workers, against the same
@@ -802,21 +1026,26 @@ def bench_claude(cfg, bindir, work):
 
 BENCHES = [
     ("dispatch", "Dispatch overhead", bench_dispatch),
+    ("growth", "Per-task cost as the plan grows", bench_growth),
     ("dag", "DAG makespan and schedule quality", bench_dag),
     ("barrier", "Barrier latency", bench_barrier),
     ("claim", "Claim scaling", bench_claim),
     ("plan", "Plan scale", bench_plan),
     ("roadmap", "Roadmap scale", bench_roadmap),
     ("monitor", "Monitor and aggregate", bench_monitor),
+    ("chatty", "Chatty agents", bench_chatty),
     ("claude", "Real agent runs", bench_claude),
 ]
 
 FULL = dict(rounds=3, dispatch_n=5000, dag_n=300, barrier_rounds=200, claim_n=100_000,
             claim_k=500, claim_hand_k=20, claim_rounds=1, plan_n=100_000, plan_edges=300_000,
-            monitor_sizes=[10_000, 100_000], claude_n=24, roadmap_groups=10_000)
+            monitor_sizes=[10_000, 100_000], claude_n=24, roadmap_groups=10_000,
+            growth_sizes=[1_000, 10_000, 100_000], growth_k=500, chatty_n=40,
+            chatty_lines=2000)
 QUICK = dict(rounds=1, dispatch_n=1000, dag_n=100, barrier_rounds=50, claim_n=20_000,
              claim_k=200, claim_hand_k=5, claim_rounds=1, plan_n=20_000, plan_edges=60_000,
-             monitor_sizes=[1_000, 10_000], claude_n=8, roadmap_groups=1_000)
+             monitor_sizes=[1_000, 10_000], claude_n=8, roadmap_groups=1_000,
+             growth_sizes=[1_000, 10_000], growth_k=200, chatty_n=12, chatty_lines=2000)
 
 
 def machine():

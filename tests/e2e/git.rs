@@ -1011,7 +1011,7 @@ fn bad_worktree_plans_are_refused_and_imports_are_reported() {
     let out = output(orch(&env, "orch-plan").arg(&bad));
     assert_eq!(out.status.code(), Some(3));
     assert!(
-        stderr(&out).contains("bad.toml:2: task `a` sets `setup` but does not run in a worktree"),
+        stderr(&out).contains("bad.toml:2:6: task `a` sets `setup` but does not run in a worktree"),
         "{}",
         stderr(&out)
     );
@@ -1022,7 +1022,7 @@ fn bad_worktree_plans_are_refused_and_imports_are_reported() {
     let out = output(orch(&env, "orch-plan").arg(&bad));
     assert_eq!(out.status.code(), Some(3));
     assert!(
-        stderr(&out).contains("bad2.toml:1: workspace = \"tree\" is not a workspace"),
+        stderr(&out).contains("bad2.toml:1:1: workspace = \"tree\" is not a workspace"),
         "{}",
         stderr(&out)
     );

@@ -444,7 +444,9 @@ fn progress_of_a_stream_json_agent_is_its_turns_against_the_estimate() {
     assert!((0.0..=99.0).contains(&p), "{p}");
     assert_eq!(wk["estimate_s"], 600.0);
     let t = report_text(&env, &[]);
-    assert!(t.contains("stream-json (2 turns, 3 tool calls)"), "{t}");
+    // The worker may have written its own progress by now (its source
+    // then names the agent); the monitor's counts follow either way.
+    assert!(t.contains("(2 turns, 3 tool calls)"), "{t}");
     fs::write(&gate, "").unwrap();
     assert!(w.wait_timeout(LONG).success());
 }
@@ -971,7 +973,7 @@ fn running_session(env: &Env) -> (String, Vec<Guard>, std::path::PathBuf) {
 #[test]
 fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_terminal() {
     let env = Env::new();
-    let (_id, w, gate) = running_session(&env);
+    let (id, w, gate) = running_session(&env);
     let t = Tmux::start(&env, 120, 40);
     t.type_line("orch-monitor --watch; echo exit=$?");
     t.wait_screen("the dashboard", |s| {
@@ -980,7 +982,12 @@ fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_termin
     assert!(t.alternate(), "the dashboard uses the alternate screen");
     let s = t.screen();
     assert!(s.contains("worker-1") && s.contains("worker-2"), "{s}");
-    assert!(s.contains("40% output"), "progress with its source: {s}");
+    // Progress reaches the heartbeat within a second (at most one write a
+    // second per worker), with its source.
+    t.wait_screen("progress with its source", |s| {
+        s.matches("40% output").count() == 2
+    });
+    let s = t.screen();
     assert!(
         s.contains("PHASES") && s.contains("TASKS [all] 2") && s.contains("RECENT EVENTS"),
         "{s}"
@@ -1006,14 +1013,38 @@ fn watch_shows_the_workers_follows_selection_and_quits_on_q_restoring_the_termin
             .any(|l| l.starts_with("┌ WORKERS") && l.chars().count() == 90)
     });
     // Changes on disk redraw without a key: the tasks finish.
+    // x stops the selected running task (second-track): it fails with
+    // reason `stopped`, without a retry.
+    t.tmux(&["send-keys", "-t", "t", "x"]);
+    t.wait_screen("the question", |s| s.contains("stop second-track?"));
+    t.tmux(&["send-keys", "-t", "t", "y"]);
+    t.wait_screen("the stopped task", |s| {
+        s.lines()
+            .any(|l| l.contains("second-track") && l.contains("failure") && l.contains("stopped"))
+    });
     fs::write(&gate, "").unwrap();
     t.wait_screen("the finished state", |s| s.contains("FINISHED"));
     t.tmux(&["send-keys", "-t", "t", "q"]);
     t.wait_screen("the exit status", |s| s.contains("exit=0"));
     t.assert_restored();
-    for mut w in w {
-        assert!(w.wait_timeout(LONG).success());
-    }
+    let codes: Vec<Option<i32>> = w
+        .into_iter()
+        .map(|mut w| w.wait_timeout(LONG).code())
+        .collect();
+    assert!(
+        codes.contains(&Some(1)),
+        "the stopped task's worker: {codes:?}"
+    );
+    let r = env.json(&id, "results/second-track.json");
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["reason"].as_str(),
+            r["attempt"].as_u64()
+        ),
+        (Some("failure"), Some("stopped"), Some(1)),
+        "{r}"
+    );
 }
 
 /// A finished session of 30 tasks: `t03` fails with an error line of its
@@ -1054,14 +1085,21 @@ fn the_dashboard_reaches_a_failed_task_and_opens_its_log_at_80x24_and_200x50() {
             s.lines().all(|l| l.chars().count() <= w as usize),
             "wider than {w}: {s}"
         );
-        // At 80x24 the failed task is below the first screenful: the filter
-        // brings it up; at 200x50 it shows at once.
+        // At 80x24 the list shows a few rows and the filter brings the
+        // failed task up; at 200x50 it shows at once among 20 or more.
+        let rows = |s: &str| {
+            s.lines()
+                .filter(|l| {
+                    l.contains(" success ") || l.contains(" failure ") || l.contains(" skipped ")
+                })
+                .count()
+        };
         if h == 24 {
-            assert!(!s.contains("t29"), "a scrolling list: {s}");
+            assert!(rows(&s) < 12, "a scrolling list: {s}");
             t.tmux(&["send-keys", "-t", "t", "f"]);
             t.wait_screen("the failed filter", |s| s.contains("TASKS [failed] 1"));
         } else {
-            assert!(s.contains("t29") && s.contains("RECENT EVENTS"), "{s}");
+            assert!(rows(&s) >= 20 && s.contains("RECENT EVENTS"), "{s}");
             t.tmux(&["send-keys", "-t", "t", "Down", "Down", "Down"]);
             t.wait_screen("t03 selected", |s| s.contains("(4/30)"));
         }

@@ -275,6 +275,7 @@ fn claim(
             Some(c) => c,
             None => {
                 if scheduler::mark_finished(&board, &who())? {
+                    crate::notify::finished(&session, &board.counts(), &who());
                     eprintln!(
                         "orch-claim: session {} ({}) is finished",
                         session.info.id, session.info.name
@@ -472,6 +473,9 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
             }
             e => e.into(),
         })?;
+        if status == Status::Failure {
+            crate::notify::failed(&session, &result, &who());
+        }
     }
     // Stop the holder and wait for the lock to be free, so what follows
     // (another claim, a monitor) sees the task settled.
@@ -496,7 +500,9 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
     if status.is_some() {
         let mut board = Board::load(dir, session.load_plan()?)?;
         scheduler::skip_doomed(&mut board, &who())?;
-        scheduler::mark_finished(&board, &who())?;
+        if scheduler::mark_finished(&board, &who())? {
+            crate::notify::finished(&session, &board.counts(), &who());
+        }
     }
     if global.json {
         print_json(&json!({ "task": id, "action": verb, "status": status }))?;

@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod notify;
 pub mod plan;
 pub mod runner;
+pub mod spawn;
 pub mod sync;
 pub mod sys;
 pub mod watch;

@@ -246,6 +246,9 @@ pub fn run(args: Args) -> Result<u8> {
         opts.cpu_window = Duration::ZERO;
         opts.git_every = Duration::from_secs(10);
         opts.task_rows = false;
+        // CPU and memory figures as often as the slow timer, not at every
+        // change: a chatty session changes many times a second.
+        opts.proc_every = Duration::from_secs_f64(args.interval).min(Duration::from_secs(2));
         let monitor = snapshot::Monitor::open(session)?;
         return tui::watch(
             monitor,

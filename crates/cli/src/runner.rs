@@ -11,9 +11,11 @@
 
 use std::io::{self, Read};
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
+
+use crate::spawn::Proc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local};
@@ -139,12 +141,18 @@ pub enum Event {
     Output,
 }
 
-const TICK: Duration = Duration::from_secs(5);
+/// Ticks come once a second: progress held back to keep heartbeat writes
+/// to one a second (an agent reporting progress every line) is written
+/// within a second; the worker writes nothing on a tick without news,
+/// except a heartbeat every few seconds.
+const TICK: Duration = Duration::from_secs(1);
 /// The first tick comes soon, so that what the worker put off while short
 /// tasks came and went (the session summary) is written once a task has run
 /// this long.
 pub const FIRST_TICK: Duration = Duration::from_millis(200);
 const MAX_LINE: usize = 16 * 1024;
+/// Output of an agent that keeps printing is read at most this often.
+const BATCH: Duration = Duration::from_millis(25);
 
 /// What the caller wants after an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -269,59 +277,23 @@ pub fn parse_progress(line: &str) -> Option<f64> {
     p.is_finite().then_some(p.clamp(0.0, 100.0))
 }
 
-fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Child> {
-    let Some((prog, args)) = spec.argv.split_first() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
-    };
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let fds = spec.inherit_fds.clone();
+fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Proc> {
+    let mut env = crate::spawn::os_pairs(spec.env.iter().map(|(k, v)| (k, v)));
     if let Some(t) = tree {
         let (k, v) = t.env();
-        cmd.env(k, v);
+        env.push((k.into(), v.into()));
     }
-    // Joined between fork and exec, so no process of the run is ever
+    // Joined by the child before exec, so no process of the run is ever
     // outside its cgroup; kept open here until the spawn returned.
     let join = tree.and_then(Tree::join_handle);
-    let join_fd = join.as_ref().map(AsRawFd::as_raw_fd);
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec: prctl,
-    // getppid, raise and fcntl.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            if libc::getppid() != parent {
-                // The worker died before we could ask to follow it.
-                libc::raise(libc::SIGKILL);
-            }
-            if let Some(fd) = join_fd {
-                crate::contain::join(fd);
-            }
-            for &fd in &fds {
-                sys::set_cloexec(fd, false)?;
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn();
-    drop(join);
-    child
+    crate::spawn::spawn(&crate::spawn::Request {
+        argv: &spec.argv,
+        env,
+        cwd: &spec.cwd,
+        stdin: spec.stdin.is_some(),
+        inherit_fds: &spec.inherit_fds,
+        cgroup_procs: join.as_ref().map(AsRawFd::as_raw_fd),
+    })
 }
 
 /// Runs the task to its end. Never fails: problems starting it become a
@@ -364,11 +336,11 @@ pub fn run(
             let _ = pipe.write_all(&data);
         });
     }
-    let mut out: Stream<ChildStdout> = Stream {
+    let mut out: Stream<std::fs::File> = Stream {
         pipe: child.stdout.take(),
         lines: LineBuf::default(),
     };
-    let mut err: Stream<ChildStderr> = Stream {
+    let mut err: Stream<std::fs::File> = Stream {
         pipe: child.stderr.take(),
         lines: LineBuf::default(),
     };
@@ -382,8 +354,26 @@ pub fn run(
     let mut next_tick = Instant::now() + FIRST_TICK;
     let mut next_sample = Instant::now() + MEMORY_SAMPLE;
     let mut lines = Vec::new();
+    // When the last look found output: a chatty agent is talking.
+    let mut talking_since: Option<Instant> = None;
 
     let exit: ExitStatus = loop {
+        // A talking agent's output is read in batches, at most every
+        // BATCH: meanwhile only its exit and signals wake us. An agent
+        // printing a line a millisecond then costs a wake-up per batch,
+        // not per line; one that exits is seen at once.
+        if let Some(t) = talking_since.take() {
+            let left = (t + BATCH).saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                let mut quiet: Vec<RawFd> = vec![signals.fd()];
+                if let Some(p) = &pidfd {
+                    quiet.push(p.as_raw_fd());
+                    let _ = sys::poll_read(&quiet, Some(left));
+                } else {
+                    let _ = sys::poll_read(&quiet, Some(left.min(Duration::from_millis(20))));
+                }
+            }
+        }
         let now = Instant::now();
         let mut wake = next_tick
             .min(if spec.memory_limit.is_some() && stop.is_none() {
@@ -415,6 +405,9 @@ pub fn run(
 
         out.pump(false, &mut lines);
         err.pump(true, &mut lines);
+        if !lines.is_empty() {
+            talking_since = Some(Instant::now());
+        }
         let requested = flush_lines(log, &mut lines, transcript, &mut on_event);
 
         let now = Instant::now();

@@ -1677,11 +1677,14 @@ impl Worker {
                 }
             }
             Event::Progress(p) => {
-                if self.hb.progress == Some(p) {
-                    return runner::Control::Continue;
+                if self.hb.progress != Some(p) {
+                    self.hb.progress = Some(p);
+                    self.hb.progress_source = Some("output".to_owned());
+                    // At most one heartbeat a second for progress: an agent
+                    // printing `::progress` every line costs no write each.
+                    self.beat_progress();
                 }
-                self.hb.progress = Some(p);
-                self.hb.progress_source = Some("output".to_owned());
+                return runner::Control::Continue;
             }
             Event::Tick => {
                 if let (Some(task), Some(attempt)) = (self.hb.task.clone(), self.hb.attempt) {

@@ -149,6 +149,7 @@ pub fn follow(
     let mut width = named.iter().map(String::len).max().unwrap_or(8).max(8);
     let mut out = io::stdout().lock();
     loop {
+        waker.rearm();
         // Which tasks run now (live claims)?
         let running: Vec<String> = claim::list_claims(dir)
             .unwrap_or_default()

@@ -57,6 +57,10 @@ pub struct Options {
     /// List every task in [`Snapshot::tasks`] (the dashboard builds only
     /// the rows it shows).
     pub task_rows: bool,
+    /// Read `/proc` (every process: CPU and memory figures) at most this
+    /// often; snapshots in between reuse the last reading (the dashboard,
+    /// which redraws on every change).
+    pub proc_every: Duration,
 }
 
 impl Default for Options {
@@ -70,6 +74,7 @@ impl Default for Options {
             git_every: Duration::ZERO,
             cpu_window: Duration::from_millis(100),
             task_rows: true,
+            proc_every: Duration::ZERO,
         }
     }
 }
@@ -687,7 +692,13 @@ impl Monitor {
                 std::thread::sleep(opts.cpu_window - waited);
             }
         }
-        self.sampler.sample(beats.iter().any(|b| b.live));
+        if self
+            .sampler
+            .last_at()
+            .is_none_or(|at| at.elapsed() >= opts.proc_every)
+        {
+            self.sampler.sample(beats.iter().any(|b| b.live));
+        }
 
         let mut claim_views: Vec<ClaimView> =
             claims.iter().map(|c| claim_view(&dir, c, &now)).collect();

@@ -7,7 +7,9 @@
 //! only a reason to look again, and callers still wake on a slow timer.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 
 use notify::{RecursiveMode, Watcher};
 use orch_session::SessionDir;
@@ -38,6 +40,10 @@ pub struct Waker {
     /// Whether the session directory is on a filesystem without change
     /// events (NFS, FUSE...), where only the timer works.
     pub polling: bool,
+    /// A change was sent and not looked at yet: further changes send
+    /// nothing until [`Waker::rearm`], so a chatty agent appending to its
+    /// log wakes the watching loop once per look, not once per line.
+    pending: Arc<AtomicBool>,
 }
 
 /// Filesystems that give no (or unreliable) inotify events.
@@ -59,13 +65,17 @@ impl Waker {
     pub fn new(dir: &SessionDir, subdirs: &[&str], signals: &Signals) -> Waker {
         let (tx, rx) = mpsc::channel();
         let polling = is_remote(dir.path());
+        let pending = Arc::new(AtomicBool::new(false));
         let watcher = if polling {
             None
         } else {
             let t = tx.clone();
+            let p = Arc::clone(&pending);
             notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
                 // Errors (queue overflow) are a reason to look again too.
-                let _ = t.send(Wake::Changed);
+                if !p.swap(true, Ordering::AcqRel) {
+                    let _ = t.send(Wake::Changed);
+                }
             })
             .ok()
             .and_then(|mut w| {
@@ -94,6 +104,13 @@ impl Waker {
             rx,
             polling: polling || watcher.is_none(),
             watcher,
+            pending,
         }
+    }
+
+    /// To call right before looking at the session: a change from now on
+    /// wakes the loop again.
+    pub fn rearm(&self) {
+        self.pending.store(false, Ordering::Release);
     }
 }
