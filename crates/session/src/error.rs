@@ -62,7 +62,8 @@ impl Excerpt {
         let line_no = text[..start].bytes().filter(|&b| b == b'\n').count() + 1;
         let line = text[line_start..line_end].trim_end_matches('\r');
         let col = text[line_start..start].chars().count();
-        let mut end = end.clamp(start, line_start + line.len());
+        // `start` may be on the line's `\r`, past the trimmed line.
+        let mut end = end.clamp(start, (line_start + line.len()).max(start));
         while !text.is_char_boundary(end) {
             end += 1;
         }
@@ -493,5 +494,22 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
         self.map_err(|source| Error::io(op, path, source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Excerpt;
+
+    #[test]
+    fn an_excerpt_at_a_carriage_return_ending_a_line_is_that_line() {
+        // A problem found at the `\r` of a CRLF line (an unterminated
+        // string runs to it): past the line once the `\r` is trimmed.
+        let text = "id = \"b\"\nprompt = \"do b\r\nafter = []\n";
+        let at = text.find('\r').unwrap_or(0);
+        let (line, column, e) = Excerpt::at(text, at, at + 5);
+        assert_eq!((line, column), (2, 15));
+        assert_eq!(e.text, "prompt = \"do b");
+        assert_eq!(e.width, 1);
     }
 }
