@@ -637,6 +637,62 @@ fn after_a_killed_worker_no_escaped_child_overlaps_the_next_attempt() {
     }
 }
 
+#[test]
+fn a_hand_claim_after_a_killed_worker_starts_with_no_escaped_child_alive() {
+    let env = Env::new();
+    let journal = env.path("journal");
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"t\"\ncommand = \"\"\"\n\
+         setsid python3 -c 'import os, time; os.close(int(os.environ[\"ORCH_LOCK_FD\"]))\nwhile True: open(\"{j}\", \"a\").write(\"A1\\\\n\"); time.sleep(0.01)' </dev/null >/dev/null 2>&1 &\n\
+         exec sleep 1000\n\"\"\"\n",
+        j = journal.display()
+    ));
+    let dir = env.session_dir(&id);
+    let mut first = Guard::new(
+        env.cmd("orch-worker")
+            .args(["--session", &id])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the escaped child to write", LONG, || {
+        fs::read_to_string(&journal).is_ok_and(|t| t.contains("A1"))
+    });
+    // SAFETY: killing the worker this test started.
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    first.wait_timeout(LONG);
+    wait_until("the task lock to be free", LONG, || {
+        !lock::is_held(&dir.join("locks/t.lock")).unwrap()
+    });
+    assert!(!runs_alive(&id).is_empty(), "the escaped child lives on");
+    // A person takes the task by hand: the escaped child of the killed
+    // attempt is gone before orch-claim hands the task over.
+    let person = Guard::new(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = env.run(
+        "orch-claim",
+        &[
+            "--session",
+            &id,
+            "--task",
+            "t",
+            "--pid",
+            &person.pid().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(runs_alive(&id).is_empty(), "an earlier attempt still runs");
+    let out = env.run("orch-claim", &["--session", &id, "done", "t"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.results(&id)["t"]["attempt"], 2);
+    drop(person);
+}
+
 /// The most lines `+ ...` open at once in `journal` (`- ...` closes one).
 fn most_at_once(journal: &std::path::Path) -> i32 {
     let (mut now, mut most) = (0, 0);

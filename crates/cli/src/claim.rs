@@ -296,6 +296,30 @@ fn claim(
     let (i, claim) = claimed;
     let task_id = claim.task().to_owned();
     let attempt = claim.record.attempt;
+    // As a worker does before a retry: nothing of an earlier attempt (a
+    // child that left its group, of a worker killed meanwhile) may still
+    // run when the person starts on the task.
+    if attempt > 1 {
+        let stuck = crate::contain::sweep(
+            &crate::contain::task_prefix(&session.info.id, &task_id),
+            Duration::from_millis(session.info.settings.grace_ms).min(Duration::from_secs(5)),
+        );
+        if !stuck.is_empty() {
+            let claim = claim;
+            let _ = claim.release();
+            return Err(coded(
+                exit::CONFLICT,
+                format!(
+                    "task `{task_id}`: processes {} of an earlier attempt would not die; not claimed",
+                    stuck
+                        .iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
 
     // Hand the locked descriptors (the task's, and its resources': a hand
     // claim holds them as a worker's does) to a holder that outlives us.
