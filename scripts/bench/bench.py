@@ -548,28 +548,31 @@ def bench_growth(cfg, bindir, work):
     independent `true` tasks, in the same run: wall and the worker's own
     CPU per task (claim, spawn, durable result, release), and its memory."""
     sizes, k = cfg["growth_sizes"], cfg["growth_k"]
-    got = {}
+    plans = {}
     for n in sizes:
-        ids = [f"t{i:06d}" for i in range(n)]
-        plan = os.path.join(work, f"growth-{n}.toml")
-        with open(plan, "w") as f:
+        plans[n] = os.path.join(work, f"growth-{n}.toml")
+        with open(plans[n], "w") as f:
             f.write('name = "growth"\n')
-            for t in ids:
-                f.write(f'[[task]]\nid = "{t}"\ncommand = "true"\n')
-        per, cpu, rss = [], [], []
-        for r in range(cfg["rounds"]):
-            root = os.path.join(work, f"growth-{n}-{r}")
+            for i in range(n):
+                f.write(f'[[task]]\nid = "t{i:06d}"\ncommand = "true"\n')
+    # One warm-up run (not counted), then the sizes in turn in each round,
+    # so a slow start or a drifting machine does not favour one size.
+    samples = {n: ([], [], []) for n in sizes}
+    for r in range(-1, cfg["rounds"]):
+        for n in sizes if r >= 0 else sizes[:1]:
+            root = os.path.join(work, f"growth-{n}-{r + 1}")
             env = dict(os.environ, ORCH_HOME=root)
-            sid, _ = plan_session(bindir, root, plan)
+            sid, _ = plan_session(bindir, root, plans[n])
             sdir = os.path.join(root, f"session-{sid}")
             w, c, m = steady_worker(bindir, env, sid, sdir, k)
-            per.append(w)
-            cpu.append(c)
-            rss.append(m)
+            discard(root)
+            if r < 0:
+                continue
+            for xs, v in zip(samples[n], (w, c, m)):
+                xs.append(v)
             log(f"growth {n:,} round {r + 1}: {w * 1000:.2f} ms/task, worker CPU "
                 f"{c * 1000:.2f} ms/task, RSS {m / 1024:.0f} MiB")
-            discard(root)
-        got[n] = (med(per), med(cpu), med(rss))
+    got = {n: tuple(med(xs) for xs in samples[n]) for n in sizes}
     small, big = sizes[0], sizes[-1]
     ratio = got[big][0] / got[small][0]
     rows = [
@@ -580,7 +583,8 @@ def bench_growth(cfg, bindir, work):
             "≤ 30 MiB", got[big][2] <= 30 * 1024),
     ]
     detail = [
-        f"One `orch-worker` per session; the time per task between its first result and its "
+        f"One `orch-worker` per session, the sizes taken in turn in each round after a "
+        "warm-up run; the time per task between its first result and its "
         f"{k + 1}th, its own CPU (user+system from /proc) over the same results, and its "
         "resident memory then. Each task: claim, spawn `true`, durable result, release.",
         "",
