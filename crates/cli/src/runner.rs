@@ -63,14 +63,27 @@ pub trait Transcript {
     fn flush(&mut self) {}
 }
 
+/// An agent's progress as its own output tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentProgress {
+    /// Percent done (an estimate).
+    pub percent: f64,
+    /// What it is made of, for people: `claude: 4 turns, 7 tool calls`.
+    pub detail: String,
+    /// Model turns so far.
+    pub turns: u32,
+    /// Tool calls so far.
+    pub tool_calls: u32,
+}
+
 /// What a [`Transcript`] saw in a line.
 #[derive(Debug, Default)]
 pub struct Seen {
     /// Stop the task (SIGTERM to its group) and record it as interrupted,
     /// for this reason.
     pub stop: Option<String>,
-    /// New progress to report: percent and what it is made of.
-    pub progress: Option<(f64, String)>,
+    /// New progress to report.
+    pub progress: Option<AgentProgress>,
     /// The agent said its own session id (claude's, to resume it).
     pub session: Option<String>,
 }
@@ -128,8 +141,8 @@ pub enum Event {
     Spawned(u32),
     /// The task reported progress, in percent (`::progress 42`).
     Progress(f64),
-    /// An agent's output showed progress: percent, and what it is made of.
-    Agent(f64, String),
+    /// An agent's output showed progress.
+    Agent(AgentProgress),
     /// The agent said its own session id.
     AgentSession(String),
     /// Time for a heartbeat: [`FIRST_TICK`] after the start, then every
@@ -628,8 +641,8 @@ fn flush_lines(
     let _ = log.lines(logged.iter().map(String::as_str));
     transcript.flush();
     // Once per batch: a chatty agent does not cost a heartbeat per line.
-    if let Some((pct, detail)) = progress {
-        if let Control::Stop(r) = on_event(Event::Agent(pct, detail)) {
+    if let Some(p) = progress {
+        if let Control::Stop(r) = on_event(Event::Agent(p)) {
             stop.get_or_insert(r);
         }
     }

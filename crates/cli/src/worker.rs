@@ -514,6 +514,8 @@ impl Worker {
             agent_pid: None,
             progress: None,
             progress_source: None,
+            turns: None,
+            tool_calls: None,
             done: 0,
             failed: 0,
         };
@@ -1300,6 +1302,8 @@ impl Worker {
             self.hb.attempt = Some(attempt);
             self.hb.task_started = Some(time::rfc3339(&time::now()));
             self.hb.progress = None;
+            self.hb.turns = None;
+            self.hb.tool_calls = None;
             self.hb.agent_pid = None;
             if task.worktree.is_some() {
                 // Preparing a worktree may take a while: say so now, and
@@ -1746,6 +1750,8 @@ impl Worker {
         self.hb.task_started = None;
         self.hb.agent_pid = None;
         self.hb.progress = None;
+        self.hb.turns = None;
+        self.hb.tool_calls = None;
         self.hb.progress_source = None;
         self.beat_lazy();
         self.summary(false);

@@ -70,6 +70,14 @@ pub struct Heartbeat {
     /// `file` (`ORCH_PROGRESS`) or `stream-json` (agent turns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_source: Option<String>,
+    /// For agents that speak stream-json: model turns of the running
+    /// task's current run so far (the monitor shows them without reading
+    /// the agent's output itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turns: Option<u32>,
+    /// Tool calls of the same run so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<u32>,
     /// Tasks this worker finished with success.
     pub done: u32,
     /// Tasks this worker finished otherwise.

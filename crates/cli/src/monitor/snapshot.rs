@@ -1003,8 +1003,13 @@ impl Monitor {
         if !b.live {
             return v;
         }
-        // Agents that speak stream-json: turns and tool calls so far.
-        if let Some(t) = &hb.task {
+        // Agents that speak stream-json: turns and tool calls so far, as
+        // the worker counted them; from the agent's raw output only for a
+        // worker that does not say (an older one).
+        if let (Some(turns), Some(tools)) = (hb.turns, hb.tool_calls) {
+            v.turns = Some(turns);
+            v.tool_calls = Some(tools);
+        } else if let Some(t) = &hb.task {
             let counter = self.streams.entry(t.clone()).or_default();
             if counter.update(&dir.task_raw_log(t)).is_ok() && counter.seen {
                 v.turns = Some(counter.turns);

@@ -191,7 +191,12 @@ impl Transcript for Watch {
             let pct = (self.started.elapsed().as_millis() as f64 / self.estimate_ms.max(1) as f64
                 * 100.0)
                 .min(95.0);
-            seen.progress = Some((pct, self.reader.progress_detail()));
+            seen.progress = Some(runner::AgentProgress {
+                percent: pct,
+                detail: self.reader.progress_detail(),
+                turns: self.reader.report.turns,
+                tool_calls: self.reader.report.tool_uses,
+            });
         }
         if !self.session_told {
             if let Some(id) = &self.reader.report.session_id {
@@ -599,9 +604,11 @@ impl Worker {
                 // (docs/performance.md).
                 let mut agent_unrecorded = None;
                 runner::run(&spec, tlog, &signals, &mut watch, |ev| match ev {
-                    Event::Agent(pct, detail) => {
-                        self.hb.progress = Some(pct);
-                        self.hb.progress_source = Some(detail);
+                    Event::Agent(p) => {
+                        self.hb.progress = Some(p.percent);
+                        self.hb.progress_source = Some(p.detail);
+                        self.hb.turns = Some(p.turns);
+                        self.hb.tool_calls = Some(p.tool_calls);
                         self.beat_progress();
                         Control::Continue
                     }
