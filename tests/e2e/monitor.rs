@@ -439,7 +439,13 @@ fn progress_of_a_stream_json_agent_is_its_turns_against_the_estimate() {
         (Some(2), Some(3)),
         "{wk}"
     );
-    assert_eq!(wk["progress_source"], "stream-json");
+    // The monitor's estimate from the turns, or the worker's own report
+    // once it has written it (at most a second later).
+    let src = wk["progress_source"].as_str().unwrap_or("");
+    assert!(
+        src == "stream-json" || src.starts_with("claude: 2 turns"),
+        "{wk}"
+    );
     let p = wk["progress"].as_f64().unwrap();
     assert!((0.0..=99.0).contains(&p), "{p}");
     assert_eq!(wk["estimate_s"], 600.0);
@@ -685,8 +691,17 @@ fn clean_stale_never_removes_a_live_claim_while_workers_claim_the_same_tasks() {
                                 }
                                 removed.push(name);
                             }
-                            ("heartbeat", a) if a != "live" => {
-                                bad.push(format!("a live worker's heartbeat: {it}"));
+                            // A worker that finished and exited may have
+                            // its heartbeat removed; one still alive never.
+                            ("heartbeat", "removed") => {
+                                let ev = it["evidence"].as_str().unwrap_or("");
+                                let pid = ev
+                                    .strip_prefix("pid ")
+                                    .and_then(|r| r.split_whitespace().next())
+                                    .and_then(|p| p.parse::<i32>().ok());
+                                if pid.is_none_or(pid_alive) {
+                                    bad.push(format!("a live worker's heartbeat: {it}"));
+                                }
                             }
                             _ => {}
                         }
