@@ -948,11 +948,7 @@ impl Worker {
     /// Whether this worker may claim now: the stop marker, the deadline,
     /// free disk, and the circuit breaker.
     fn gate(&mut self) -> Result<Gating> {
-        if let Ok(text) = fs::read_to_string(
-            self.dir
-                .join(layout::STATUS_DIR)
-                .join(control::STOPPED_MARKER),
-        ) {
+        if let Ok(text) = fs::read_to_string(self.dir.stopped_marker()) {
             return Ok(Gating::Stop(format!(
                 "session stopped by `orch-worker stop` ({}); `orch-worker resume` allows workers again",
                 text.trim()

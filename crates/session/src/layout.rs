@@ -68,6 +68,8 @@ pub const STATUS_DIR: &str = "status";
 pub const STATUS_YAML: &str = "orchestration.yaml";
 /// Marker inside [`STATUS_DIR`]: the session has finished.
 pub const FINISHED_MARKER: &str = "finished";
+/// `status/stopped`: see [`SessionDir::stopped_marker`].
+pub const STOPPED_MARKER: &str = "stopped";
 /// Directory of stop requests for single tasks, inside [`STATUS_DIR`].
 pub const STOP_DIR: &str = "stop";
 /// Directory of sent notifications (one create-once marker per event),
@@ -269,6 +271,12 @@ impl SessionDir {
     /// `status/finished`.
     pub fn finished_marker(&self) -> PathBuf {
         self.dir.join(STATUS_DIR).join(FINISHED_MARKER)
+    }
+
+    /// `status/stopped`: written by `orch-worker stop`; while it exists,
+    /// workers and cron ticks start nothing.
+    pub fn stopped_marker(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(STOPPED_MARKER)
     }
 
     /// `status/stop/<task>`: `orch-worker stop --task` asks the worker

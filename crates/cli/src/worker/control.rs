@@ -13,9 +13,6 @@ use crate::common::{outln, print_json, Global};
 use crate::exit;
 use crate::sys;
 
-/// `status/stopped`: while it exists, workers and cron ticks start nothing.
-pub const STOPPED_MARKER: &str = "stopped";
-
 /// Stops every live worker of the session: SIGTERM (they stop their agents
 /// after the grace period, record them as interrupted and release them);
 /// with `now`, their agents' process groups get SIGKILL at once. Slurm jobs
@@ -30,7 +27,7 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
         std::process::id()
     );
     atomic::write_atomic(
-        &dir.status_dir().join(STOPPED_MARKER),
+        &dir.stopped_marker(),
         format!("{stamp}\n").as_bytes(),
         Durability::Durable,
     )?;
@@ -259,7 +256,7 @@ pub fn resume(global: &Global, budget: Option<f64>) -> Result<u8> {
             outln(&format!("session {}: {msg}", session.info.id))?;
         }
     }
-    let marker = session.dir.status_dir().join(STOPPED_MARKER);
+    let marker = session.dir.stopped_marker();
     let existed = match orch_session::safefs::remove_file(&marker) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,

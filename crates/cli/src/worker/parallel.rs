@@ -23,7 +23,7 @@ use orch_session::board::Board;
 use orch_session::{layout, lock, log, scheduler, time};
 use serde_json::{json, Value};
 
-use super::{control, live_slots, take_slot_after, tmux};
+use super::{live_slots, take_slot_after, tmux};
 use crate::common::{outln, plural, print_json, Color, Global, Style};
 use crate::exit;
 use crate::sys::{self, Signals};
@@ -74,7 +74,7 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
     };
     let style = Style::stdout();
 
-    if let Ok(text) = std::fs::read_to_string(dir.status_dir().join(control::STOPPED_MARKER)) {
+    if let Ok(text) = std::fs::read_to_string(dir.stopped_marker()) {
         return idle(
             &session,
             global.json,

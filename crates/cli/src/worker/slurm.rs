@@ -38,7 +38,6 @@ use orch_session::slurm::{self as record, SlurmJob};
 use orch_session::{log, proc, time, SessionDir};
 use serde_json::json;
 
-use super::control;
 use crate::common::{outln, print_json, Global};
 use crate::exit;
 
@@ -430,7 +429,7 @@ fn submit(
 ) -> Result<u8> {
     let dir = &session.dir;
     let workers = spec.workers;
-    if let Ok(text) = std::fs::read_to_string(dir.status_dir().join(control::STOPPED_MARKER)) {
+    if let Ok(text) = std::fs::read_to_string(dir.stopped_marker()) {
         return Err(exit::coded(
             exit::CONFLICT,
             format!(
