@@ -327,12 +327,8 @@ fn alive(pid: i32) -> bool {
 }
 
 fn state_and_parent(pid: i32) -> Option<(char, i32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut f = rest.split_ascii_whitespace();
-    let state = f.next()?.chars().next()?;
-    let ppid = f.next()?.parse().ok()?;
-    Some((state, ppid))
+    let s = orch_session::proc::stat(u32::try_from(pid).ok()?)?;
+    Some((s.state, i32::try_from(s.ppid).ok()?))
 }
 
 fn rss_of(pid: i32) -> u64 {

@@ -107,16 +107,7 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut f = rest.split_ascii_whitespace();
-        let state = f.next().unwrap_or("");
-        let pgrp = f.nth(1).and_then(|s| s.parse::<u32>().ok());
-        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+        if orch_session::proc::stat(pid).is_some_and(|s| s.pgrp == pgid && s.is_live()) {
             out.push(pid);
         }
     }

@@ -61,15 +61,58 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// State letter and start time from `/proc/<pid>/stat`.
 fn stat_fields(pid: u32) -> Option<(char, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses; the
-    // fields after its closing parenthesis are plain.
+    stat(pid).map(|s| (s.state, s.start))
+}
+
+/// What `/proc/<pid>/stat` says of a process: the one parser of that file
+/// (liveness, process groups, the monitor's CPU and memory figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Process id.
+    pub pid: u32,
+    /// State letter (`R`, `S`, `Z`...).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: u32,
+    /// Process group id.
+    pub pgrp: u32,
+    /// User plus system time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Start time, clock ticks after boot.
+    pub start: u64,
+    /// Resident set size, pages.
+    pub rss_pages: u64,
+}
+
+impl Stat {
+    /// Whether it runs: not a zombie, not dead.
+    pub fn is_live(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+}
+
+/// Reads `/proc/<pid>/stat` (`None` if the process is gone).
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(pid, &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses the content of `/proc/<pid>/stat`.
+pub fn parse_stat(pid: u32, stat: &str) -> Option<Stat> {
+    // The command (field 2) may hold spaces and parentheses: the plain
+    // fields start after its last `)`.
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // After the state (field 3), the start time is field 22: 19 more.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // f[0] is field 3 (state); field n is f[n - 3].
+    let num = |n: usize| f.get(n - 3).and_then(|s| s.parse::<u64>().ok());
+    Some(Stat {
+        pid,
+        state: f.first()?.chars().next()?,
+        ppid: u32::try_from(num(4)?).ok()?,
+        pgrp: u32::try_from(num(5)?).ok()?,
+        cpu_ticks: num(14)? + num(15)?,
+        start: num(22)?,
+        rss_pages: num(24)?,
+    })
 }
 
 /// This host's name (read once per process).

@@ -32,21 +32,19 @@ pub struct Proc {
 
 /// Parses the content of `/proc/<pid>/stat`.
 pub fn parse_stat(pid: u32, stat: &str) -> Option<Proc> {
-    // The command (field 2) may hold spaces and parentheses: the plain
-    // fields start after its last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // f[0] is field 3 (state); field n is f[n - 3].
-    let num = |n: usize| f.get(n - 3).and_then(|s| s.parse::<u64>().ok());
-    Some(Proc {
-        pid,
-        state: f.first()?.chars().next()?,
-        ppid: u32::try_from(num(4)?).ok()?,
-        pgrp: u32::try_from(num(5)?).ok()?,
-        cpu_ticks: num(14)? + num(15)?,
-        start: num(22)?,
-        rss_bytes: num(24)?.saturating_mul(page_size()),
-    })
+    orch_session::proc::parse_stat(pid, stat).map(from_stat)
+}
+
+fn from_stat(s: orch_session::proc::Stat) -> Proc {
+    Proc {
+        pid: s.pid,
+        state: s.state,
+        ppid: s.ppid,
+        pgrp: s.pgrp,
+        cpu_ticks: s.cpu_ticks,
+        start: s.start,
+        rss_bytes: s.rss_pages.saturating_mul(page_size()),
+    }
 }
 
 /// Every process on the machine (those that vanish while reading are
@@ -60,12 +58,7 @@ pub fn processes() -> Vec<Proc> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some(p) = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| parse_stat(pid, &s))
-        {
-            out.push(p);
-        }
+        out.extend(orch_session::proc::stat(pid).map(from_stat));
     }
     out
 }
