@@ -300,23 +300,11 @@ fn claim(
     // child that left its group, of a worker killed meanwhile) may still
     // run when the person starts on the task.
     if attempt > 1 {
-        let stuck = crate::contain::sweep(
-            &crate::contain::task_prefix(&session.info.id, &task_id),
-            Duration::from_millis(session.info.settings.grace_ms).min(Duration::from_secs(5)),
-        );
-        if !stuck.is_empty() {
-            let claim = claim;
+        if let Err(stuck) = crate::contain::sweep_earlier_attempts(&session, &task_id) {
             let _ = claim.release();
             return Err(coded(
                 exit::CONFLICT,
-                format!(
-                    "task `{task_id}`: processes {} of an earlier attempt would not die; not claimed",
-                    stuck
-                        .iter()
-                        .map(i32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                format!("task `{task_id}`: {stuck}; not claimed"),
             ));
         }
     }

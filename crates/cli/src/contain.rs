@@ -177,6 +177,28 @@ pub fn join(fd: RawFd) {
     }
 }
 
+/// Before attempt 2 or later of `task`: ends what earlier attempts left
+/// running (a child that left its group, of a worker killed meanwhile),
+/// with the session's grace, at most 5 s. The error names the processes
+/// that would not die.
+pub fn sweep_earlier_attempts(session: &orch_session::Session, task: &str) -> Result<(), String> {
+    let stuck = sweep(
+        &task_prefix(&session.info.id, task),
+        Duration::from_millis(session.info.settings.grace_ms).min(Duration::from_secs(5)),
+    );
+    if stuck.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "processes {} of an earlier attempt would not die",
+        stuck
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 /// Ends every process left by earlier runs of a task (tags starting with
 /// `prefix`, cgroups named after them): SIGTERM, `grace`, SIGKILL, 5 s.
 /// Returns those still alive after that.

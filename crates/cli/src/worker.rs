@@ -1275,24 +1275,12 @@ impl Worker {
             // one that left its group (setsid), of this worker's last
             // attempt or of a dead worker's. A first attempt has none.
             let stuck = if attempt > 1 {
-                crate::contain::sweep(
-                    &crate::contain::task_prefix(&self.session.info.id, &task.id),
-                    Duration::from_millis(self.session.info.settings.grace_ms)
-                        .min(Duration::from_secs(5)),
-                )
+                crate::contain::sweep_earlier_attempts(&self.session, &task.id)
+                    .err()
+                    .map(|why| format!("not started: {why}"))
             } else {
-                Vec::new()
+                None
             };
-            let stuck = (!stuck.is_empty()).then(|| {
-                format!(
-                    "not started: processes {} of an earlier attempt would not die",
-                    stuck
-                        .iter()
-                        .map(i32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            });
             self.hb.state = "running".to_owned();
             self.hb.task = Some(task.id.clone());
             self.hb.attempt = Some(attempt);
