@@ -68,16 +68,22 @@ pub struct TaskRow {
     pub lines: Vec<String>,
 }
 
+/// Whether a state means the task ended badly (failed, timed out, or its
+/// result is damaged).
+fn failed_state(state: &str) -> bool {
+    matches!(state, "failure" | "timeout" | "unreadable")
+}
+
+/// Whether a state is a final result.
+fn done_state(state: &str) -> bool {
+    matches!(state, "success" | "skipped") || failed_state(state)
+}
+
 impl TaskRow {
     /// Whether it ended badly (failed, timed out, or its result is
     /// damaged).
     pub fn is_failed(&self) -> bool {
-        matches!(self.state, "failure" | "timeout" | "unreadable")
-    }
-
-    /// Whether it has a final result.
-    pub fn is_done(&self) -> bool {
-        matches!(self.state, "success" | "skipped") || self.is_failed()
+        failed_state(self.state)
     }
 }
 
@@ -123,13 +129,10 @@ impl StateFilter {
     fn admits(self, state: &str) -> bool {
         match self {
             StateFilter::All => true,
-            StateFilter::Failed => matches!(state, "failure" | "timeout" | "unreadable"),
+            StateFilter::Failed => failed_state(state),
             StateFilter::Running => state == "running",
             StateFilter::Pending => matches!(state, "ready" | "waiting" | "interrupted"),
-            StateFilter::Done => matches!(
-                state,
-                "success" | "skipped" | "failure" | "timeout" | "unreadable"
-            ),
+            StateFilter::Done => done_state(state),
         }
     }
 }

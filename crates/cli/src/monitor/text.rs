@@ -757,7 +757,7 @@ pub fn task_table(rows: &[TaskRow], style: &Style, lines_for_running: bool) -> S
 }
 
 /// The NOTE column: why it failed or waits, with the exit code.
-fn note(r: &TaskRow) -> String {
+pub fn note(r: &TaskRow) -> String {
     let mut n = r.reason.clone().unwrap_or_default();
     if let Some(code) = r.exit_code.filter(|&c| c != 0) {
         if !n.contains(&format!("exit {code}")) && !n.contains(&format!("code {code}")) {

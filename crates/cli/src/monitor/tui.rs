@@ -33,7 +33,7 @@ use orch_session::retry;
 use super::logtail::{self, short_time};
 use super::snapshot::{Monitor, Options, Progress, Snapshot};
 use super::tasks::{Filter, StateFilter, TaskRow};
-use super::text::{bytes, dur, state_mark, usd};
+use super::text::{bytes, dur, note, state_mark, usd};
 use super::wake::{Wake, Waker};
 use crate::common::{Color, Style};
 use crate::exit;
@@ -126,6 +126,12 @@ impl Ui {
         self.which
             .get(self.selected)
             .map(|&i| monitor.board().task(i).id.clone())
+    }
+
+    /// The selected task's row, as of `snap`.
+    fn selected_row(&self, monitor: &mut Monitor, snap: &Snapshot) -> Option<TaskRow> {
+        let i = *self.which.get(self.selected)?;
+        monitor.rows(snap, &[i], 0).pop()
     }
 
     fn refilter(&mut self, monitor: &Monitor, snap: &Snapshot) {
@@ -342,9 +348,6 @@ fn key(k: KeyEvent, ui: &mut Ui, monitor: &mut Monitor, snap: &Snapshot) -> Outc
     match &mut ui.view {
         View::Help => {
             ui.view = View::Main;
-            if k.code == KeyCode::Char('q') {
-                return Outcome::Redraw;
-            }
             Outcome::Redraw
         }
         View::Log { back, .. } => {
@@ -399,50 +402,34 @@ fn main_key(k: KeyEvent, ui: &mut Ui, monitor: &mut Monitor, snap: &Snapshot) ->
             ui.typing = true;
         }
         KeyCode::Char('r') => return Outcome::Refresh,
-        KeyCode::Char('R') => match ui.selected_task(monitor) {
-            Some(task) => {
-                let state = monitor
-                    .rows(snap, &ui.which[ui.selected..=ui.selected], 0)
-                    .pop()
-                    .map(|r| r.state);
-                if matches!(
-                    state,
-                    Some("failure" | "timeout" | "skipped" | "unreadable")
-                ) {
-                    ui.say(format!("retry {task}? y to confirm"), false);
-                    ui.ask = Some(Ask::Retry(task));
-                } else {
-                    ui.say(
-                        format!(
-                            "{task} is {}: only a failed, timed-out or skipped task is retried here",
-                            state.unwrap_or("?")
-                        ),
-                        true,
-                    );
-                }
+        KeyCode::Char('R') => match ui.selected_row(monitor, snap) {
+            Some(r) if matches!(r.state, "failure" | "timeout" | "skipped" | "unreadable") => {
+                ui.say(format!("retry {}? y to confirm", r.task), false);
+                ui.ask = Some(Ask::Retry(r.task));
             }
+            Some(r) => ui.say(
+                format!(
+                    "{} is {}: only a failed, timed-out or skipped task is retried here",
+                    r.task, r.state
+                ),
+                true,
+            ),
             None => ui.say("no task selected", true),
         },
-        KeyCode::Char('x') => {
-            match ui.selected_task(monitor) {
-                Some(task) => {
-                    let running = monitor
-                        .rows(snap, &ui.which[ui.selected..=ui.selected], 0)
-                        .pop()
-                        .is_some_and(|r| r.state == "running");
-                    if running {
-                        ui.say(
-                        format!("stop {task}? it fails with reason `stopped`, no retry; y to confirm"),
-                        false,
-                    );
-                        ui.ask = Some(Ask::Stop(task));
-                    } else {
-                        ui.say(format!("{task} is not running"), true);
-                    }
-                }
-                None => ui.say("no task selected", true),
+        KeyCode::Char('x') => match ui.selected_row(monitor, snap) {
+            Some(r) if r.state == "running" => {
+                ui.say(
+                    format!(
+                        "stop {}? it fails with reason `stopped`, no retry; y to confirm",
+                        r.task
+                    ),
+                    false,
+                );
+                ui.ask = Some(Ask::Stop(r.task));
             }
-        }
+            Some(r) => ui.say(format!("{} is not running", r.task), true),
+            None => ui.say("no task selected", true),
+        },
         KeyCode::Char('p') => {
             match toggle_pause(monitor) {
                 Ok(msg) => ui.say(msg, false),
@@ -949,11 +936,7 @@ fn tasks(f: &mut Frame<'_>, area: Rect, ui: &Ui, rows: &[TaskRow]) {
             } else {
                 st
             };
-            let note = match (&r.reason, r.exit_code) {
-                (Some(why), _) => why.clone(),
-                (None, Some(code)) if code != 0 => format!("exit {code}"),
-                _ => String::new(),
-            };
+            let note = note(r);
             let mut cells = vec![
                 Cell::from(Span::styled(mark, st)),
                 Cell::from(r.task.clone()),
