@@ -23,7 +23,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -395,12 +395,7 @@ pub fn os_pairs<'a>(
 ) -> Vec<(OsString, OsString)> {
     pairs
         .into_iter()
-        .map(|(k, v)| {
-            (
-                OsString::from_vec(k.as_bytes().to_vec()),
-                OsString::from_vec(v.as_bytes().to_vec()),
-            )
-        })
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect()
 }
 
@@ -409,9 +404,10 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn run(argv: &[&str]) -> (ExitStatus, String) {
+    /// Spawns `argv` in `/` with `ORCH_SPAWN_TEST=yes` set.
+    fn start(argv: &[&str]) -> io::Result<Proc> {
         let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-        let mut p = spawn(&Request {
+        spawn(&Request {
             argv: &argv,
             env: vec![("ORCH_SPAWN_TEST".into(), "yes".into())],
             cwd: Path::new("/"),
@@ -419,7 +415,10 @@ mod tests {
             inherit_fds: &[],
             cgroup_procs: None,
         })
-        .expect("spawn");
+    }
+
+    fn run(argv: &[&str]) -> (ExitStatus, String) {
+        let mut p = start(argv).expect("spawn");
         let mut out = String::new();
         p.stdout
             .take()
@@ -442,27 +441,9 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_an_error_not_a_child() {
-        let argv = vec!["orch-no-such-program-here".to_owned()];
-        let e = spawn(&Request {
-            argv: &argv,
-            env: Vec::new(),
-            cwd: Path::new("/"),
-            stdin: false,
-            inherit_fds: &[],
-            cgroup_procs: None,
-        })
-        .expect_err("no such program");
+        let e = start(&["orch-no-such-program-here"]).expect_err("no such program");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        let argv = vec!["/".to_owned()];
-        let e = spawn(&Request {
-            argv: &argv,
-            env: Vec::new(),
-            cwd: Path::new("/"),
-            stdin: false,
-            inherit_fds: &[],
-            cgroup_procs: None,
-        })
-        .expect_err("a directory");
+        let e = start(&["/"]).expect_err("a directory");
         assert_eq!(e.raw_os_error(), Some(libc::EACCES));
     }
 
