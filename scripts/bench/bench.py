@@ -392,33 +392,6 @@ def fill_results(sdir, tasks):
             f.write("\n".join(lines) + "\n")
 
 
-def worker_rate(bindir, env, sid, sdir, k):
-    """Starts one orch-worker, times its first result and then k more
-    (steady state, from the journal), and stops it. Returns (seconds to the
-    first result, seconds per task after it)."""
-    journal = os.path.join(sdir, "index", "results.jsonl")
-    with open(journal, "rb") as f:
-        base = f.read().count(b"\n")
-    t0 = time.monotonic()
-    p = subprocess.Popen([os.path.join(bindir, "orch-worker"), "--session", sid], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = None
-    deadline = t0 + 600
-    while time.monotonic() < deadline:
-        with open(journal, "rb") as f:
-            got = f.read().count(b"\n") - base
-        now = time.monotonic()
-        if got >= 1 and first is None:
-            first = (now, got)
-        if got >= k + 1:
-            break
-        time.sleep(0.005)
-    p.send_signal(signal.SIGTERM)
-    p.wait()
-    t_first, n_first = first
-    return t_first - t0, (now - t_first) / max(1, got - n_first)
-
-
 def hand_rate(bindir, env, k):
     """k rounds of `orch-claim` (one process: load, claim) and `orch-claim
     done` (one process: record, release). Returns seconds per round."""
@@ -453,7 +426,7 @@ def bench_claim(cfg, bindir, work):
         sdir = os.path.join(root, f"session-{sid}")
         for label, share in (("1%", 0.01), ("90%", 0.90)):
             fill_results(sdir, ids[: int(n * share)])
-            load, per = worker_rate(bindir, env, sid, sdir, k)
+            load, per, _, _ = worker_rate(bindir, env, sid, sdir, k)
             hand = hand_rate(bindir, env, kh)
             out.setdefault(label, {"load": [], "per": [], "hand": []})
             out[label]["load"].append(load)
@@ -502,10 +475,11 @@ def rss_kb(pid):
     return 0
 
 
-def steady_worker(bindir, env, sid, sdir, k):
-    """One orch-worker on a session: seconds per task over k results after
-    its first (from the journal), its CPU per task over the same stretch
-    (from /proc), and its resident memory at the end, KiB."""
+def worker_rate(bindir, env, sid, sdir, k):
+    """Starts one orch-worker, times its first result and then k more
+    (steady state, from the journal), and stops it. Returns seconds to the
+    first result, seconds per task after it, the worker's own CPU per task
+    over the same results (from /proc), and its resident memory then, KiB."""
     journal = os.path.join(sdir, "index", "results.jsonl")
 
     def lines():
@@ -516,31 +490,25 @@ def steady_worker(bindir, env, sid, sdir, k):
             return 0
 
     base = lines()
+    t0 = time.monotonic()
     p = subprocess.Popen([os.path.join(bindir, "orch-worker"), "--session", sid], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def cpu():
-        with open(f"/proc/{p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
-
     first = None
-    deadline = time.monotonic() + 900
+    deadline = t0 + 900
     while time.monotonic() < deadline:
         got = lines() - base
         now = time.monotonic()
         if got >= 1 and first is None:
-            first = (now, got, cpu())
+            first = (now, got, proc_cpu(p.pid))
         if got >= k + 1:
             break
         time.sleep(0.005)
-    used = cpu() - first[2]
+    used = proc_cpu(p.pid) - first[2]
     rss = rss_kb(p.pid)
     p.send_signal(signal.SIGTERM)
     p.wait()
     n = max(1, got - first[1])
-    return (now - first[0]) / n, used / n, rss
+    return first[0] - t0, (now - first[0]) / n, used / n, rss
 
 
 def bench_growth(cfg, bindir, work):
@@ -564,7 +532,7 @@ def bench_growth(cfg, bindir, work):
             env = dict(os.environ, ORCH_HOME=root)
             sid, _ = plan_session(bindir, root, plans[n])
             sdir = os.path.join(root, f"session-{sid}")
-            w, c, m = steady_worker(bindir, env, sid, sdir, k)
+            _, w, c, m = worker_rate(bindir, env, sid, sdir, k)
             discard(root)
             if r < 0:
                 continue
