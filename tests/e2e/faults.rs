@@ -50,6 +50,20 @@ impl Tmpfs {
     }
 }
 
+/// A 1 MiB tmpfs under the test's directory, or `None` (the test is then
+/// skipped, with the reason printed) without root or where none mounts.
+fn small_tmpfs(env: &Env) -> Option<Tmpfs> {
+    if !is_root() {
+        skip("mounting a small tmpfs needs root");
+        return None;
+    }
+    let t = Tmpfs::mount(env.path("small"), "1m");
+    if t.is_none() {
+        skip("cannot mount tmpfs here");
+    }
+    t
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
@@ -58,13 +72,8 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_stops_claims_leaves_no_half_file_and_the_session_completes_after() {
-    if !is_root() {
-        skip("mounting a small tmpfs needs root");
-        return;
-    }
     let env = Env::new();
-    let Some(tmpfs) = Tmpfs::mount(env.path("small"), "1m") else {
-        skip("cannot mount tmpfs here");
+    let Some(tmpfs) = small_tmpfs(&env) else {
         return;
     };
     let root = tmpfs.path.join("root");
@@ -502,13 +511,8 @@ fn a_journal_line_ahead_of_its_result_file_starts_no_dependent() {
 /// warning, not exit 5.
 #[test]
 fn aggregate_on_a_full_disk_prints_and_exits_with_the_reports_code() {
-    if !is_root() {
-        skip("mounting a small tmpfs needs root");
-        return;
-    }
     let env = Env::new();
-    let Some(tmpfs) = Tmpfs::mount(env.path("small"), "1m") else {
-        skip("cannot mount tmpfs here");
+    let Some(tmpfs) = small_tmpfs(&env) else {
         return;
     };
     let root = tmpfs.path.join("root");

@@ -583,40 +583,50 @@ fn a_child_that_calls_setsid_never_overlaps_the_retry() {
 /// child (which closed the lock descriptor it inherited, so the task is
 /// claimable) still runs: the next worker ends that child before the next
 /// attempt starts.
+/// A session whose task `t` leaves, at attempt 1, a child in a session of
+/// its own that closes the task's lock and writes `A1` lines to `journal`,
+/// and whose worker (with `ORCH_CGROUP=cgroup`) was then killed: the task
+/// is free to claim again while that child lives on. Attempt 2 writes
+/// `START2` and `END2` to the journal.
+fn escaped_child_of_a_killed_worker(env: &Env, cgroup: &str) -> (String, std::path::PathBuf) {
+    let journal = env.path("journal");
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"t\"\ncommand = \"\"\"\n\
+         if [ \"$ORCH_ATTEMPT\" = 1 ]; then\n\
+           setsid python3 -c 'import os, time; os.close(int(os.environ[\"ORCH_LOCK_FD\"]))\nwhile True: open(\"{j}\", \"a\").write(\"A1\\\\n\"); time.sleep(0.01)' </dev/null >/dev/null 2>&1 &\n\
+           exec sleep 1000\n\
+         fi\n\
+         echo START2 >> {j}; sleep 0.3; echo END2 >> {j}\n\"\"\"\n",
+        j = journal.display()
+    ));
+    let dir = env.session_dir(&id);
+    let mut first = Guard::new(
+        env.cmd("orch-worker")
+            .args(["--session", &id])
+            .env("ORCH_CGROUP", cgroup)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the escaped child to write", LONG, || {
+        fs::read_to_string(&journal).is_ok_and(|t| t.contains("A1"))
+    });
+    // SAFETY: killing the worker this test started.
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    first.wait_timeout(LONG);
+    // Its agent follows it (PR_SET_PDEATHSIG); the escaped child does
+    // not, and it closed the lock: the task is free to claim.
+    wait_until("the task lock to be free", LONG, || {
+        !lock::is_held(&dir.join("locks/t.lock")).unwrap()
+    });
+    (id, journal)
+}
+
 #[test]
 fn after_a_killed_worker_no_escaped_child_overlaps_the_next_attempt() {
     for cgroup in ["on", "off"] {
         let env = Env::new();
-        let journal = env.path("journal");
-        let id = env.plan(&format!(
-            "[[task]]\nid = \"t\"\ncommand = \"\"\"\n\
-             if [ \"$ORCH_ATTEMPT\" = 1 ]; then\n\
-               setsid python3 -c 'import os, time; os.close(int(os.environ[\"ORCH_LOCK_FD\"]))\nwhile True: open(\"{j}\", \"a\").write(\"A1\\\\n\"); time.sleep(0.01)' </dev/null >/dev/null 2>&1 &\n\
-               exec sleep 1000\n\
-             fi\n\
-             echo START2 >> {j}; sleep 0.3; echo END2 >> {j}\n\"\"\"\n",
-            j = journal.display()
-        ));
-        let dir = env.session_dir(&id);
-        let mut first = Guard::new(
-            env.cmd("orch-worker")
-                .args(["--session", &id])
-                .env("ORCH_CGROUP", cgroup)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_until("the escaped child to write", LONG, || {
-            fs::read_to_string(&journal).is_ok_and(|t| t.contains("A1"))
-        });
-        // SAFETY: killing the worker this test started.
-        unsafe { libc::kill(first.pid(), libc::SIGKILL) };
-        first.wait_timeout(LONG);
-        // Its agent follows it (PR_SET_PDEATHSIG); the escaped child does
-        // not, and it closed the lock: the task is free to claim.
-        wait_until("the task lock to be free", LONG, || {
-            !lock::is_held(&dir.join("locks/t.lock")).unwrap()
-        });
+        let (id, journal) = escaped_child_of_a_killed_worker(&env, cgroup);
         assert!(
             !runs_alive(&id).is_empty(),
             "cgroup {cgroup}: the escaped child should live on"
@@ -640,30 +650,7 @@ fn after_a_killed_worker_no_escaped_child_overlaps_the_next_attempt() {
 #[test]
 fn a_hand_claim_after_a_killed_worker_starts_with_no_escaped_child_alive() {
     let env = Env::new();
-    let journal = env.path("journal");
-    let id = env.plan(&format!(
-        "[[task]]\nid = \"t\"\ncommand = \"\"\"\n\
-         setsid python3 -c 'import os, time; os.close(int(os.environ[\"ORCH_LOCK_FD\"]))\nwhile True: open(\"{j}\", \"a\").write(\"A1\\\\n\"); time.sleep(0.01)' </dev/null >/dev/null 2>&1 &\n\
-         exec sleep 1000\n\"\"\"\n",
-        j = journal.display()
-    ));
-    let dir = env.session_dir(&id);
-    let mut first = Guard::new(
-        env.cmd("orch-worker")
-            .args(["--session", &id])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the escaped child to write", LONG, || {
-        fs::read_to_string(&journal).is_ok_and(|t| t.contains("A1"))
-    });
-    // SAFETY: killing the worker this test started.
-    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
-    first.wait_timeout(LONG);
-    wait_until("the task lock to be free", LONG, || {
-        !lock::is_held(&dir.join("locks/t.lock")).unwrap()
-    });
+    let (id, _) = escaped_child_of_a_killed_worker(&env, "on");
     assert!(!runs_alive(&id).is_empty(), "the escaped child lives on");
     // A person takes the task by hand: the escaped child of the killed
     // attempt is gone before orch-claim hands the task over.
