@@ -579,6 +579,80 @@ fn a_child_that_calls_setsid_never_overlaps_the_retry() {
     }
 }
 
+/// Whether this process may make cgroups where orch makes them: a cgroup2
+/// hierarchy is mounted and this process's own cgroup directory in it is
+/// writable.
+fn cgroups_writable() -> bool {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(mount) = mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4))?
+    }) else {
+        return false;
+    };
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    let dir = std::path::Path::new(mount).join(path.trim_start_matches('/'));
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: access(2) on a NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// An agent whose shell ends leaving a child that cleared its environment
+/// (so it carries no tag) and left the group: only the attempt's cgroup
+/// can find that child, and it is ended with the attempt. (Issue 18 found
+/// the worker giving the cgroup up whenever the shell had already exited
+/// when it looked, right after the spawn: the run then fell back to
+/// scanning every process's environment, which cannot see this child.)
+#[test]
+fn a_child_with_no_tag_that_left_its_group_is_ended_through_the_cgroup() {
+    if !cgroups_writable() {
+        eprintln!("skipped: no writable cgroup v2 here");
+        return;
+    }
+    let env = Env::new();
+    // A duration no other test uses names the child; the shell ends once
+    // the child has left its group.
+    let argv = ["sleep", "987.6543"];
+    let marker = env.path("escaped");
+    let id = env.plan(&format!(
+        "[[task]]\nid = \"t\"\ncommand = \"\"\"\n\
+         setsid env -i /bin/sh -c ': > {m}; exec sleep 987.6543' </dev/null >/dev/null 2>&1 &\n\
+         while [ ! -e {m} ]; do sleep 0.01; done\n\
+         exit 0\n\"\"\"\n",
+        m = marker.display()
+    ));
+    let out = output(
+        env.cmd("orch-worker")
+            .args(["--session", &id])
+            .env("ORCH_CGROUP", "on"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left = processes_running(&argv);
+    for &pid in &left {
+        // SAFETY: ending what this test's task left, before failing.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        left.is_empty(),
+        "the untagged child {left:?} outlived its attempt"
+    );
+    assert_eq!(env.results(&id)["t"]["status"], "success");
+}
+
 /// Issue 16 (3): a worker killed with `kill -9` while its agent's escaped
 /// child (which closed the lock descriptor it inherited, so the task is
 /// claimable) still runs: the next worker ends that child before the next

@@ -86,11 +86,13 @@ impl Tree {
         Some(OwnedFd::from(f))
     }
 
-    /// Checks that the agent (`pid`) did join the cgroup (joining needs
-    /// write access a delegated hierarchy may not give); if not, the run
-    /// is followed by its tag alone.
-    pub fn confirm(&mut self, pid: u32) {
-        if self.cgroup.is_some() && !self.cgroup_members().contains(&(pid as i32)) {
+    /// Says whether the agent joined the cgroup, as the child found when
+    /// it wrote to `cgroup.procs` ([`join`]); if not, the run is followed
+    /// by its tag alone. (Reading `cgroup.procs` after the spawn cannot
+    /// tell: an agent that has already exited is no longer listed, and
+    /// the run would fall back to scanning every process's environment.)
+    pub fn confirm(&mut self, joined: bool) {
+        if !joined {
             if let Some(dir) = self.cgroup.take() {
                 let _ = fs::remove_dir(dir);
             }
@@ -168,13 +170,11 @@ impl Drop for Tree {
 }
 
 /// Writes `0` to a `cgroup.procs` descriptor: the calling process joins
-/// that cgroup. Async-signal-safe (for `pre_exec`); failures are ignored,
-/// the tag still finds the process.
-pub fn join(fd: RawFd) {
+/// that cgroup. Async-signal-safe (between clone and exec); returns
+/// whether it joined (if not, the tag still finds the process).
+pub fn join(fd: RawFd) -> bool {
     // SAFETY: write(2) of two bytes from a static buffer.
-    unsafe {
-        libc::write(fd, b"0\n".as_ptr().cast(), 2);
-    }
+    unsafe { libc::write(fd, b"0\n".as_ptr().cast(), 2) == 2 }
 }
 
 /// Before attempt 2 or later of `task`: ends what earlier attempts left
@@ -376,10 +376,24 @@ fn cgroup_name(tag: &str) -> String {
 
 /// Where this process may make cgroups: its own cgroup v2 directory, when
 /// a cgroup2 hierarchy is mounted and that directory is writable.
+///
+/// Where the hierarchy is mounted and which cgroup this process is in are
+/// found once per process (reading `/proc/self/mountinfo` at every task
+/// was 6% of a worker's CPU); whether the directory is writable, and
+/// `ORCH_CGROUP=off`, are asked at every call.
 fn cgroup_base() -> Option<PathBuf> {
+    static OWN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     if std::env::var("ORCH_CGROUP").is_ok_and(|v| v == "off") {
         return None;
     }
+    let base = OWN.get_or_init(own_cgroup).clone()?;
+    let c = std::ffi::CString::new(base.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: access(2) on a NUL-terminated path.
+    (unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0).then_some(base)
+}
+
+/// This process's cgroup v2 directory, if a cgroup2 hierarchy is mounted.
+fn own_cgroup() -> Option<PathBuf> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mount = mountinfo.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;
@@ -389,8 +403,5 @@ fn cgroup_base() -> Option<PathBuf> {
     })?;
     let own = fs::read_to_string("/proc/self/cgroup").ok()?;
     let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let base = PathBuf::from(mount).join(path.trim_start_matches('/'));
-    let c = std::ffi::CString::new(base.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: access(2) on a NUL-terminated path.
-    (unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0).then_some(base)
+    Some(PathBuf::from(mount).join(path.trim_start_matches('/')))
 }

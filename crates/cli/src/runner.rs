@@ -332,7 +332,7 @@ pub fn run(
     };
     let pid = child.id();
     if let Some(t) = tree.as_mut() {
-        t.confirm(pid);
+        t.confirm(child.joined_cgroup);
     }
     let _ = on_event(Event::Spawned(pid));
     // Signals the agent's group and every process of its tree.

@@ -54,6 +54,10 @@ pub struct Request<'a> {
 #[derive(Debug)]
 pub struct Proc {
     pid: libc::pid_t,
+    /// Whether the child joined the cgroup of [`Request::cgroup_procs`]
+    /// before `execve` (joining needs write access a delegated hierarchy
+    /// may not give).
+    pub joined_cgroup: bool,
     /// The write end of its stdin, when asked for.
     pub stdin: Option<File>,
     /// The read end of its stdout.
@@ -124,6 +128,8 @@ struct Prepared {
     mask: libc::sigset_t,
     /// Written by the child when `execve` fails.
     errno: libc::c_int,
+    /// Written by the child: whether it joined the cgroup.
+    joined: bool,
 }
 
 /// Starts the program of `req`.
@@ -197,6 +203,7 @@ pub fn spawn(req: &Request<'_>) -> io::Result<Proc> {
         parent: unsafe { libc::getpid() },
         mask: empty,
         errno: 0,
+        joined: false,
     };
     let mut stack = vec![0u8; STACK];
     // The stack grows down: its top, 16-byte aligned.
@@ -249,6 +256,7 @@ pub fn spawn(req: &Request<'_>) -> io::Result<Proc> {
     }
     Ok(Proc {
         pid,
+        joined_cgroup: p.joined,
         stdin: in_w.map(File::from),
         stdout: Some(File::from(out_r)),
         stderr: Some(File::from(err_r)),
@@ -303,7 +311,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(137);
         }
         if p.cgroup_procs >= 0 {
-            crate::contain::join(p.cgroup_procs);
+            p.joined = crate::contain::join(p.cgroup_procs);
         }
         for &fd in &p.inherit {
             let flags = libc::fcntl(fd, libc::F_GETFD);
