@@ -340,6 +340,14 @@ impl Board {
     pub fn refresh(&mut self) -> Result<()> {
         for e in self.journal.read_new()? {
             if let Some(&i) = self.index.get(&e.task) {
+                // A line that says what the board already knows (this
+                // worker's own results, recorded when written) changes
+                // nothing: no need to read the file again.
+                if e.status
+                    .is_some_and(|s| self.state[i as usize] == TaskState::Final(s))
+                {
+                    continue;
+                }
                 // A line says which task changed; its result file says how
                 // (the journal is a cache and may lead: a line written
                 // early, or planted).

@@ -125,6 +125,15 @@ pub fn record(
     if k == 0 || status == Status::Interrupted || status == Status::Skipped {
         return Ok(Change::None);
     }
+    // A success while the breaker is closed and counts nothing changes
+    // nothing: seen without the lock (a change racing this read orders
+    // after it), which spares every successful task the lock.
+    if status == Status::Success {
+        let b = read(dir)?;
+        if (b.state.is_empty() || b.state == "closed") && b.consecutive == 0 {
+            return Ok(Change::None);
+        }
+    }
     with_lock(dir, |mut b| {
         if b.state.is_empty() {
             b.state = "closed".to_owned();
