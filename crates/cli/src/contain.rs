@@ -14,6 +14,7 @@
 //! processes at once. `ORCH_CGROUP=off` keeps to the tags.
 
 use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +83,18 @@ impl Tree {
         let f = OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"))
+            .ok()?;
+        Some(OwnedFd::from(f))
+    }
+
+    /// The cgroup's directory, for a child created inside it (clone3 with
+    /// `CLONE_INTO_CGROUP`).
+    pub fn dir_handle(&self) -> Option<OwnedFd> {
+        let dir = self.cgroup.as_ref()?;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir)
             .ok()?;
         Some(OwnedFd::from(f))
     }

@@ -299,6 +299,7 @@ fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Proc> {
     // Joined by the child before exec, so no process of the run is ever
     // outside its cgroup; kept open here until the spawn returned.
     let join = tree.and_then(Tree::join_handle);
+    let cgroup_dir = tree.and_then(Tree::dir_handle);
     crate::spawn::spawn(&crate::spawn::Request {
         argv: &spec.argv,
         env,
@@ -306,6 +307,7 @@ fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Proc> {
         stdin: spec.stdin.is_some(),
         inherit_fds: &spec.inherit_fds,
         cgroup_procs: join.as_ref().map(AsRawFd::as_raw_fd),
+        cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
     })
 }
 
