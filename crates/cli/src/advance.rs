@@ -75,14 +75,13 @@ pub fn advance(root: &Path, s: &Session, board: &Board, retry_failed: bool) -> R
     if unfinished > 0 && !retry_failed {
         let failed: Vec<&str> = board
             .tasks()
-            .iter()
-            .filter(|t| {
-                claim::read_result(&s.dir, &t.id)
+            .ids()
+            .filter(|id| {
+                claim::read_result(&s.dir, id)
                     .ok()
                     .flatten()
                     .is_some_and(|r| r.status != Status::Success)
             })
-            .map(|t| t.id.as_str())
             .take(5)
             .collect();
         return Ok(Advance::Stay(format!(
@@ -125,14 +124,14 @@ pub fn advance(root: &Path, s: &Session, board: &Board, retry_failed: bool) -> R
     let mut notes: Vec<String> = Vec::new();
     let succeeded: Vec<String> = board
         .tasks()
-        .iter()
-        .filter(|t| {
-            claim::read_result(&s.dir, &t.id)
+        .ids()
+        .filter(|id| {
+            claim::read_result(&s.dir, id)
                 .ok()
                 .flatten()
                 .is_some_and(|r| r.status == Status::Success)
         })
-        .map(|t| t.id.clone())
+        .map(str::to_owned)
         .collect();
     if s.info.repo.is_some() && board.tasks().iter().any(|t| t.worktree.is_some()) {
         let report = merge::merge(

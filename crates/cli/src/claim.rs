@@ -210,7 +210,7 @@ fn claim(
         }
         None => ProcessIdentity::of(nix::unistd::getppid().as_raw() as u32),
     };
-    let mut board = Board::load(&session.dir, session.load_plan()?)?;
+    let mut board = Board::load(&session.dir, session.load_board_plan()?)?;
     scheduler::skip_doomed(&mut board, &who())?;
     let lease = hand_lease.unwrap_or_else(|| Duration::from_millis(session.info.settings.lease_ms));
     let record = |id: &str, attempt: u32| {
@@ -240,7 +240,7 @@ fn claim(
                     .deps(i)
                     .iter()
                     .filter(|&&d| board.state(d) != TaskState::Final(Status::Success))
-                    .map(|&d| board.task(d).id.as_str())
+                    .map(|&d| board.id(d))
                     .collect();
                 eprintln!(
                     "orch-claim: task `{id}` is not runnable yet: it waits for {}",
@@ -510,7 +510,7 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
     };
     let _ = log::run_event(dir, &who(), &format!("hand claim on {id} {verb}"));
     if status.is_some() {
-        let mut board = Board::load(dir, session.load_plan()?)?;
+        let mut board = Board::load(dir, session.load_board_plan()?)?;
         scheduler::skip_doomed(&mut board, &who())?;
         if scheduler::mark_finished(&board, &who())? {
             crate::notify::finished(&session, &board.counts(), &who());

@@ -1208,7 +1208,7 @@ fn run_next(global: &Global, query: &str) -> Result<u8> {
             "a tick has held locks/tick.lock for 10s; is one stuck?",
         ));
     };
-    let board = orch_session::board::Board::load(&s.dir, s.load_plan()?)?;
+    let board = orch_session::board::Board::load(&s.dir, s.load_board_plan()?)?;
     if !orch_session::scheduler::mark_finished(&board, "orch-plan --next")? {
         let c = board.counts();
         return Err(coded(

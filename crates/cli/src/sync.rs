@@ -601,7 +601,7 @@ fn status(g: &Global, only: Option<&str>) -> Result<u8> {
             ));
         }
     }
-    let plan = s.load_plan()?;
+    let plan = s.load_board_plan()?;
     let resources = plan.resources.clone();
     let board = Board::load(&s.dir, plan)?;
     let mut rows = Vec::new();
@@ -628,7 +628,7 @@ fn status(g: &Global, only: Option<&str>) -> Result<u8> {
             "missing": missing,
             "released": cp.is_signalled(),
             "waiting_tasks": board.waiting_checkpoints().iter().find(|(c, _)| c.name() == cp.name())
-                .map(|(_, w)| w.iter().map(|&t| board.task(t).id.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                .map(|(_, w)| w.iter().map(|&t| board.id(t).to_owned()).collect::<Vec<_>>()).unwrap_or_default(),
         }));
     }
     let res: Vec<Value> = resources
@@ -709,11 +709,7 @@ fn status(g: &Global, only: Option<&str>) -> Result<u8> {
     if let Some(d) = &deadlock {
         outln(&style.paint(Color::Red, &format!("DEADLOCK: {d}")))?;
     } else if board.waiting_checkpoints().iter().any(|_| true)
-        && !board
-            .tasks()
-            .iter()
-            .enumerate()
-            .any(|(i, _)| board.is_ready(i as u32))
+        && !(0..board.len() as u32).any(|i| board.is_ready(i))
     {
         for line in blocked {
             outln(&format!("blocked: {line}"))?;

@@ -485,7 +485,7 @@ impl Worker {
             eprintln!("orch-worker: {msg}");
             let _ = log::run_event(&dir, &worker_id(slot), &msg);
         }
-        let plan = session.load_plan()?;
+        let plan = session.load_board_plan()?;
         let template = plan.template.clone();
         let board = Board::load(&dir, plan)?;
         for (task, e) in &board.corrupt {
@@ -573,23 +573,24 @@ impl Worker {
     /// Why the session's agent cannot run here, when tasks still need it:
     /// its program is not on this worker's PATH.
     fn agent_missing(&self) -> Option<String> {
-        let open_prompt = |i: usize| {
-            let t = &self.board.tasks()[i];
-            let prompt = matches!(t.action, Action::Prompt(_))
+        let open_prompt = |i: u32| {
+            if !matches!(
+                self.board.state(i),
+                orch_session::board::TaskState::Pending
+                    | orch_session::board::TaskState::Interrupted
+            ) {
+                return false;
+            }
+            let t = self.board.task(i);
+            matches!(t.action, Action::Prompt(_))
                 || (t.phases
                     && self.template.as_ref().is_some_and(|tpl| {
                         tpl.phases
                             .iter()
                             .any(|p| matches!(p.action, Some(Action::Prompt(_))))
-                    }));
-            prompt
-                && matches!(
-                    self.board.state(i as u32),
-                    orch_session::board::TaskState::Pending
-                        | orch_session::board::TaskState::Interrupted
-                )
+                    }))
         };
-        if !(0..self.board.tasks().len()).any(open_prompt) {
+        if !(0..self.board.len() as u32).any(open_prompt) {
             return None;
         }
         orch_session::plan::agent::missing_program(
@@ -775,7 +776,7 @@ impl Worker {
             counts: self.board.counts(),
             running,
             current_wave: self.board.current_wave(),
-            waves: self.board.tasks().iter().map(|t| t.wave).max().unwrap_or(0),
+            waves: self.board.depth(),
             workers,
         };
         let _ = summary.write(&self.dir);
@@ -1215,7 +1216,7 @@ impl Worker {
 
     /// Runs a claimed task through its attempts; records and releases it.
     fn run_claimed(&mut self, i: u32, mut claim: Claim) -> Result<Status> {
-        let task = self.board.task(i).clone();
+        let task = self.board.task(i);
         let mut tlog = match log::TaskLog::open(&self.dir, &task.id) {
             Ok(l) => l,
             Err(e) => {

@@ -14,9 +14,10 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::journal;
 use crate::layout::SessionDir;
-use crate::plan::{PlanDoc, ResourceDecl, Task};
+use crate::plan::{ResourceDecl, Task};
 use crate::result::{Status, TaskResult};
 use crate::session::read_json;
+use crate::tasks::{BoardPlan, Tasks};
 
 /// What the board knows of one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,10 +80,21 @@ struct Competition {
 #[derive(Debug)]
 pub struct Board {
     dir: SessionDir,
-    tasks: Vec<Task>,
-    index: HashMap<String, u32>,
-    children: Vec<Vec<u32>>,
-    deps: Vec<Vec<u32>>,
+    tasks: Tasks,
+    /// Each task's wave and priority (what ordering reads for every task).
+    wave: Vec<u32>,
+    priority: Vec<u64>,
+    /// The resources of the tasks that need any.
+    needs: HashMap<u32, Vec<String>>,
+    /// Each task's estimate (or the default), and its group (0: none,
+    /// else 1 + its place in `group_names`).
+    estimate: Vec<u64>,
+    group: Vec<u32>,
+    group_names: Vec<String>,
+    /// Dependencies of every task, one after the other: task `i`'s are
+    /// `deps[dep_at[i]..dep_at[i + 1]]`; the same for dependents.
+    deps: Edges,
+    children: Edges,
     state: Vec<TaskState>,
     unmet: Vec<u32>,
     ready: BinaryHeap<(u64, Reverse<u32>)>,
@@ -116,31 +128,36 @@ pub struct Board {
 
 impl Board {
     /// Builds the board from the plan, the journal and `results/`.
-    pub fn load(dir: &SessionDir, plan: PlanDoc) -> Result<Board> {
-        let resources = plan.resources;
-        let tasks = plan.tasks;
+    pub fn load(dir: &SessionDir, plan: impl Into<BoardPlan>) -> Result<Board> {
+        let BoardPlan {
+            tasks,
+            resources,
+            template: _,
+            waves,
+            priorities,
+            after,
+            compete,
+            needs,
+            estimates,
+            groups,
+            group_names,
+        } = plan.into();
         let n = tasks.len();
-        let index: HashMap<String, u32> = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.clone(), i as u32))
-            .collect();
-        let mut deps = vec![Vec::new(); n];
-        let mut children = vec![Vec::new(); n];
+        let mut edges: Vec<(u32, u32)> = Vec::new();
         let mut cp_waiters: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
         let mut extra_unmet = vec![0u32; n];
         let mut competitions: Vec<Competition> = Vec::new();
         let mut enters: HashMap<u32, Vec<usize>> = HashMap::new();
-        for (i, t) in tasks.iter().enumerate() {
-            for d in &t.after {
+        for (i, t_after) in after.iter().enumerate() {
+            for d in t_after {
                 if let Some(name) = crate::competition::after_competition(d) {
                     let c = match competitions.iter().position(|c| c.name == name) {
                         Some(c) => c,
                         None => {
-                            let members: Vec<u32> = tasks
+                            let members: Vec<u32> = compete
                                 .iter()
                                 .enumerate()
-                                .filter(|(_, m)| m.compete.as_deref() == Some(name))
+                                .filter(|(_, m)| m.as_deref() == Some(name))
                                 .map(|(j, _)| j as u32)
                                 .collect();
                             for &m in &members {
@@ -161,12 +178,14 @@ impl Board {
                 } else if let Some(cp) = checkpoint::after_checkpoint(d) {
                     cp_waiters.entry(cp).or_default().push(i as u32);
                     extra_unmet[i] += 1;
-                } else if let Some(&j) = index.get(d) {
-                    deps[i].push(j);
-                    children[j as usize].push(i as u32);
+                } else if let Some(j) = tasks.index_of(d) {
+                    edges.push((i as u32, j));
                 }
             }
         }
+        let deps = Edges::new(n, edges.iter().copied());
+        let children = Edges::new(n, edges.iter().map(|&(i, j)| (j, i)));
+        drop(edges);
         let mut waiting = Vec::new();
         for (name, waiters) in cp_waiters {
             let cp = Checkpoint::new(dir, name)?;
@@ -178,15 +197,15 @@ impl Board {
                 waiting.push((cp, waiters));
             }
         }
-        let depth = tasks.iter().map(|t| t.wave).max().unwrap_or(0) as usize;
+        let depth = waves.iter().copied().max().unwrap_or(0) as usize;
         let mut by_wave = vec![Vec::new(); depth];
-        for (i, t) in tasks.iter().enumerate() {
-            by_wave[(t.wave.max(1) - 1) as usize].push(i as u32);
+        for (i, &w) in waves.iter().enumerate() {
+            by_wave[(w.max(1) - 1) as usize].push(i as u32);
         }
         let mut journal = journal::Reader::new(dir.results_journal());
         let mut known: HashMap<u32, Option<Status>> = HashMap::new();
         for e in journal.read_new()? {
-            if let Some(&i) = index.get(&e.task) {
+            if let Some(i) = tasks.index_of(&e.task) {
                 known.insert(i, e.status);
             }
         }
@@ -194,20 +213,18 @@ impl Board {
         let mut present = HashSet::new();
         for entry in fs::read_dir(&rdir).ctx("read", &rdir)?.flatten() {
             let name = entry.file_name();
-            if let Some(&i) = name
+            if let Some(i) = name
                 .to_str()
                 .and_then(|s| s.strip_suffix(".json"))
-                .and_then(|t| index.get(t))
+                .and_then(|t| tasks.index_of(t))
             {
                 present.insert(i);
             }
         }
         let mut board = Board {
             dir: dir.clone(),
-            unmet: deps
-                .iter()
-                .zip(&extra_unmet)
-                .map(|(d, e)| d.len() as u32 + e)
+            unmet: (0..n)
+                .map(|i| deps.of(i as u32).len() as u32 + extra_unmet[i])
                 .collect(),
             open_in_wave: by_wave.iter().map(Vec::len).collect(),
             by_wave,
@@ -226,7 +243,12 @@ impl Board {
             unclaimable: Vec::new(),
             unclaimable_why: Vec::new(),
             tasks,
-            index,
+            wave: waves,
+            priority: priorities,
+            needs,
+            estimate: estimates,
+            group: groups,
+            group_names,
             children,
             deps,
             journal,
@@ -236,7 +258,7 @@ impl Board {
             let state = match known.get(&i) {
                 Some(Some(s)) => state_of(*s),
                 _ => {
-                    match read_json::<TaskResult>(&board.dir.result(&board.tasks[i as usize].id)) {
+                    match read_json::<TaskResult>(&board.dir.result(board.tasks.id(i))) {
                         Ok(r) => state_of(r.status),
                         // Removed since the listing: pending after all.
                         Err(Error::Io { source, .. })
@@ -245,7 +267,7 @@ impl Board {
                             continue
                         }
                         Err(e) => {
-                            board.corrupt.push((board.tasks[i as usize].id.clone(), e));
+                            board.corrupt.push((board.tasks.id(i).to_owned(), e));
                             TaskState::Corrupt
                         }
                     }
@@ -267,19 +289,83 @@ impl Board {
         &self.dir
     }
 
-    /// Tasks in plan order.
-    pub fn tasks(&self) -> &[Task] {
+    /// The tasks, in plan order.
+    pub fn tasks(&self) -> &Tasks {
         &self.tasks
     }
 
-    /// A task by index.
-    pub fn task(&self, i: u32) -> &Task {
-        &self.tasks[i as usize]
+    /// How many tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the plan has no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Task `i`, whole (parsed from the plan's text: keep it rather than
+    /// asking again).
+    pub fn task(&self, i: u32) -> Task {
+        self.tasks.get(i)
+    }
+
+    /// Task `i`'s id.
+    pub fn id(&self, i: u32) -> &str {
+        self.tasks.id(i)
+    }
+
+    /// Task `i`'s wave (1 for a plan without waves).
+    pub fn wave(&self, i: u32) -> u32 {
+        self.wave[i as usize].max(1)
     }
 
     /// Index of a task id.
     pub fn index_of(&self, id: &str) -> Option<u32> {
-        self.index.get(id).copied()
+        self.tasks.index_of(id)
+    }
+
+    /// Task `i`'s priority: its longest estimated path to the end.
+    pub fn priority(&self, i: u32) -> u64 {
+        self.priority[i as usize]
+    }
+
+    /// Task `i`'s estimate, or the default when it has none.
+    pub fn estimate(&self, i: u32) -> u64 {
+        self.estimate[i as usize]
+    }
+
+    /// The groups of the plan's tasks, in plan order.
+    pub fn groups(&self) -> &[String] {
+        &self.group_names
+    }
+
+    /// The last wave (0 for a plan without waves).
+    pub fn depth(&self) -> u32 {
+        self.wave.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Task `i`'s group.
+    pub fn group(&self, i: u32) -> Option<&str> {
+        match self.group[i as usize] {
+            0 => None,
+            k => Some(self.group_names[k as usize - 1].as_str()),
+        }
+    }
+
+    /// The named resources task `i` holds while it runs.
+    pub fn resources_of(&self, i: u32) -> &[String] {
+        self.needs.get(&i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The ids of the entrants of competition `name` that a task waits
+    /// for, in plan order (none for a competition nothing waits for).
+    pub fn entrants(&self, name: &str) -> Vec<&str> {
+        self.competitions
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.members.iter().map(|&m| self.tasks.id(m)).collect())
+            .unwrap_or_default()
     }
 
     /// Current state of a task.
@@ -289,12 +375,12 @@ impl Board {
 
     /// Dependencies of a task.
     pub fn deps(&self, i: u32) -> &[u32] {
-        &self.deps[i as usize]
+        self.deps.of(i)
     }
 
     /// The tasks that depend on task `i`.
     pub fn dependents(&self, i: u32) -> &[u32] {
-        &self.children[i as usize]
+        self.children.of(i)
     }
 
     /// Reconciles with `results/` itself, for what the journal may have
@@ -307,10 +393,10 @@ impl Board {
         let mut present = HashSet::new();
         for entry in fs::read_dir(&rdir).ctx("read", &rdir)?.flatten() {
             let name = entry.file_name();
-            let Some(&i) = name
+            let Some(i) = name
                 .to_str()
                 .and_then(|s| s.strip_suffix(".json"))
-                .and_then(|t| self.index.get(t))
+                .and_then(|t| self.tasks.index_of(t))
             else {
                 continue;
             };
@@ -339,7 +425,7 @@ impl Board {
     /// checkpoints that were signalled.
     pub fn refresh(&mut self) -> Result<()> {
         for e in self.journal.read_new()? {
-            if let Some(&i) = self.index.get(&e.task) {
+            if let Some(i) = self.tasks.index_of(&e.task) {
                 // A line that says what the board already knows (this
                 // worker's own results, recorded when written) changes
                 // nothing: no need to read the file again.
@@ -450,7 +536,7 @@ impl Board {
                             TaskState::Final(Status::Failure | Status::Timeout)
                         )
                     })
-                    .map(|&t| self.tasks[t as usize].id.as_str())
+                    .map(|&t| self.tasks.id(t))
                     .collect();
                 let rate = failed.len() as f64 / tasks.len().max(1) as f64;
                 if rate > threshold {
@@ -487,7 +573,7 @@ impl Board {
             return;
         }
         self.state[i as usize] = new;
-        let wave = (self.tasks[i as usize].wave.max(1) - 1) as usize;
+        let wave = (self.wave(i) - 1) as usize;
         match (
             matches!(old, TaskState::Final(_)),
             matches!(new, TaskState::Final(_)),
@@ -504,21 +590,20 @@ impl Board {
         let was_success = old == TaskState::Final(Status::Success);
         let is_success = new == TaskState::Final(Status::Success);
         if was_success && !is_success {
-            for k in 0..self.children[i as usize].len() {
-                let c = self.children[i as usize][k];
+            for k in 0..self.children.of(i).len() {
+                let c = self.children.of(i)[k];
                 self.unmet[c as usize] += 1;
             }
         }
         if is_success && !was_success {
-            for k in 0..self.children[i as usize].len() {
-                let c = self.children[i as usize][k];
+            for k in 0..self.children.of(i).len() {
+                let c = self.children.of(i)[k];
                 self.unmet[c as usize] -= 1;
                 self.enqueue_if_ready(c);
             }
         }
         if matches!(new, TaskState::Final(s) if s != Status::Success) {
-            self.doomed
-                .extend(self.children[i as usize].iter().copied());
+            self.doomed.extend(self.children.of(i).iter().copied());
         }
         if let Some(cs) = self.enters.get(&i).cloned() {
             for c in cs {
@@ -538,15 +623,11 @@ impl Board {
             .all(|&m| matches!(self.state[m as usize], TaskState::Final(_)));
         let mut reason = String::new();
         let decision = if all_final {
-            let ids: Vec<&str> = comp
-                .members
-                .iter()
-                .map(|&m| self.tasks[m as usize].id.as_str())
-                .collect();
+            let ids: Vec<&str> = comp.members.iter().map(|&m| self.tasks.id(m)).collect();
             let judged = crate::competition::judge_ids(&self.dir, &comp.name, &ids);
             if crate::competition::is_decided(&judged) {
                 reason = judged.reason.clone();
-                Some(judged.winner.and_then(|w| self.index.get(&w).copied()))
+                Some(judged.winner.and_then(|w| self.tasks.index_of(&w)))
             } else {
                 None
             }
@@ -584,12 +665,12 @@ impl Board {
     /// why, or `None` when every dependency is confirmed. Read when a task
     /// is claimed: a few files, not the session.
     pub fn unconfirmed_dep(&mut self, i: u32) -> Option<String> {
-        let deps = self.deps[i as usize].clone();
+        let deps = self.deps.of(i).to_vec();
         for d in deps {
             if self.state[d as usize] != TaskState::Final(Status::Success) {
                 continue;
             }
-            let id = self.tasks[d as usize].id.clone();
+            let id = self.tasks.id(d).to_owned();
             let on_disk = match read_json::<TaskResult>(&self.dir.result(&id)) {
                 Ok(r) => Some(r.status),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -612,7 +693,7 @@ impl Board {
     /// Notes that task `i` was claimed and let go because of `why`.
     pub fn unclaimed_because(&mut self, i: u32, why: String) {
         self.unclaimable_why
-            .push((self.tasks[i as usize].id.clone(), why));
+            .push((self.tasks.id(i).to_owned(), why));
     }
 
     /// Open tasks that can never run because a competition they wait for
@@ -632,7 +713,7 @@ impl Board {
         let iu = i as usize;
         if self.state[iu].is_open() && self.unmet[iu] == 0 && !self.in_ready[iu] {
             self.in_ready[iu] = true;
-            self.ready.push((self.tasks[iu].priority, Reverse(i)));
+            self.ready.push((self.priority[iu], Reverse(i)));
         }
     }
 
@@ -644,9 +725,7 @@ impl Board {
         }
         match self.strict {
             None => true,
-            Some(_) => {
-                self.halted.is_none() && Some(self.tasks[iu].wave.max(1)) == self.open_wave()
-            }
+            Some(_) => self.halted.is_none() && Some(self.wave(i)) == self.open_wave(),
         }
     }
 
@@ -689,7 +768,7 @@ impl Board {
             if !self.state[c as usize].is_open() || !seen.insert(c) {
                 continue;
             }
-            let failed_dep = self.deps[c as usize].iter().copied().find(
+            let failed_dep = self.deps.of(c).iter().copied().find(
                 |&d| matches!(self.state[d as usize], TaskState::Final(s) if s != Status::Success),
             );
             if let Some(d) = failed_dep {
@@ -724,12 +803,46 @@ impl Board {
 
     /// The lowest wave that still has an open task.
     pub fn current_wave(&self) -> Option<u32> {
-        self.tasks
+        self.wave
             .iter()
             .zip(&self.state)
             .filter(|(_, s)| !matches!(s, TaskState::Final(_)))
-            .map(|(t, _)| t.wave)
+            .map(|(&w, _)| w)
             .min()
+    }
+}
+
+/// One list of task indices per task, all in one array (compressed
+/// rows): 4 bytes per task and per edge, where a `Vec` per task took 24
+/// bytes even when empty.
+#[derive(Debug)]
+struct Edges {
+    at: Vec<u32>,
+    list: Vec<u32>,
+}
+
+impl Edges {
+    /// The lists of `n` tasks from `(task, other)` pairs, each list in
+    /// the order its pairs came.
+    fn new(n: usize, pairs: impl Iterator<Item = (u32, u32)> + Clone) -> Edges {
+        let mut at = vec![0u32; n + 1];
+        for (i, _) in pairs.clone() {
+            at[i as usize + 1] += 1;
+        }
+        for i in 0..n {
+            at[i + 1] += at[i];
+        }
+        let mut next = at.clone();
+        let mut list = vec![0u32; at[n] as usize];
+        for (i, j) in pairs {
+            list[next[i as usize] as usize] = j;
+            next[i as usize] += 1;
+        }
+        Edges { at, list }
+    }
+
+    fn of(&self, i: u32) -> &[u32] {
+        &self.list[self.at[i as usize] as usize..self.at[i as usize + 1] as usize]
     }
 }
 
@@ -738,5 +851,20 @@ fn state_of(s: Status) -> TaskState {
         TaskState::Final(s)
     } else {
         TaskState::Interrupted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Edges;
+
+    #[test]
+    fn edges_keep_each_tasks_list_in_the_order_given() {
+        let e = Edges::new(4, [(2, 0), (0, 3), (2, 1), (2, 0)].into_iter());
+        assert_eq!(e.of(0), [3]);
+        assert!(e.of(1).is_empty());
+        assert_eq!(e.of(2), [0, 1, 0]);
+        assert!(e.of(3).is_empty());
+        assert!(Edges::new(0, std::iter::empty()).list.is_empty());
     }
 }

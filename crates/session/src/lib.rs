@@ -48,6 +48,7 @@ pub mod size;
 pub mod slurm;
 pub mod spend;
 pub mod status;
+pub mod tasks;
 pub mod time;
 pub mod until;
 pub mod worktree;

@@ -21,8 +21,8 @@ pub fn claim_next(
     let mut held = Vec::new();
     let mut found = None;
     while let Some(i) = board.pop_ready() {
-        let id = board.task(i).id.clone();
-        let resources = board.task(i).resources.clone();
+        let id = board.id(i).to_owned();
+        let resources = board.resources_of(i).to_vec();
         let attempt = match claim::try_claim_with(
             board.dir(),
             &id,
@@ -89,8 +89,8 @@ pub fn claim_task(
     i: u32,
     record: impl FnOnce(u32) -> ClaimRecord,
 ) -> Result<Attempt> {
-    let id = board.task(i).id.clone();
-    let resources = board.task(i).resources.clone();
+    let id = board.id(i).to_owned();
+    let resources = board.resources_of(i).to_vec();
     let attempt =
         claim::try_claim_with(board.dir(), &id, &resources, |r| board.capacity(r), record)?;
     match attempt {
@@ -118,8 +118,8 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
             return Ok(skipped);
         }
         for (i, dep) in doomed {
-            let id = board.task(i).id.clone();
-            let dep_id = board.task(dep).id.clone();
+            let id = board.id(i).to_owned();
+            let dep_id = board.id(dep).to_owned();
             let dep_status = match board.state(dep) {
                 TaskState::Final(s) => s,
                 _ => continue,
@@ -148,12 +148,13 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
             }
         }
         for (i, name, reason) in by_competition {
-            let id = board.task(i).id.clone();
+            let id = board.id(i).to_owned();
             let Some(_guard) = lock::try_lock(&board.dir().task_lock(&id))? else {
                 continue;
             };
             // Judged again from the disk, for the same reason as above.
-            let judged = crate::competition::judge(board.dir(), board.tasks(), &name);
+            let entrants = board.entrants(&name);
+            let judged = crate::competition::judge_ids(board.dir(), &name, &entrants);
             if !crate::competition::is_decided(&judged) || judged.winner.is_some() {
                 continue;
             }
@@ -168,7 +169,7 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
 /// Records task `i` as skipped for `why` (the caller holds its lock).
 /// Returns whether this call recorded it.
 fn record_skip(board: &mut Board, i: u32, why: &str, who: &str) -> Result<bool> {
-    let id = board.task(i).id.clone();
+    let id = board.id(i).to_owned();
     let attempt = claim::next_attempt(board.dir(), &id)?;
     let now = time::rfc3339(&time::now());
     let result = TaskResult {
@@ -219,8 +220,8 @@ pub fn mark_finished(board: &Board, who: &str) -> Result<bool> {
     }
     // The board's view comes partly from the results journal, a cache:
     // the files say whether it is over, once.
-    for t in board.tasks() {
-        match claim::read_result(board.dir(), &t.id) {
+    for id in board.tasks().ids() {
+        match claim::read_result(board.dir(), id) {
             Ok(Some(r)) if r.status.is_final() => {}
             _ => return Ok(false),
         }
@@ -288,11 +289,7 @@ fn missing_agents(board: &Board, name: &str) -> Option<Vec<String>> {
 pub fn explain_blocked(board: &Board) -> Vec<String> {
     let mut lines = Vec::new();
     for (cp, waiters) in board.waiting_checkpoints() {
-        let mut names: Vec<&str> = waiters
-            .iter()
-            .take(4)
-            .map(|&t| board.task(t).id.as_str())
-            .collect();
+        let mut names: Vec<&str> = waiters.iter().take(4).map(|&t| board.id(t)).collect();
         if waiters.len() > 4 {
             names.push("...");
         }
@@ -370,7 +367,7 @@ pub fn deadlock_cycle(board: &Board) -> Option<String> {
                     .enumerate()
                     .map(|(k, (t, via))| {
                         let next = cyc.get(k + 1).map_or(cur, |n| n.0);
-                        let (a, b) = (&board.task(*t).id, &board.task(next).id);
+                        let (a, b) = (board.id(*t), board.id(next));
                         match via {
                             Some(cp) => {
                                 format!("`{a}` waits for checkpoint `{cp}`, which expects `{b}`")

@@ -396,6 +396,15 @@ impl Session {
         Ok(doc)
     }
 
+    /// Reads `plan.json` for a board: the tasks kept compact
+    /// ([`crate::tasks::Tasks`]), which is what a process that holds the
+    /// board all day (a worker, a dashboard) should use.
+    pub fn load_board_plan(&self) -> Result<crate::tasks::BoardPlan> {
+        let path = self.dir.plan_json();
+        let text = fs::read_to_string(&path).ctx("read", &path)?;
+        crate::tasks::BoardPlan::read(&path, &text)
+    }
+
     /// Whether a worker has marked the session finished.
     pub fn is_finished(&self) -> bool {
         self.dir.finished_marker().exists()

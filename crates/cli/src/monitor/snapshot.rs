@@ -611,7 +611,7 @@ impl Monitor {
     pub fn open(session: Session) -> orch_session::Result<Monitor> {
         let mut sampler = Sampler::default();
         sampler.sample(true);
-        let plan = session.load_plan()?;
+        let plan = session.load_board_plan()?;
         let board = Board::load(&session.dir, plan)?;
         let locking = orch_session::fsinfo::locking(session.dir.path());
         Ok(Monitor {
@@ -864,9 +864,8 @@ impl Monitor {
             .keys()
             .filter_map(|t| self.board.index_of(t))
             .collect();
-        for (i, t) in self.board.tasks().iter().enumerate() {
-            let i = i as u32;
-            let w = t.wave.max(1) as usize;
+        for i in 0..self.board.len() as u32 {
+            let w = self.board.wave(i) as usize;
             if waves.len() < w {
                 waves.resize(w, Progress::default());
             }
@@ -886,9 +885,9 @@ impl Monitor {
                 }
             };
             add(&mut waves[w - 1]);
-            if let Some(g) = &t.group {
-                let k = *group_index.entry(g.as_str()).or_insert_with(|| {
-                    groups.push((g.clone(), Progress::default()));
+            if let Some(g) = self.board.group(i) {
+                let k = *group_index.entry(g).or_insert_with(|| {
+                    groups.push((g.to_owned(), Progress::default()));
                     groups.len() - 1
                 });
                 add(&mut groups[k].1);
@@ -920,18 +919,18 @@ impl Monitor {
     ) -> f64 {
         let mut work = 0u64;
         let mut path = 0u64;
-        for (i, t) in self.board.tasks().iter().enumerate() {
-            if matches!(self.board.state(i as u32), TaskState::Final(_)) {
+        for i in 0..self.board.len() as u32 {
+            if matches!(self.board.state(i), TaskState::Final(_)) {
                 continue;
             }
             let done_ms = running
-                .get(t.id.as_str())
+                .get(self.board.id(i))
                 .and_then(|c| c.since.as_deref())
                 .and_then(time::parse_rfc3339)
                 .map_or(0, |s| (*now - s).num_milliseconds().max(0) as u64);
-            let est = t.estimate_or_default();
+            let est = self.board.estimate(i);
             work += est.saturating_sub(done_ms);
-            path = path.max(t.priority.max(est).saturating_sub(done_ms));
+            path = path.max(self.board.priority(i).max(est).saturating_sub(done_ms));
         }
         let workers = if live_workers > 0 {
             live_workers as u64
@@ -966,7 +965,7 @@ impl Monitor {
         let updated = time::parse_rfc3339(&hb.updated);
         let task_started = hb.task_started.as_deref().and_then(time::parse_rfc3339);
         let task = hb.task.as_deref().and_then(|t| self.board.index_of(t));
-        let estimate_ms = task.map(|i| self.board.task(i).estimate_or_default());
+        let estimate_ms = task.map(|i| self.board.estimate(i));
         let mut v = WorkerView {
             worker: b.worker.clone(),
             live: b.live,

@@ -176,7 +176,7 @@ impl ResultCache {
         let state = board.state(i);
         let fresh = self.read.get(&i).is_some_and(|(s, _)| *s == state);
         if !fresh {
-            let brief = match read_json::<TaskResult>(&dir.result(&board.task(i).id)) {
+            let brief = match read_json::<TaskResult>(&dir.result(board.id(i))) {
                 Ok(r) => Brief {
                     attempt: Some(r.attempt),
                     worker: r.worker,
@@ -231,29 +231,32 @@ fn state_of(board: &Board, i: u32, running: bool) -> &'static str {
 pub fn matching(board: &Board, running: &HashMap<&str, &ClaimView>, filter: &Filter) -> Vec<u32> {
     let text = filter.text.to_lowercase();
     let group = filter.group.as_deref().map(|g| resolve_group(board, g));
-    (0..board.tasks().len() as u32)
+    (0..board.len() as u32)
         .filter(|&i| {
-            let t = board.task(i);
             if let Some(g) = &group {
-                if t.group.as_deref() != Some(g.as_str()) {
+                if board.group(i) != Some(g.as_str()) {
                     return false;
                 }
             }
-            if !text.is_empty() {
-                let hit = t.id.to_lowercase().contains(&text)
-                    || t.title
-                        .as_deref()
-                        .is_some_and(|s| s.to_lowercase().contains(&text))
-                    || t.group
-                        .as_deref()
-                        .is_some_and(|s| s.to_lowercase().contains(&text));
-                if !hit {
-                    return false;
-                }
-            }
-            filter
+            let id = board.id(i);
+            if !filter
                 .state
-                .admits(state_of(board, i, running.contains_key(t.id.as_str())))
+                .admits(state_of(board, i, running.contains_key(id)))
+            {
+                return false;
+            }
+            // The title is in the task's whole text: read only when the
+            // id and the group do not match already.
+            text.is_empty()
+                || id.to_lowercase().contains(&text)
+                || board
+                    .group(i)
+                    .is_some_and(|s| s.to_lowercase().contains(&text))
+                || board
+                    .task(i)
+                    .title
+                    .as_deref()
+                    .is_some_and(|s| s.to_lowercase().contains(&text))
         })
         .collect()
 }
@@ -261,13 +264,7 @@ pub fn matching(board: &Board, running: &HashMap<&str, &ClaimView>, filter: &Fil
 /// The group `--group` means: itself if a task has it, else the one group
 /// equal to it in any case.
 fn resolve_group(board: &Board, asked: &str) -> String {
-    let mut groups: Vec<&str> = board
-        .tasks()
-        .iter()
-        .filter_map(|t| t.group.as_deref())
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
+    let groups: Vec<&str> = board.groups().iter().map(String::as_str).collect();
     if groups.contains(&asked) {
         return asked.to_owned();
     }
@@ -284,15 +281,7 @@ fn resolve_group(board: &Board, asked: &str) -> String {
 
 /// The groups of the session, in plan order.
 pub fn groups(board: &Board) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for t in board.tasks() {
-        if let Some(g) = &t.group {
-            if !out.contains(g) {
-                out.push(g.clone());
-            }
-        }
-    }
-    out
+    board.groups().to_vec()
 }
 
 /// Builds the row of task `i`; with `lines` > 0, failed and running tasks
@@ -313,7 +302,7 @@ pub fn row(
         task: t.id.clone(),
         title: t.title.clone(),
         group: t.group.clone(),
-        wave: t.wave.max(1),
+        wave: board.wave(i),
         state,
         log: format!("logs/{}.log", t.id),
         ..TaskRow::default()
@@ -364,7 +353,7 @@ pub fn row(
                     .deps(i)
                     .iter()
                     .filter(|&&d| !matches!(board.state(d), TaskState::Final(_)))
-                    .map(|&d| board.task(d).id.clone())
+                    .map(|&d| board.id(d).to_owned())
                     .collect();
                 if let Some(cp) = board.waits_for_checkpoint(i) {
                     r.reason = Some(format!("waits for checkpoint {}", cp.name()));

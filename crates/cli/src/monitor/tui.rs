@@ -125,7 +125,7 @@ impl Ui {
     fn selected_task(&self, monitor: &Monitor) -> Option<String> {
         self.which
             .get(self.selected)
-            .map(|&i| monitor.board().task(i).id.clone())
+            .map(|&i| monitor.board().id(i).to_owned())
     }
 
     /// The selected task's row, as of `snap`.

@@ -107,7 +107,7 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
     };
     // Ticks come often and late: they tidy what killed processes left.
     orch_session::atomic::sweep_session(dir.path());
-    let mut board = Board::load(dir, session.load_plan()?)?;
+    let mut board = Board::load(dir, session.load_board_plan()?)?;
     scheduler::skip_doomed(&mut board, "orch-worker tick")?;
     if scheduler::mark_finished(&board, "orch-worker tick")? {
         crate::notify::finished(&session, &board.counts(), "orch-worker tick");
@@ -441,7 +441,7 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
         }
         rows.push((w.slot, w.child.id(), summary, wcode));
     }
-    let board = Board::load(dir, session.load_plan()?)?;
+    let board = Board::load(dir, session.load_board_plan()?)?;
     let c = board.counts();
     if global.json {
         let workers: Vec<Value> = rows

@@ -48,7 +48,7 @@ impl Progress {
     /// Starts watching `session`: only what ends from now on gets a line.
     pub(super) fn new(session: &Session, lines: bool) -> anyhow::Result<Progress> {
         let session = session.clone();
-        let board = Board::load(&session.dir, session.load_plan()?)?;
+        let board = Board::load(&session.dir, session.load_board_plan()?)?;
         let mut journal = journal::Reader::new(session.dir.results_journal());
         // What is journalled already is not news.
         let _ = journal.read_new();
