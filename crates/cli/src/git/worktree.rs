@@ -232,8 +232,13 @@ fn short(commit: &str) -> &str {
 }
 
 /// Whether `path` is a worktree of the repository with `branch` checked out.
+///
+/// `git worktree list` fails ("failed to read .git/worktrees/<name>/
+/// commondir") while another worker's `git worktree add` is half-way
+/// through writing its metadata: that is retried like lock contention.
+/// Taken as "no", it sent a retried task to make its worktree again.
 fn is_worktree_on(git: &Git, path: &Path, branch: &str) -> bool {
-    let Ok(list) = git.run(&["worktree", "list", "--porcelain", "-z"]) else {
+    let Ok(list) = git.run_retrying(&["worktree", "list", "--porcelain", "-z"], &mut |_| {}) else {
         return false;
     };
     let want_ref = format!("branch refs/heads/{branch}");
