@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use orch_readers::roadmap;
 use orch_session::atomic::{self, Durability};
 use orch_session::board::Board;
 use orch_session::result::Status;
 use orch_session::session::{list_sessions, read_json, to_json_bytes, NextPlan};
-use orch_session::{claim, log, roadmap, spend, time, Session};
+use orch_session::{claim, log, spend, time, Session};
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{self, coded};

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
+use orch_readers::prompts::{plan_prompts, PromptInput};
+use orch_readers::roadmap::{parse_roadmap, SelectError, Selection};
 use orch_session::plan::{Draft, Plan, PlanSource, Settings, SourcedTask};
-use orch_session::prompts::{plan_prompts, PromptInput};
-use orch_session::roadmap::{parse_roadmap, SelectError, Selection};
 use orch_session::time::format_duration;
 use orch_session::{log, Session};
 use serde_json::json;

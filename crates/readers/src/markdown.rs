@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::error::Diagnostic;
+use orch_session::error::Diagnostic;
 
 /// What a line is, as far as structure goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

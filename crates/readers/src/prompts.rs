@@ -27,9 +27,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::Diagnostic;
 use crate::markdown::{self, Kind, Line, Mark};
-use crate::plan::{Action, Settings, SourcedTask, Task};
+use orch_session::error::Diagnostic;
+use orch_session::plan::{Action, Settings, SourcedTask, Task};
 
 /// Words that mark a prompt file done in its title heading.
 const HEADING_DONE_WORDS: &[&str] = &["implemented", "completed"];
@@ -1208,7 +1208,7 @@ mod tests {
         ] {
             let id_ = base_id(Path::new(path));
             assert_eq!(id_, id, "{path}");
-            crate::layout::check_name("task id", &id_).unwrap();
+            orch_session::layout::check_name("task id", &id_).unwrap();
         }
         let long = format!("{}.md", "x".repeat(300));
         assert_eq!(base_id(Path::new(&long)).len(), MAX_ID_LEN);
@@ -1390,9 +1390,13 @@ mod tests {
             ("p/b.md", "# B\n\nDepends on: a.md\n"),
         ])
         .unwrap();
-        let err =
-            crate::plan::plan_from_tasks(Path::new("p/a.md"), "p", Settings::default(), p.tasks)
-                .unwrap_err();
+        let err = orch_session::plan::plan_from_tasks(
+            Path::new("p/a.md"),
+            "p",
+            Settings::default(),
+            p.tasks,
+        )
+        .unwrap_err();
         assert!(err.message.contains("dependency cycle"), "{err}");
         assert_eq!(err.file, Path::new("p/a.md"));
         assert_eq!(err.line, Some(2));
@@ -1899,7 +1903,8 @@ mod tests {
         let Action::Prompt(text) = &t("17.1-home-and-catalog").task.action else {
             panic!("a command");
         };
-        let scanned = crate::plan::conflicts::paths_in_prompt(text, Path::new("/nonexistent"));
+        let scanned =
+            orch_session::plan::conflicts::paths_in_prompt(text, Path::new("/nonexistent"));
         assert!(
             scanned.iter().any(|f| f == "catalog_repository.dart"),
             "{scanned:?}"

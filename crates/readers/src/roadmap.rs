@@ -24,9 +24,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::error::Diagnostic;
 use crate::markdown::{self, Kind, Line, Mark};
-use crate::plan::{Action, Settings, SourcedTask, Task};
+use orch_session::error::Diagnostic;
+use orch_session::plan::{Action, Settings, SourcedTask, Task};
 
 /// Words that mark a group or track done.
 const DONE_WORDS: &[&str] = &["done", "complete", "completed"];
@@ -191,7 +191,7 @@ pub struct Skipped {
 pub struct Selected {
     /// The groups planned, in file order.
     pub groups: Vec<String>,
-    /// Their open tracks as tasks, ready for [`crate::plan::plan_from_tasks`].
+    /// Their open tracks as tasks, ready for [`orch_session::plan::plan_from_tasks`].
     pub tasks: Vec<SourcedTask>,
     /// Done tracks of the planned groups.
     pub skipped: Vec<Skipped>,
@@ -2040,7 +2040,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::plan::plan_from_tasks;
+    use orch_session::plan::plan_from_tasks;
 
     const BOLD: &str = include_str!("../../../tests/fixtures/roadmap/bold.md");
     const HEADINGS: &str = include_str!("../../../tests/fixtures/roadmap/headings.md");
