@@ -1091,7 +1091,7 @@ fn make(args: &Args, input: &Input, extra: &Extra, create: bool) -> Result<Made>
                 .into_owned();
         }
     }
-    orch_session::plan::conflicts::apply(&mut planned.plan, &planned.workdir, args.import_deps);
+    orch_readers::conflicts::apply(&mut planned.plan, &planned.workdir, args.import_deps);
     // Last: the schedule is simulated on the plan as the workers will see it.
     scale(&mut planned, args.agents.as_deref(), &args.global.root()?)?;
     for w in &planned.file_warnings {

@@ -1903,8 +1903,7 @@ mod tests {
         let Action::Prompt(text) = &t("17.1-home-and-catalog").task.action else {
             panic!("a command");
         };
-        let scanned =
-            orch_session::plan::conflicts::paths_in_prompt(text, Path::new("/nonexistent"));
+        let scanned = crate::conflicts::paths_in_prompt(text, Path::new("/nonexistent"));
         assert!(
             scanned.iter().any(|f| f == "catalog_repository.dart"),
             "{scanned:?}"

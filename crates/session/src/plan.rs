@@ -12,8 +12,6 @@
 pub mod agent;
 mod analysis;
 pub mod conflicts;
-mod glob;
-pub mod imports;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -545,7 +543,7 @@ pub struct Plan {
     /// Phases every task goes through.
     pub template: Option<Template>,
     /// Tasks that touch the same files, and import dependencies, once
-    /// [`conflicts::apply`] ran.
+    /// the conflict detection (`orch_readers::conflicts::apply`) ran.
     pub conflicts: conflicts::Report,
     /// How to plan what comes after (a roadmap's next group), when a tick
     /// may; set by `orch-plan`, kept in `session.json`.
