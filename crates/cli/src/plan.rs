@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 use orch_readers::prompts::{plan_prompts, PromptInput};
 use orch_readers::roadmap::{parse_roadmap, SelectError, Selection};
-use orch_session::plan::{Draft, Plan, PlanSource, Settings, SourcedTask};
+use orch_readers::{Draft, PlanSource, SourcedTask};
+use orch_session::plan::{Plan, Settings};
 use orch_session::time::format_duration;
 use orch_session::{log, Session};
 use serde_json::json;
@@ -394,7 +395,7 @@ fn shorthand_template(names: &[String]) -> Result<orch_session::plan::Template> 
 /// What this machine allows: cores (`ORCH_CORES` overrides), available
 /// memory (`ORCH_MEMORY`, bytes, overrides) over `memory_per_agent`
 /// (default 2GiB), the plan's `max_agents` and `level`.
-fn capacity(settings: &orch_session::plan::Settings) -> orch_session::plan::Capacity {
+fn capacity(settings: &orch_session::plan::Settings) -> orch_readers::Capacity {
     let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let cores = env_u64("ORCH_CORES")
         .map(|c| c as u32)
@@ -409,7 +410,7 @@ fn capacity(settings: &orch_session::plan::Settings) -> orch_session::plan::Capa
         })
     });
     let per = settings.memory_per_agent.unwrap_or(2 << 30).max(1);
-    orch_session::plan::Capacity {
+    orch_readers::Capacity {
         cores: cores.max(1),
         by_memory: memory.map_or(u32::MAX, |m| {
             u32::try_from(m / per).unwrap_or(u32::MAX).max(1)
@@ -493,7 +494,7 @@ fn scale(planned: &mut Planned, flag: Option<&str>, root: &std::path::Path) -> R
         let est = plan.tasks.iter().map(|t| t.estimate_or_default()).collect();
         (est, 0)
     };
-    let Some(s) = orch_session::plan::schedule(plan, &durations, &cap) else {
+    let Some(s) = orch_readers::schedule(plan, &durations, &cap) else {
         if flag.is_some() && plan.settings.agents > limit {
             planned.warnings.push(format!(
                 "{} agents is above this machine's capacity of {limit} (bound by {bound}); going ahead as asked",

@@ -35,6 +35,7 @@ use orch_session::competition;
 use orch_session::plan::conflicts::{Conflict, ImportDep, Report, RESOURCE_PREFIX};
 use orch_session::plan::{Action, Plan, ResourceDecl};
 
+use crate::analysis;
 use crate::glob::PathPattern;
 use crate::imports;
 
@@ -444,7 +445,7 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
     if added {
         // New edges were checked for cycles as they were added. The
         // schedule (agents, estimated time) is simulated later, once.
-        if let Ok(a) = orch_session::plan::analyse(&mut plan.tasks, &index) {
+        if let Ok(a) = analysis::analyse(&mut plan.tasks, &index) {
             plan.analysis = a;
         }
     }
@@ -540,9 +541,8 @@ fn existing_files(patterns: &[Vec<PathPattern>], base: &Path) -> Vec<Vec<String>
 
 #[cfg(test)]
 mod tests {
-    use orch_session::plan::{parse_plan, PlanSource};
-
     use super::*;
+    use crate::{parse_plan, PlanSource};
 
     fn plan(text: &str, base: &Path) -> Plan {
         let path = base.join("plan.toml");

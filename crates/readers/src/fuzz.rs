@@ -11,7 +11,9 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
-use orch_session::plan::{parse_plan, PlanSource, Settings};
+use orch_session::plan::Settings;
+
+use crate::{parse_plan, PlanSource};
 
 const PLAN: &str = r#"name = "demo"
 agents = 4

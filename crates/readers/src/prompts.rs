@@ -29,7 +29,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::markdown::{self, Kind, Line, Mark};
 use orch_session::error::Diagnostic;
-use orch_session::plan::{Action, Settings, SourcedTask, Task};
+use orch_session::plan::{Action, Settings, Task};
+
+use crate::SourcedTask;
 
 /// Words that mark a prompt file done in its title heading.
 const HEADING_DONE_WORDS: &[&str] = &["implemented", "completed"];
@@ -1390,13 +1392,8 @@ mod tests {
             ("p/b.md", "# B\n\nDepends on: a.md\n"),
         ])
         .unwrap();
-        let err = orch_session::plan::plan_from_tasks(
-            Path::new("p/a.md"),
-            "p",
-            Settings::default(),
-            p.tasks,
-        )
-        .unwrap_err();
+        let err = crate::plan_from_tasks(Path::new("p/a.md"), "p", Settings::default(), p.tasks)
+            .unwrap_err();
         assert!(err.message.contains("dependency cycle"), "{err}");
         assert_eq!(err.file, Path::new("p/a.md"));
         assert_eq!(err.line, Some(2));

@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 
 use crate::markdown::{self, Kind, Line, Mark};
 use orch_session::error::Diagnostic;
-use orch_session::plan::{Action, Settings, SourcedTask, Task};
+use orch_session::plan::{Action, Settings, Task};
+
+use crate::SourcedTask;
 
 /// Words that mark a group or track done.
 const DONE_WORDS: &[&str] = &["done", "complete", "completed"];
@@ -191,7 +193,7 @@ pub struct Skipped {
 pub struct Selected {
     /// The groups planned, in file order.
     pub groups: Vec<String>,
-    /// Their open tracks as tasks, ready for [`orch_session::plan::plan_from_tasks`].
+    /// Their open tracks as tasks, ready for [`crate::plan_from_tasks`].
     pub tasks: Vec<SourcedTask>,
     /// Done tracks of the planned groups.
     pub skipped: Vec<Skipped>,
@@ -2040,7 +2042,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use orch_session::plan::plan_from_tasks;
+    use crate::plan_from_tasks;
 
     const BOLD: &str = include_str!("../../../tests/fixtures/roadmap/bold.md");
     const HEADINGS: &str = include_str!("../../../tests/fixtures/roadmap/headings.md");

@@ -1,27 +1,25 @@
 //! The plan: tasks, their dependencies, and the session's settings.
 //!
-//! A plan is written by hand in TOML (or JSON) and parsed by [`parse_plan`],
-//! which checks everything a later step would trip on and reports it with the
-//! file and line. `orch-plan` stores the result as `plan.json` (tasks and the
+//! A plan is written by hand in TOML (or JSON), or read from a ROADMAP or
+//! prompt files, by the readers of `orch-readers` (`orch_readers::parse_plan`
+//! and its kin), which check everything a later step would trip on and
+//! report it with the file and line, and analyse the plan. This module is
+//! only the model they produce ([`Plan`]) and what of it is stored:
+//! [`crate::Session::create`] writes it as `plan.json` (tasks and the
 //! analysis) and `session.json` (settings); workers read it back with
-//! [`PlanDoc`].
+//! [`PlanDoc`], without the readers.
 //!
 //! Format history (`format` field of `plan.json`):
 //! - 1: first version.
 
 pub mod agent;
-mod analysis;
 pub mod conflicts;
-mod parse;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::rate::Rate;
-
-pub use analysis::{analyse, schedule, Analysis, AutoScale, Capacity};
-pub use parse::{parse_plan, plan_from_tasks, Draft, PlanSource, SourcedTask, Sources};
 
 /// Current `plan.json` format.
 pub const PLAN_FORMAT: u32 = 1;
@@ -520,6 +518,48 @@ impl Task {
     /// The title, or the id.
     pub fn label(&self) -> &str {
         self.title.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// What `orch-plan` prints and stores about a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Number of tasks.
+    pub tasks: usize,
+    /// Number of dependency edges.
+    pub edges: usize,
+    /// Number of waves (longest chain, counted in tasks).
+    pub depth: u32,
+    /// Tasks per wave; wave `n` is index `n - 1`.
+    pub wave_sizes: Vec<usize>,
+    /// The critical path: the chain with the largest estimated time.
+    pub critical_path: Vec<String>,
+    /// Its estimated length, milliseconds.
+    pub critical_path_ms: u64,
+    /// Sum of all estimates, milliseconds: the sequential time.
+    pub sequential_ms: u64,
+    /// Agents the plan will run with (set by `orch_readers::schedule`).
+    pub agents: u32,
+    /// Simulated makespan with `agents` agents, milliseconds (set by
+    /// `orch_readers::schedule`).
+    pub parallel_ms: u64,
+    /// How many tasks had no estimate (and were assumed to take the default).
+    pub assumed_estimates: usize,
+    /// When agents were chosen automatically: makespan for each count tried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_scaling: Vec<(u32, u64)>,
+}
+
+impl Analysis {
+    /// The widest wave: (1-based wave number, task count).
+    pub fn widest_wave(&self) -> (u32, usize) {
+        let mut best = (0, 0);
+        for (i, &n) in self.wave_sizes.iter().enumerate() {
+            if n > best.1 {
+                best = (u32::try_from(i + 1).unwrap_or(u32::MAX), n);
+            }
+        }
+        best
     }
 }
 

@@ -13,15 +13,18 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::agent::{AgentFormat, AgentSpec};
-use super::{
-    analysis, Action, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl, Settings, Task,
-    Template, Threshold, Workspace, WorktreeSpec,
+use orch_session::error::{Diagnostic, Diagnostics, Excerpt};
+use orch_session::layout::check_name;
+use orch_session::plan::agent::{AgentFormat, AgentSpec};
+use orch_session::plan::{
+    builtin_phase_prompt, Action, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl, Settings,
+    Task, Template, Threshold, Workspace, WorktreeSpec,
 };
-use crate::error::{Diagnostic, Diagnostics, Excerpt};
-use crate::layout::check_name;
-use crate::rate::Rate;
-use crate::time::parse_duration;
+use orch_session::rate::Rate;
+use orch_session::time::parse_duration;
+use orch_session::{checkpoint, competition, size, time};
+
+use crate::analysis;
 
 /// Longest accepted session name.
 const MAX_SESSION_NAME: usize = 100;
@@ -339,7 +342,7 @@ fn build_template(ctx: &Ctx<'_>, raw: RawTemplate) -> Result<Template, Diagnosti
         // The first phase, and any `work` phase, without an action runs the
         // task's own; other bare names get a built-in prompt.
         if p.action.is_none() && i > 0 && p.name != "work" {
-            p.action = Some(Action::Prompt(super::builtin_phase_prompt(&p.name)));
+            p.action = Some(Action::Prompt(builtin_phase_prompt(&p.name)));
         }
     }
     let max_rounds = raw.max_rounds.unwrap_or(3);
@@ -1439,11 +1442,11 @@ fn build_settings(ctx: &Ctx<'_>, head: Head, errs: &mut Vec<Diagnostic>) -> Buil
     }
     attempt(errs, || {
         if let Some(d) = &head.deadline {
-            let t = crate::time::parse_deadline(d, &crate::time::now()).map_err(|e| {
+            let t = time::parse_deadline(d, &time::now()).map_err(|e| {
                 ctx.diag(find(ctx, "deadline"), e)
                     .help("write deadline = \"6h\" (from when the session is made), \"18:30\" or \"2026-11-21T18:30:00+01:00\"")
             })?;
-            settings.deadline = Some(crate::time::rfc3339(&t));
+            settings.deadline = Some(time::rfc3339(&t));
         }
         Ok(())
     });
@@ -1466,17 +1469,15 @@ fn build_settings(ctx: &Ctx<'_>, head: Head, errs: &mut Vec<Diagnostic>) -> Buil
     });
     attempt(errs, || {
         if let Some(m) = &head.memory_per_agent {
-            settings.memory_per_agent = Some(
-                crate::size::parse_size(m)
-                    .map_err(|e| ctx.diag(find(ctx, "memory_per_agent"), e))?,
-            );
+            settings.memory_per_agent =
+                Some(size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "memory_per_agent"), e))?);
         }
         Ok(())
     });
     attempt(errs, || {
         if let Some(m) = &head.min_free_disk {
             settings.min_free_disk =
-                crate::size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "min_free_disk"), e))?;
+                size::parse_size(m).map_err(|e| ctx.diag(find(ctx, "min_free_disk"), e))?;
         }
         Ok(())
     });
@@ -2204,7 +2205,7 @@ fn checkpoint_cycle(
     let mut any = false;
     for (i, t) in tasks.iter().enumerate() {
         for d in &t.after {
-            if let Some(cp) = crate::checkpoint::after_checkpoint(d) {
+            if let Some(cp) = checkpoint::after_checkpoint(d) {
                 for a in checkpoints
                     .get(cp)
                     .map(|c| c.expect.as_slice())
@@ -2422,7 +2423,7 @@ fn check_and_analyse(
                 diag(format!("task `{}` lists `{dep}` twice in `after`", task.id))
                     .help("remove one of them")
             };
-            if let Some(cp) = crate::checkpoint::after_checkpoint(dep) {
+            if let Some(cp) = checkpoint::after_checkpoint(dep) {
                 if let Err(e) = check_name("checkpoint name", cp) {
                     errors.push(
                         diag(format!("task `{}`: {e}", task.id))
@@ -2441,7 +2442,7 @@ fn check_and_analyse(
                 }
                 continue;
             }
-            if let Some(c) = crate::competition::after_competition(dep) {
+            if let Some(c) = competition::after_competition(dep) {
                 if !competitions.contains_key(c) {
                     let d = diag(format!(
                         "task `{}` waits for competition `{c}`, which no task enters",

@@ -8,51 +8,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
-
-use super::Task;
-
-/// What `orch-plan` prints and stores about a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Analysis {
-    /// Number of tasks.
-    pub tasks: usize,
-    /// Number of dependency edges.
-    pub edges: usize,
-    /// Number of waves (longest chain, counted in tasks).
-    pub depth: u32,
-    /// Tasks per wave; wave `n` is index `n - 1`.
-    pub wave_sizes: Vec<usize>,
-    /// The critical path: the chain with the largest estimated time.
-    pub critical_path: Vec<String>,
-    /// Its estimated length, milliseconds.
-    pub critical_path_ms: u64,
-    /// Sum of all estimates, milliseconds: the sequential time.
-    pub sequential_ms: u64,
-    /// Agents the plan will run with (set by [`schedule`]).
-    pub agents: u32,
-    /// Simulated makespan with `agents` agents, milliseconds (set by
-    /// [`schedule`]).
-    pub parallel_ms: u64,
-    /// How many tasks had no estimate (and were assumed to take the default).
-    pub assumed_estimates: usize,
-    /// When agents were chosen automatically: makespan for each count tried.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub auto_scaling: Vec<(u32, u64)>,
-}
-
-impl Analysis {
-    /// The widest wave: (1-based wave number, task count).
-    pub fn widest_wave(&self) -> (u32, usize) {
-        let mut best = (0, 0);
-        for (i, &n) in self.wave_sizes.iter().enumerate() {
-            if n > best.1 {
-                best = (u32::try_from(i + 1).unwrap_or(u32::MAX), n);
-            }
-        }
-        best
-    }
-}
+use orch_session::plan::{Analysis, Plan, Task};
+use orch_session::{checkpoint, competition};
 
 /// Dependency lists as indices.
 struct Graph {
@@ -64,13 +21,13 @@ impl Graph {
     fn new(tasks: &[Task], index: &HashMap<String, usize>) -> Self {
         let mut deps = vec![Vec::new(); tasks.len()];
         let mut children = vec![Vec::new(); tasks.len()];
-        let competitions = crate::competition::members_by_name(tasks);
+        let competitions = competition::members_by_name(tasks);
         for (i, t) in tasks.iter().enumerate() {
             for d in &t.after {
                 if let Some(&j) = index.get(d) {
                     deps[i].push(j);
                     children[j].push(i);
-                } else if let Some(c) = crate::competition::after_competition(d) {
+                } else if let Some(c) = competition::after_competition(d) {
                     // Waiting for the winner is waiting for every entrant.
                     for &j in competitions.get(c).into_iter().flatten() {
                         deps[i].push(j);
@@ -231,7 +188,7 @@ struct Model<'a> {
 }
 
 impl<'a> Model<'a> {
-    fn new(plan: &super::Plan, durations: &'a [u64]) -> Model<'a> {
+    fn new(plan: &Plan, durations: &'a [u64]) -> Model<'a> {
         let tasks = &plan.tasks;
         let index: HashMap<String, usize> = tasks
             .iter()
@@ -279,7 +236,7 @@ impl<'a> Model<'a> {
             for cp in t
                 .after
                 .iter()
-                .filter_map(|a| crate::checkpoint::after_checkpoint(a))
+                .filter_map(|a| checkpoint::after_checkpoint(a))
             {
                 if let Some(&c) = cps.get(cp) {
                     if needed[c] > 0 {
@@ -429,11 +386,7 @@ pub struct AutoScale {
 /// and with `agents = "auto"` chooses the count, the smallest up to
 /// `capacity` whose makespan is within 5% of unlimited agents, returning
 /// how. The one place the plan's estimate and its agent count are made.
-pub fn schedule(
-    plan: &mut super::Plan,
-    durations: &[u64],
-    capacity: &Capacity,
-) -> Option<AutoScale> {
+pub fn schedule(plan: &mut Plan, durations: &[u64], capacity: &Capacity) -> Option<AutoScale> {
     let model = Model::new(plan, durations);
     // The workers' priorities are the estimates' (plan order), the
     // simulation's its own durations'.
@@ -495,7 +448,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::plan::{parse_plan, Plan, PlanSource};
+    use crate::parse::{parse_plan, PlanSource};
 
     fn plan(text: &str) -> Plan {
         match parse_plan(
