@@ -1,7 +1,21 @@
 #!/bin/sh
-# What CI checks before the tests: formatting, clippy, docs.
+# What CI checks before the tests: formatting, clippy, docs, and the crates'
+# import direction.
 set -eu
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --workspace --locked --quiet
+# bin -> orch-cli -> orch-readers -> orch-session (docs/architecture.md): the
+# contract depends on neither the readers nor the commands, the readers not
+# on the commands; dev-dependencies too, which cargo would let close a cycle.
+refuse_deps() {
+	tree=$(cargo tree --locked -p "$1" -e normal,build,dev --prefix none)
+	bad=$(printf '%s\n' "$tree" | grep -E "^($2) " | head -n1)
+	if [ -n "$bad" ]; then
+		echo "lint: $1 must not depend on $bad (see docs/architecture.md)" >&2
+		exit 1
+	fi
+}
+refuse_deps orch-session 'orch-readers|orch-cli|orch'
+refuse_deps orch-readers 'orch-cli|orch'

@@ -64,7 +64,7 @@ echo
 grep -E '^test result' "$out/faults" | sed 's/^/    /'
 
 echo "Fuzzing: $cases cases per property..." >&2
-if ! PROPTEST_CASES=$cases cargo test --release -p orch-session fuzz -- --test-threads 2 \
+if ! PROPTEST_CASES=$cases cargo test --release -p orch-readers -p orch-session fuzz -- --test-threads 2 \
 	>"$out/fuzz" 2>&1; then
 	failed=1
 	tail -40 "$out/fuzz" >&2

@@ -7,6 +7,12 @@
 //! [`heartbeat`], [`log`], [`journal`], [`status`]). [`board`] is the
 //! scheduler's in-memory view built from those files.
 //!
+//! It reads no input people write: plan files, ROADMAPs and prompt files
+//! are read and analysed by `orch-readers`, which depends on this crate and
+//! hands over a [`plan::Plan`] for [`Session::create`] to write. This crate
+//! depends on neither the readers nor the commands (`scripts/lint.sh`
+//! checks it).
+//!
 //! See `docs/layout.md` for the contract in prose and `docs/architecture.md`
 //! for where each invariant is enforced.
 
