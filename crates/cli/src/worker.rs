@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use orch_session::board::Board;
 use orch_session::claim::{self, Claim, ClaimKind, ClaimRecord};
-use orch_session::heartbeat::{self, Heartbeat, HEARTBEAT_FORMAT};
+use orch_session::heartbeat::{self, Heartbeat, WorkerState, HEARTBEAT_FORMAT};
 use orch_session::layout::{self, worker_id};
 use orch_session::lock::{self, LockGuard};
 use orch_session::plan::{Action, Task};
@@ -507,7 +507,7 @@ impl Worker {
             slurm_array_task: std::env::var("SLURM_ARRAY_TASK_ID").ok(),
             started: started.clone(),
             updated: started.clone(),
-            state: "idle".to_owned(),
+            state: WorkerState::Idle,
             task: None,
             attempt: None,
             task_started: None,
@@ -839,7 +839,7 @@ impl Worker {
                     if self.paused.as_deref() != Some(msg.as_str()) {
                         self.event(&format!("paused: {msg}"));
                         self.paused = Some(msg);
-                        self.hb.state = "paused".to_owned();
+                        self.hb.state = WorkerState::Paused;
                         self.beat();
                     }
                     self.wait_for_change();
@@ -931,8 +931,8 @@ impl Worker {
                         }
                         break;
                     }
-                    if self.hb.state != "waiting" {
-                        self.hb.state = "waiting".to_owned();
+                    if self.hb.state != WorkerState::Waiting {
+                        self.hb.state = WorkerState::Waiting;
                         self.beat();
                     }
                     self.wait_for_change();
@@ -985,7 +985,7 @@ impl Worker {
         }
         if settings.degrade_sequential {
             let b = orch_session::breaker::read(&self.dir)?;
-            if b.state.is_empty() || b.state == "closed" {
+            if b.state == orch_session::breaker::BreakerState::Closed {
                 self.sequential = None;
                 return Ok(Gating::Go(Some("circuit breaker closed".to_owned())));
             }
@@ -1282,7 +1282,7 @@ impl Worker {
             } else {
                 None
             };
-            self.hb.state = "running".to_owned();
+            self.hb.state = WorkerState::Running;
             self.hb.task = Some(task.id.clone());
             self.hb.attempt = Some(attempt);
             self.hb.task_started = Some(time::rfc3339(&time::now()));
@@ -1472,7 +1472,7 @@ impl Worker {
                 );
                 let _ = tlog.event(&msg);
                 self.event(&msg);
-                self.hb.state = "backoff".to_owned();
+                self.hb.state = WorkerState::Backoff;
                 self.hb.agent_pid = None;
                 self.beat();
                 self.flush_pending_later_error();
@@ -1628,7 +1628,7 @@ impl Worker {
                             );
                             let _ = tlog.event(&msg);
                             self.say(&msg);
-                            self.hb.state = "rate-limited".to_owned();
+                            self.hb.state = WorkerState::RateLimited;
                             self.beat();
                             told = true;
                         }
@@ -1729,7 +1729,7 @@ impl Worker {
     }
 
     fn after_task(&mut self, _task: &str, _status: Status) {
-        self.hb.state = "idle".to_owned();
+        self.hb.state = WorkerState::Idle;
         self.hb.task = None;
         self.hb.attempt = None;
         self.hb.task_started = None;

@@ -30,11 +30,38 @@ use crate::result::Status;
 use crate::session::{read_json, to_json_bytes};
 use crate::time;
 
+/// The circuit breaker's state, spelled on disk `closed`, `open` and
+/// `half-open`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerState {
+    /// Claims go on (also what an empty or absent state means).
+    #[default]
+    #[serde(alias = "")]
+    Closed,
+    /// No claims until the cool-down ends.
+    Open,
+    /// One worker (the probe) runs one task to test.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The spelling on disk.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
+}
+
 /// `status/breaker.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Breaker {
-    /// `closed`, `open` or `half-open`.
-    pub state: String,
+    /// Closed, open or half-open.
+    #[serde(default)]
+    pub state: BreakerState,
     /// Consecutive failed attempts.
     pub consecutive: u32,
     /// The tasks of the latest failures.
@@ -108,10 +135,7 @@ pub fn read(dir: &SessionDir) -> Result<Breaker> {
 }
 
 fn closed() -> Breaker {
-    Breaker {
-        state: "closed".to_owned(),
-        ..Breaker::default()
-    }
+    Breaker::default()
 }
 
 /// Records a finished attempt. `k` is the trip count (0: off).
@@ -130,28 +154,27 @@ pub fn record(
     // after it), which spares every successful task the lock.
     if status == Status::Success {
         let b = read(dir)?;
-        if (b.state.is_empty() || b.state == "closed") && b.consecutive == 0 {
+        if b.state == BreakerState::Closed && b.consecutive == 0 {
             return Ok(Change::None);
         }
     }
     with_lock(dir, |mut b| {
-        if b.state.is_empty() {
-            b.state = "closed".to_owned();
-        }
         if status == Status::Success {
-            return Ok(match b.state.as_str() {
-                "closed" if b.consecutive == 0 => (None, Change::None),
-                "closed" => (Some(closed()), Change::None),
+            return Ok(match b.state {
+                BreakerState::Closed if b.consecutive == 0 => (None, Change::None),
+                BreakerState::Closed => (Some(closed()), Change::None),
                 // The probe (or any task run while half-open) succeeded.
-                "half-open" => (Some(closed()), Change::Closed),
+                BreakerState::HalfOpen => (Some(closed()), Change::Closed),
                 // A retry of a task whose failures tripped it: the trouble
                 // is over.
-                "open" if b.failed.iter().any(|f| f == task) => (Some(closed()), Change::Closed),
+                BreakerState::Open if b.failed.iter().any(|f| f == task) => {
+                    (Some(closed()), Change::Closed)
+                }
                 // A task that started before the trip: the cool-down goes on.
                 _ => (None, Change::None),
             });
         }
-        if b.state == "closed" && b.failed.iter().any(|f| f == task) {
+        if b.state == BreakerState::Closed && b.failed.iter().any(|f| f == task) {
             // The same task again (its retry): not a new failure.
             return Ok((None, Change::None));
         }
@@ -162,10 +185,11 @@ pub fn record(
             let drop = b.failed.len() - keep;
             b.failed.drain(..drop);
         }
-        let trips = (b.state == "closed" && b.consecutive >= k) || b.state == "half-open";
+        let trips = (b.state == BreakerState::Closed && b.consecutive >= k)
+            || b.state == BreakerState::HalfOpen;
         if trips {
             let now = time::now();
-            b.state = "open".to_owned();
+            b.state = BreakerState::Open;
             b.opened = Some(time::rfc3339(&now));
             b.until = Some(time::rfc3339(
                 &(now + chrono::Duration::from_std(cooldown).unwrap_or_default()),
@@ -183,11 +207,11 @@ pub fn record(
 pub fn gate(dir: &SessionDir, worker: &str, alive: impl Fn(&str) -> bool) -> Result<Gate> {
     // Cheap path: no lock while the breaker is closed.
     let b = read(dir)?;
-    if b.state.is_empty() || b.state == "closed" {
+    if b.state == BreakerState::Closed {
         return Ok(Gate::Go);
     }
-    with_lock(dir, |mut b| match b.state.as_str() {
-        "open" => {
+    with_lock(dir, |mut b| match b.state {
+        BreakerState::Open => {
             let until = b.until.as_deref().and_then(time::parse_rfc3339);
             if until.is_some_and(|u| time::now() < u) {
                 let when = b.until.clone().unwrap_or_default();
@@ -200,11 +224,11 @@ pub fn gate(dir: &SessionDir, worker: &str, alive: impl Fn(&str) -> bool) -> Res
                     )),
                 ));
             }
-            b.state = "half-open".to_owned();
+            b.state = BreakerState::HalfOpen;
             b.probe = Some(worker.to_owned());
             Ok((Some(b), Gate::Probe))
         }
-        "half-open" => match b.probe.as_deref() {
+        BreakerState::HalfOpen => match b.probe.as_deref() {
             Some(p) if p == worker => Ok((None, Gate::Probe)),
             Some(p) if alive(p) => Ok((
                 None,
@@ -225,4 +249,36 @@ pub fn gate(dir: &SessionDir, worker: &str, alive: impl Fn(&str) -> bool) -> Res
 /// the breaker is not closed.
 pub fn try_sequential(dir: &SessionDir) -> Result<Option<LockGuard>> {
     lock::try_lock(&dir.named_lock("sequential"))
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    /// The on-disk format, pinned: `status/breaker.json` as orch writes it
+    /// reads back field for field, and is written back byte for byte.
+    #[test]
+    fn a_breaker_file_reads_and_writes_as_pinned() {
+        let text = include_str!("../fixtures/breaker-half-open.json");
+        let b: Breaker = serde_json::from_str(text).expect("the fixture reads");
+        assert_eq!(b.state, BreakerState::HalfOpen);
+        assert_eq!(b.consecutive, 3);
+        assert_eq!(b.failed, ["lint", "build", "test"]);
+        assert_eq!(b.probe.as_deref(), Some("worker-1"));
+        let mut out = serde_json::to_string_pretty(&b).expect("writes");
+        out.push('\n');
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn an_empty_or_missing_state_is_closed() {
+        let b: Breaker = serde_json::from_str(r#"{"state": "", "consecutive": 0}"#).expect("reads");
+        assert_eq!(b.state, BreakerState::Closed);
+        let b: Breaker = serde_json::from_str(r#"{"consecutive": 2}"#).expect("reads");
+        assert_eq!((b.state, b.consecutive), (BreakerState::Closed, 2));
+        assert_eq!(
+            serde_json::to_string(&BreakerState::HalfOpen).expect("writes"),
+            "\"half-open\""
+        );
+    }
 }

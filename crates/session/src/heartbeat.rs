@@ -19,6 +19,43 @@ use crate::session::{read_json, to_json_bytes};
 /// Current heartbeat format. History: 1: first version.
 pub const HEARTBEAT_FORMAT: u32 = 1;
 
+/// What a worker is doing, as its heartbeat says; spelled on disk
+/// `idle`, `running`, `waiting`, `backoff`, `paused` and `rate-limited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerState {
+    /// Between tasks, before the first, or done.
+    Idle,
+    /// Running a task.
+    Running,
+    /// Nothing to claim now (dependencies, checkpoints, a gate).
+    Waiting,
+    /// Waiting out the back-off before a task's retry.
+    Backoff,
+    /// Claims paused (by hand, or a usage limit).
+    Paused,
+    /// The agent hit its provider's rate limit.
+    RateLimited,
+    /// A state this orch does not know (written by a newer one).
+    #[serde(other)]
+    Other,
+}
+
+impl WorkerState {
+    /// The spelling on disk.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Idle => "idle",
+            WorkerState::Running => "running",
+            WorkerState::Waiting => "waiting",
+            WorkerState::Backoff => "backoff",
+            WorkerState::Paused => "paused",
+            WorkerState::RateLimited => "rate-limited",
+            WorkerState::Other => "other",
+        }
+    }
+}
+
 /// What a worker says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -49,8 +86,8 @@ pub struct Heartbeat {
     pub started: String,
     /// Last update, RFC 3339.
     pub updated: String,
-    /// `running`, `idle`, `waiting` or `stopping`.
-    pub state: String,
+    /// What it is doing.
+    pub state: WorkerState,
     /// The task it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
@@ -152,4 +189,48 @@ pub fn natural_key(s: &str) -> (String, u64) {
     let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     let (head, tail) = s.split_at(s.len() - digits);
     (head.to_owned(), tail.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    /// The on-disk format, pinned: a heartbeat as orch writes it reads back
+    /// field for field, and is written back byte for byte.
+    #[test]
+    fn a_heartbeat_file_reads_and_writes_as_pinned() {
+        let text = include_str!("../fixtures/heartbeat-rate-limited.json");
+        let hb: Heartbeat = serde_json::from_str(text).expect("the fixture reads");
+        assert_eq!(hb.format, HEARTBEAT_FORMAT);
+        assert_eq!(hb.state, WorkerState::RateLimited);
+        assert_eq!(hb.state.as_str(), "rate-limited");
+        assert_eq!(
+            (hb.task.as_deref(), hb.attempt),
+            (Some("api-client"), Some(2))
+        );
+        assert_eq!((hb.turns, hb.tool_calls), (Some(7), Some(12)));
+        let mut out = serde_json::to_string_pretty(&hb).expect("writes");
+        out.push('\n');
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn every_worker_state_is_spelled_as_documented_and_unknown_ones_read() {
+        for (s, text) in [
+            (WorkerState::Idle, "idle"),
+            (WorkerState::Running, "running"),
+            (WorkerState::Waiting, "waiting"),
+            (WorkerState::Backoff, "backoff"),
+            (WorkerState::Paused, "paused"),
+            (WorkerState::RateLimited, "rate-limited"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).expect("writes"),
+                format!("\"{text}\"")
+            );
+            assert_eq!(s.as_str(), text);
+        }
+        let newer: WorkerState = serde_json::from_str("\"draining\"").expect("reads");
+        assert_eq!(newer, WorkerState::Other);
+    }
 }

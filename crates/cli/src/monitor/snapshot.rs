@@ -251,9 +251,9 @@ pub fn control(dir: &orch_session::SessionDir, cost: &CostView) -> Control {
     });
     let breaker = orch_session::breaker::read(dir)
         .ok()
-        .filter(|b| !b.state.is_empty() && b.state != "closed")
+        .filter(|b| b.state != orch_session::breaker::BreakerState::Closed)
         .map(|b| BreakerView {
-            state: b.state,
+            state: b.state.as_str().to_owned(),
             consecutive: b.consecutive,
             failed: b.failed,
             until: b.until,
@@ -976,7 +976,7 @@ impl Monitor {
             slurm_job: hb.slurm_job.clone(),
             slurm_array_task: hb.slurm_array_task.clone(),
             state: if b.live {
-                hb.state.clone()
+                hb.state.as_str().to_owned()
             } else {
                 "dead".to_owned()
             },
