@@ -19,7 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use orch_session::board::{Board, TaskState};
 use orch_session::claim::{self, Attempt, ClaimKind, ClaimRecord};
 use orch_session::proc::{self, ProcessIdentity};
-use orch_session::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
+use orch_session::result::{Status, TaskOutput, TaskResult};
 use orch_session::{layout, liveness, lock, log, scheduler, time, Session, SessionDir};
 use serde_json::json;
 
@@ -444,21 +444,12 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
         Finish::Release => (None, None),
     };
     if let Some(status) = status {
-        let now = time::now();
-        let started = time::parse_rfc3339(&record.since);
-        let duration = started.map_or(0.0, |s| (now - s).num_milliseconds().max(0) as f64 / 1000.0);
         let result = TaskResult {
-            format: RESULT_FORMAT,
-            task: id.to_owned(),
-            status,
-            exit_code: None,
-            signal: None,
             reason: if status == Status::Failure {
                 Some(text.clone().unwrap_or_else(|| "failed by hand".to_owned()))
             } else {
                 None
             },
-            attempt: record.attempt,
             worker: Some("hand".to_owned()),
             pid: Some(record.pid),
             host: Some(record.host.clone()),
@@ -466,10 +457,9 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
                 slurm_job: record.slurm_job.clone(),
                 slurm_array_task: record.slurm_array_task.clone(),
             },
+            // As the record said, even where it does not parse.
             started: Some(record.since.clone()),
-            finished: time::rfc3339(&now),
             cost: orch_session::claim::cost_so_far(dir, id)?,
-            duration,
             output: TaskOutput {
                 summary: if status == Status::Success {
                     text.clone()
@@ -478,6 +468,13 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
                 },
                 ..TaskOutput::default()
             },
+            ..TaskResult::new(
+                id,
+                record.attempt,
+                status,
+                time::parse_rfc3339(&record.since),
+                time::now(),
+            )
         };
         claim::write_result(dir, &result).map_err(|e| match e {
             orch_session::Error::AlreadyExists { .. } => {

@@ -26,7 +26,7 @@ use orch_session::layout::{self, worker_id};
 use orch_session::lock::{self, LockGuard};
 use orch_session::plan::{Action, Task};
 use orch_session::proc::{self, ProcessIdentity};
-use orch_session::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
+use orch_session::result::{Status, TaskOutput, TaskResult};
 use orch_session::status::{Summary, WorkerLine};
 use orch_session::time::{self, format_duration};
 use orch_session::{atomic, liveness, log, scheduler, Session, SessionDir};
@@ -1226,22 +1226,18 @@ impl Worker {
                 self.event(&format!("{} failed: {reason}", task.id));
                 let now = time::now();
                 let result = TaskResult {
-                    format: RESULT_FORMAT,
-                    task: task.id.clone(),
-                    status: Status::Failure,
-                    exit_code: None,
-                    signal: None,
                     reason: Some(reason),
-                    attempt: claim.record.attempt,
                     worker: Some(self.id.clone()),
-                    pid: None,
                     host: Some(proc::hostname()),
                     slurm: orch_session::slurm::SlurmIds::from_env(),
-                    started: Some(time::rfc3339(&now)),
-                    finished: time::rfc3339(&now),
-                    duration: 0.0,
                     cost: claim::cost_so_far(&self.dir, &task.id).ok().flatten(),
-                    output: TaskOutput::default(),
+                    ..TaskResult::new(
+                        &task.id,
+                        claim.record.attempt,
+                        Status::Failure,
+                        Some(now),
+                        now,
+                    )
                 };
                 let written = claim::write_result(&self.dir, &result);
                 claim.release()?;
@@ -1423,25 +1419,22 @@ impl Worker {
                 (a, b) => a.or(b),
             };
             let result = TaskResult {
-                format: RESULT_FORMAT,
-                task: task.id.clone(),
-                status: outcome.status,
                 exit_code: outcome.exit_code,
                 signal: outcome.signal,
                 reason: outcome.reason.clone(),
-                attempt,
                 worker: Some(self.id.clone()),
                 pid: outcome.pid,
                 host: Some(proc::hostname()),
                 slurm: orch_session::slurm::SlurmIds::from_env(),
-                started: Some(time::rfc3339(&outcome.started)),
-                finished: time::rfc3339(&outcome.finished),
-                duration: (outcome.finished - outcome.started)
-                    .num_milliseconds()
-                    .max(0) as f64
-                    / 1000.0,
                 cost,
                 output,
+                ..TaskResult::new(
+                    &task.id,
+                    attempt,
+                    outcome.status,
+                    Some(outcome.started),
+                    outcome.finished,
+                )
             };
             self.note_outcome(&task.id, outcome.status);
             let retryable = matches!(outcome.status, Status::Failure | Status::Timeout)

@@ -497,20 +497,11 @@ fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
     if stale.task != task {
         return Ok(None);
     }
-    let now = time::now();
-    let duration = time::parse_rfc3339(&stale.since)
-        .map_or(0.0, |s| (now - s).num_milliseconds().max(0) as f64 / 1000.0);
     let result = TaskResult {
-        format: crate::result::RESULT_FORMAT,
-        task: task.to_owned(),
-        status: Status::Interrupted,
-        exit_code: None,
-        signal: None,
         reason: Some(format!(
             "{} (pid {}) died during the attempt",
             stale.owner, stale.pid
         )),
-        attempt: stale.attempt,
         worker: Some(stale.owner.clone()),
         pid: stale.agent.map(|a| a.pid),
         host: Some(stale.host.clone()),
@@ -518,9 +509,8 @@ fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
             slurm_job: stale.slurm_job.clone(),
             slurm_array_task: stale.slurm_array_task.clone(),
         },
+        // As the record said, even where it does not parse.
         started: Some(stale.since.clone()),
-        finished: time::rfc3339(&now),
-        duration,
         // What this attempt spent is unknown (its agent never said); the
         // total so far is carried on.
         cost: cost_so_far(dir, task)?,
@@ -531,6 +521,13 @@ fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
             }),
             ..crate::result::TaskOutput::default()
         },
+        ..TaskResult::new(
+            task,
+            stale.attempt,
+            Status::Interrupted,
+            time::parse_rfc3339(&stale.since),
+            time::now(),
+        )
     };
     archive_attempt(dir, &result)?;
     Ok(Some(stale.attempt))

@@ -294,8 +294,65 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// The result of attempt `attempt` of `task`, ended with `status` at
+    /// `finished`, begun at `started` when known: the format is this
+    /// orch's and the duration is `finished - started` (0 when it did not
+    /// start). Everything else is empty; set it with struct update syntax:
+    /// `TaskResult { reason: Some(..), ..TaskResult::new(..) }`.
+    pub fn new(
+        task: &str,
+        attempt: u32,
+        status: Status,
+        started: Option<chrono::DateTime<chrono::Local>>,
+        finished: chrono::DateTime<chrono::Local>,
+    ) -> TaskResult {
+        let duration = started.map_or(0.0, |s| {
+            (finished - s).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        TaskResult {
+            format: RESULT_FORMAT,
+            task: task.to_owned(),
+            status,
+            exit_code: None,
+            signal: None,
+            reason: None,
+            attempt,
+            worker: None,
+            pid: None,
+            host: None,
+            slurm: crate::slurm::SlurmIds::default(),
+            started: started.map(|s| crate::time::rfc3339(&s)),
+            finished: crate::time::rfc3339(&finished),
+            duration,
+            cost: None,
+            output: TaskOutput::default(),
+        }
+    }
+
     /// Serialised form, as stored.
     pub fn to_bytes(&self) -> Vec<u8> {
         crate::session::to_json_bytes(self)
+    }
+}
+
+#[cfg(test)]
+mod new_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_result_has_this_format_and_its_duration_from_its_times() {
+        let t0 = crate::time::now();
+        let t1 = t0 + chrono::Duration::milliseconds(1500);
+        let r = TaskResult::new("a", 2, Status::Success, Some(t0), t1);
+        assert_eq!((r.format, r.attempt, r.duration), (RESULT_FORMAT, 2, 1.5));
+        assert_eq!(r.started, Some(crate::time::rfc3339(&t0)));
+        assert_eq!(r.finished, crate::time::rfc3339(&t1));
+        let r = TaskResult::new("a", 1, Status::Skipped, None, t1);
+        assert_eq!((r.started, r.duration), (None, 0.0));
+        // A clock stepped back between the two: no negative duration.
+        assert_eq!(
+            TaskResult::new("a", 1, Status::Failure, Some(t1), t0).duration,
+            0.0
+        );
     }
 }

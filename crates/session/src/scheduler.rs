@@ -8,7 +8,7 @@ use crate::claim::{self, Attempt, Claim, ClaimRecord};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::log;
-use crate::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
+use crate::result::{Status, TaskResult};
 use crate::time;
 use std::collections::HashMap;
 
@@ -171,24 +171,10 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
 fn record_skip(board: &mut Board, i: u32, why: &str, who: &str) -> Result<bool> {
     let id = board.id(i).to_owned();
     let attempt = claim::next_attempt(board.dir(), &id)?;
-    let now = time::rfc3339(&time::now());
     let result = TaskResult {
-        format: RESULT_FORMAT,
-        task: id.clone(),
-        status: Status::Skipped,
-        exit_code: None,
-        signal: None,
         reason: Some(why.to_owned()),
-        attempt,
         worker: Some(who.to_owned()),
-        pid: None,
-        host: None,
-        slurm: Default::default(),
-        started: None,
-        finished: now,
-        duration: 0.0,
-        cost: None,
-        output: TaskOutput::default(),
+        ..TaskResult::new(&id, attempt, Status::Skipped, None, time::now())
     };
     match claim::write_result(board.dir(), &result) {
         Ok(()) => {
