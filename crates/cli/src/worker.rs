@@ -493,6 +493,7 @@ impl Worker {
         }
         let me = ProcessIdentity::current();
         let started = time::rfc3339(&time::now());
+        let slurm = orch_session::slurm::SlurmIds::from_env();
         let hb = Heartbeat {
             format: HEARTBEAT_FORMAT,
             worker: id.clone(),
@@ -501,10 +502,8 @@ impl Worker {
             host: proc::hostname(),
             boot_id: proc::boot_id(),
             lease_until: None,
-            slurm_job: std::env::var("SLURM_ARRAY_JOB_ID")
-                .or_else(|_| std::env::var("SLURM_JOB_ID"))
-                .ok(),
-            slurm_array_task: std::env::var("SLURM_ARRAY_TASK_ID").ok(),
+            slurm_job: slurm.slurm_job,
+            slurm_array_task: slurm.slurm_array_task,
             started: started.clone(),
             updated: started.clone(),
             state: WorkerState::Idle,

@@ -102,6 +102,7 @@ impl ClaimRecord {
         bound: ProcessIdentity,
         attempt: u32,
     ) -> Self {
+        let slurm = crate::slurm::SlurmIds::from_env();
         Self {
             format: CLAIM_FORMAT,
             task: task.to_owned(),
@@ -116,10 +117,8 @@ impl ClaimRecord {
             boot_id: proc::boot_id(),
             lease_until: None,
             lease_ms: None,
-            slurm_job: std::env::var("SLURM_ARRAY_JOB_ID")
-                .or_else(|_| std::env::var("SLURM_JOB_ID"))
-                .ok(),
-            slurm_array_task: std::env::var("SLURM_ARRAY_TASK_ID").ok(),
+            slurm_job: slurm.slurm_job,
+            slurm_array_task: slurm.slurm_array_task,
             attempt,
             since: time::rfc3339(&time::now()),
         }
