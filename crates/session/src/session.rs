@@ -127,13 +127,32 @@ pub struct Session {
 /// Reads and parses a JSON file, reporting the file and line on error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).ctx("read", path)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Error::invalid(
-            Diagnostic::new(path, json_error_text(&e))
-                .line(Some(e.line()))
-                .help("the file is damaged; restore it or remove the session"),
+    serde_json::from_slice(&bytes).map_err(|e| damaged(path, &e))
+}
+
+/// The error for a session file at `path` that is not the JSON it should
+/// be.
+pub fn damaged(path: &Path, e: &serde_json::Error) -> Error {
+    Error::invalid(
+        Diagnostic::new(path, json_error_text(e))
+            .line(Some(e.line()))
+            .help("the file is damaged; restore it or remove the session"),
+    )
+}
+
+/// Refuses a file at `path` written in a format (`found`) newer than the
+/// one this orch knows (`known`); `what` names the kind of file.
+pub fn check_format(path: &Path, what: &str, found: u32, known: u32) -> Result<()> {
+    if found <= known {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        Diagnostic::new(
+            path,
+            format!("{what} format {found} is newer than this orch understands ({known})"),
         )
-    })
+        .help("upgrade orch"),
+    ))
 }
 
 /// serde_json's message without its trailing " at line L column C".
@@ -360,18 +379,7 @@ impl Session {
         // `SessionDir::new`): only a session gets its writes walked.
         let json = dir.join(crate::layout::SESSION_JSON);
         let info: SessionInfo = read_json(&json)?;
-        if info.format > SESSION_FORMAT {
-            return Err(Error::invalid(
-                Diagnostic::new(
-                    json,
-                    format!(
-                        "session format {} is newer than this orch understands ({SESSION_FORMAT})",
-                        info.format
-                    ),
-                )
-                .help("upgrade orch"),
-            ));
-        }
+        check_format(&json, "session", info.format, SESSION_FORMAT)?;
         Ok(Session {
             dir: SessionDir::new(dir),
             info,
@@ -380,19 +388,9 @@ impl Session {
 
     /// Reads `plan.json`.
     pub fn load_plan(&self) -> Result<PlanDoc> {
-        let doc: PlanDoc = read_json(&self.dir.plan_json())?;
-        if doc.format > PLAN_FORMAT {
-            return Err(Error::invalid(
-                Diagnostic::new(
-                    self.dir.plan_json(),
-                    format!(
-                        "plan format {} is newer than this orch understands ({PLAN_FORMAT})",
-                        doc.format
-                    ),
-                )
-                .help("upgrade orch"),
-            ));
-        }
+        let path = self.dir.plan_json();
+        let doc: PlanDoc = read_json(&path)?;
+        check_format(&path, "plan", doc.format, PLAN_FORMAT)?;
         Ok(doc)
     }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
-use crate::error::{Diagnostic, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::layout::{SessionDir, SLURM_LOCK};
 use crate::lock;
 use crate::session::{make_private_dir, read_json, to_json_bytes};
@@ -116,17 +116,10 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 pub fn read(dir: &SessionDir) -> Result<SlurmJobs> {
     let path = dir.slurm_jobs();
     match read_json::<SlurmJobs>(&path) {
-        Ok(j) if j.format > SLURM_JOBS_FORMAT => Err(Error::invalid(
-            Diagnostic::new(
-                &path,
-                format!(
-                    "format {} is newer than this orch understands ({SLURM_JOBS_FORMAT})",
-                    j.format
-                ),
-            )
-            .help("use a newer orch-worker"),
-        )),
-        Ok(j) => Ok(j),
+        Ok(j) => {
+            crate::session::check_format(&path, "Slurm job list", j.format, SLURM_JOBS_FORMAT)?;
+            Ok(j)
+        }
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             Ok(SlurmJobs::default())
         }

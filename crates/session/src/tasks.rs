@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{Diagnostic, Error, Result};
 use crate::plan::{PlanDoc, ResourceDecl, Task, Template, PLAN_FORMAT};
-use crate::session::json_error_text;
+use crate::session::{check_format, damaged};
 
 /// The tasks of a plan, in plan order.
 #[derive(Debug)]
@@ -44,12 +44,6 @@ impl Tasks {
         path: &Path,
         mut each: impl FnMut(u32, &Task) -> Result<()>,
     ) -> Result<Tasks> {
-        let damaged = |e: &serde_json::Error| {
-            Error::invalid(
-                Diagnostic::new(path, json_error_text(e))
-                    .help("the file is damaged; restore it or remove the session"),
-            )
-        };
         let text: Box<str> = array.into();
         if u32::try_from(text.len()).is_err() {
             return Err(Error::invalid(
@@ -57,13 +51,13 @@ impl Tasks {
                     .help("split the plan into several sessions"),
             ));
         }
-        let raws: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| damaged(&e))?;
+        let raws: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| damaged(path, &e))?;
         let base = text.as_ptr() as usize;
         let mut spans = Vec::with_capacity(raws.len());
         let mut ids = String::new();
         let mut id_ends = Vec::with_capacity(raws.len());
         for (i, raw) in raws.iter().enumerate() {
-            let t: Task = serde_json::from_str(raw.get()).map_err(|e| damaged(&e))?;
+            let t: Task = serde_json::from_str(raw.get()).map_err(|e| damaged(path, &e))?;
             let start = raw.get().as_ptr() as usize - base;
             // Both fit: the whole text does.
             spans.push((start as u32, raw.get().len() as u32));
@@ -206,25 +200,8 @@ struct RawPlan<'a> {
 impl BoardPlan {
     /// Reads plan.json at `path` (its text is `text`).
     pub fn read(path: &Path, text: &str) -> Result<BoardPlan> {
-        let raw: RawPlan<'_> = serde_json::from_str(text).map_err(|e| {
-            Error::invalid(
-                Diagnostic::new(path, json_error_text(&e))
-                    .line(Some(e.line()))
-                    .help("the file is damaged; restore it or remove the session"),
-            )
-        })?;
-        if raw.format > PLAN_FORMAT {
-            return Err(Error::invalid(
-                Diagnostic::new(
-                    path,
-                    format!(
-                        "plan format {} is newer than this orch understands ({PLAN_FORMAT})",
-                        raw.format
-                    ),
-                )
-                .help("upgrade orch"),
-            ));
-        }
+        let raw: RawPlan<'_> = serde_json::from_str(text).map_err(|e| damaged(path, &e))?;
+        check_format(path, "plan", raw.format, PLAN_FORMAT)?;
         let (mut waves, mut priorities, mut after, mut compete) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut needs = std::collections::HashMap::new();

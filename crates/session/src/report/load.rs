@@ -21,11 +21,11 @@ use serde_json::Value;
 
 use super::{BadFile, Inputs, Outcome, ReportTask};
 use crate::claim;
-use crate::error::{Diagnostic, Error, Result};
+use crate::error::{Error, Result};
 use crate::layout::check_name;
 use crate::plan::PLAN_FORMAT;
 use crate::result::{Status, RESULT_FORMAT};
-use crate::session::{json_error_text, Session};
+use crate::session::{check_format, damaged, json_error_text, Session};
 
 /// `plan.json`, reading only what a report needs.
 #[derive(Deserialize)]
@@ -231,25 +231,8 @@ pub fn load(session: &Session) -> Result<Inputs> {
 /// The tasks of `plan.json`.
 fn load_plan(path: &Path) -> Result<Vec<ReportTask>> {
     let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    let plan: PlanView = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::invalid(
-            Diagnostic::new(path, json_error_text(&e))
-                .line(Some(e.line()))
-                .help("the file is damaged; restore it or remove the session"),
-        )
-    })?;
-    if plan.format > PLAN_FORMAT {
-        return Err(Error::invalid(
-            Diagnostic::new(
-                path,
-                format!(
-                    "plan format {} is newer than this orch understands ({PLAN_FORMAT})",
-                    plan.format
-                ),
-            )
-            .help("upgrade orch"),
-        ));
-    }
+    let plan: PlanView = serde_json::from_slice(&bytes).map_err(|e| damaged(path, &e))?;
+    check_format(path, "plan", plan.format, PLAN_FORMAT)?;
     Ok(plan
         .tasks
         .into_iter()
