@@ -1238,9 +1238,7 @@ impl Worker {
                         now,
                     )
                 };
-                let written = claim::write_result(&self.dir, &result);
-                claim.release()?;
-                written?;
+                claim.finish(&result)?;
                 if crate::notify::failed(&self.session, &result, &self.id) {
                     crate::notify::bell(&self.session);
                 }
@@ -1502,7 +1500,7 @@ impl Worker {
         } else {
             // Its dependents may now be the best next pick (or be doomed):
             // the board must know before the next claim.
-            let done = commit::record(&self.dir, job);
+            let done = commit::record(job);
             self.recorded(done)?;
         }
         sys::reap_all();
@@ -1578,7 +1576,7 @@ impl Worker {
         }
         match self.pending.take() {
             Some(job) => {
-                let done = commit::record(&self.dir, job);
+                let done = commit::record(job);
                 self.recorded(done)
             }
             None => Ok(()),

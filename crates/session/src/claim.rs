@@ -135,6 +135,15 @@ pub struct Claim {
     pub record: ClaimRecord,
 }
 
+/// What became of the result given to [`Claim::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Written and journalled.
+    Written,
+    /// Someone else had recorded one; theirs is kept.
+    TheirsKept,
+}
+
 /// What a claim attempt found.
 #[derive(Debug)]
 pub enum Attempt {
@@ -185,6 +194,26 @@ impl Claim {
             }
         }
         write_record_unlocked(&self.dir, &self.record)
+    }
+
+    /// Ends the claim with the task's final result: the result written
+    /// once and durably and journalled, then the record removed and the
+    /// lock released, in that order, so nobody ever sees the task neither
+    /// finished nor claimed. A result someone else recorded first is kept
+    /// ([`Finished::TheirsKept`]). When writing fails (a full disk: nothing
+    /// was linked in) the claim is released all the same, and the error
+    /// returned.
+    pub fn finish(self, result: &TaskResult) -> Result<Finished> {
+        debug_assert_eq!(result.task, self.record.task, "a result for another task");
+        let written = match write_result(&self.dir, result) {
+            Ok(()) => Ok(Finished::Written),
+            Err(Error::AlreadyExists { .. }) => Ok(Finished::TheirsKept),
+            Err(e) => Err(e),
+        };
+        let released = self.release();
+        let finished = written?;
+        released?;
+        Ok(finished)
     }
 
     /// Removes the record, then releases the lock.
@@ -679,4 +708,67 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
 /// Whether `path` names a claim file (for sweeps).
 pub fn is_claim_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::ProcessIdentity;
+
+    fn session() -> (tempfile::TempDir, SessionDir) {
+        let t = tempfile::tempdir().expect("tempdir");
+        for d in ["claims", "locks", "status", "results", "history", "index"] {
+            std::fs::create_dir_all(t.path().join(d)).expect("mkdir");
+        }
+        let dir = SessionDir::new(t.path());
+        (t, dir)
+    }
+
+    fn claimed(dir: &SessionDir, task: &str) -> Claim {
+        match try_claim(dir, task, |a| {
+            ClaimRecord::new(task, ClaimKind::Worker, "w", ProcessIdentity::current(), a)
+        })
+        .expect("claim")
+        {
+            Attempt::Claimed(c) => *c,
+            other => panic!("not claimed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn finish_writes_and_journals_the_result_then_lets_the_task_go() {
+        let (_t, dir) = session();
+        let c = claimed(&dir, "a");
+        let result = TaskResult::new("a", 1, Status::Success, None, time::now());
+        assert_eq!(c.finish(&result).expect("finish"), Finished::Written);
+        assert_eq!(read_result(&dir, "a").expect("read"), Some(result));
+        assert!(read_record(&dir, "a").is_err(), "the claim record stayed");
+        assert!(!crate::lock::is_held(&dir.task_lock("a")).expect("lock"));
+        let journal = std::fs::read_to_string(dir.results_journal()).expect("journal");
+        assert!(journal.contains(r#""task":"a""#), "{journal}");
+        // Finished: a second claim finds it so.
+        assert!(matches!(
+            try_claim(&dir, "a", |a| ClaimRecord::new(
+                "a",
+                ClaimKind::Worker,
+                "w",
+                ProcessIdentity::current(),
+                a
+            ))
+            .expect("claim"),
+            Attempt::Finished(Status::Success)
+        ));
+    }
+
+    #[test]
+    fn finish_keeps_a_result_someone_else_recorded_first() {
+        let (_t, dir) = session();
+        let c = claimed(&dir, "a");
+        let theirs = TaskResult::new("a", 1, Status::Failure, None, time::now());
+        write_result(&dir, &theirs).expect("theirs");
+        let ours = TaskResult::new("a", 1, Status::Success, None, time::now());
+        assert_eq!(c.finish(&ours).expect("finish"), Finished::TheirsKept);
+        assert_eq!(read_result(&dir, "a").expect("read"), Some(theirs));
+        assert!(!crate::lock::is_held(&dir.task_lock("a")).expect("lock"));
+    }
 }

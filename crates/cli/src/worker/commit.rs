@@ -16,10 +16,10 @@
 //! whose other thread runs on the other core costs cross-core TLB flushes,
 //! and system time rose by 0.3 ms per task, most of the gain.)
 
-use orch_session::claim::{self, Claim};
+use orch_session::claim::{Claim, Finished};
 use orch_session::log::TaskLog;
 use orch_session::result::TaskResult;
-use orch_session::{Error, SessionDir};
+use orch_session::Error;
 
 /// A final result to record, with the claim to release after it.
 pub(super) struct Job {
@@ -58,26 +58,22 @@ pub(super) struct Done {
 
 /// Writes the result (create-once, durable), journals it, releases the
 /// claim.
-pub(super) fn record(dir: &SessionDir, job: Job) -> Done {
+pub(super) fn record(job: Job) -> Done {
     let Job {
         i,
         result,
         claim,
         mut tlog,
     } = job;
-    let recorded = match claim::write_result(dir, &result) {
-        Ok(()) => Recorded::Written,
-        Err(Error::AlreadyExists { .. }) => {
+    let recorded = match claim.finish(&result) {
+        Ok(Finished::Written) => Recorded::Written,
+        Ok(Finished::TheirsKept) => {
             let _ = tlog.event("a result was already recorded by someone else; keeping theirs");
             Recorded::TheirsKept
         }
         // Nothing half-written: the result was never linked in.
         Err(e) if e.is_disk_full() => Recorded::DiskFull(e),
         Err(e) => Recorded::Failed(e),
-    };
-    let recorded = match (recorded, claim.release()) {
-        (Recorded::Written | Recorded::TheirsKept, Err(e)) => Recorded::Failed(e),
-        (r, _) => r,
     };
     Done {
         i,
