@@ -375,3 +375,109 @@ pub fn deadlock_cycle(board: &Board) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claim::ClaimKind;
+    use crate::plan::PlanDoc;
+    use crate::proc::ProcessIdentity;
+
+    /// A session directory holding `tasks` (JSON task objects), and its
+    /// board.
+    fn board(tasks: serde_json::Value) -> (tempfile::TempDir, Board) {
+        let t = tempfile::tempdir().expect("tempdir");
+        for d in [
+            "claims",
+            "locks",
+            "status",
+            "results",
+            "history",
+            "index",
+            "logs",
+            "checkpoints",
+        ] {
+            std::fs::create_dir_all(t.path().join(d)).expect("mkdir");
+        }
+        let plan: PlanDoc = serde_json::from_value(serde_json::json!({
+            "format": 1,
+            "tasks": tasks,
+            "analysis": {
+                "tasks": 0, "edges": 0, "depth": 1, "wave_sizes": [], "critical_path": [],
+                "critical_path_ms": 0, "sequential_ms": 0, "agents": 1, "parallel_ms": 0,
+                "assumed_estimates": 0
+            }
+        }))
+        .expect("a plan");
+        let dir = crate::layout::SessionDir::new(t.path());
+        let board = Board::load(&dir, plan).expect("board");
+        (t, board)
+    }
+
+    fn task(id: &str, priority: u64, after: &[&str]) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "action": {"command": "true"}, "timeout_ms": 1000, "retries": 0,
+            "after": after, "priority": priority, "wave": 1
+        })
+    }
+
+    fn next(board: &mut Board) -> Option<(String, Claim)> {
+        claim_next(board, |id, a| {
+            ClaimRecord::new(id, ClaimKind::Worker, "w", ProcessIdentity::current(), a)
+        })
+        .expect("claim_next")
+        .map(|(i, c)| (board.id(i).to_owned(), c))
+    }
+
+    #[test]
+    fn the_ready_task_with_the_longest_path_goes_first_and_dependents_wait() {
+        let (_t, mut b) = board(serde_json::json!([
+            task("short", 10, &[]),
+            task("long", 50, &[]),
+            task("after-long", 40, &["long"]),
+        ]));
+        let (first, c1) = next(&mut b).expect("a task");
+        assert_eq!(first, "long");
+        let (second, c2) = next(&mut b).expect("a task");
+        assert_eq!(second, "short");
+        // after-long waits for long, which is claimed, not finished.
+        assert!(next(&mut b).is_none());
+        let i = b.index_of("long").expect("long");
+        c1.finish(&TaskResult::new(
+            "long",
+            1,
+            Status::Success,
+            None,
+            time::now(),
+        ))
+        .expect("finish");
+        b.record(i, Some(Status::Success));
+        let (third, c3) = next(&mut b).expect("a task");
+        assert_eq!(third, "after-long");
+        drop((c2, c3));
+    }
+
+    #[test]
+    fn a_task_whose_dependency_failed_is_recorded_skipped_with_the_reason() {
+        let (_t, mut b) = board(serde_json::json!([
+            task("a", 10, &[]),
+            task("b", 5, &["a"])
+        ]));
+        let (_, c) = next(&mut b).expect("a");
+        c.finish(&TaskResult::new("a", 1, Status::Failure, None, time::now()))
+            .expect("finish");
+        let a = b.index_of("a").expect("a");
+        b.record(a, Some(Status::Failure));
+        let skipped = skip_doomed(&mut b, "test").expect("skip");
+        assert_eq!(skipped, ["b"]);
+        let r = claim::read_result(b.dir(), "b")
+            .expect("read")
+            .expect("a result");
+        assert_eq!(r.status, Status::Skipped);
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("dependency `a` ended with failure")
+        );
+        assert!(next(&mut b).is_none());
+    }
+}
