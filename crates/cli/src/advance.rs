@@ -302,9 +302,9 @@ fn mark_done(s: &Session, roadmap_path: &Path, ids: &[String]) -> Result<Option<
     };
     // A blob, a tree with it in place of the old one (in an index of our
     // own: the user's index and working tree are not touched), a commit.
-    let scratch = s.dir.status_dir().join("mark-done.tmp");
+    let scratch = s.dir.mark_done_scratch();
     atomic::write_atomic(&scratch, marked.as_bytes(), Durability::Volatile)?;
-    let index = s.dir.status_dir().join("mark-done.index");
+    let index = s.dir.mark_done_index();
     let _ = orch_session::safefs::remove_file(&index);
     let result =
         (|| -> Result<String, g::GitError> {

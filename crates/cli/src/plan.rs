@@ -1200,13 +1200,16 @@ fn run_next(global: &Global, query: &str) -> Result<u8> {
     let root = global.root()?;
     let s = orch_session::session::resolve(&root, Some(query))?;
     let Some(tick) = orch_session::lock::lock_until(
-        &s.dir.named_lock("tick"),
+        &s.dir.tick_lock(),
         Some(std::time::Instant::now() + Duration::from_secs(10)),
     )?
     else {
         return Err(coded(
             exit::CONFLICT,
-            "a tick has held locks/tick.lock for 10s; is one stuck?",
+            format!(
+                "a tick has held {} for 10s; is one stuck?",
+                s.dir.relative(&s.dir.tick_lock())
+            ),
         ));
     };
     let board = orch_session::board::Board::load(&s.dir, s.load_board_plan()?)?;

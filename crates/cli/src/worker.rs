@@ -22,7 +22,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use orch_session::board::Board;
 use orch_session::claim::{self, Claim, ClaimKind, ClaimRecord};
 use orch_session::heartbeat::{self, Heartbeat, WorkerState, HEARTBEAT_FORMAT};
-use orch_session::layout::{self, worker_id};
+use orch_session::layout::worker_id;
 use orch_session::lock::{self, LockGuard};
 use orch_session::plan::{Action, Task};
 use orch_session::proc::{self, ProcessIdentity};
@@ -1000,7 +1000,7 @@ impl Worker {
             });
         }
         let dir = self.dir.clone();
-        let alive = |w: &str| lock::is_held(&dir.named_lock(w)).unwrap_or(false);
+        let alive = |w: &str| lock::is_held(&dir.worker_lock(w)).unwrap_or(false);
         Ok(
             match orch_session::breaker::gate(&self.dir, &self.id, alive)? {
                 orch_session::breaker::Gate::Go => {
@@ -1096,10 +1096,7 @@ impl Worker {
             for (cp, _) in self.board.waiting_checkpoints() {
                 let _ = ino.add_watch(cp.dir().as_path(), flags);
             }
-            if ino
-                .add_watch(&self.dir.join(layout::INDEX_DIR), flags)
-                .is_ok()
-            {
+            if ino.add_watch(&self.dir.index_dir(), flags).is_ok() {
                 self.inotify = Some(ino);
             }
         }
@@ -1123,10 +1120,7 @@ impl Worker {
                 // the task's own prompt is in its transcript already.
                 let continued = resume.map(attempt::Resume::prompt);
                 let p = continued.as_ref().unwrap_or(p);
-                let prompt_file = self
-                    .dir
-                    .join(layout::OUTPUT_DIR)
-                    .join(format!("{}.prompt", task.id));
+                let prompt_file = self.dir.prompt_file(&task.id);
                 if settings.agent.iter().any(|a| a.contains("{prompt_file}")) {
                     atomic::write_atomic(&prompt_file, p.as_bytes(), atomic::Durability::Volatile)
                         .map_err(|e| format!("cannot write the prompt file: {e:#}"))?;
@@ -1199,9 +1193,7 @@ impl Worker {
 
     /// `output/<task>.progress`: a task may write a percentage there.
     fn progress_path(&self, task: &str) -> PathBuf {
-        self.dir
-            .join(layout::OUTPUT_DIR)
-            .join(format!("{task}.progress"))
+        self.dir.progress_file(task)
     }
 
     fn workdir(&self, task: &Task) -> PathBuf {

@@ -8,6 +8,8 @@
 //!     aggregate.json                the last orch-aggregate report   (atomic replace)
 //!     locks/<task>.lock             flock held by the task's runner  (never deleted)
 //!     locks/worker-<n>.lock         flock held by live worker slot n (never deleted)
+//!     locks/agent-slot.<k>.lock     flock held by an extra agent of parallel phases
+//!     locks/tick.lock               flock held by the cron tick at work
 //!     locks/<name>.lock             session critical sections, resources
 //!     claims/<task>.json            who holds the task               (atomic replace)
 //!     results/<task>.json           the task's outcome               (create-once)
@@ -19,11 +21,17 @@
 //!     status/stop/<task>            `orch-worker stop --task`: stop that attempt
 //!     status/notified/<event>       a notification was sent          (create-once)
 //!     status/spend.json             what agents spent; the budget    (atomic replace, locks/spend.lock)
+//!     status/advanced.json          a roadmap session was moved on   (atomic replace)
+//!     status/mark-done.tmp, .index  scratch of marking a ROADMAP done (removed after)
 //!     output/<task>.json            where a task writes its ORCH_OUTPUT
+//!     output/<task>.progress        where a task may write a percentage (ORCH_PROGRESS)
+//!     output/<task>.prompt          the prompt, for agents given `{prompt_file}` (atomic replace)
+//!     output/<task>.feedback        a gate's feedback for the next round (atomic replace)
 //!     logs/<task>.log               per-track log, read by people    (append)
 //!     logs/<task>.jsonl             the agent's raw stream-json      (append)
 //!     logs/run.log                  one line per event               (append)
 //!     logs/worker-<n>.log           stdout of `orch-worker --parallel` children
+//!     logs/slurm-<job>_<n>.log      stdout of the workers of a Slurm array job
 //!     checkpoints/<name>/<agent>.ready, proceed.signal
 //!     shared-memory/, messages/
 //!     worktrees/<task>.json         a worktree task's worktree        (atomic replace)
@@ -79,6 +87,14 @@ pub const NOTIFIED_DIR: &str = "notified";
 pub const HEARTBEAT_SUFFIX: &str = ".active";
 /// Directory where tasks write their `ORCH_OUTPUT`.
 pub const OUTPUT_DIR: &str = "output";
+/// Suffix of a task's `ORCH_OUTPUT` inside [`OUTPUT_DIR`].
+pub const OUTPUT_SUFFIX: &str = ".json";
+/// Suffix of a task's `ORCH_PROGRESS` inside [`OUTPUT_DIR`].
+pub const PROGRESS_SUFFIX: &str = ".progress";
+/// Suffix of a task's prompt file inside [`OUTPUT_DIR`].
+pub const PROMPT_SUFFIX: &str = ".prompt";
+/// Suffix of a task's gate feedback inside [`OUTPUT_DIR`].
+pub const FEEDBACK_SUFFIX: &str = ".feedback";
 /// Directory of logs.
 pub const LOGS_DIR: &str = "logs";
 /// The session's main log inside [`LOGS_DIR`].
@@ -93,8 +109,21 @@ pub const MESSAGES_DIR: &str = "messages";
 pub const WORKTREES_DIR: &str = "worktrees";
 /// The session critical section of `orch-sync merge`, inside [`LOCKS_DIR`].
 pub const GIT_MERGE_LOCK: &str = "git-merge";
+/// The lock a cron tick holds (`orch-worker --parallel`, `orch-plan
+/// --next`), inside [`LOCKS_DIR`].
+pub const TICK_LOCK: &str = "tick";
+/// Prefix of the extra agent slots of parallel phases, inside
+/// [`LOCKS_DIR`].
+pub const AGENT_SLOT_PREFIX: &str = "agent-slot.";
 /// The report of the last `orch-sync merge`, inside [`STATUS_DIR`].
 pub const GIT_MERGE_REPORT: &str = "git-merge.json";
+/// Record that a finished roadmap session was moved on, inside
+/// [`STATUS_DIR`].
+pub const ADVANCED_JSON: &str = "advanced.json";
+/// Scratch copy of a ROADMAP being marked done, inside [`STATUS_DIR`].
+pub const MARK_DONE_SCRATCH: &str = "mark-done.tmp";
+/// Scratch git index of marking a ROADMAP done, inside [`STATUS_DIR`].
+pub const MARK_DONE_INDEX: &str = "mark-done.index";
 
 /// Directory of Slurm submissions (created by the first one).
 pub const SLURM_DIR: &str = "slurm";
@@ -173,9 +202,19 @@ impl SessionDir {
         &self.dir
     }
 
-    /// A top-level entry of the session directory.
-    pub fn join(&self, name: &str) -> PathBuf {
+    /// A top-level entry of the session directory. Only for this crate:
+    /// every other crate names the files with the methods below.
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// `path` relative to the session directory (`logs/api.log`), as
+    /// messages show a session's files; `path` itself if it lies outside.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// `session.json`.
@@ -206,6 +245,29 @@ impl SessionDir {
     /// `locks/<name>.lock` for a session critical section or resource.
     pub fn named_lock(&self, name: &str) -> PathBuf {
         self.dir.join(LOCKS_DIR).join(format!("{name}.lock"))
+    }
+
+    /// `locks/git-merge.lock`: the critical section of `orch-sync merge`.
+    pub fn git_merge_lock(&self) -> PathBuf {
+        self.named_lock(GIT_MERGE_LOCK)
+    }
+
+    /// `locks/tick.lock`: held by the cron tick at work.
+    pub fn tick_lock(&self) -> PathBuf {
+        self.named_lock(TICK_LOCK)
+    }
+
+    /// `locks/agent-slot.<k>.lock`: an extra agent of a worker running
+    /// phases at the same time holds one (the worker itself counts as one
+    /// agent of the session's `agents`).
+    pub fn agent_slot_lock(&self, k: usize) -> PathBuf {
+        self.named_lock(&format!("{AGENT_SLOT_PREFIX}{k}"))
+    }
+
+    /// `locks/<worker>.lock`: held by the live worker `<worker>` (its slot
+    /// lock, [`SessionDir::worker_slot_lock`], by the worker's id).
+    pub fn worker_lock(&self, worker: &str) -> PathBuf {
+        self.named_lock(worker)
     }
 
     /// `locks/worker-<n>.lock`: held by the live worker in slot `n`.
@@ -246,6 +308,11 @@ impl SessionDir {
             .join(format!("attempt-{attempt}.json"))
     }
 
+    /// `index/`.
+    pub fn index_dir(&self) -> PathBuf {
+        self.dir.join(INDEX_DIR)
+    }
+
     /// `index/results.jsonl`.
     pub fn results_journal(&self) -> PathBuf {
         self.dir.join(INDEX_DIR).join(RESULTS_JOURNAL)
@@ -279,22 +346,81 @@ impl SessionDir {
         self.dir.join(STATUS_DIR).join(STOPPED_MARKER)
     }
 
+    /// `status/stop/`.
+    pub fn stop_dir(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(STOP_DIR)
+    }
+
     /// `status/stop/<task>`: `orch-worker stop --task` asks the worker
     /// running the task to stop its attempt and record it as failed
     /// (`stopped`); the worker removes it.
     pub fn stop_marker(&self, task: &str) -> PathBuf {
-        self.dir.join(STATUS_DIR).join(STOP_DIR).join(task)
+        self.stop_dir().join(task)
+    }
+
+    /// `status/notified/`.
+    pub fn notified_dir(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(NOTIFIED_DIR)
     }
 
     /// `status/notified/<key>`: created once by whoever sends the
     /// notification of the event `key` (see `docs/notifications.md`).
     pub fn notified_marker(&self, key: &str) -> PathBuf {
-        self.dir.join(STATUS_DIR).join(NOTIFIED_DIR).join(key)
+        self.notified_dir().join(key)
+    }
+
+    /// `status/git-merge.json`: the report of the last `orch-sync merge`.
+    pub fn git_merge_report(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(GIT_MERGE_REPORT)
+    }
+
+    /// `status/advanced.json`: a finished roadmap session was moved on
+    /// (see [`crate::advanced`]).
+    pub fn advanced_json(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(ADVANCED_JSON)
+    }
+
+    /// `status/mark-done.tmp`: the ROADMAP text marked done, on its way
+    /// into a commit (removed after).
+    pub fn mark_done_scratch(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(MARK_DONE_SCRATCH)
+    }
+
+    /// `status/mark-done.index`: the git index of that commit (removed
+    /// after).
+    pub fn mark_done_index(&self) -> PathBuf {
+        self.dir.join(STATUS_DIR).join(MARK_DONE_INDEX)
     }
 
     /// `output/<task>.json`, the task's `ORCH_OUTPUT`.
     pub fn output(&self, task: &str) -> PathBuf {
-        self.dir.join(OUTPUT_DIR).join(format!("{task}.json"))
+        self.dir
+            .join(OUTPUT_DIR)
+            .join(format!("{task}{OUTPUT_SUFFIX}"))
+    }
+
+    /// `output/<task>.progress`, the task's `ORCH_PROGRESS`: a percentage
+    /// it may write.
+    pub fn progress_file(&self, task: &str) -> PathBuf {
+        self.dir
+            .join(OUTPUT_DIR)
+            .join(format!("{task}{PROGRESS_SUFFIX}"))
+    }
+
+    /// `output/<task>.prompt`: the prompt, for an agent command that names
+    /// `{prompt_file}`.
+    pub fn prompt_file(&self, task: &str) -> PathBuf {
+        self.dir
+            .join(OUTPUT_DIR)
+            .join(format!("{task}{PROMPT_SUFFIX}"))
+    }
+
+    /// `output/<task>.feedback`: a gate's feedback to the next round, the
+    /// task's `ORCH_GATE_FEEDBACK`.
+    pub fn feedback_file(&self, task: &str) -> PathBuf {
+        self.dir
+            .join(OUTPUT_DIR)
+            .join(format!("{task}{FEEDBACK_SUFFIX}"))
     }
 
     /// `logs/`.
@@ -365,9 +491,36 @@ impl SessionDir {
     }
 }
 
+/// Prefix of worker ids.
+pub const WORKER_PREFIX: &str = "worker-";
+
 /// The id of the worker in slot `n`: `worker-<n>`.
 pub fn worker_id(slot: u32) -> String {
-    format!("worker-{slot}")
+    format!("{WORKER_PREFIX}{slot}")
+}
+
+/// The slot of a worker slot lock's file name (`worker-<n>.lock`), if it
+/// is one.
+pub fn worker_slot_of_lock(file_name: &str) -> Option<u32> {
+    file_name
+        .strip_prefix(WORKER_PREFIX)?
+        .strip_suffix(".lock")?
+        .parse()
+        .ok()
+}
+
+/// The name of the directory of session `id`: `session-<id>`.
+pub fn session_dir_name(id: &str) -> String {
+    format!("{SESSION_PREFIX}{id}")
+}
+
+/// `<session dir>/logs/slurm-<job>_<n>.log`: where Slurm writes the output
+/// of array task `n` of job `job`. Taken as parts, as `orch-worker --slurm`
+/// names it for sbatch (`%A`, `%a`, the directory escaped) and for people.
+pub fn slurm_log(session_dir: &Path, job: &str, array_task: &str) -> PathBuf {
+    session_dir
+        .join(LOGS_DIR)
+        .join(format!("slurm-{job}_{array_task}.log"))
 }
 
 #[cfg(test)]
@@ -385,5 +538,17 @@ mod tests {
             assert!(check_name("task id", good).is_ok(), "{good:?} refused");
         }
         assert!(check_name("task id", &"a".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn worker_slot_lock_names_read_back() {
+        let lock = Path::new("/s")
+            .join(LOCKS_DIR)
+            .join(format!("{}.lock", worker_id(12)));
+        let name = lock.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert_eq!(worker_slot_of_lock(name), Some(12));
+        for other in ["worker-.lock", "worker-1.json", "api.lock", "worker-x.lock"] {
+            assert_eq!(worker_slot_of_lock(other), None, "{other}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Diagnostic, Error, IoContext, Result};
-use crate::layout::{SessionDir, SESSION_PREFIX, SESSION_SUBDIRS};
+use crate::layout::{session_dir_name, SessionDir, SESSION_PREFIX, SESSION_SUBDIRS};
 use crate::plan::{Plan, PlanDoc, Settings, PLAN_FORMAT};
 use crate::proc;
 use crate::safefs::{self, Role};
@@ -343,7 +343,7 @@ impl Session {
                 let _ = fs::remove_dir_all(&temp);
                 return Err(e);
             }
-            let final_dir = root.join(format!("{SESSION_PREFIX}{id}"));
+            let final_dir = root.join(session_dir_name(&id));
             match atomic::rename_noreplace(&temp, &final_dir) {
                 Ok(()) => {
                     return Ok(Session {
@@ -533,7 +533,7 @@ pub fn resolve(root: &Path, query: Option<&str>) -> Result<Session> {
             let by_id = root.join(if q.starts_with(SESSION_PREFIX) {
                 q.to_owned()
             } else {
-                format!("{SESSION_PREFIX}{q}")
+                session_dir_name(q)
             });
             if crate::layout::check_name("session id", q).is_ok() {
                 if let Some(s) = open_if_there(&by_id)? {
@@ -560,7 +560,7 @@ pub fn resolve(root: &Path, query: Option<&str>) -> Result<Session> {
             let newer = |name: &str| {
                 found
                     .as_ref()
-                    .is_none_or(|s| name > format!("{SESSION_PREFIX}{}", s.info.id).as_str())
+                    .is_none_or(|s| name > session_dir_name(&s.info.id).as_str())
             };
             if let Some((_, e)) = errors
                 .into_iter()

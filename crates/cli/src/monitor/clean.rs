@@ -99,8 +99,8 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
     let reading = procfs::Reading::now();
 
     for (c, v) in claims.iter().zip(&views) {
-        let file = format!("claims/{}.json", c.task);
-        let lock_file = format!("locks/{}.lock", c.task);
+        let file = dir.relative(&dir.claim(&c.task));
+        let lock_file = dir.relative(&dir.task_lock(&c.task));
         let mut item = Item {
             kind: "claim",
             name: c.task.clone(),
@@ -209,8 +209,8 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
                         item.archived_attempt = archived;
                         if let Some(n) = archived {
                             item.evidence.push_str(&format!(
-                                "; attempt {n} recorded as interrupted in history/{}/",
-                                c.task
+                                "; attempt {n} recorded as interrupted in {}/",
+                                dir.relative(&dir.history_dir(&c.task))
                             ));
                         }
                     }
@@ -221,8 +221,8 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
     }
 
     for b in heartbeat::list(dir)? {
-        let file = format!("status/{}.active", b.worker);
-        let lock_file = format!("locks/{}.lock", b.worker);
+        let file = dir.relative(&dir.heartbeat(&b.worker));
+        let lock_file = dir.relative(&dir.worker_lock(&b.worker));
         let mut item = Item {
             kind: "heartbeat",
             name: b.worker.clone(),
@@ -277,7 +277,7 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
             } else {
                 // Hold the slot: no worker can take it (and write this
                 // heartbeat) while the file goes.
-                match lock::try_lock(&dir.named_lock(&b.worker))? {
+                match lock::try_lock(&dir.worker_lock(&b.worker))? {
                     None => {
                         item.evidence =
                             format!("{lock_file} was taken meanwhile: a new worker uses the slot");

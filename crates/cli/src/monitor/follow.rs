@@ -141,7 +141,7 @@ pub fn follow(
     let style = Style::stdout();
     let waker = Waker::new(
         dir,
-        &[layout::LOGS_DIR, layout::CLAIMS_DIR, layout::STATUS_DIR],
+        &[dir.logs_dir(), dir.claims_dir(), dir.status_dir()],
         signals,
     );
     let mut followed: BTreeMap<String, Followed> = BTreeMap::new();

@@ -947,7 +947,7 @@ impl Monitor {
         warnings: &mut Vec<String>,
     ) -> WorkerView {
         let dir = &self.session.dir;
-        let file = rel(dir.path(), &dir.heartbeat(&b.worker));
+        let file = dir.relative(&dir.heartbeat(&b.worker));
         let hb = match &b.heartbeat {
             Ok(h) => h,
             Err(e) => {
@@ -1161,17 +1161,9 @@ fn end_time(dir: &orch_session::SessionDir) -> Option<DateTime<Local>> {
         .map(system_time)
 }
 
-/// `path` relative to the session directory, for messages.
-fn rel(base: &Path, path: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn fill_log(tr: &mut Track, dir: &orch_session::SessionDir, n: usize, now: &DateTime<Local>) {
     let path = dir.task_log(&tr.task);
-    tr.log = rel(dir.path(), &path);
+    tr.log = dir.relative(&path);
     if let Ok(t) = logtail::tail(&path, n) {
         tr.exists = true;
         tr.size = t.size;
@@ -1185,7 +1177,7 @@ fn fill_log(tr: &mut Track, dir: &orch_session::SessionDir, n: usize, now: &Date
 }
 
 fn claim_view(dir: &orch_session::SessionDir, c: &ClaimInfo, now: &DateTime<Local>) -> ClaimView {
-    let file = rel(dir.path(), &dir.claim(&c.task));
+    let file = dir.relative(&dir.claim(&c.task));
     let r = match &c.record {
         Ok(r) => r,
         Err(e) => {

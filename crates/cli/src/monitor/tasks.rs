@@ -304,7 +304,7 @@ pub fn row(
         group: t.group.clone(),
         wave: board.wave(i),
         state,
-        log: format!("logs/{}.log", t.id),
+        log: dir.relative(&dir.task_log(&t.id)),
         ..TaskRow::default()
     };
     if let Some(c) = claim {

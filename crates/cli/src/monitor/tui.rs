@@ -15,7 +15,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use orch_session::layout;
+use orch_session::layout::SessionDir;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::terminal::{
@@ -183,7 +183,7 @@ pub fn watch(
     // and index/ (results) bring often enough, and the slow timer.
     let waker = Waker::new(
         &dir,
-        &[layout::STATUS_DIR, layout::CLAIMS_DIR, layout::INDEX_DIR],
+        &[dir.status_dir(), dir.claims_dir(), dir.index_dir()],
         signals,
     );
 
@@ -565,7 +565,7 @@ fn draw(
     ui.offset = ui.offset.min(ui.which.len().saturating_sub(visible.max(1)));
     let end = (ui.offset + visible).min(ui.which.len());
     let rows = monitor.rows(snap, &ui.which[ui.offset..end], 0);
-    let dir = std::path::PathBuf::from(&snap.session.dir);
+    let dir = monitor.session().dir.clone();
     let selected = rows.get(ui.selected.saturating_sub(ui.offset)).cloned();
     terminal.draw(|f| match &ui.view {
         View::Main => render_main(f, &a, snap, ui, &rows, selected.as_ref(), &dir),
@@ -652,7 +652,7 @@ fn render_main(
     ui: &Ui,
     rows: &[TaskRow],
     selected: Option<&TaskRow>,
-    dir: &std::path::Path,
+    dir: &SessionDir,
 ) {
     header(f, a.header, s, ui);
     workers(f, a.workers, s, ui);
@@ -1090,11 +1090,11 @@ fn log_line<'a>(l: String, ui: &Ui) -> Line<'a> {
     }
 }
 
-fn log_pane(f: &mut Frame<'_>, area: Rect, dir: &std::path::Path, row: Option<&TaskRow>, ui: &Ui) {
+fn log_pane(f: &mut Frame<'_>, area: Rect, dir: &SessionDir, row: Option<&TaskRow>, ui: &Ui) {
     let n = area.height.saturating_sub(2) as usize;
     let (title, lines) = match row {
         Some(r) => {
-            let path = dir.join(&r.log);
+            let path = dir.task_log(&r.task);
             match logtail::tail(&path, n) {
                 Ok(t) => (
                     format!(
@@ -1125,15 +1125,16 @@ const LOG_VIEW_LINES: usize = 5_000;
 fn log_view(
     f: &mut Frame<'_>,
     area: Rect,
-    dir: &std::path::Path,
+    dir: &SessionDir,
     task: &str,
     state: &str,
     back: usize,
     ui: &Ui,
 ) {
     let h = area.height.saturating_sub(3) as usize;
-    let rel = format!("{}/{task}.log", layout::LOGS_DIR);
-    let (lines, size) = match logtail::tail(&dir.join(&rel), LOG_VIEW_LINES) {
+    let path = dir.task_log(task);
+    let rel = path.strip_prefix(dir.path()).unwrap_or(&path).display();
+    let (lines, size) = match logtail::tail(&path, LOG_VIEW_LINES) {
         Ok(t) => (t.lines, Some(t.size)),
         Err(_) => (vec!["no log yet".to_owned()], None),
     };

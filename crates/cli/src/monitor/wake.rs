@@ -6,7 +6,7 @@
 //! notify may drop or merge events (and gives none on NFS), so an event is
 //! only a reason to look again, and callers still wake on a slow timer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -60,9 +60,9 @@ fn is_remote(path: &Path) -> bool {
 }
 
 impl Waker {
-    /// Watches `subdirs` of the session (not recursively) and forwards
-    /// `signals`.
-    pub fn new(dir: &SessionDir, subdirs: &[&str], signals: &Signals) -> Waker {
+    /// Watches `subdirs` of the session (not recursively: directories
+    /// named by [`SessionDir`]) and forwards `signals`.
+    pub fn new(dir: &SessionDir, subdirs: &[PathBuf], signals: &Signals) -> Waker {
         let (tx, rx) = mpsc::channel();
         let polling = is_remote(dir.path());
         let pending = Arc::new(AtomicBool::new(false));
@@ -81,7 +81,7 @@ impl Waker {
             .and_then(|mut w| {
                 let mut any = false;
                 for s in subdirs {
-                    any |= w.watch(&dir.join(s), RecursiveMode::NonRecursive).is_ok();
+                    any |= w.watch(s, RecursiveMode::NonRecursive).is_ok();
                 }
                 any.then_some(w)
             })

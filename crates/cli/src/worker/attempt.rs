@@ -372,10 +372,7 @@ impl Worker {
         };
         let mut env = vec![("ORCH_ROUND".to_owned(), round.to_string())];
         if let (Some(fb), true) = (feedback, first) {
-            let path = self
-                .dir
-                .join(orch_session::layout::OUTPUT_DIR)
-                .join(format!("{}.feedback", task.id));
+            let path = self.dir.feedback_file(&task.id);
             orch_session::atomic::write_atomic(
                 &path,
                 fb.as_bytes(),
@@ -501,7 +498,7 @@ impl Worker {
             if got.len() >= want {
                 break;
             }
-            let path = self.dir.named_lock(&format!("agent-slot.{k}"));
+            let path = self.dir.agent_slot_lock(k);
             if let Ok(Some(g)) = orch_session::lock::try_lock(&path) {
                 got.push(g);
             }

@@ -81,7 +81,7 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
     let deadline = Instant::now() + grace + Duration::from_secs(10);
     let mut still = Vec::new();
     for (worker, pid) in &signalled {
-        let lp = dir.named_lock(worker);
+        let lp = dir.worker_lock(worker);
         let gone = lock::lock_until(&lp, Some(deadline))?.is_some();
         if !gone {
             still.push((worker.clone(), *pid));

@@ -96,13 +96,16 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
         );
     }
     let Some(tick) = lock::lock_until(
-        &dir.named_lock("tick"),
+        &dir.tick_lock(),
         Some(Instant::now() + Duration::from_secs(10)),
     )?
     else {
         return Err(exit::coded(
             exit::CONFLICT,
-            "another tick has held locks/tick.lock for 10s; is one stuck?",
+            format!(
+                "another tick has held {} for 10s; is one stuck?",
+                dir.relative(&dir.tick_lock())
+            ),
         ));
     };
     // Ticks come often and late: they tidy what killed processes left.

@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Local};
 use orch_session::fsinfo::{self, FsKind};
-use orch_session::layout::SESSION_PREFIX;
+use orch_session::layout;
 use orch_session::slurm::{self as record, SlurmJob};
 use orch_session::{log, proc, time, SessionDir};
 use serde_json::json;
@@ -198,10 +198,10 @@ pub fn mem_mib(memory_per_agent: u64) -> u64 {
 pub fn render(spec: &ScriptSpec) -> Result<String> {
     let dir = spec.session_dir.to_string_lossy();
     // sbatch expands %A, %a, %x... in file names; `%%` is a literal `%`.
-    let log = format!(
-        "{}/logs/slurm-%A_%a.log",
-        dir.trim_end_matches('/').replace('%', "%%")
-    );
+    let escaped = dir.trim_end_matches('/').replace('%', "%%");
+    let log = layout::slurm_log(Path::new(&escaped), "%A", "%a")
+        .to_string_lossy()
+        .into_owned();
     let log = directive_value("the session directory", &log)?;
     let safe_name: String = spec
         .session_name
@@ -391,7 +391,7 @@ fn script_spec(
     // else by its directory.
     let in_root = session_dir.parent() == Some(root.as_path())
         && session_dir.file_name().and_then(|n| n.to_str())
-            == Some(&format!("{SESSION_PREFIX}{}", session.info.id));
+            == Some(&layout::session_dir_name(&session.info.id));
     let exe = std::env::current_exe().context("finding orch-worker's own path")?;
     Ok(ScriptSpec {
         exe: exe.canonicalize().unwrap_or(exe),
@@ -455,8 +455,8 @@ fn submit(
             "orch-worker: note: the session is on a local filesystem; array tasks Slurm starts on other nodes cannot reach it unless the root is on a filesystem every node mounts (docs/distributed.md)"
         );
     }
-    let (n, path) = record::write_script(dir, script)?;
-    let rel_script = format!("slurm/submit-{n}.sh");
+    let (_, path) = record::write_script(dir, script)?;
+    let rel_script = dir.relative(&path);
     let out = run_tool(
         "sbatch",
         &["--parsable".to_owned(), path.to_string_lossy().into_owned()],
@@ -511,10 +511,7 @@ fn submit(
         "orch-worker --slurm",
         &format!("submitted Slurm job {job}: {workers} workers ({rel_script})"),
     );
-    let logs = spec
-        .session_dir
-        .join("logs")
-        .join(format!("slurm-{job}_<n>.log"));
+    let logs = layout::slurm_log(&spec.session_dir, &job, "<n>");
     if global.json {
         print_json(&json!({
             "session": session.info.id,

@@ -100,7 +100,7 @@ pub fn open(
         extra_args.push_str(&quote(e));
     }
     for k in 1..=count {
-        let win = format!("worker-{k}");
+        let win = orch_session::layout::worker_id(k);
         // The window keeps its last output when the worker ends, so a
         // person can read how it ended.
         let cmd = format!(
