@@ -412,33 +412,15 @@ fn take_slot(dir: &SessionDir) -> Result<(u32, LockGuard)> {
 
 /// Takes the lowest free worker slot above `after`.
 fn take_slot_after(dir: &SessionDir, after: u32) -> Result<(u32, LockGuard)> {
-    for n in after + 1..=100_000u32 {
-        if let Some(g) = lock::try_lock(&dir.worker_slot_lock(n))? {
-            return Ok((n, g));
-        }
+    match orch_session::slot::take_after(dir, after)? {
+        Some(taken) => Ok(taken),
+        None => anyhow::bail!("no free worker slot in {}", dir.path().display()),
     }
-    anyhow::bail!("no free worker slot in {}", dir.path().display())
 }
 
 /// Slots whose lock is held: the live workers.
 fn live_slots(dir: &SessionDir) -> Vec<u32> {
-    let mut out: Vec<u32> = fs::read_dir(dir.locks_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let n: u32 = name
-                .to_str()?
-                .strip_prefix("worker-")?
-                .strip_suffix(".lock")?
-                .parse()
-                .ok()?;
-            lock::is_held(&e.path()).unwrap_or(false).then_some(n)
-        })
-        .collect();
-    out.sort_unstable();
-    out
+    orch_session::slot::live(dir)
 }
 
 impl Worker {
@@ -948,10 +930,9 @@ impl Worker {
     /// Whether this worker may claim now: the stop marker, the deadline,
     /// free disk, and the circuit breaker.
     fn gate(&mut self) -> Result<Gating> {
-        if let Ok(text) = fs::read_to_string(self.dir.stopped_marker()) {
+        if let Some(stamp) = orch_session::stop::stopped(&self.dir) {
             return Ok(Gating::Stop(format!(
-                "session stopped by `orch-worker stop` ({}); `orch-worker resume` allows workers again",
-                text.trim()
+                "session stopped by `orch-worker stop` ({stamp}); `orch-worker resume` allows workers again"
             )));
         }
         if let Some(until) = self.until {
@@ -1377,7 +1358,7 @@ impl Worker {
             }
             let stopped = self.stop_requested(&task.id, attempt);
             if stopped {
-                let _ = orch_session::safefs::remove_file(&self.dir.stop_marker(&task.id));
+                orch_session::stop::clear_task_stop(&self.dir, &task.id);
                 outcome.status = Status::Failure;
                 outcome.reason = Some(STOPPED_REASON.to_owned());
                 let msg = format!(
@@ -1695,18 +1676,14 @@ impl Worker {
     /// `task` (`status/stop/<task>`). A request for another attempt (left
     /// by a worker that died before it saw it) is removed.
     fn stop_requested(&self, task: &str, attempt: u32) -> bool {
-        let marker = self.dir.stop_marker(task);
-        let Ok(text) = fs::read_to_string(&marker) else {
+        let Some(request) = orch_session::stop::task_stop(&self.dir, task) else {
             return false;
         };
-        let for_attempt = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("attempt").and_then(serde_json::Value::as_u64));
         // Unreadable: taken as meant for the running attempt.
-        if for_attempt.is_none_or(|a| a == u64::from(attempt)) {
+        if request.is_for(attempt) {
             return true;
         }
-        let _ = orch_session::safefs::remove_file(&marker);
+        orch_session::stop::clear_task_stop(&self.dir, task);
         false
     }
 

@@ -239,9 +239,7 @@ pub struct BreakerView {
 
 /// Reads the stop marker, the pause file, the breaker and the budget.
 pub fn control(dir: &orch_session::SessionDir, cost: &CostView) -> Control {
-    let stopped = std::fs::read_to_string(dir.stopped_marker())
-        .ok()
-        .map(|s| s.trim().to_owned());
+    let stopped = orch_session::stop::stopped(dir);
     let paused = orch_session::pause::current(dir).map(|p| PauseView {
         text: p.describe(),
         until: p.until,

@@ -3,10 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use orch_session::atomic::{self, Durability};
 use orch_session::heartbeat;
 use orch_session::proc::ProcessIdentity;
-use orch_session::{layout, lock, log, time};
+use orch_session::{layout, lock, log};
 use serde_json::json;
 
 use crate::common::{outln, print_json, Global};
@@ -21,16 +20,7 @@ use crate::sys;
 pub fn stop(global: &Global, now: bool) -> Result<u8> {
     let session = global.session()?;
     let dir = &session.dir;
-    let stamp = format!(
-        "{} by pid {}",
-        time::rfc3339(&time::now()),
-        std::process::id()
-    );
-    atomic::write_atomic(
-        &dir.stopped_marker(),
-        format!("{stamp}\n").as_bytes(),
-        Durability::Durable,
-    )?;
+    orch_session::stop::stop_session(dir)?;
     let _ = log::run_event(
         dir,
         "orch-worker stop",
@@ -192,16 +182,7 @@ fn stop_task_with(session: &orch_session::Session, task: &str, sig: i32) -> Resu
             ),
         ));
     }
-    let marker = dir.stop_marker(task);
-    if let Some(parent) = marker.parent() {
-        orch_session::safefs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let body = json!({
-        "task": task, "attempt": rec.attempt, "time": time::rfc3339(&time::now()),
-        "by": std::process::id(),
-    });
-    atomic::write_atomic(&marker, format!("{body}\n").as_bytes(), Durability::Durable)?;
+    orch_session::stop::request_task_stop(dir, task, rec.attempt)?;
     let here = orch_session::proc::is_this_host(&rec.host, &rec.boot_id);
     let how = if here {
         let mut n = 0;
@@ -256,14 +237,8 @@ pub fn resume(global: &Global, budget: Option<f64>) -> Result<u8> {
             outln(&format!("session {}: {msg}", session.info.id))?;
         }
     }
-    let marker = session.dir.stopped_marker();
-    let existed = match orch_session::safefs::remove_file(&marker) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("removing {}", marker.display())))
-        }
-    };
+    let existed = orch_session::stop::resume_session(&session.dir)
+        .with_context(|| format!("removing {}", session.dir.stopped_marker().display()))?;
     if existed {
         let _ = log::run_event(&session.dir, "orch-worker resume", "workers allowed again");
     }

@@ -74,14 +74,13 @@ pub fn run(global: &Global, n: u32, opts: &Options, until: Option<DateTime<Local
     };
     let style = Style::stdout();
 
-    if let Ok(text) = std::fs::read_to_string(dir.stopped_marker()) {
+    if let Some(text) = orch_session::stop::stopped(dir) {
         return idle(
             &session,
             global.json,
             &format!(
                 "session {} was stopped ({}); `orch-worker resume` to allow workers",
-                session.info.id,
-                text.trim()
+                session.info.id, text
             ),
         );
     }

@@ -429,14 +429,12 @@ fn submit(
 ) -> Result<u8> {
     let dir = &session.dir;
     let workers = spec.workers;
-    if let Ok(text) = std::fs::read_to_string(dir.stopped_marker()) {
+    if let Some(text) = orch_session::stop::stopped(dir) {
         return Err(exit::coded(
             exit::CONFLICT,
             format!(
                 "session {} was stopped ({}); `orch-worker resume --session {}` first",
-                session.info.id,
-                text.trim(),
-                session.info.id
+                session.info.id, text, session.info.id
             ),
         ));
     }
