@@ -19,18 +19,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use orch_readers::roadmap;
+use orch_session::advanced::{self, Advanced};
 use orch_session::atomic::{self, Durability};
 use orch_session::board::Board;
 use orch_session::result::Status;
-use orch_session::session::{list_sessions, read_json, to_json_bytes, NextPlan};
+use orch_session::session::{list_sessions, NextPlan};
 use orch_session::{claim, log, spend, time, Session};
-use serde::{Deserialize, Serialize};
 
 use crate::exit::{self, coded};
 use crate::git::{self as g, merge, Git};
-
-/// File in `status/` recording that the session was moved on from.
-pub const ADVANCED_JSON: &str = "advanced.json";
 
 /// What a finished roadmap session leads to.
 #[derive(Debug)]
@@ -39,18 +36,6 @@ pub enum Advance {
     Next(Box<Session>),
     /// Not moving on, and why, in one line.
     Stay(String),
-}
-
-/// `status/advanced.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Advanced {
-    /// The session planned next, or none when the roadmap is done.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
-    /// What happened, in one line.
-    message: String,
-    /// When, RFC 3339.
-    at: String,
 }
 
 /// Moves a finished roadmap session on to its next group (see the module
@@ -64,8 +49,7 @@ pub fn advance(root: &Path, s: &Session, board: &Board, retry_failed: bool) -> R
             s.info.id
         )));
     };
-    let marker = s.dir.status_dir().join(ADVANCED_JSON);
-    if let Ok(a) = read_json::<Advanced>(&marker) {
+    if let Ok(a) = advanced::read(&s.dir) {
         return Ok(match a.next {
             Some(id) => Advance::Next(Box::new(open(root, &id)?)),
             None => Advance::Stay(a.message),
@@ -243,7 +227,7 @@ pub fn advance(root: &Path, s: &Session, board: &Board, retry_failed: bool) -> R
         }
     };
     let _ = log::run_event(&s.dir, "orch-worker tick", &record.message);
-    atomic::write_atomic(&marker, &to_json_bytes(&record), Durability::Durable)?;
+    advanced::write(&s.dir, &record)?;
     Ok(outcome)
 }
 

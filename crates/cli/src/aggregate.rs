@@ -14,12 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use orch_session::atomic::{self, Durability};
-use orch_session::report::{self, Action, Criterion, Options, Policy, Report};
+use orch_session::report::{self, Action, Criterion, Options, Policy, Stored};
 use orch_session::retry::{self, Found, Selection};
-use orch_session::session::{list_sessions, to_json_bytes};
+use orch_session::session::list_sessions;
 use orch_session::{log, time, Session};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::common::{out, print_json, Global, Style};
@@ -244,14 +242,6 @@ fn session_args(session: &Session) -> String {
     s
 }
 
-/// What `--json` prints and `aggregate.json` holds.
-#[derive(Serialize)]
-struct Stored<'a> {
-    #[serde(flatten)]
-    report: &'a Report,
-    exit_code: u8,
-}
-
 fn report_cmd(args: &Args) -> Result<u8> {
     let criteria = Criterion::parse_list(&args.criteria)
         .map_err(|e| coded(exit::USAGE, format!("--criteria: {e}")))?;
@@ -280,7 +270,7 @@ fn report_cmd(args: &Args) -> Result<u8> {
 
     // Stored before printing, so `| head` cannot keep it from being written.
     let path = session.dir.aggregate_json();
-    let saved = atomic::write_atomic(&path, &to_json_bytes(&stored), Durability::Durable);
+    let saved = report::store(&session.dir, &stored);
     let _ = log::run_event(
         &session.dir,
         "orch-aggregate",

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use orch_session::atomic::{self, Durability};
 use orch_session::board::Counts;
-use orch_session::{log, safefs, time, Session, SessionDir};
+use orch_session::{log, notified, time, Session, SessionDir};
 use serde_json::{json, Map, Value};
 
 /// How long a notification command may run before its group is killed.
@@ -157,26 +156,9 @@ pub fn send(session: &Session, who: &str, ev: Event) -> bool {
     for (k, v) in ev.fields {
         obj.entry(k).or_insert(v);
     }
-    let mut body = Value::Object(obj).to_string();
-    body.push('\n');
-    let marker = dir.notified_marker(&ev.key);
-    if let Some(parent) = marker.parent() {
-        if let Err(e) = safefs::create_dir_all(parent) {
-            let _ = log::run_event(
-                dir,
-                who,
-                &format!(
-                    "cannot notify {}: {}: {e}",
-                    ev.kind.as_str(),
-                    parent.display()
-                ),
-            );
-            return false;
-        }
-    }
-    match atomic::create_once(&marker, body.as_bytes(), Durability::Durable) {
-        Ok(()) => {}
-        Err(orch_session::Error::AlreadyExists { .. }) => return false,
+    match notified::create(dir, &ev.key, &Value::Object(obj)) {
+        Ok(true) => {}
+        Ok(false) => return false,
         Err(e) => {
             let _ = log::run_event(
                 dir,
@@ -251,12 +233,8 @@ pub fn supervise(args: &[String]) -> u8 {
         let _ = log::run_event(&dir, WHO, &format!("{setting}: {msg}"));
     };
     let marker = dir.notified_marker(key);
-    let (stdin, event) = match std::fs::File::open(&marker) {
-        Ok(f) => {
-            let text = std::fs::read_to_string(&marker).unwrap_or_default();
-            let v: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
-            (f, v)
-        }
+    let (stdin, event) = match notified::open(&dir, key) {
+        Ok(opened) => opened,
         Err(e) => {
             logit(&format!("cannot read the event {}: {e}", marker.display()));
             return crate::exit::FAILED;
@@ -367,10 +345,7 @@ pub fn finished(session: &Session, counts: &Counts, who: &str) -> bool {
     if !wanted(session, Kind::Finish) {
         return false;
     }
-    let stamp = std::fs::read_to_string(session.dir.finished_marker())
-        .ok()
-        .and_then(|t| t.lines().next().map(str::to_owned))
-        .unwrap_or_default();
+    let stamp = session.finished_stamp().unwrap_or_default();
     let c = counts;
     let mut fields = Map::new();
     fields.insert("counts".into(), counts_json(c));

@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod advanced;
 pub mod atomic;
 pub mod board;
 pub mod breaker;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod fsinfo;
 #[cfg(test)]
 mod fuzz;
+pub mod git_merge;
 pub mod heartbeat;
 pub mod journal;
 pub mod layout;
@@ -35,6 +37,7 @@ pub mod liveness;
 pub mod lock;
 pub mod log;
 pub mod mailbox;
+pub mod notified;
 pub mod pause;
 pub mod plan;
 pub mod proc;

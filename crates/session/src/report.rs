@@ -53,6 +53,26 @@ use timing::millis;
 /// Current `aggregate.json` format.
 pub const REPORT_FORMAT: u32 = 1;
 
+/// What `aggregate.json` holds (and `orch-aggregate --json` prints): the
+/// report, and the exit code `orch-aggregate` gave for it.
+#[derive(Debug, Serialize)]
+pub struct Stored<'a> {
+    /// The report.
+    #[serde(flatten)]
+    pub report: &'a Report,
+    /// `orch-aggregate`'s exit code.
+    pub exit_code: u8,
+}
+
+/// Replaces `aggregate.json` with `stored`.
+pub fn store(dir: &crate::layout::SessionDir, stored: &Stored<'_>) -> crate::Result<()> {
+    crate::atomic::write_atomic(
+        &dir.aggregate_json(),
+        &crate::session::to_json_bytes(stored),
+        crate::atomic::Durability::Durable,
+    )
+}
+
 /// Failure rates that change the recommendation (fractions of the tasks
 /// that ran): under [`RETRY_BELOW`] retry, up to [`FEWER_AGENTS_UP_TO`]
 /// retry with a quarter fewer agents, up to [`SEQUENTIAL_UP_TO`] fall back

@@ -388,10 +388,7 @@ impl Session {
 
     /// Reads `plan.json`.
     pub fn load_plan(&self) -> Result<PlanDoc> {
-        let path = self.dir.plan_json();
-        let doc: PlanDoc = read_json(&path)?;
-        check_format(&path, "plan", doc.format, PLAN_FORMAT)?;
-        Ok(doc)
+        read_plan(&self.dir)
     }
 
     /// Reads `plan.json` for a board: the tasks kept compact
@@ -406,6 +403,46 @@ impl Session {
     /// Whether a worker has marked the session finished.
     pub fn is_finished(&self) -> bool {
         self.dir.finished_marker().exists()
+    }
+
+    /// When the session was marked finished: the first line of
+    /// `status/finished` (an RFC 3339 time), if it is there.
+    pub fn finished_stamp(&self) -> Option<String> {
+        fs::read_to_string(self.dir.finished_marker())
+            .ok()
+            .and_then(|t| t.lines().next().map(str::to_owned))
+    }
+
+    /// How many tasks have a result file in `results/`, counted by name
+    /// (no result is read); 0 when it cannot be listed.
+    pub fn result_count(&self) -> usize {
+        fs::read_dir(self.dir.results_dir()).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.ends_with(".json") && !n.starts_with('.')
+                })
+                .count()
+        })
+    }
+
+    /// The number of tasks `plan.json` says it has, read without building
+    /// the tasks; `None` when it cannot be read.
+    pub fn plan_task_count(&self) -> Option<usize> {
+        #[derive(Deserialize)]
+        struct Skim {
+            analysis: SkimAnalysis,
+        }
+        #[derive(Deserialize)]
+        struct SkimAnalysis {
+            tasks: usize,
+        }
+        let bytes = fs::read(self.dir.plan_json()).ok()?;
+        // Unknown fields (the tasks) are skipped without being built.
+        serde_json::from_slice::<Skim>(&bytes)
+            .ok()
+            .map(|p| p.analysis.tasks)
     }
 
     /// Warns about files and directories readable by others: returns the
@@ -428,6 +465,15 @@ impl Session {
         check(self.dir.plan_json());
         out
     }
+}
+
+/// Reads `plan.json` of a session directory, refusing a format newer than
+/// this orch understands.
+pub fn read_plan(dir: &SessionDir) -> Result<PlanDoc> {
+    let path = dir.plan_json();
+    let doc: PlanDoc = read_json(&path)?;
+    check_format(&path, "plan", doc.format, PLAN_FORMAT)?;
+    Ok(doc)
 }
 
 /// Every session under `root`, oldest first. Directories whose

@@ -19,11 +19,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use orch_session::atomic::{self, Durability};
 use orch_session::plan::PlanDoc;
 use orch_session::result::Status;
-use orch_session::{claim, layout, lock, log, Session};
-use serde::Serialize;
+use orch_session::{claim, lock, log, Session};
 
 use super::{Git, GitError, MergeTree};
 use crate::common::{outln, plural, print_json, Color, Global, Style};
@@ -40,57 +38,8 @@ pub struct Options {
     pub squash: bool,
 }
 
-/// One task's line in the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Entry {
-    /// Task id.
-    pub task: String,
-    /// Its branch.
-    pub branch: String,
-    /// `merged`, `already-merged`, `conflict` or `skipped`.
-    pub status: &'static str,
-    /// The merge (or squash) commit made.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    /// Files in conflict.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<String>,
-    /// Why it was skipped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// The push at the end.
-#[derive(Debug, Clone, Serialize)]
-pub struct Push {
-    /// Remote.
-    pub remote: String,
-    /// Whether it worked.
-    pub ok: bool,
-    /// Git's words.
-    pub message: String,
-}
-
-/// What `orch-sync merge` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Session id.
-    pub session: String,
-    /// Target branch.
-    pub into: String,
-    /// Its commit before.
-    pub before: Option<String>,
-    /// Its commit after.
-    pub after: Option<String>,
-    /// Where the target is checked out, if it is (updated there).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checked_out: Option<String>,
-    /// One entry per worktree task, in plan order.
-    pub tasks: Vec<Entry>,
-    /// The push, if asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub push: Option<Push>,
-}
+/// What `orch-sync merge` reports, and keeps in `status/git-merge.json`.
+pub use orch_session::git_merge::{Entry, Push, Report};
 
 fn git_err(e: GitError) -> anyhow::Error {
     coded(exit::GIT, e.to_string())
@@ -205,7 +154,7 @@ pub fn move_branch(
 pub fn merge(s: &Session, opts: &Options) -> Result<Report> {
     let repo = repo_of(s)?;
     let git = Git::new(&repo);
-    let lock_path = s.dir.named_lock(layout::GIT_MERGE_LOCK);
+    let lock_path = s.dir.git_merge_lock();
     let Some(_guard) = lock::try_lock(&lock_path)? else {
         return Err(coded(
             exit::CONFLICT,
@@ -437,11 +386,7 @@ pub fn merge(s: &Session, opts: &Options) -> Result<Report> {
         push,
     };
     // For orch-monitor and for people: the last merge, without running git.
-    let _ = atomic::write_atomic(
-        &s.dir.status_dir().join(layout::GIT_MERGE_REPORT),
-        &orch_session::session::to_json_bytes(&report),
-        Durability::Volatile,
-    );
+    let _ = orch_session::git_merge::write(&s.dir, &report);
     Ok(report)
 }
 

@@ -329,9 +329,7 @@ fn start_point(
             None => on.clone(),
             Some(name) => {
                 if plan.is_none() {
-                    let doc: orch_session::plan::PlanDoc =
-                        orch_session::session::read_json(&dir.plan_json())
-                            .map_err(|e| e.to_string())?;
+                    let doc = orch_session::session::read_plan(dir).map_err(|e| e.to_string())?;
                     plan = Some(doc.tasks);
                 }
                 let judged =

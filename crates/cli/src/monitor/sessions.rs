@@ -3,12 +3,11 @@
 //! the tasks, counts the names in `results/` and probes the workers' slot
 //! locks; no result file is read.
 
-use std::fs;
 use std::path::Path;
 
 use orch_session::heartbeat;
-use orch_session::session::{self, Session};
-use serde::{Deserialize, Serialize};
+use orch_session::session;
+use serde::Serialize;
 
 /// One session of the list.
 #[derive(Debug, Clone, Serialize)]
@@ -42,36 +41,6 @@ pub struct SessionList {
     pub errors: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Skim {
-    analysis: SkimAnalysis,
-}
-
-#[derive(Deserialize)]
-struct SkimAnalysis {
-    tasks: usize,
-}
-
-fn task_count(s: &Session) -> Option<usize> {
-    let bytes = fs::read(s.dir.plan_json()).ok()?;
-    // Unknown fields (the tasks) are skipped without being built.
-    serde_json::from_slice::<Skim>(&bytes)
-        .ok()
-        .map(|p| p.analysis.tasks)
-}
-
-fn result_count(s: &Session) -> usize {
-    fs::read_dir(s.dir.results_dir()).map_or(0, |d| {
-        d.flatten()
-            .filter(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n.ends_with(".json") && !n.starts_with('.')
-            })
-            .count()
-    })
-}
-
 /// Lists the sessions under `root`.
 pub fn list(root: &Path) -> orch_session::Result<SessionList> {
     let (sessions, errors) = session::list_sessions(root)?;
@@ -87,8 +56,8 @@ pub fn list(root: &Path) -> orch_session::Result<SessionList> {
                 name: s.info.name.clone(),
                 created: s.info.created.clone(),
                 dir: s.dir.path().to_string_lossy().into_owned(),
-                tasks: task_count(s),
-                done: result_count(s),
+                tasks: s.plan_task_count(),
+                done: s.result_count(),
                 live_workers,
                 state: if finished {
                     "finished"

@@ -17,7 +17,7 @@ use orch_session::board::Board;
 use orch_session::journal;
 use orch_session::result::Status;
 use orch_session::time::{self, format_duration};
-use orch_session::{claim, heartbeat, layout, Session};
+use orch_session::{claim, heartbeat, Session};
 
 use crate::common::{Color, Style};
 
@@ -242,11 +242,5 @@ impl Progress {
 }
 
 fn list_notified(session: &Session) -> BTreeSet<String> {
-    std::fs::read_dir(session.dir.status_dir().join(layout::NOTIFIED_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|n| !n.starts_with('.'))
-        .collect()
+    orch_session::notified::sent(&session.dir)
 }
