@@ -41,6 +41,47 @@ pub fn append(path: &Path, entry: &Entry) -> Result<()> {
     f.write_all(&line).ctx("append to", path)
 }
 
+/// Bytes read from the end of the journal per line asked for by [`last`]
+/// (a line is about 60 bytes; task ids are at most 200).
+const TAIL_BYTES_PER_LINE: u64 = 256;
+
+/// The entries of the last `n` lines of the journal at `path`, oldest
+/// first, reading only the end of the file (at least 16 KiB, `n` × 256
+/// bytes if more). Lines that do not parse are skipped (the journal is a
+/// cache); a missing journal is an error, as it is for any read.
+pub fn last(path: &Path, n: usize) -> Result<Vec<Entry>> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .ctx("open", path)?;
+    let meta = f.metadata().ctx("stat", path)?;
+    if !meta.is_file() {
+        return Err(crate::error::Error::io(
+            "read",
+            path,
+            io::Error::other("not a regular file"),
+        ));
+    }
+    let size = meta.len();
+    let want = (16 * 1024).max(n as u64 * TAIL_BYTES_PER_LINE).min(size);
+    f.seek(SeekFrom::Start(size - want)).ctx("seek", path)?;
+    let mut buf = Vec::with_capacity(want as usize);
+    f.take(want).read_to_end(&mut buf).ctx("read", path)?;
+    let mut lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+    // The last piece is an unfinished line (or empty after the final \n);
+    // the first may be the end of a line cut by the seek.
+    lines.pop();
+    if want < size && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let start = lines.len().saturating_sub(n);
+    Ok(lines[start..]
+        .iter()
+        .filter_map(|l| serde_json::from_slice::<Entry>(l).ok())
+        .collect())
+}
+
 /// Reads the journal incrementally.
 #[derive(Debug)]
 pub struct Reader {
@@ -108,5 +149,28 @@ impl Reader {
         }
         self.partial = data[start..].to_vec();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_gives_the_entries_of_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("results.jsonl");
+        let mut text = String::new();
+        for i in 0..2000 {
+            text.push_str(&format!("{{\"task\":\"t{i}\",\"status\":\"success\"}}\n"));
+        }
+        text.push_str("not json\n{\"task\":\"r\"}\n{\"task\":\"cut");
+        std::fs::write(&p, &text).unwrap();
+        let e = last(&p, 3).unwrap();
+        let tasks: Vec<&str> = e.iter().map(|e| e.task.as_str()).collect();
+        assert_eq!(tasks, ["t1999", "r"]);
+        assert_eq!(e[0].status, Some(Status::Success));
+        assert_eq!(e[1].status, None);
+        assert!(last(&dir.path().join("none.jsonl"), 3).is_err());
     }
 }

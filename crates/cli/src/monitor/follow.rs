@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use orch_session::claim;
+use orch_session::log::parse_task_line;
 use orch_session::{layout, Session};
 use serde_json::json;
 
-use super::logtail::{self, parse_task_line, short_time};
+use super::logtail::{self, short_time};
 use super::wake::{Wake, Waker};
 use crate::common::{Color, Style};
 use crate::exit;

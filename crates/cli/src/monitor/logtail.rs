@@ -1,6 +1,6 @@
-//! Reading the ends of logs without reading them whole, and making sense of
-//! their lines: `logs/run.log` (`<time> <who>[<pid>] <message>`) and
-//! `logs/<task>.log` (`<time> [<task>] <text>`).
+//! Reading the ends of logs without reading them whole, and showing their
+//! lines. What the lines of `logs/run.log` and `logs/<task>.log` say is
+//! read by `orch_session::log`, which writes them.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -78,59 +78,6 @@ pub fn clean(line: &str) -> String {
         s.push_str("...");
     }
     s
-}
-
-/// A line of `logs/run.log`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunLine<'a> {
-    /// RFC 3339 time.
-    pub time: &'a str,
-    /// Who wrote it (`worker-1`, `orch-claim@123`...).
-    pub who: &'a str,
-    /// Its pid.
-    pub pid: Option<u32>,
-    /// The event.
-    pub message: &'a str,
-}
-
-/// Parses `<time> <who>[<pid>] <message>`.
-pub fn parse_run_line(line: &str) -> Option<RunLine<'_>> {
-    let (time, rest) = line.split_once(' ')?;
-    let (who_pid, message) = rest.split_once(' ').unwrap_or((rest, ""));
-    let (who, pid) = match who_pid.strip_suffix(']').and_then(|s| s.rsplit_once('[')) {
-        Some((w, p)) => (w, p.parse().ok()),
-        None => (who_pid, None),
-    };
-    orch_session::time::parse_rfc3339(time)?;
-    Some(RunLine {
-        time,
-        who,
-        pid,
-        message,
-    })
-}
-
-/// A line of `logs/<task>.log`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskLine<'a> {
-    /// RFC 3339 time.
-    pub time: &'a str,
-    /// Task id.
-    pub task: &'a str,
-    /// The text (worker events start with `--- `).
-    pub text: &'a str,
-}
-
-/// Parses `<time> [<task>] <text>`.
-pub fn parse_task_line(line: &str) -> Option<TaskLine<'_>> {
-    let (time, rest) = line.split_once(' ')?;
-    let rest = rest.strip_prefix('[')?;
-    let (task, text) = rest.split_once(']')?;
-    Some(TaskLine {
-        time,
-        task,
-        text: text.strip_prefix(' ').unwrap_or(text),
-    })
 }
 
 /// `HH:MM:SS` of an RFC 3339 time, in local time, or the text itself.
@@ -216,20 +163,6 @@ impl StreamCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_parse() {
-        let r = parse_run_line("2026-01-02T03:04:05.000+00:00 worker-1[42] claimed a (attempt 1)")
-            .expect("run line");
-        assert_eq!(
-            (r.who, r.pid, r.message),
-            ("worker-1", Some(42), "claimed a (attempt 1)")
-        );
-        assert!(parse_run_line("garbage").is_none());
-        let t =
-            parse_task_line("2026-01-02T03:04:05.000+00:00 [api] --- started").expect("task line");
-        assert_eq!((t.task, t.text), ("api", "--- started"));
-    }
 
     #[test]
     fn tail_gives_the_last_complete_lines() {

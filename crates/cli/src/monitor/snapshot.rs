@@ -21,8 +21,7 @@ use orch_session::board::{Board, TaskState};
 use orch_session::claim::{self, ClaimInfo, ClaimKind};
 use orch_session::heartbeat::{self, HeartbeatInfo};
 use orch_session::proc::{self, ProcessIdentity};
-use orch_session::result::{Status, TaskResult};
-use orch_session::session::read_json;
+use orch_session::result::Status;
 use orch_session::{layout, time, Session};
 use serde::Serialize;
 
@@ -1075,14 +1074,11 @@ impl Monitor {
         // Recently finished: the end of the journal, newest first.
         let journal = dir.results_journal();
         let mut seen: HashSet<String> = HashSet::new();
-        if let Ok(t) = logtail::tail(&journal, 512) {
-            for line in t.lines.iter().rev() {
+        if let Ok(entries) = orch_session::journal::last(&journal, 512) {
+            for e in entries.iter().rev() {
                 if seen.len() >= opts.recent {
                     break;
                 }
-                let Ok(e) = serde_json::from_str::<orch_session::journal::Entry>(line) else {
-                    continue;
-                };
                 let Some(status) = e.status else { continue };
                 if running.contains_key(e.task.as_str())
                     || !status.is_final()
@@ -1096,15 +1092,14 @@ impl Monitor {
                     state: status.as_str().to_owned(),
                     ..Track::default()
                 };
-                match read_json::<TaskResult>(&dir.result(&e.task)) {
-                    Ok(r) => {
+                match claim::read_result(dir, &e.task) {
+                    Ok(Some(r)) => {
                         tr.state = r.status.as_str().to_owned();
                         tr.worker = r.worker;
                         tr.finished = Some(r.finished);
                         tr.duration_s = Some(r.duration);
                     }
-                    Err(orch_session::Error::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Ok(None) => {}
                     Err(e) => warnings.push(format!("{e:#}")),
                 }
                 fill_log(&mut tr, dir, opts.log_lines, now);
@@ -1268,7 +1263,7 @@ fn events(path: &Path, n: usize) -> Vec<EventLine> {
     };
     t.lines
         .iter()
-        .map(|l| match logtail::parse_run_line(l) {
+        .map(|l| match orch_session::log::parse_run_line(l) {
             Some(r) => EventLine {
                 time: Some(r.time.to_owned()),
                 who: Some(r.who.to_owned()),

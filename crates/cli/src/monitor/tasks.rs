@@ -13,7 +13,7 @@ use chrono::{DateTime, Local};
 use orch_session::board::{Board, TaskState};
 use orch_session::result::{Status, TaskResult};
 use orch_session::session::read_json;
-use orch_session::{time, SessionDir};
+use orch_session::{log, time, SessionDir};
 use serde::Serialize;
 
 use super::logtail;
@@ -384,6 +384,11 @@ pub fn row(
     r
 }
 
+/// The text of a task log line, or the line if it does not parse.
+fn line_text(l: &str) -> &str {
+    log::parse_task_line(l).map_or(l, |p| p.text)
+}
+
 /// The last `n` lines the latest attempt printed: orch's own `---` lines
 /// (attempt started, retry in ..., failure in ...) left out, as the row
 /// already says that; all the last lines when the attempt printed none.
@@ -391,17 +396,11 @@ pub fn last_output(log: &std::path::Path, n: usize) -> Vec<String> {
     let Ok(t) = logtail::tail(log, (n * 4).max(40)) else {
         return Vec::new();
     };
-    let meta = |l: &str| {
-        logtail::parse_task_line(l).map_or(l.starts_with("--- "), |p| p.text.starts_with("--- "))
-    };
+    let meta = |l: &str| log::is_event(line_text(l));
     let started = t
         .lines
         .iter()
-        .rposition(|l| {
-            logtail::parse_task_line(l)
-                .map_or(l.as_str(), |p| p.text)
-                .starts_with("--- started attempt")
-        })
+        .rposition(|l| log::is_attempt_start(line_text(l)))
         .map_or(0, |k| k + 1);
     let own: Vec<&String> = t.lines[started..].iter().filter(|l| !meta(l)).collect();
     if own.is_empty() {

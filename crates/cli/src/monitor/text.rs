@@ -4,10 +4,11 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use orch_session::log::parse_task_line;
 use orch_session::time::format_duration;
 
 use super::clean;
-use super::logtail::{parse_task_line, short_time};
+use super::logtail::short_time;
 use super::sessions::SessionList;
 use super::snapshot::{Progress, Snapshot, WorkerView};
 use super::tasks::TaskRow;

@@ -1073,9 +1073,9 @@ fn events(f: &mut Frame<'_>, area: Rect, s: &Snapshot) {
 
 /// A task log line for the screen: its time short, orch's own lines dim.
 fn log_line<'a>(l: String, ui: &Ui) -> Line<'a> {
-    match logtail::parse_task_line(&l) {
+    match orch_session::log::parse_task_line(&l) {
         Some(p) => {
-            let text = if p.text.starts_with("--- ") {
+            let text = if orch_session::log::is_event(p.text) {
                 Span::styled(p.text.to_owned(), color(ui, TColor::DarkGray))
             } else {
                 Span::raw(p.text.to_owned())

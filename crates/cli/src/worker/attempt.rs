@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use orch_session::claim::Claim;
 use orch_session::layout::SessionDir;
-use orch_session::log::{RawLog, TaskLog};
+use orch_session::log::{self, RawLog, TaskLog};
 use orch_session::plan::agent::AgentFormat;
 use orch_session::plan::{Action, Phase, Task, Template};
 use orch_session::proc::ProcessIdentity;
@@ -416,12 +416,13 @@ impl Worker {
                 Ok(mut spec) => {
                     spec.env.extend(env);
                     spec.env.push(("ORCH_PHASE".to_owned(), p.name.clone()));
-                    let _ = plog.event(&format!(
-                        "started phase {} of attempt {attempt} on {} (pid {}): {}",
-                        p.name,
-                        self.id,
+                    let _ = plog.event(&log::attempt_started(
+                        Some(&p.name),
+                        attempt,
+                        &self.id,
                         std::process::id(),
-                        super::describe(&spec.argv, &action)
+                        &super::describe(&spec.argv, &action),
+                        None,
                     ));
                     jobs.push((p, label, spec, watch, plog));
                 }
@@ -578,15 +579,13 @@ impl Worker {
                 if let Some(p) = phase {
                     spec.env.push(("ORCH_PHASE".to_owned(), p.to_owned()));
                 }
-                let _ = tlog.event(&format!(
-                    "started {}attempt {attempt} on {} (pid {}): {}{}",
-                    phase.map(|p| format!("phase {p} of ")).unwrap_or_default(),
-                    self.id,
+                let _ = tlog.event(&log::attempt_started(
+                    phase,
+                    attempt,
+                    &self.id,
                     std::process::id(),
-                    super::describe(&spec.argv, action),
-                    resume
-                        .map(|r| format!(", resuming claude session {}", r.session_id))
-                        .unwrap_or_default()
+                    &super::describe(&spec.argv, action),
+                    resume.map(|r| r.session_id.as_str()),
                 ));
                 self.summary(false);
                 let signals = self.signals.clone();
