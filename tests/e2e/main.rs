@@ -7,6 +7,7 @@ mod aggregate;
 mod chaos;
 mod claim;
 mod cli;
+mod contract;
 mod corpus;
 mod demo;
 mod errors;

@@ -41,7 +41,9 @@
 //! ```
 //!
 //! Every path is built here, from names checked by [`check_name`], so no
-//! name can point outside the session directory; and no directory planted
+//! name can point outside the session directory (and no other crate joins a
+//! path into a session: `tests/e2e/contract.rs` checks the commands and the
+//! readers for raw session paths); and no directory planted
 //! as a symlink inside it is ever written through: [`SessionDir::new`]
 //! registers the directory with [`crate::safefs`], which every write below
 //! it goes through.
