@@ -76,19 +76,8 @@ impl Tree {
         self.cgroup.is_some()
     }
 
-    /// The cgroup's `cgroup.procs`, opened for the agent to write `0` into
-    /// between fork and exec ([`join`]), joining it before it runs.
-    pub fn join_handle(&self) -> Option<OwnedFd> {
-        let dir = self.cgroup.as_ref()?;
-        let f = OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .ok()?;
-        Some(OwnedFd::from(f))
-    }
-
-    /// The cgroup's directory, for a child created inside it (clone3 with
-    /// `CLONE_INTO_CGROUP`).
+    /// The cgroup's directory, for the agent to be created in (clone3
+    /// with `CLONE_INTO_CGROUP`) or to join ([`join`]) before it runs.
     pub fn dir_handle(&self) -> Option<OwnedFd> {
         let dir = self.cgroup.as_ref()?;
         let f = OpenOptions::new()

@@ -296,9 +296,8 @@ fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Proc> {
         let (k, v) = t.env();
         env.push((k.into(), v.into()));
     }
-    // Joined by the child before exec, so no process of the run is ever
-    // outside its cgroup; kept open here until the spawn returned.
-    let join = tree.and_then(Tree::join_handle);
+    // The child is in the cgroup before exec, so no process of the run is
+    // ever outside it; kept open here until the spawn returned.
     let cgroup_dir = tree.and_then(Tree::dir_handle);
     crate::spawn::spawn(&crate::spawn::Request {
         argv: &spec.argv,
@@ -306,7 +305,6 @@ fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Proc> {
         cwd: &spec.cwd,
         stdin: spec.stdin.is_some(),
         inherit_fds: &spec.inherit_fds,
-        cgroup_procs: join.as_ref().map(AsRawFd::as_raw_fd),
         cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
     })
 }

@@ -54,11 +54,10 @@ pub struct Request<'a> {
     /// Descriptors the child keeps (their close-on-exec flag cleared in
     /// the child only).
     pub inherit_fds: &'a [RawFd],
-    /// `cgroup.procs` of the cgroup the child joins before `execve`.
-    pub cgroup_procs: Option<RawFd>,
-    /// The same cgroup's directory: the child is created in it at once
-    /// (`clone3` with `CLONE_INTO_CGROUP`) where the kernel can, else it
-    /// joins through `cgroup_procs`.
+    /// The directory of the cgroup the child belongs in: it is created in
+    /// it at once (`clone3` with `CLONE_INTO_CGROUP`) where the kernel
+    /// can, else it joins by writing the cgroup's `cgroup.procs` before
+    /// `execve`.
     pub cgroup_dir: Option<RawFd>,
 }
 
@@ -66,7 +65,7 @@ pub struct Request<'a> {
 #[derive(Debug)]
 pub struct Proc {
     pid: libc::pid_t,
-    /// Whether the child joined the cgroup of [`Request::cgroup_procs`]
+    /// Whether the child is in the cgroup of [`Request::cgroup_dir`]
     /// before `execve` (joining needs write access a delegated hierarchy
     /// may not give).
     pub joined_cgroup: bool,
@@ -146,6 +145,12 @@ struct Prepared {
 
 /// Starts the program of `req`.
 pub fn spawn(req: &Request<'_>) -> io::Result<Proc> {
+    spawn_in(req, true)
+}
+
+/// [`spawn`]; with `into` false the child always joins its cgroup by
+/// writing `cgroup.procs` (the path where `clone3` is refused).
+fn spawn_in(req: &Request<'_>, into: bool) -> io::Result<Proc> {
     let Some((prog, args)) = req.argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
@@ -210,7 +215,7 @@ pub fn spawn(req: &Request<'_>) -> io::Result<Proc> {
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         inherit: req.inherit_fds.to_vec(),
-        cgroup_procs: req.cgroup_procs.unwrap_or(-1),
+        cgroup_procs: -1,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         mask: empty,
@@ -242,12 +247,33 @@ pub fn spawn(req: &Request<'_>) -> io::Result<Proc> {
     // suspended until the child has called execve or _exit. `child` only
     // makes async-signal-safe calls and never returns into Rust code that
     // could unwind.
-    let into = req
+    let created = req
         .cgroup_dir
+        .filter(|_| into)
         .and_then(|dir| unsafe { clone_into_cgroup(dir, stack.as_mut_ptr(), top, arg) });
-    let (pid, clone_err) = match into {
+    // Kept open until clone returned (the child writes to it).
+    let mut procs: Option<OwnedFd> = None;
+    let (pid, clone_err) = match created {
         Some(pid) => (pid, io::Error::from_raw_os_error(0)),
         None => {
+            if let Some(dir) = req.cgroup_dir {
+                // SAFETY: openat on a descriptor we were given and a
+                // NUL-terminated name; the result is owned below.
+                let fd = unsafe {
+                    libc::openat(
+                        dir,
+                        c"cgroup.procs".as_ptr(),
+                        libc::O_WRONLY | libc::O_CLOEXEC,
+                    )
+                };
+                if fd >= 0 {
+                    // SAFETY: a descriptor just opened, owned by nobody
+                    // else; `arg` points to `p`, which nothing else
+                    // touches until the child is started.
+                    procs = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+                    unsafe { (*arg.cast::<Prepared>()).cgroup_procs = fd };
+                }
+            }
             // SAFETY: as above.
             let pid = unsafe {
                 libc::clone(
@@ -265,6 +291,7 @@ pub fn spawn(req: &Request<'_>) -> io::Result<Proc> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
     drop(stack);
+    drop(procs);
     if pid < 0 {
         return Err(clone_err);
     }
@@ -504,7 +531,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             // The worker died before we could ask to follow it.
             libc::_exit(137);
         }
-        if p.cgroup_procs >= 0 && !p.joined {
+        if p.cgroup_procs >= 0 {
             p.joined = crate::contain::join(p.cgroup_procs);
         }
         for &fd in &p.inherit {
@@ -615,7 +642,6 @@ mod tests {
             cwd: Path::new("/"),
             stdin: false,
             inherit_fds: &[],
-            cgroup_procs: None,
             cgroup_dir: None,
         })
     }
@@ -658,22 +684,19 @@ mod tests {
         if !tree.has_cgroup() {
             return None;
         }
-        let join = tree.join_handle();
         let dir = tree.dir_handle();
         let argv = vec!["cat".to_owned(), "/proc/self/cgroup".to_owned()];
-        let mut p = spawn(&Request {
-            argv: &argv,
-            env: Vec::new(),
-            cwd: Path::new("/"),
-            stdin: false,
-            inherit_fds: &[],
-            cgroup_procs: join.as_ref().map(AsRawFd::as_raw_fd),
-            cgroup_dir: if into {
-                dir.as_ref().map(AsRawFd::as_raw_fd)
-            } else {
-                None
+        let mut p = spawn_in(
+            &Request {
+                argv: &argv,
+                env: Vec::new(),
+                cwd: Path::new("/"),
+                stdin: false,
+                inherit_fds: &[],
+                cgroup_dir: dir.as_ref().map(AsRawFd::as_raw_fd),
             },
-        })
+            into,
+        )
         .expect("spawn");
         let mut out = String::new();
         p.stdout
