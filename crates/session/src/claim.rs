@@ -715,14 +715,7 @@ mod tests {
     use super::*;
     use crate::proc::ProcessIdentity;
 
-    fn session() -> (tempfile::TempDir, SessionDir) {
-        let t = tempfile::tempdir().expect("tempdir");
-        for d in ["claims", "locks", "status", "results", "history", "index"] {
-            std::fs::create_dir_all(t.path().join(d)).expect("mkdir");
-        }
-        let dir = SessionDir::new(t.path());
-        (t, dir)
-    }
+    use crate::testing::session_dir as session;
 
     fn claimed(dir: &SessionDir, task: &str) -> Claim {
         match try_claim(dir, task, |a| {

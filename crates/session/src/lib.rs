@@ -57,6 +57,8 @@ pub mod spend;
 pub mod status;
 pub mod stop;
 pub mod tasks;
+#[cfg(test)]
+mod testing;
 pub mod time;
 pub mod until;
 pub mod worktree;

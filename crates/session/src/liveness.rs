@@ -320,14 +320,7 @@ mod tests {
     use crate::claim::{self, Attempt, ClaimKind};
     use crate::proc::ProcessIdentity;
 
-    fn session() -> (tempfile::TempDir, SessionDir) {
-        let t = tempfile::tempdir().unwrap();
-        for d in ["claims", "locks", "status", "results", "history", "index"] {
-            std::fs::create_dir_all(t.path().join(d)).unwrap();
-        }
-        let dir = SessionDir::new(t.path());
-        (t, dir)
-    }
+    use crate::testing::session_dir as session;
 
     fn record(task: &str, host: &str, lease: Option<chrono::Duration>) -> ClaimRecord {
         let mut r = ClaimRecord::new(task, ClaimKind::Worker, "w", ProcessIdentity::current(), 1);

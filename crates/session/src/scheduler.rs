@@ -386,19 +386,7 @@ mod tests {
     /// A session directory holding `tasks` (JSON task objects), and its
     /// board.
     fn board(tasks: serde_json::Value) -> (tempfile::TempDir, Board) {
-        let t = tempfile::tempdir().expect("tempdir");
-        for d in [
-            "claims",
-            "locks",
-            "status",
-            "results",
-            "history",
-            "index",
-            "logs",
-            "checkpoints",
-        ] {
-            std::fs::create_dir_all(t.path().join(d)).expect("mkdir");
-        }
+        let (t, dir) = crate::testing::session_dir();
         let plan: PlanDoc = serde_json::from_value(serde_json::json!({
             "format": 1,
             "tasks": tasks,
@@ -409,7 +397,6 @@ mod tests {
             }
         }))
         .expect("a plan");
-        let dir = crate::layout::SessionDir::new(t.path());
         let board = Board::load(&dir, plan).expect("board");
         (t, board)
     }
