@@ -139,6 +139,13 @@ class Row:
         self.ratio, self.target, self.met, self.note = ratio, target, met, note
 
 
+def round_rows(t, keys, rounds):
+    """A table row per round: its number, then the seconds `t[key][round]`
+    of each key in turn."""
+    return [f"| {r + 1} | " + " | ".join(fmt_s(t[k][r]) for k in keys) + " |"
+            for r in range(rounds)]
+
+
 # ---------------------------------------------------------------- dispatch
 
 def bench_dispatch(cfg, bindir, work):
@@ -198,10 +205,7 @@ def bench_dispatch(cfg, bindir, work):
         "| round | orch | orch-plan | orch-worker | GNU parallel | xargs |",
         "|---|---|---|---|---|---|",
     ]
-    for r in range(rounds):
-        detail.append(f"| {r + 1} | {fmt_s(t['orch'][r])} | {fmt_s(t['orch-plan'][r])} | "
-                      f"{fmt_s(t['orch-worker'][r])} | {fmt_s(t['parallel'][r])} | "
-                      f"{fmt_s(t['xargs'][r])} |")
+    detail += round_rows(t, ["orch", "orch-plan", "orch-worker", "parallel", "xargs"], rounds)
     return rows, detail
 
 
@@ -360,10 +364,7 @@ def bench_dag(cfg, bindir, work):
         "| round | orch | orch, no estimates | orch --waves | make -j4 | deep: orch | deep: make -j4 |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in range(rounds):
-        detail.append(f"| {r + 1} | {fmt_s(t['orch'][r])} | {fmt_s(t['orch-noest'][r])} | "
-                      f"{fmt_s(t['waves'][r])} | {fmt_s(t['make'][r])} | "
-                      f"{fmt_s(t['deep'][r])} | {fmt_s(t['deep-make'][r])} |")
+    detail += round_rows(t, ["orch", "orch-noest", "waves", "make", "deep", "deep-make"], rounds)
     return rows, detail
 
 
@@ -935,10 +936,7 @@ def bench_chatty(cfg, bindir, work):
         "| round | orch wall | orch own CPU | agents' CPU | GNU parallel total CPU | monitor CPU |",
         "|---|---|---|---|---|---|",
     ]
-    for r in range(rounds):
-        detail.append(f"| {r + 1} | {fmt_s(t['wall'][r])} | {fmt_s(t['own'][r])} | "
-                      f"{fmt_s(t['tasks'][r])} | {fmt_s(t['par_total'][r])} | "
-                      f"{fmt_s(t['mon'][r])} |")
+    detail += round_rows(t, ["wall", "own", "tasks", "par_total", "mon"], rounds)
     return rows, detail
 
 
@@ -1050,10 +1048,7 @@ def bench_claude(cfg, bindir, work):
         "xargs total CPU |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in range(rounds):
-        detail.append(f"| {r + 1} | {fmt_s(t['orch'][r])} | {fmt_s(t['own'][r])} | "
-                      f"{fmt_s(t['tasks'][r])} | {fmt_s(t['orch_cpu'][r])} | "
-                      f"{fmt_s(t['xargs'][r])} | {fmt_s(t['xargs_cpu'][r])} |")
+    detail += round_rows(t, ["orch", "own", "tasks", "orch_cpu", "xargs", "xargs_cpu"], rounds)
     return rows, detail
 
 
