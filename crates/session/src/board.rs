@@ -342,7 +342,8 @@ impl Board {
 
     /// The last wave (0 for a plan without waves).
     pub fn depth(&self) -> u32 {
-        self.wave.iter().copied().max().unwrap_or(0)
+        // The waves' lists run to the last wave.
+        self.by_wave.len() as u32
     }
 
     /// Task `i`'s group.
