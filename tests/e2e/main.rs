@@ -11,6 +11,7 @@ mod contract;
 mod corpus;
 mod demo;
 mod errors;
+mod exec;
 mod faults;
 mod git;
 mod hosts;

@@ -8,6 +8,7 @@ pub mod advance;
 pub mod agent;
 pub mod aggregate;
 pub mod claim;
+pub mod cmdline;
 pub mod common;
 pub mod contain;
 pub mod exit;

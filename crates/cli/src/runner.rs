@@ -9,6 +9,7 @@
 //! worker takes its direct child with it (spawned from the main thread,
 //! which lives as long as the worker).
 
+use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
@@ -31,6 +32,11 @@ use crate::sys::{self, Signals};
 pub struct Spec {
     /// Program and arguments.
     pub argv: Vec<String>,
+    /// The command line `argv` was split from, when it is a plain command
+    /// started without a shell ([`crate::cmdline`]): run with `sh -c`
+    /// instead where `argv`'s program cannot be started, so the failure
+    /// reads as the shell's.
+    pub shell_fallback: Option<String>,
     /// Environment added to the worker's.
     pub env: Vec<(String, String)>,
     /// Working directory.
@@ -299,14 +305,25 @@ fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Proc> {
     // The child is in the cgroup before exec, so no process of the run is
     // ever outside it; kept open here until the spawn returned.
     let cgroup_dir = tree.and_then(Tree::dir_handle);
-    crate::spawn::spawn(&crate::spawn::Request {
-        argv: &spec.argv,
-        env,
-        cwd: &spec.cwd,
-        stdin: spec.stdin.is_some(),
-        inherit_fds: &spec.inherit_fds,
-        cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
-    })
+    let request = |argv: &'_ [String], env: Vec<(OsString, OsString)>| {
+        crate::spawn::spawn(&crate::spawn::Request {
+            argv,
+            env,
+            cwd: &spec.cwd,
+            stdin: spec.stdin.is_some(),
+            inherit_fds: &spec.inherit_fds,
+            cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
+        })
+    };
+    let Some(line) = &spec.shell_fallback else {
+        return request(&spec.argv, env);
+    };
+    // Started without a shell: the `PWD` the shell would have exported.
+    let given = env.iter().rev().find(|(k, _)| k == "PWD").map(|(_, v)| v);
+    let pwd = crate::cmdline::pwd(&spec.cwd, given.map(OsString::as_os_str));
+    let mut direct = env.clone();
+    direct.push(("PWD".into(), pwd));
+    request(&spec.argv, direct).or_else(|_| request(&crate::cmdline::shell(line), env))
 }
 
 /// Runs the task to its end. Never fails: problems starting it become a

@@ -1094,8 +1094,13 @@ impl Worker {
         let lock_fd = fds.first().copied().unwrap_or(-1);
         let settings = &self.session.info.settings;
         let mut stdin = None;
+        let mut shell_fallback = None;
         let argv = match action {
-            Action::Command(c) => vec!["sh".to_owned(), "-c".to_owned(), c.clone()],
+            Action::Command(c) => {
+                let (argv, fallback) = crate::cmdline::argv(c);
+                shell_fallback = fallback;
+                argv
+            }
             Action::Prompt(p) => {
                 // A resumed conversation gets a short "continue" prompt;
                 // the task's own prompt is in its transcript already.
@@ -1157,6 +1162,7 @@ impl Worker {
         }
         Ok(Spec {
             argv,
+            shell_fallback,
             env,
             cwd: self.workdir(task),
             timeout: Duration::from_millis(task.timeout_ms),
@@ -1728,7 +1734,11 @@ impl Worker {
 
 fn describe(argv: &[String], action: &Action) -> String {
     match action {
-        Action::Command(c) => format!("sh -c {}", shell_quote(c)),
+        Action::Command(c) if argv == crate::cmdline::shell(c) => {
+            format!("sh -c {}", shell_quote(c))
+        }
+        // A plain command, started without a shell (crate::cmdline).
+        Action::Command(_) => argv.join(" "),
         Action::Prompt(p) => format!(
             "{} (prompt of {} bytes)",
             argv.first().map_or("", String::as_str),

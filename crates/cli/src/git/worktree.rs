@@ -435,7 +435,8 @@ pub fn setup(
     let git = Git::new(&p.record.path);
     let _ = tlog.event(&format!("setup: sh -c {setup:?}"));
     let mut s = spec.clone();
-    s.argv = vec!["sh".to_owned(), "-c".to_owned(), setup];
+    s.argv = crate::cmdline::shell(&setup);
+    s.shell_fallback = None;
     s.stdin = None;
     let out = run(&s, tlog);
     p.record.setup_ok = Some(out.status == Status::Success);
