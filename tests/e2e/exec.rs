@@ -33,7 +33,7 @@ fn plain_commands_start_without_a_shell_and_the_rest_keep_it() {
          [[task]]\nid = \"shelled\"\ncommand = \"echo shell:$ORCH_TASK\"\n\
          [[task]]\nid = \"missing\"\ncommand = \"no-such-program-for-orch --flag\"\n\
          [[task]]\nid = \"builtin\"\ncommand = \"cd /\"\n\
-         [[task]]\nid = \"noexec\"\ncommand = \"./not-executable.sh\"\n"
+         [[task]]\nid = \"noexec\"\ncommand = \"./not-executable.sh\"\n",
     );
     let out = env.run("orch-worker", &["--session", &id, "--parallel", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

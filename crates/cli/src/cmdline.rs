@@ -26,14 +26,85 @@ use std::path::Path;
 /// Words whose meaning is the shell's: builtins and reserved words of
 /// dash and bash (whichever `/bin/sh` is).
 const SHELL_WORDS: &[&str] = &[
-    ".", ":", "[", "[[", "alias", "bg", "bind", "break", "builtin", "caller", "case", "cd",
-    "chdir", "command", "compgen", "complete", "compopt", "continue", "declare", "dirs",
-    "disown", "do", "done", "echo", "elif", "else", "enable", "esac", "eval", "exec", "exit",
-    "export", "false", "fc", "fg", "fi", "for", "function", "getopts", "hash", "help",
-    "history", "if", "in", "jobs", "kill", "let", "local", "logout", "mapfile", "popd",
-    "printf", "pushd", "pwd", "read", "readarray", "readonly", "return", "select", "set",
-    "shift", "shopt", "source", "suspend", "test", "then", "time", "times", "trap", "true",
-    "type", "typeset", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    ".",
+    ":",
+    "[",
+    "[[",
+    "alias",
+    "bg",
+    "bind",
+    "break",
+    "builtin",
+    "caller",
+    "case",
+    "cd",
+    "chdir",
+    "command",
+    "compgen",
+    "complete",
+    "compopt",
+    "continue",
+    "declare",
+    "dirs",
+    "disown",
+    "do",
+    "done",
+    "echo",
+    "elif",
+    "else",
+    "enable",
+    "esac",
+    "eval",
+    "exec",
+    "exit",
+    "export",
+    "false",
+    "fc",
+    "fg",
+    "fi",
+    "for",
+    "function",
+    "getopts",
+    "hash",
+    "help",
+    "history",
+    "if",
+    "in",
+    "jobs",
+    "kill",
+    "let",
+    "local",
+    "logout",
+    "mapfile",
+    "popd",
+    "printf",
+    "pushd",
+    "pwd",
+    "read",
+    "readarray",
+    "readonly",
+    "return",
+    "select",
+    "set",
+    "shift",
+    "shopt",
+    "source",
+    "suspend",
+    "test",
+    "then",
+    "time",
+    "times",
+    "trap",
+    "true",
+    "type",
+    "typeset",
+    "ulimit",
+    "umask",
+    "unalias",
+    "unset",
+    "until",
+    "wait",
+    "while",
 ];
 
 /// What starts `line`: its words and, for a plain command, the line
@@ -126,11 +197,19 @@ mod tests {
         );
         assert_eq!(
             words("\tmake -C sub api FOO=1 "),
-            Some(["make", "-C", "sub", "api", "FOO=1"].map(str::to_owned).to_vec())
+            Some(
+                ["make", "-C", "sub", "api", "FOO=1"]
+                    .map(str::to_owned)
+                    .to_vec()
+            )
         );
         assert_eq!(
             words("./build.sh --out=dir/ café"),
-            Some(["./build.sh", "--out=dir/", "café"].map(str::to_owned).to_vec())
+            Some(
+                ["./build.sh", "--out=dir/", "café"]
+                    .map(str::to_owned)
+                    .to_vec()
+            )
         );
     }
 
