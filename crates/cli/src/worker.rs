@@ -459,6 +459,9 @@ impl Worker {
                 .status();
         }
         atomic::sweep_session(dir.path());
+        // Each released claim's file goes to the next claim (a new file
+        // per task slows ext4's inode allocation); removed in `finish`.
+        orch_session::claim::reuse_released();
         for p in session.too_open() {
             let msg = format!(
                 "warning: {} is readable by other users; sessions should be private (chmod go-rwx)",
@@ -1709,6 +1712,7 @@ impl Worker {
 
     fn finish(&mut self) {
         let _ = heartbeat::remove(&self.dir, &self.id);
+        orch_session::claim::discard_released();
         atomic::sweep_session(self.dir.path());
         self.summary(true);
         // What orch itself cost, beside what the tasks it ran cost: the

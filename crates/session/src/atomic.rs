@@ -178,6 +178,78 @@ fn create_once_inner(path: &Path, bytes: &[u8], durability: Durability) -> io::R
     Ok(())
 }
 
+/// Moves the file at `path` out of sight instead of removing it: to a
+/// temp name of this process in the same directory, returned, whose inode
+/// [`create_once_reusing`] can give the next file made there.
+///
+/// Why: on ext4 without a journal every new inode is placed after a scan
+/// past each inode freed in the last minute or more (`recently_deleted`,
+/// one buffer lookup each), so a file made and removed per task made the
+/// next allocations slower with every task: a third of a worker's CPU on
+/// 5,000 short tasks (`perf`, docs/performance.md). A temp name left by a
+/// process that died is swept like any other ([`sweep_temp_files`]).
+pub fn set_aside(path: &Path) -> io::Result<std::path::PathBuf> {
+    let (dir, name) = Dir::parent_of(path)?;
+    let temp = temp_name(name);
+    dir.rename(name, &dir, &temp, 0)?;
+    Ok(path.with_file_name(temp))
+}
+
+/// What became of a file set aside by [`set_aside`] in a
+/// [`create_once_reusing`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Spare {
+    /// It is the new file now.
+    Used,
+    /// Still there, for another time (the new file was not made).
+    Kept,
+    /// Gone: it could not be used, and was removed if it was there.
+    Lost,
+}
+
+/// [`create_once`] of a volatile file, giving it the inode of `spare`, a
+/// file this process set aside ([`set_aside`]) in the same directory: its
+/// content is replaced while no reader can find it by name, then it is
+/// moved to `path` only if nothing is there. A reader that opened the old
+/// name before it was set aside may read the new content through its
+/// descriptor, so readers of such files check that the name still leads to
+/// what they read (as [`crate::claim::read_record`] does). Where the spare
+/// cannot be used, a new file is made as [`create_once`] does.
+pub fn create_once_reusing(spare: &Path, path: &Path, bytes: &[u8]) -> (Result<()>, Spare) {
+    let reuse = || -> io::Result<()> {
+        let (dir, name) = Dir::parent_of(path)?;
+        let sname = spare
+            .file_name()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let file = dir.open_file(sname, libc::O_WRONLY, 0)?;
+        // Overwrite, then cut to length: a truncation to zero would have
+        // ext4 (auto_da_alloc) start writing the file back at close.
+        std::os::unix::fs::FileExt::write_all_at(&file, bytes, 0)?;
+        file.set_len(bytes.len() as u64)?;
+        drop(file);
+        match dir.rename(sname, &dir, name, libc::RENAME_NOREPLACE) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                dir.link(sname, &dir, name)?;
+                dir.remove(sname)
+            }
+            r => r,
+        }
+    };
+    match reuse() {
+        Ok(()) => (Ok(()), Spare::Used),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+            Err(Error::AlreadyExists {
+                path: path.to_path_buf(),
+            }),
+            Spare::Kept,
+        ),
+        Err(_) => {
+            let _ = safefs::remove_file(spare);
+            (create_once(path, bytes, Durability::Volatile), Spare::Lost)
+        }
+    }
+}
+
 /// Moves `from` to `to` only if `to` does not exist (`renameat2` with
 /// `RENAME_NOREPLACE`, or link + unlink where that is unsupported).
 pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
