@@ -104,6 +104,7 @@ pub struct Output {
 pub struct Git {
     dir: PathBuf,
     env: Vec<(String, String)>,
+    timeout: Duration,
 }
 
 impl Git {
@@ -112,7 +113,16 @@ impl Git {
         Git {
             dir: dir.into(),
             env: Vec::new(),
+            timeout: GIT_TIMEOUT,
         }
+    }
+
+    /// Stops git (its whole process group) after `limit` instead of ten
+    /// minutes: for a look that must not hang (the monitor).
+    #[must_use]
+    pub fn timeout(mut self, limit: Duration) -> Git {
+        self.timeout = limit;
+        self
     }
 
     /// The directory.
@@ -132,6 +142,7 @@ impl Git {
         Git {
             dir: dir.into(),
             env: self.env.clone(),
+            timeout: self.timeout,
         }
     }
 
@@ -170,14 +181,14 @@ impl Git {
                 format!("cannot start git: {e}")
             })
         })?;
-        let captured = crate::sys::capture(child, GIT_TIMEOUT, |c| {
+        let captured = crate::sys::capture(child, self.timeout, |c| {
             crate::sys::kill_group(c.id(), libc::SIGKILL);
         })
         .map_err(|e| fail(format!("cannot wait for git: {e}")))?
         .ok_or_else(|| {
             fail(format!(
                 "still running after {}s; stopped",
-                GIT_TIMEOUT.as_secs()
+                self.timeout.as_secs()
             ))
         })?;
         Ok(Output {

@@ -1420,19 +1420,9 @@ fn out_raw(bytes: &[u8]) -> std::io::Result<()> {
 
 /// The top level of the git repository containing `dir`, if any.
 fn git_toplevel(dir: &Path) -> Option<PathBuf> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "--show-toplevel"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
+    let top = crate::git::Git::new(dir)
+        .run(&["rev-parse", "--show-toplevel"])
         .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let top = String::from_utf8(out.stdout).ok()?;
-    let top = top.trim_end_matches('\n');
     (!top.is_empty()).then(|| PathBuf::from(top))
 }
 

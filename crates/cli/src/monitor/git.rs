@@ -6,7 +6,6 @@
 //! hung repository.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -125,45 +124,13 @@ pub fn worktrees(dir: &orch_session::SessionDir) -> (Vec<WorktreeView>, u64) {
     (out, total)
 }
 
-/// Runs `git -C repo args` with a time limit; stdout on success.
+/// Runs `git -C repo args` with the monitor's time limit; stdout on
+/// success, else what went wrong, for the dashboard.
 fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
-    let child = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    let captured = crate::sys::capture(child, GIT_TIMEOUT, |c| {
-        let _ = c.kill();
-    })
-    .map_err(|e| format!("waiting for git: {e}"))?
-    .ok_or_else(|| {
-        format!(
-            "git {} took longer than {}s",
-            args.first().copied().unwrap_or(""),
-            GIT_TIMEOUT.as_secs()
-        )
-    })?;
-    let (status, stdout, stderr) = (captured.status, captured.stdout, captured.stderr);
-    if !status.success() {
-        let msg = &stderr;
-        let first = msg.lines().next().unwrap_or("").trim();
-        return Err(format!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or(""),
-            if first.is_empty() {
-                "no message"
-            } else {
-                first
-            }
-        ));
-    }
-    Ok(stdout)
+    crate::git::Git::new(repo)
+        .timeout(GIT_TIMEOUT)
+        .run(args)
+        .map_err(|e| e.to_string())
 }
 
 /// Parses `git status --porcelain=v1 --branch` output.
