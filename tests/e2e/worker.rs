@@ -147,6 +147,30 @@ fn prompt_reaches_the_agent_as_one_literal_argument() {
 }
 
 #[test]
+fn run_log_lines_carry_no_colour_when_the_terminal_gets_it() {
+    let env = Env::new();
+    let id = env.plan("[[task]]\nid = \"ok\"\ncommand = \"true\"\n");
+    let out = env.run("orch-worker", &["--color", "always", "--session", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The terminal line is coloured...
+    assert!(
+        stdout(&out).contains("ok \x1b[32msuccess\x1b[0m in "),
+        "{}",
+        stdout(&out)
+    );
+    // ...and run.log has the plain word that `grep 'ok success'` finds.
+    let log = fs::read_to_string(env.session_dir(&id).join("logs/run.log")).unwrap();
+    let finished: Vec<_> = log
+        .lines()
+        .filter_map(orch_session::log::parse_run_line)
+        .filter(|l| l.message.starts_with("ok "))
+        .map(|l| l.message.to_owned())
+        .collect();
+    assert_eq!(finished.len(), 1, "{log}");
+    assert!(finished[0].starts_with("ok success in "), "{log}");
+}
+
+#[test]
 fn failures_retry_with_backoff_then_dependents_are_skipped() {
     let env = Env::new();
     let counter = env.path("count");

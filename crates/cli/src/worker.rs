@@ -1537,17 +1537,21 @@ impl Worker {
             Status::Interrupted | Status::Skipped => crate::common::Color::Yellow,
             _ => crate::common::Color::Red,
         };
-        self.event(&format!(
-            "{} {} in {}{}",
-            result.task,
-            self.style.paint(paint, status.as_str()),
-            format_duration(Duration::from_secs_f64(result.duration)),
-            result
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        ));
+        let line = |status: &str| {
+            format!(
+                "{} {status} in {}{}",
+                result.task,
+                format_duration(Duration::from_secs_f64(result.duration)),
+                result
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )
+        };
+        // The colour is for the terminal only: run.log gets the plain word.
+        let _ = log::run_event(&self.dir, &self.id, &line(status.as_str()));
+        self.say(&line(&self.style.paint(paint, status.as_str())));
         Ok(())
     }
 
