@@ -5,6 +5,7 @@ mod commit;
 mod control;
 mod parallel;
 mod progress;
+mod report;
 mod slurm;
 mod tmux;
 
@@ -27,15 +28,15 @@ use orch_session::lock::{self, LockGuard};
 use orch_session::plan::{Action, Task};
 use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::{Status, TaskOutput, TaskResult};
-use orch_session::status::{Summary, WorkerLine};
-use orch_session::time::{self, format_duration};
+use orch_session::time;
 use orch_session::{atomic, liveness, log, scheduler, Session, SessionDir};
 use serde_json::json;
 
-use crate::common::{Global, Style};
+use crate::common::Global;
 use crate::exit;
 use crate::runner::{self, Event, Spec};
 use crate::sys::{self, Signals};
+use report::{Report, Spent, WorkerEvent};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -309,13 +310,10 @@ pub fn run(args: Args) -> Result<u8> {
     if args.waves || worker.session.info.settings.strict_waves {
         let threshold = worker.session.info.settings.wave_failure_threshold;
         worker.board.set_strict_waves(threshold);
-        worker.say(&format!(
-            "strict waves: each wave waits for the one before (halts above {:.0}% failed)",
-            threshold * 100.0
-        ));
+        worker.emit(WorkerEvent::StrictWaves { threshold });
     }
     if let Some(why) = worker.agent_missing() {
-        worker.event(&format!("cannot run the session's prompt tasks: {why}"));
+        worker.emit(WorkerEvent::NoAgent(why.clone()));
         worker.finish();
         return Err(exit::coded(exit::NO_AGENT, why));
     }
@@ -344,12 +342,10 @@ struct Worker {
     _slot: LockGuard,
     board: Board,
     signals: Signals,
-    style: Style,
+    report: Report,
     done: u32,
     failed: u32,
     ran: Vec<(String, Status)>,
-    last_summary: Option<Instant>,
-    summary_dirty: bool,
     hb: Heartbeat,
     last_beat: Instant,
     beat_failing: bool,
@@ -383,7 +379,7 @@ struct Worker {
     ledger_warned: bool,
     /// What was spent of the budget when the last claim was made, for the
     /// "claimed" line.
-    budget_note: Option<String>,
+    budget_note: Option<Spent>,
 }
 
 /// The reason of an attempt stopped by `orch-worker stop --task`.
@@ -462,13 +458,9 @@ impl Worker {
         // Each released claim's file goes to the next claim (a new file
         // per task slows ext4's inode allocation); removed in `finish`.
         orch_session::claim::reuse_released();
+        let report = Report::new(dir.clone(), id.clone());
         for p in session.too_open() {
-            let msg = format!(
-                "warning: {} is readable by other users; sessions should be private (chmod go-rwx)",
-                p.display()
-            );
-            eprintln!("orch-worker: {msg}");
-            let _ = log::run_event(&dir, &worker_id(slot), &msg);
+            report.emit(&WorkerEvent::TooOpen(p));
         }
         let plan = session.load_board_plan()?;
         let template = plan.template.clone();
@@ -504,7 +496,7 @@ impl Worker {
             failed: 0,
         };
         let mut w = Worker {
-            style: Style::stdout(),
+            report,
             session,
             dir,
             root,
@@ -515,8 +507,6 @@ impl Worker {
             done: 0,
             failed: 0,
             ran: Vec::new(),
-            last_summary: None,
-            summary_dirty: false,
             hb,
             last_beat: Instant::now(),
             beat_failing: false,
@@ -545,12 +535,15 @@ impl Worker {
         match liveness::Keeper::spawn(&w.dir, w.lease(), mine) {
             Ok(k) => w._keeper = Some(k),
             // Same host only then: other hosts see our leases end.
-            Err(e) => w.event(&format!("warning: cannot start the lease keeper: {e}")),
+            Err(e) => w.emit(WorkerEvent::Warning(format!(
+                "cannot start the lease keeper: {e}"
+            ))),
         }
-        w.event(&format!(
-            "started (pid {}) on session {} ({})",
-            me.pid, w.session.info.id, w.session.info.name
-        ));
+        w.emit(WorkerEvent::Started {
+            pid: me.pid,
+            session: w.session.info.id.clone(),
+            name: w.session.info.name.clone(),
+        });
         Ok(w)
     }
 
@@ -583,19 +576,17 @@ impl Worker {
         )
     }
 
-    /// Prints a line for the person watching and logs it to run.log.
-    fn event(&self, msg: &str) {
-        let _ = log::run_event(&self.dir, &self.id, msg);
-        self.say(msg);
-    }
-
-    /// Prints a line for the person watching (run.log has it already).
-    fn say(&self, msg: &str) {
-        let stamp = time::now().format("%H:%M:%S");
-        let _ = crate::common::outln(&format!(
-            "{stamp} {}: {msg}",
-            self.style.paint(crate::common::Color::Bold, &self.id)
-        ));
+    /// Tells an event: run.log and the terminal (see [`report`]), and the
+    /// heartbeat when the event changes the worker's state.
+    fn emit(&mut self, ev: WorkerEvent) {
+        self.report.emit(&ev);
+        if let Some(state) = ev.state() {
+            self.hb.state = state;
+            if state == WorkerState::Backoff {
+                self.hb.agent_pid = None;
+            }
+            self.beat();
+        }
     }
 
     /// Writes the heartbeat, unless one was written less than
@@ -638,25 +629,28 @@ impl Worker {
                 let budget = s.budget(self.session.info.settings.budget_usd);
                 if let (true, false, Some(b)) = (s.reached(budget), self.budget_told, budget) {
                     self.budget_told = true;
-                    let msg = format!(
-                        "budget reached: ${:.2} spent of ${b:.2} (after {task}); no new claims, running agents finish; `orch-worker resume --budget N` raises it",
-                        s.total.usd
-                    );
-                    self.event(&msg);
+                    let ev = WorkerEvent::BudgetReached {
+                        spent: s.total.usd,
+                        budget: b,
+                        after: Some(task.to_owned()),
+                    };
+                    let msg = ev.to_string();
+                    self.emit(ev);
                     self.attention("budget", &format!("{b:.2}"), &msg, Some(task));
                 }
             }
-            Err(e) => self.event(&format!(
-                "warning: cannot record what {task}'s agent spent (${:.4}): {e:#}",
-                cost.usd
-            )),
+            Err(e) => self.emit(WorkerEvent::SpendUnrecorded {
+                task: task.to_owned(),
+                usd: cost.usd,
+                error: format!("{e:#}"),
+            }),
         }
     }
 
     /// The budget check, last of the gates: the ledger is locked and, if
     /// the total is under the budget, kept locked until the claim is made,
     /// so no claim follows the moment the total reached it.
-    fn gate_budget(&mut self) -> Result<Option<String>> {
+    fn gate_budget(&mut self) -> Result<Option<WorkerEvent>> {
         let session_budget = self.session.info.settings.budget_usd;
         let raised = match orch_session::spend::read(&self.dir) {
             Ok(s) => s.budget_usd,
@@ -665,7 +659,7 @@ impl Worker {
             Err(e) if session_budget.is_none() => {
                 if !self.ledger_warned {
                     self.ledger_warned = true;
-                    self.event(&format!("warning: {e:#}"));
+                    self.emit(WorkerEvent::Warning(format!("{e:#}")));
                 }
                 None
             }
@@ -683,17 +677,20 @@ impl Worker {
         let budget = held.spend.budget(session_budget);
         match budget {
             Some(b) if held.spend.reached(budget) => {
-                let msg = format!(
-                    "budget reached: ${:.2} spent of ${b:.2}; no new claims (`orch-worker resume --budget N` raises it)",
-                    held.spend.total.usd
-                );
+                let ev = WorkerEvent::BudgetReached {
+                    spent: held.spend.total.usd,
+                    budget: b,
+                    after: None,
+                };
                 drop(held);
-                self.attention("budget", &format!("{b:.2}"), &msg, None);
-                Ok(Some(msg))
+                self.attention("budget", &format!("{b:.2}"), &ev.to_string(), None);
+                Ok(Some(ev))
             }
             _ => {
-                self.budget_note =
-                    budget.map(|b| format!("; ${:.2} of ${b:.2} spent", held.spend.total.usd));
+                self.budget_note = budget.map(|b| Spent {
+                    spent: held.spend.total.usd,
+                    budget: b,
+                });
                 self.budget_hold = Some(held);
                 Ok(None)
             }
@@ -721,49 +718,7 @@ impl Worker {
 
     /// Rewrites status/orchestration.yaml, at most every 200 ms unless forced.
     fn summary(&mut self, force: bool) {
-        if !force
-            && self
-                .last_summary
-                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
-        {
-            // Written at the next idle moment or the running task's first
-            // tick at the latest.
-            self.summary_dirty = true;
-            return;
-        }
-        self.last_summary = Some(Instant::now());
-        self.summary_dirty = false;
-        let workers: Vec<WorkerLine> = heartbeat::list(&self.dir)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|h| h.live)
-            .filter_map(|h| h.heartbeat.ok())
-            .map(|h| WorkerLine {
-                id: h.worker,
-                pid: h.pid,
-                task: h.task,
-            })
-            .collect();
-        let running = workers.iter().filter(|w| w.task.is_some()).count();
-        let finished = self.board.is_finished();
-        let summary = Summary {
-            session: self.session.info.id.clone(),
-            name: self.session.info.name.clone(),
-            state: if finished {
-                "finished"
-            } else if workers.is_empty() {
-                "idle"
-            } else {
-                "running"
-            },
-            tasks: self.board.tasks().len(),
-            counts: self.board.counts(),
-            running,
-            current_wave: self.board.current_wave(),
-            waves: self.board.depth(),
-            workers,
-        };
-        let _ = summary.write(&self.dir);
+        self.report.summary(&self.board, &self.session.info, force);
     }
 
     /// The main loop. Returns the exit code, once every result it made is
@@ -790,13 +745,12 @@ impl Worker {
                 return Err(e);
             }
             if let Some(sig) = self.signals.received() {
-                self.event(&format!("stopping on signal {sig}"));
+                self.emit(WorkerEvent::Signal(sig));
                 return Ok(exit::for_signal(sig));
             }
             self.board.refresh()?;
             if let Some(reason) = self.board.halted() {
-                let msg = format!("session halted: {reason}; retry or fix those tasks to go on");
-                self.event(&msg);
+                self.emit(WorkerEvent::Halted(reason.to_string()));
                 return Ok(exit::FAILED);
             }
             let skipped = scheduler::skip_doomed(&mut self.board, &self.id)?;
@@ -808,37 +762,29 @@ impl Worker {
                 if crate::notify::finished(&self.session, &c, &self.id) {
                     crate::notify::bell(&self.session);
                 }
-                self.say(&format!(
-                    "session finished: {} succeeded, {} failed, {} timed out, {} skipped",
-                    c.success, c.failure, c.timeout, c.skipped
-                ));
+                self.emit(WorkerEvent::SessionFinished(c));
                 break;
             }
             match self.gate()? {
                 Gating::Stop(msg) => {
-                    self.event(&msg);
+                    self.emit(WorkerEvent::Stopping(msg));
                     break;
                 }
                 Gating::Wait(msg) => {
                     if self.paused.as_deref() != Some(msg.as_str()) {
-                        self.event(&format!("paused: {msg}"));
-                        self.paused = Some(msg);
-                        self.hb.state = WorkerState::Paused;
-                        self.beat();
+                        self.paused = Some(msg.clone());
+                        self.emit(WorkerEvent::Paused(msg));
                     }
                     self.wait_for_change();
                     continue;
                 }
                 Gating::Go(note) => {
-                    if let Some(msg) = self.gate_budget()? {
-                        self.event(&msg);
+                    if let Some(ev) = self.gate_budget()? {
+                        self.emit(ev);
                         break;
                     }
                     if self.paused.take().is_some() {
-                        self.event(&format!(
-                            "resuming{}",
-                            note.map(|n| format!(": {n}")).unwrap_or_default()
-                        ));
+                        self.emit(WorkerEvent::Resuming(note));
                     }
                 }
             }
@@ -860,22 +806,23 @@ impl Worker {
             }
             while self.unclaimable_told < self.board.unclaimable.len() {
                 let (task, e) = &self.board.unclaimable[self.unclaimable_told];
-                let msg = format!(
-                    "warning: {task} cannot be claimed and is left out: {}",
-                    e.chain()
-                );
+                let ev = WorkerEvent::Unclaimable {
+                    task: task.clone(),
+                    why: e.chain(),
+                };
                 self.unclaimable_told += 1;
-                self.event(&msg);
+                self.emit(ev);
             }
             for (task, why) in std::mem::take(&mut self.board.unclaimable_why) {
-                self.event(&format!("not starting {task}: {why}"));
+                self.emit(WorkerEvent::NotStarting {
+                    task,
+                    why: why.to_string(),
+                });
             }
             let next = match next {
                 Ok(n) => n,
                 Err(e) if e.is_disk_full() => {
-                    self.event(&format!(
-                        "cannot claim: disk full ({e:#}); waiting for space"
-                    ));
+                    self.emit(WorkerEvent::ClaimDiskFull(format!("{e:#}")));
                     self.wait_for_change();
                     continue;
                 }
@@ -906,12 +853,11 @@ impl Worker {
                     }
                     if !self.board.has_ready() {
                         let c = self.board.counts();
-                        self.event(&format!(
-                            "nothing left to run here: {} open tasks wait on unfinished or unreadable ones",
-                            c.pending + c.interrupted
-                        ));
+                        self.emit(WorkerEvent::NothingLeft {
+                            open: c.pending + c.interrupted,
+                        });
                         for line in scheduler::explain_blocked(&self.board) {
-                            self.event(&line);
+                            self.emit(WorkerEvent::Blocked(line));
                         }
                         break;
                     }
@@ -1016,13 +962,13 @@ impl Worker {
         );
         match orch_session::breaker::record(&self.dir, task, status, k, cooldown) {
             Ok(orch_session::breaker::Change::Opened(b)) => {
-                let msg = format!(
-                    "circuit breaker open: {} consecutive failures ({}); no claims until {}",
-                    b.consecutive,
-                    b.failed.join(", "),
-                    b.until.clone().unwrap_or_default()
-                );
-                self.event(&msg);
+                let ev = WorkerEvent::BreakerOpen {
+                    consecutive: b.consecutive,
+                    failed: b.failed.clone(),
+                    until: b.until.clone().unwrap_or_default(),
+                };
+                let msg = ev.to_string();
+                self.emit(ev);
                 self.attention(
                     "breaker",
                     b.opened.as_deref().unwrap_or_default(),
@@ -1031,10 +977,10 @@ impl Worker {
                 );
             }
             Ok(orch_session::breaker::Change::Closed) => {
-                self.event(&format!("circuit breaker closed: {task} succeeded"))
+                self.emit(WorkerEvent::BreakerClosed(task.to_owned()))
             }
             Ok(orch_session::breaker::Change::None) => {}
-            Err(e) => self.event(&format!("cannot update the circuit breaker: {e:#}")),
+            Err(e) => self.emit(WorkerEvent::BreakerUnwritable(format!("{e:#}"))),
         }
     }
 
@@ -1042,7 +988,7 @@ impl Worker {
     /// (a dead worker frees its lock without touching any file).
     fn wait_for_change(&mut self) {
         self.flush_pending_later_error();
-        if self.summary_dirty {
+        if self.report.summary_dirty {
             self.summary(true);
         }
         if self.beat_dirty {
@@ -1204,7 +1150,10 @@ impl Worker {
                 // A task whose log cannot be opened (say, a symlink planted
                 // in its place, which is never followed) fails, named.
                 let reason = format!("cannot open its log: {}", e.chain());
-                self.event(&format!("{} failed: {reason}", task.id));
+                self.emit(WorkerEvent::Unloggable {
+                    task: task.id.clone(),
+                    reason: reason.clone(),
+                });
                 let now = time::now();
                 let result = TaskResult {
                     reason: Some(reason),
@@ -1273,11 +1222,12 @@ impl Worker {
             } else {
                 self.beat_lazy();
             }
-            let budget_note = self.budget_note.take().unwrap_or_default();
-            self.event(&format!(
-                "claimed {} (attempt {attempt}{budget_note})",
-                task.id
-            ));
+            let budget = self.budget_note.take();
+            self.emit(WorkerEvent::Claimed {
+                task: task.id.clone(),
+                attempt,
+                budget,
+            });
             // Throttled; one put off is written at the task's first tick
             // (runner::FIRST_TICK) at the latest, so it is never stale for
             // a whole task.
@@ -1353,14 +1303,16 @@ impl Worker {
                     by_hand: false,
                 };
                 if let Err(e) = orch_session::pause::set(&self.dir, &pause) {
-                    self.event(&format!("cannot write the pause file: {e:#}"));
+                    self.emit(WorkerEvent::PauseUnwritable(format!("{e:#}")));
                 }
-                let msg = format!(
-                    "usage limit hit by {}: every worker pauses until {} ({})",
-                    task.id, pause.until, pause.reason
-                );
+                let ev = WorkerEvent::UsageLimit {
+                    task: task.id.clone(),
+                    until: pause.until.clone(),
+                    reason: pause.reason.clone(),
+                };
+                let msg = ev.to_string();
                 let _ = tlog.event(&msg);
-                self.event(&msg);
+                self.emit(ev);
                 self.attention("usage-limit", &pause.until, &msg, Some(&task.id));
                 outcome.status = Status::Interrupted;
                 outcome.reason = Some(format!("usage limit until {}", pause.until));
@@ -1370,12 +1322,9 @@ impl Worker {
                 orch_session::stop::clear_task_stop(&self.dir, &task.id);
                 outcome.status = Status::Failure;
                 outcome.reason = Some(STOPPED_REASON.to_owned());
-                let msg = format!(
-                    "{} stopped by `orch-worker stop --task`: recorded as failed, not retried",
-                    task.id
-                );
-                let _ = tlog.event(&msg);
-                self.say(&msg);
+                let ev = WorkerEvent::TaskStopped(task.id.clone());
+                let _ = tlog.event(&ev.to_string());
+                self.emit(ev);
             }
             let mut output = read_output(&output_path, &mut tlog);
             if output.summary.is_none() {
@@ -1426,27 +1375,29 @@ impl Worker {
                         let _ = claim.release();
                         return Err(e.into());
                     }
-                    let msg = format!("disk full: cannot record attempt {attempt} of {} ({e:#}); it goes back to the queue", task.id);
-                    let _ = tlog.event(&msg);
-                    self.event(&msg);
+                    let ev = WorkerEvent::AttemptDiskFull {
+                        task: task.id.clone(),
+                        attempt,
+                        error: format!("{e:#}"),
+                    };
+                    let _ = tlog.event(&ev.to_string());
+                    self.emit(ev);
                     let _ = claim.release();
                     self.after_task(&task.id, Status::Interrupted);
                     return Ok(Status::Interrupted);
                 }
                 let delay = backoff(self.session.info.settings.backoff_ms, spent);
-                let msg = format!(
-                    "{} {} ({}); retry {spent}/{} in {}",
-                    task.id,
-                    outcome.status,
-                    outcome.reason.as_deref().unwrap_or(""),
-                    task.retries,
-                    format_duration(delay)
-                );
-                let _ = tlog.event(&msg);
-                self.event(&msg);
-                self.hb.state = WorkerState::Backoff;
-                self.hb.agent_pid = None;
-                self.beat();
+                let ev = WorkerEvent::Retrying {
+                    task: task.id.clone(),
+                    status: outcome.status,
+                    reason: outcome.reason.clone(),
+                    retry: spent,
+                    retries: task.retries,
+                    delay,
+                };
+                let _ = tlog.event(&ev.to_string());
+                // The heartbeat says backoff.
+                self.emit(ev);
                 self.flush_pending_later_error();
                 if self.signals.sleep(delay) {
                     // Stopped while waiting: the failed attempt is in
@@ -1503,14 +1454,14 @@ impl Worker {
             commit::Recorded::Written | commit::Recorded::TheirsKept => {}
             commit::Recorded::DiskFull(e) => {
                 // The task goes back to the queue; claims wait for space.
-                let msg = format!(
-                    "disk full: cannot record the result of {} ({e:#}); it goes back to the queue, and no task is claimed until space is freed",
-                    result.task
-                );
+                let ev = WorkerEvent::ResultDiskFull {
+                    task: result.task.clone(),
+                    error: format!("{e:#}"),
+                };
                 if let Ok(mut tlog) = log::TaskLog::open(&self.dir, &result.task) {
-                    let _ = tlog.event(&msg);
+                    let _ = tlog.event(&ev.to_string());
                 }
-                self.event(&msg);
+                self.emit(ev);
                 self.board.push_ready(i);
                 return Ok(());
             }
@@ -1532,26 +1483,12 @@ impl Worker {
             _ => self.failed += 1,
         }
         self.ran.push((result.task.clone(), status));
-        let paint = match status {
-            Status::Success => crate::common::Color::Green,
-            Status::Interrupted | Status::Skipped => crate::common::Color::Yellow,
-            _ => crate::common::Color::Red,
-        };
-        let line = |status: &str| {
-            format!(
-                "{} {status} in {}{}",
-                result.task,
-                format_duration(Duration::from_secs_f64(result.duration)),
-                result
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            )
-        };
-        // The colour is for the terminal only: run.log gets the plain word.
-        let _ = log::run_event(&self.dir, &self.id, &line(status.as_str()));
-        self.say(&line(&self.style.paint(paint, status.as_str())));
+        self.emit(WorkerEvent::Finished {
+            task: result.task,
+            status,
+            duration: Duration::from_secs_f64(result.duration),
+            reason: result.reason,
+        });
         Ok(())
     }
 
@@ -1597,15 +1534,15 @@ impl Worker {
                     Ok(Err(wait)) => {
                         if !told {
                             self.flush_pending_later_error();
-                            let msg = format!(
-                                "{} waits {} for the rate limit {rate} ({name})",
-                                task.id,
-                                format_duration(wait)
-                            );
-                            let _ = tlog.event(&msg);
-                            self.say(&msg);
-                            self.hb.state = WorkerState::RateLimited;
-                            self.beat();
+                            let ev = WorkerEvent::RateLimited {
+                                task: task.id.clone(),
+                                wait,
+                                rate,
+                                name: name.clone(),
+                            };
+                            let _ = tlog.event(&ev.to_string());
+                            // The heartbeat says rate-limited.
+                            self.emit(ev);
                             told = true;
                         }
                         if self.signals.sleep(wait.min(Duration::from_secs(5))) {
@@ -1657,7 +1594,7 @@ impl Worker {
                         return runner::Control::Stop(STOPPED_REASON.to_owned());
                     }
                 }
-                if self.summary_dirty {
+                if self.report.summary_dirty {
                     self.summary(true);
                 }
                 let file = self.hb.task.as_deref().map(|t| self.progress_path(t));
@@ -1730,13 +1667,12 @@ impl Worker {
                 })
                 .unwrap_or(0.0)
         };
-        self.event(&format!(
-            "exiting: {} succeeded, {} failed; CPU {:.3}s for this worker, {:.3}s for its tasks",
-            self.done,
-            self.failed,
-            cpu(nix::sys::resource::UsageWho::RUSAGE_SELF),
-            cpu(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        ));
+        self.emit(WorkerEvent::Exiting {
+            done: self.done,
+            failed: self.failed,
+            cpu_worker: cpu(nix::sys::resource::UsageWho::RUSAGE_SELF),
+            cpu_tasks: cpu(nix::sys::resource::UsageWho::RUSAGE_CHILDREN),
+        });
     }
 }
 
