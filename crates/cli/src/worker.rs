@@ -3,6 +3,7 @@
 mod attempt;
 mod commit;
 mod control;
+mod gate;
 mod parallel;
 mod progress;
 mod report;
@@ -24,7 +25,7 @@ use orch_session::board::Board;
 use orch_session::claim::{self, Claim, ClaimKind, ClaimRecord};
 use orch_session::heartbeat::{self, Heartbeat, WorkerState, HEARTBEAT_FORMAT};
 use orch_session::layout::worker_id;
-use orch_session::lock::{self, LockGuard};
+use orch_session::lock::LockGuard;
 use orch_session::plan::{Action, Task};
 use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::{Status, TaskOutput, TaskResult};
@@ -36,7 +37,8 @@ use crate::common::Global;
 use crate::exit;
 use crate::runner::{self, Event, Spec};
 use crate::sys::{self, Signals};
-use report::{Report, Spent, WorkerEvent};
+use gate::{Gate, Gating};
+use report::{Report, WorkerEvent};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -298,7 +300,7 @@ pub fn run(args: Args) -> Result<u8> {
         _ => None,
     };
     let mut worker = Worker::start(session, root, signals, args.log_to_slot, slot)?;
-    worker.until = until.or_else(|| {
+    worker.gate.until = until.or_else(|| {
         worker
             .session
             .info
@@ -343,6 +345,7 @@ struct Worker {
     board: Board,
     signals: Signals,
     report: Report,
+    gate: Gate,
     done: u32,
     failed: u32,
     ran: Vec<(String, Status)>,
@@ -354,11 +357,6 @@ struct Worker {
     unclaimable_told: usize,
     /// The plan's phases, if it has a template.
     template: Option<orch_session::plan::Template>,
-    until: Option<chrono::DateTime<chrono::Local>>,
-    /// Why the worker does not claim right now (said once).
-    paused: Option<String>,
-    /// With degrade = "sequential": the lock that lets this worker go on.
-    sequential: Option<LockGuard>,
     inotify: Option<nix::sys::inotify::Inotify>,
     /// A final result whose recording is put off until the next agent has
     /// started (see commit.rs).
@@ -370,16 +368,6 @@ struct Worker {
     /// Agent progress newer than the heartbeat file, written at the next
     /// tick (progress changes at most once a second per worker).
     progress_dirty: bool,
-    /// The spend ledger, locked from the budget check until the claim is
-    /// made (sessions with a budget).
-    budget_hold: Option<orch_session::spend::Locked>,
-    /// "budget reached" was said.
-    budget_told: bool,
-    /// An unreadable spend ledger was warned about.
-    ledger_warned: bool,
-    /// What was spent of the budget when the last claim was made, for the
-    /// "claimed" line.
-    budget_note: Option<Spent>,
 }
 
 /// The reason of an attempt stopped by `orch-worker stop --task`.
@@ -390,16 +378,6 @@ pub const STOPPED_REASON: &str = "stopped";
 const LAZY_BEAT: Duration = Duration::from_millis(100);
 /// An agent's progress is written to the heartbeat at most this often.
 const PROGRESS_BEAT: Duration = Duration::from_secs(1);
-
-/// Whether a worker may claim.
-enum Gating {
-    /// Yes (with what changed, to say when resuming).
-    Go(Option<String>),
-    /// Not now: why.
-    Wait(String),
-    /// Not any more: why.
-    Stop(String),
-}
 
 /// Takes the lowest free worker slot: `locks/worker-<n>.lock`.
 fn take_slot(dir: &SessionDir) -> Result<(u32, LockGuard)> {
@@ -495,8 +473,10 @@ impl Worker {
             done: 0,
             failed: 0,
         };
+        let gate = Gate::new(dir.clone(), id.clone(), session.info.settings.clone());
         let mut w = Worker {
             report,
+            gate,
             session,
             dir,
             root,
@@ -513,18 +493,11 @@ impl Worker {
             beat_dirty: false,
             unclaimable_told: 0,
             template,
-            until: None,
-            paused: None,
-            sequential: None,
             inotify: None,
             pending: None,
             pending_error: None,
             _keeper: None,
             progress_dirty: false,
-            budget_hold: None,
-            budget_told: false,
-            ledger_warned: false,
-            budget_note: None,
         };
         w.beat();
         let mine = liveness::Mine {
@@ -624,76 +597,14 @@ impl Worker {
         let Some(cost) = cost else {
             return;
         };
-        match orch_session::spend::add(&self.dir, &cost) {
-            Ok(s) => {
-                let budget = s.budget(self.session.info.settings.budget_usd);
-                if let (true, false, Some(b)) = (s.reached(budget), self.budget_told, budget) {
-                    self.budget_told = true;
-                    let ev = WorkerEvent::BudgetReached {
-                        spent: s.total.usd,
-                        budget: b,
-                        after: Some(task.to_owned()),
-                    };
-                    let msg = ev.to_string();
-                    self.emit(ev);
-                    self.attention("budget", &format!("{b:.2}"), &msg, Some(task));
-                }
+        match self.gate.spent(task, &cost) {
+            Some(ev @ WorkerEvent::BudgetReached { budget, .. }) => {
+                let msg = ev.to_string();
+                self.emit(ev);
+                self.attention("budget", &format!("{budget:.2}"), &msg, Some(task));
             }
-            Err(e) => self.emit(WorkerEvent::SpendUnrecorded {
-                task: task.to_owned(),
-                usd: cost.usd,
-                error: format!("{e:#}"),
-            }),
-        }
-    }
-
-    /// The budget check, last of the gates: the ledger is locked and, if
-    /// the total is under the budget, kept locked until the claim is made,
-    /// so no claim follows the moment the total reached it.
-    fn gate_budget(&mut self) -> Result<Option<WorkerEvent>> {
-        let session_budget = self.session.info.settings.budget_usd;
-        let raised = match orch_session::spend::read(&self.dir) {
-            Ok(s) => s.budget_usd,
-            // Without a budget of its own, a session whose ledger is
-            // damaged goes on (and says so once).
-            Err(e) if session_budget.is_none() => {
-                if !self.ledger_warned {
-                    self.ledger_warned = true;
-                    self.emit(WorkerEvent::Warning(format!("{e:#}")));
-                }
-                None
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(
-                "the session has a budget, but what it spent cannot be read; nothing is claimed",
-            )),
-        };
-        // Without a budget anywhere the ledger is not locked.
-        if session_budget.is_none() && raised.is_none() {
-            return Ok(None);
-        }
-        let held = orch_session::spend::lock(&self.dir).with_context(|| {
-            "the session has a budget, but what it spent cannot be read; nothing is claimed"
-        })?;
-        let budget = held.spend.budget(session_budget);
-        match budget {
-            Some(b) if held.spend.reached(budget) => {
-                let ev = WorkerEvent::BudgetReached {
-                    spent: held.spend.total.usd,
-                    budget: b,
-                    after: None,
-                };
-                drop(held);
-                self.attention("budget", &format!("{b:.2}"), &ev.to_string(), None);
-                Ok(Some(ev))
-            }
-            _ => {
-                self.budget_note = budget.map(|b| Spent {
-                    spent: held.spend.total.usd,
-                    budget: b,
-                });
-                self.budget_hold = Some(held);
-                Ok(None)
-            }
+            Some(ev) => self.emit(ev),
+            None => {}
         }
     }
 
@@ -765,28 +676,29 @@ impl Worker {
                 self.emit(WorkerEvent::SessionFinished(c));
                 break;
             }
-            match self.gate()? {
-                Gating::Stop(msg) => {
-                    self.emit(WorkerEvent::Stopping(msg));
+            let mut told = Vec::new();
+            let gating = self.gate.decide(&mut told);
+            for ev in told {
+                self.emit(ev);
+            }
+            match gating? {
+                Gating::Stop(ev) => {
+                    if let WorkerEvent::BudgetReached { budget, .. } = &ev {
+                        let msg = ev.to_string();
+                        self.attention("budget", &format!("{budget:.2}"), &msg, None);
+                    }
+                    self.emit(ev);
                     break;
                 }
-                Gating::Wait(msg) => {
-                    if self.paused.as_deref() != Some(msg.as_str()) {
-                        self.paused = Some(msg.clone());
-                        self.emit(WorkerEvent::Paused(msg));
+                Gating::Wait { reason, new } => {
+                    if new {
+                        self.emit(WorkerEvent::Paused(reason));
                     }
                     self.wait_for_change();
                     continue;
                 }
-                Gating::Go(note) => {
-                    if let Some(ev) = self.gate_budget()? {
-                        self.emit(ev);
-                        break;
-                    }
-                    if self.paused.take().is_some() {
-                        self.emit(WorkerEvent::Resuming(note));
-                    }
-                }
+                Gating::Resume(note) => self.emit(WorkerEvent::Resuming(note)),
+                Gating::Go => {}
             }
             let me = ProcessIdentity {
                 pid: self.hb.pid,
@@ -800,10 +712,7 @@ impl Worker {
                 rec
             });
             // Claimed (or not) under the budget: others may spend again.
-            self.budget_hold = None;
-            if !matches!(next, Ok(Some(_))) {
-                self.budget_note = None;
-            }
+            self.gate.claimed(matches!(next, Ok(Some(_))));
             while self.unclaimable_told < self.board.unclaimable.len() {
                 let (task, e) = &self.board.unclaimable[self.unclaimable_told];
                 let ev = WorkerEvent::Unclaimable {
@@ -874,74 +783,6 @@ impl Worker {
         } else {
             exit::OK
         })
-    }
-
-    /// Whether this worker may claim now: the stop marker, the deadline,
-    /// free disk, and the circuit breaker.
-    fn gate(&mut self) -> Result<Gating> {
-        if let Some(stamp) = orch_session::stop::stopped(&self.dir) {
-            return Ok(Gating::Stop(format!(
-                "session stopped by `orch-worker stop` ({stamp}); `orch-worker resume` allows workers again"
-            )));
-        }
-        if let Some(until) = self.until {
-            if time::now() >= until {
-                return Ok(Gating::Stop(format!(
-                    "deadline {} passed: not claiming new tasks",
-                    time::rfc3339(&until)
-                )));
-            }
-        }
-        if let Some(p) = orch_session::pause::current(&self.dir) {
-            return Ok(Gating::Wait(format!(
-                "{}; `orch-worker --resume-now` lifts it",
-                p.describe()
-            )));
-        }
-        let min_free = self.session.info.settings.min_free_disk;
-        if let Some(free) = orch_session::fsinfo::free_bytes(self.dir.path()) {
-            if free < min_free {
-                return Ok(Gating::Wait(format!(
-                    "only {} free on the session's filesystem (below {}): not claiming",
-                    orch_session::size::format_size(free),
-                    orch_session::size::format_size(min_free)
-                )));
-            }
-        }
-        let settings = &self.session.info.settings;
-        if settings.breaker_failures == 0 {
-            return Ok(Gating::Go(None));
-        }
-        if settings.degrade_sequential {
-            let b = orch_session::breaker::read(&self.dir)?;
-            if b.state == orch_session::breaker::BreakerState::Closed {
-                self.sequential = None;
-                return Ok(Gating::Go(Some("circuit breaker closed".to_owned())));
-            }
-            if self.sequential.is_none() {
-                self.sequential = orch_session::breaker::try_sequential(&self.dir)?;
-            }
-            return Ok(match self.sequential {
-                Some(_) => Gating::Go(Some("degraded to one worker while the circuit breaker is tripped".to_owned())),
-                None => Gating::Wait(format!(
-                    "circuit breaker tripped ({} consecutive failures): the session runs on one worker",
-                    b.consecutive
-                )),
-            });
-        }
-        let dir = self.dir.clone();
-        let alive = |w: &str| lock::is_held(&dir.worker_lock(w)).unwrap_or(false);
-        Ok(
-            match orch_session::breaker::gate(&self.dir, &self.id, alive)? {
-                orch_session::breaker::Gate::Go => {
-                    Gating::Go(Some("circuit breaker closed".to_owned()))
-                }
-                orch_session::breaker::Gate::Probe => Gating::Go(Some(
-                    "circuit breaker half-open: this worker runs one task to test".to_owned(),
-                )),
-                orch_session::breaker::Gate::Wait(why) => Gating::Wait(why),
-            },
-        )
     }
 
     /// Sends an `on_attention` notification (once per `cause` and
@@ -1222,7 +1063,7 @@ impl Worker {
             } else {
                 self.beat_lazy();
             }
-            let budget = self.budget_note.take();
+            let budget = self.gate.take_budget_note();
             self.emit(WorkerEvent::Claimed {
                 task: task.id.clone(),
                 attempt,
