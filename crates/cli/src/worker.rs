@@ -8,9 +8,11 @@ mod parallel;
 mod progress;
 mod report;
 mod slurm;
+mod task_env;
 mod tmux;
 
 pub use control::stop_task;
+pub use task_env::expand_env;
 
 use std::fs;
 use std::io::Write;
@@ -35,10 +37,11 @@ use serde_json::json;
 
 use crate::common::Global;
 use crate::exit;
-use crate::runner::{self, Event, Spec};
+use crate::runner::{self, Event};
 use crate::sys::{self, Signals};
 use gate::{Gate, Gating};
 use report::{Report, WorkerEvent};
+use task_env::TaskEnv;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -873,113 +876,13 @@ impl Worker {
         }
     }
 
-    fn spec(
-        &self,
-        task: &Task,
-        action: &Action,
-        attempt: u32,
-        fds: &[i32],
-        resume: Option<&attempt::Resume>,
-    ) -> std::result::Result<Spec, String> {
-        let lock_fd = fds.first().copied().unwrap_or(-1);
-        let settings = &self.session.info.settings;
-        let mut stdin = None;
-        let mut shell_fallback = None;
-        let argv = match action {
-            Action::Command(c) => {
-                let (argv, fallback) = crate::cmdline::argv(c);
-                shell_fallback = fallback;
-                argv
-            }
-            Action::Prompt(p) => {
-                // A resumed conversation gets a short "continue" prompt;
-                // the task's own prompt is in its transcript already.
-                let continued = resume.map(attempt::Resume::prompt);
-                let p = continued.as_ref().unwrap_or(p);
-                let prompt_file = self.dir.prompt_file(&task.id);
-                if settings.agent.iter().any(|a| a.contains("{prompt_file}")) {
-                    atomic::write_atomic(&prompt_file, p.as_bytes(), atomic::Durability::Volatile)
-                        .map_err(|e| format!("cannot write the prompt file: {e:#}"))?;
-                }
-                if settings.prompt_stdin {
-                    stdin = Some(p.as_bytes().to_vec());
-                }
-                let mut argv = crate::agent::argv(
-                    &settings.agent,
-                    p,
-                    &prompt_file,
-                    task,
-                    &self.workdir(task),
-                    settings.prompt_stdin,
-                );
-                if let Some(r) = resume {
-                    argv.push("--resume".to_owned());
-                    argv.push(r.session_id.clone());
-                }
-                argv
-            }
-        };
-        let mut env = vec![
-            (
-                "ORCH_SESSION_DIR".to_owned(),
-                self.dir.path().to_string_lossy().into_owned(),
-            ),
-            ("ORCH_SESSION".to_owned(), self.session.info.id.clone()),
-            (
-                "ORCH_HOME".to_owned(),
-                self.root.to_string_lossy().into_owned(),
-            ),
-            ("ORCH_TASK".to_owned(), task.id.clone()),
-            ("ORCH_WORKER".to_owned(), self.id.clone()),
-            ("ORCH_ATTEMPT".to_owned(), attempt.to_string()),
-            (
-                "ORCH_OUTPUT".to_owned(),
-                self.dir.output(&task.id).to_string_lossy().into_owned(),
-            ),
-            (
-                "ORCH_PROGRESS".to_owned(),
-                self.progress_path(&task.id).to_string_lossy().into_owned(),
-            ),
-            ("ORCH_LOCK_FD".to_owned(), lock_fd.to_string()),
-        ];
-        for (k, v) in &task.env {
-            env.push((
-                k.clone(),
-                expand_env(v).map_err(|var| {
-                    format!("env `{k}` uses ${{{var}}}, which is not set where the worker runs")
-                })?,
-            ));
+    /// The environment of the tasks this worker runs.
+    fn task_env(&self) -> TaskEnv<'_> {
+        TaskEnv {
+            session: &self.session,
+            root: &self.root,
+            worker: &self.id,
         }
-        Ok(Spec {
-            argv,
-            shell_fallback,
-            env,
-            cwd: self.workdir(task),
-            timeout: Duration::from_millis(task.timeout_ms),
-            grace: Duration::from_millis(self.session.info.settings.grace_ms),
-            inherit_fds: fds.to_vec(),
-            memory_limit: settings.memory_per_agent,
-            stdin,
-            run_tag: Some(crate::contain::tag(
-                &self.session.info.id,
-                &task.id,
-                attempt,
-            )),
-        })
-    }
-
-    /// `output/<task>.progress`: a task may write a percentage there.
-    fn progress_path(&self, task: &str) -> PathBuf {
-        self.dir.progress_file(task)
-    }
-
-    fn workdir(&self, task: &Task) -> PathBuf {
-        if let Some(dir) = crate::git::worktree::task_dir(&self.session, task) {
-            return dir;
-        }
-        task.cwd
-            .as_ref()
-            .map_or_else(|| PathBuf::from(&self.session.info.workdir), PathBuf::from)
     }
 
     /// Runs a claimed task through its attempts; records and releases it.
@@ -1075,7 +978,7 @@ impl Worker {
             self.summary(false);
             let output_path = self.dir.output(&task.id);
             let _ = orch_session::safefs::remove_file(&output_path);
-            let _ = orch_session::safefs::remove_file(&self.progress_path(&task.id));
+            let _ = orch_session::safefs::remove_file(&self.task_env().progress_path(&task.id));
 
             let mut git = None;
             let prepared = match stuck {
@@ -1088,7 +991,10 @@ impl Worker {
                     attempt::AttemptRun::failed(reason)
                 }
                 Ok(mut ws) => {
-                    let setup = match self.spec(&task, &task.action, attempt, &fds, None) {
+                    let setup = match self
+                        .task_env()
+                        .spec(&task, &task.action, attempt, &fds, None)
+                    {
                         Ok(base) => {
                             let signals = self.signals.clone();
                             crate::git::worktree::setup(ws.as_mut(), &base, &mut tlog, |s, tl| {
@@ -1438,7 +1344,11 @@ impl Worker {
                 if self.report.summary_dirty {
                     self.summary(true);
                 }
-                let file = self.hb.task.as_deref().map(|t| self.progress_path(t));
+                let file = self
+                    .hb
+                    .task
+                    .as_deref()
+                    .map(|t| self.task_env().progress_path(t));
                 let from_file = file.and_then(|f| fs::read_to_string(f).ok()).and_then(|s| {
                     let first = s.split_whitespace().next().unwrap_or("").to_owned();
                     runner::parse_progress(&format!("::progress {first}"))
@@ -1515,57 +1425,6 @@ impl Worker {
             cpu_tasks: cpu(nix::sys::resource::UsageWho::RUSAGE_CHILDREN),
         });
     }
-}
-
-fn describe(argv: &[String], action: &Action) -> String {
-    match action {
-        Action::Command(c) if argv == crate::cmdline::shell(c) => {
-            format!("sh -c {}", shell_quote(c))
-        }
-        // A plain command, started without a shell (crate::cmdline).
-        Action::Command(_) => argv.join(" "),
-        Action::Prompt(p) => format!(
-            "{} (prompt of {} bytes)",
-            argv.first().map_or("", String::as_str),
-            p.len()
-        ),
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    let one_line: String = s.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
-    let short: String = one_line.chars().take(200).collect();
-    format!(
-        "'{}'{}",
-        short.replace('\'', "'\\''"),
-        if one_line.chars().count() > 200 {
-            "..."
-        } else {
-            ""
-        }
-    )
-}
-
-/// Expands `${NAME}` from the environment; returns the missing name.
-pub fn expand_env(value: &str) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        match std::env::var(name) {
-            Ok(v) => out.push_str(&v),
-            Err(_) => return Err(name.to_owned()),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// Delay before retry `n` (1-based): base × 2^(n-1), capped at 10 minutes,

@@ -134,7 +134,7 @@ impl Watch {
         };
         let stream = format == AgentFormat::ClaudeStreamJson;
         Watch {
-            reader: Reader::new(format, Some(&worker.workdir(task))),
+            reader: Reader::new(format, Some(&worker.task_env().workdir(task))),
             raw: None,
             raw_at: stream.then(|| (worker.dir.clone(), task.id.clone())),
             builtin_limits: prompt,
@@ -412,7 +412,7 @@ impl Worker {
         let mut done = Vec::new();
         for (p, (label, action, env, mut plog)) in prepared {
             let watch = Watch::new(self, task, &action);
-            match self.spec(task, &action, attempt, fds, None) {
+            match self.task_env().spec(task, &action, attempt, fds, None) {
                 Ok(mut spec) => {
                     spec.env.extend(env);
                     spec.env.push(("ORCH_PHASE".to_owned(), p.name.clone()));
@@ -421,7 +421,7 @@ impl Worker {
                         attempt,
                         &self.id,
                         std::process::id(),
-                        &super::describe(&spec.argv, &action),
+                        &super::task_env::describe(&spec.argv, &action),
                         None,
                     ));
                     jobs.push((p, label, spec, watch, plog));
@@ -573,7 +573,7 @@ impl Worker {
         let mut watch = Watch::new(self, task, action);
         // Only a claude prompt resumes.
         let resume = resume.filter(|_| watch.reader.is_stream());
-        let outcome = match self.spec(task, action, attempt, fds, resume) {
+        let outcome = match self.task_env().spec(task, action, attempt, fds, resume) {
             Ok(mut spec) => {
                 spec.env.extend(extra_env.iter().cloned());
                 if let Some(p) = phase {
@@ -584,7 +584,7 @@ impl Worker {
                     attempt,
                     &self.id,
                     std::process::id(),
-                    &super::describe(&spec.argv, action),
+                    &super::task_env::describe(&spec.argv, action),
                     resume.map(|r| r.session_id.as_str()),
                 ));
                 self.summary(false);
