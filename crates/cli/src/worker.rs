@@ -4,11 +4,14 @@ mod attempt;
 mod commit;
 mod control;
 mod gate;
+mod life;
 mod parallel;
 mod progress;
 mod report;
 mod slurm;
 mod task_env;
+#[cfg(test)]
+mod testing;
 mod tmux;
 
 pub use control::stop_task;
@@ -19,17 +22,17 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use orch_session::board::Board;
 use orch_session::claim::{self, Claim, ClaimKind, ClaimRecord};
-use orch_session::heartbeat::{self, Heartbeat, WorkerState, HEARTBEAT_FORMAT};
+use orch_session::heartbeat::WorkerState;
 use orch_session::layout::worker_id;
 use orch_session::lock::LockGuard;
 use orch_session::plan::{Action, Task};
-use orch_session::proc::{self, ProcessIdentity};
+use orch_session::proc;
 use orch_session::result::{Status, TaskOutput, TaskResult};
 use orch_session::time;
 use orch_session::{atomic, liveness, log, scheduler, Session, SessionDir};
@@ -40,6 +43,7 @@ use crate::exit;
 use crate::runner::{self, Event};
 use crate::sys::{self, Signals};
 use gate::{Gate, Gating};
+use life::Life;
 use report::{Report, WorkerEvent};
 use task_env::TaskEnv;
 
@@ -328,8 +332,8 @@ pub fn run(args: Args) -> Result<u8> {
         // SAFETY: the descriptor was passed to us for this one line.
         let mut f = unsafe { fs::File::from_raw_fd(fd) };
         let mut line = json!({
-            "worker": worker.id, "pid": std::process::id(), "done": worker.done,
-            "failed": worker.failed, "tasks": worker.ran, "exit": code.as_ref().ok(),
+            "worker": worker.id, "pid": std::process::id(), "done": worker.life.done(),
+            "failed": worker.life.failed(), "tasks": worker.ran, "exit": code.as_ref().ok(),
         })
         .to_string();
         line.push('\n');
@@ -344,19 +348,12 @@ struct Worker {
     dir: SessionDir,
     root: PathBuf,
     id: String,
-    _slot: LockGuard,
+    life: Life,
     board: Board,
     signals: Signals,
     report: Report,
     gate: Gate,
-    done: u32,
-    failed: u32,
     ran: Vec<(String, Status)>,
-    hb: Heartbeat,
-    last_beat: Instant,
-    beat_failing: bool,
-    /// The heartbeat in memory is newer than the file (see `beat_lazy`).
-    beat_dirty: bool,
     unclaimable_told: usize,
     /// The plan's phases, if it has a template.
     template: Option<orch_session::plan::Template>,
@@ -366,39 +363,10 @@ struct Worker {
     pending: Option<commit::Job>,
     /// What went wrong recording it where no error could be returned.
     pending_error: Option<anyhow::Error>,
-    /// Renews our leases in the background.
-    _keeper: Option<liveness::Keeper>,
-    /// Agent progress newer than the heartbeat file, written at the next
-    /// tick (progress changes at most once a second per worker).
-    progress_dirty: bool,
 }
 
 /// The reason of an attempt stopped by `orch-worker stop --task`.
 pub const STOPPED_REASON: &str = "stopped";
-
-/// `Worker::beat_lazy` puts a heartbeat off when one was written this
-/// recently.
-const LAZY_BEAT: Duration = Duration::from_millis(100);
-/// An agent's progress is written to the heartbeat at most this often.
-const PROGRESS_BEAT: Duration = Duration::from_secs(1);
-
-/// Takes the lowest free worker slot: `locks/worker-<n>.lock`.
-fn take_slot(dir: &SessionDir) -> Result<(u32, LockGuard)> {
-    take_slot_after(dir, 0)
-}
-
-/// Takes the lowest free worker slot above `after`.
-fn take_slot_after(dir: &SessionDir, after: u32) -> Result<(u32, LockGuard)> {
-    match orch_session::slot::take_after(dir, after)? {
-        Some(taken) => Ok(taken),
-        None => anyhow::bail!("no free worker slot in {}", dir.path().display()),
-    }
-}
-
-/// Slots whose lock is held: the live workers.
-fn live_slots(dir: &SessionDir) -> Vec<u32> {
-    orch_session::slot::live(dir)
-}
 
 impl Worker {
     fn start(
@@ -409,32 +377,8 @@ impl Worker {
         slot: Option<(u32, LockGuard)>,
     ) -> Result<Worker> {
         let dir = session.dir.clone();
-        let (slot, guard) = match slot {
-            Some(s) => s,
-            None => take_slot(&dir)?,
-        };
-        sys::become_subreaper();
+        let (slot, guard) = life::enter(&dir, slot, log_to_slot)?;
         let id = worker_id(slot);
-        if log_to_slot {
-            let f = log::open_append(&dir.worker_log(slot))?;
-            // SAFETY: dup2 onto our own stdout and stderr.
-            unsafe {
-                libc::dup2(f.as_raw_fd(), 1);
-                libc::dup2(f.as_raw_fd(), 2);
-            }
-        }
-        if let (Some(_), Some(_), Ok(pane)) = (
-            std::env::var_os("ORCH_TMUX_WINDOW"),
-            std::env::var_os("TMUX"),
-            std::env::var("TMUX_PANE"),
-        ) {
-            // Name the tmux window (the one holding our pane) after the worker.
-            let _ = std::process::Command::new("tmux")
-                .args(["rename-window", "-t", &pane, &id])
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
         atomic::sweep_session(dir.path());
         // Each released claim's file goes to the next claim (a new file
         // per task slows ext4's inode allocation); removed in `finish`.
@@ -449,33 +393,8 @@ impl Worker {
         for (task, e) in &board.corrupt {
             eprintln!("orch-worker: warning: result of `{task}` is unreadable, its dependents stay blocked: {e:#}");
         }
-        let me = ProcessIdentity::current();
-        let started = time::rfc3339(&time::now());
-        let slurm = orch_session::slurm::SlurmIds::from_env();
-        let hb = Heartbeat {
-            format: HEARTBEAT_FORMAT,
-            worker: id.clone(),
-            pid: me.pid,
-            pid_start: me.start,
-            host: proc::hostname(),
-            boot_id: proc::boot_id(),
-            lease_until: None,
-            slurm_job: slurm.slurm_job,
-            slurm_array_task: slurm.slurm_array_task,
-            started: started.clone(),
-            updated: started.clone(),
-            state: WorkerState::Idle,
-            task: None,
-            attempt: None,
-            task_started: None,
-            agent_pid: None,
-            progress: None,
-            progress_source: None,
-            turns: None,
-            tool_calls: None,
-            done: 0,
-            failed: 0,
-        };
+        let lease = Duration::from_millis(session.info.settings.lease_ms);
+        let life = Life::new(dir.clone(), id.clone(), guard, lease);
         let gate = Gate::new(dir.clone(), id.clone(), session.info.settings.clone());
         let mut w = Worker {
             report,
@@ -484,39 +403,25 @@ impl Worker {
             dir,
             root,
             id,
-            _slot: guard,
+            life,
             board,
             signals,
-            done: 0,
-            failed: 0,
             ran: Vec::new(),
-            hb,
-            last_beat: Instant::now(),
-            beat_failing: false,
-            beat_dirty: false,
             unclaimable_told: 0,
             template,
             inotify: None,
             pending: None,
             pending_error: None,
-            _keeper: None,
-            progress_dirty: false,
         };
-        w.beat();
-        let mine = liveness::Mine {
-            worker: Some(w.id.clone()),
-            owner: w.id.clone(),
-            pid: me.pid,
-        };
-        match liveness::Keeper::spawn(&w.dir, w.lease(), mine) {
-            Ok(k) => w._keeper = Some(k),
+        w.life.beat();
+        if let Err(e) = w.life.keep_leases() {
             // Same host only then: other hosts see our leases end.
-            Err(e) => w.emit(WorkerEvent::Warning(format!(
+            w.emit(WorkerEvent::Warning(format!(
                 "cannot start the lease keeper: {e}"
-            ))),
+            )));
         }
         w.emit(WorkerEvent::Started {
-            pid: me.pid,
+            pid: w.life.hb.pid,
             session: w.session.info.id.clone(),
             name: w.session.info.name.clone(),
         });
@@ -557,40 +462,7 @@ impl Worker {
     fn emit(&mut self, ev: WorkerEvent) {
         self.report.emit(&ev);
         if let Some(state) = ev.state() {
-            self.hb.state = state;
-            if state == WorkerState::Backoff {
-                self.hb.agent_pid = None;
-            }
-            self.beat();
-        }
-    }
-
-    /// Writes the heartbeat, unless one was written less than
-    /// [`LAZY_BEAT`] ago: then it is written at the next chance (the
-    /// agent's start, the runner's tick, or before the worker waits).
-    /// For the steps every task goes through right before another one
-    /// (claimed, idle again), which would otherwise triple the heartbeat
-    /// writes of short tasks; liveness is the slot lock, not this file.
-    fn beat_lazy(&mut self) {
-        if self.last_beat.elapsed() < LAZY_BEAT {
-            self.beat_dirty = true;
-        } else {
-            self.beat();
-        }
-    }
-
-    /// How long our claims and heartbeat hold for other hosts unrenewed.
-    fn lease(&self) -> Duration {
-        Duration::from_millis(self.session.info.settings.lease_ms)
-    }
-
-    /// Writes the heartbeat for an agent's new progress, at most once per
-    /// [`PROGRESS_BEAT`]; progress newer than that goes at the next tick.
-    fn beat_progress(&mut self) {
-        if self.last_beat.elapsed() >= PROGRESS_BEAT {
-            self.beat();
-        } else {
-            self.progress_dirty = true;
+            self.life.enter_state(state);
         }
     }
 
@@ -611,25 +483,6 @@ impl Worker {
         }
     }
 
-    fn beat(&mut self) {
-        self.beat_dirty = false;
-        self.progress_dirty = false;
-        self.last_beat = Instant::now();
-        self.hb.updated = time::rfc3339(&time::now());
-        self.hb.lease_until = Some(liveness::lease_from_now(self.lease()));
-        self.hb.done = self.done;
-        self.hb.failed = self.failed;
-        match heartbeat::write(&self.dir, &self.hb) {
-            Ok(()) => self.beat_failing = false,
-            // Said once per run of failures (a full disk fails every beat).
-            Err(e) if !self.beat_failing => {
-                self.beat_failing = true;
-                eprintln!("orch-worker: warning: cannot write heartbeat: {e:#}");
-            }
-            Err(_) => {}
-        }
-    }
-
     /// Rewrites status/orchestration.yaml, at most every 200 ms unless forced.
     fn summary(&mut self, force: bool) {
         self.report.summary(&self.board, &self.session.info, force);
@@ -644,7 +497,7 @@ impl Worker {
         // Tasks left out (a lock file that is a directory, ...) never ran:
         // not a clean end either.
         Ok(
-            if code == exit::OK && (self.failed > 0 || !self.board.unclaimable.is_empty()) {
+            if code == exit::OK && (self.life.failed() > 0 || !self.board.unclaimable.is_empty()) {
                 exit::FAILED
             } else {
                 code
@@ -703,12 +556,9 @@ impl Worker {
                 Gating::Resume(note) => self.emit(WorkerEvent::Resuming(note)),
                 Gating::Go => {}
             }
-            let me = ProcessIdentity {
-                pid: self.hb.pid,
-                start: self.hb.pid_start,
-            };
+            let me = self.life.me();
             let owner = self.id.clone();
-            let lease = self.lease();
+            let lease = self.life.lease();
             let next = scheduler::claim_next(&mut self.board, |task, attempt| {
                 let mut rec = ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt);
                 rec.lease_until = Some(liveness::lease_from_now(lease));
@@ -773,15 +623,15 @@ impl Worker {
                         }
                         break;
                     }
-                    if self.hb.state != WorkerState::Waiting {
-                        self.hb.state = WorkerState::Waiting;
-                        self.beat();
+                    if self.life.hb.state != WorkerState::Waiting {
+                        self.life.hb.state = WorkerState::Waiting;
+                        self.life.beat();
                     }
                     self.wait_for_change();
                 }
             }
         }
-        Ok(if self.failed > 0 {
+        Ok(if self.life.failed() > 0 {
             exit::FAILED
         } else {
             exit::OK
@@ -835,8 +685,8 @@ impl Worker {
         if self.report.summary_dirty {
             self.summary(true);
         }
-        if self.beat_dirty {
-            self.beat();
+        if self.life.beat_dirty {
+            self.life.beat();
         }
         self.watch();
         let mut fds = vec![self.signals.fd()];
@@ -847,11 +697,7 @@ impl Worker {
         if let Some(ino) = &self.inotify {
             let _ = ino.read_events();
         }
-        if self.hb.updated.as_str()
-            < time::rfc3339(&(time::now() - chrono::Duration::seconds(5))).as_str()
-        {
-            self.beat();
-        }
+        self.life.beat_if_stale();
     }
 
     /// Starts watching the journal (and awaited checkpoints), once: before
@@ -918,7 +764,7 @@ impl Worker {
                     crate::notify::bell(&self.session);
                 }
                 self.board.record(i, Some(Status::Failure));
-                self.failed += 1;
+                self.life.count(Status::Failure);
                 return Ok(Status::Failure);
             }
         };
@@ -950,21 +796,14 @@ impl Worker {
             } else {
                 None
             };
-            self.hb.state = WorkerState::Running;
-            self.hb.task = Some(task.id.clone());
-            self.hb.attempt = Some(attempt);
-            self.hb.task_started = Some(time::rfc3339(&time::now()));
-            self.hb.progress = None;
-            self.hb.turns = None;
-            self.hb.tool_calls = None;
-            self.hb.agent_pid = None;
+            self.life.running(&task.id, attempt);
             if task.worktree.is_some() {
                 // Preparing a worktree may take a while: say so now, and
                 // record the last result first.
                 self.flush_pending()?;
-                self.beat();
+                self.life.beat();
             } else {
-                self.beat_lazy();
+                self.life.beat_lazy();
             }
             let budget = self.gate.take_budget_note();
             self.emit(WorkerEvent::Claimed {
@@ -1224,11 +1063,7 @@ impl Worker {
         {
             crate::notify::bell(&self.session);
         }
-        match status {
-            Status::Success => self.done += 1,
-            Status::Interrupted => {}
-            _ => self.failed += 1,
-        }
+        self.life.count(status);
         self.ran.push((result.task.clone(), status));
         self.emit(WorkerEvent::Finished {
             task: result.task,
@@ -1316,27 +1151,29 @@ impl Worker {
                 // Written now if the last beat is old enough, else when the
                 // agent first prints, at the first tick or when the task
                 // ends, whichever comes first (see attempt.rs).
-                self.hb.agent_pid = Some(pid);
-                self.beat_lazy();
+                self.life.hb.agent_pid = Some(pid);
+                self.life.beat_lazy();
                 return runner::Control::Continue;
             }
             Event::Output => {
-                if !self.beat_dirty {
+                if !self.life.beat_dirty {
                     return runner::Control::Continue;
                 }
             }
             Event::Progress(p) => {
-                if self.hb.progress != Some(p) {
-                    self.hb.progress = Some(p);
-                    self.hb.progress_source = Some("output".to_owned());
+                if self.life.hb.progress != Some(p) {
+                    self.life.hb.progress = Some(p);
+                    self.life.hb.progress_source = Some("output".to_owned());
                     // At most one heartbeat a second for progress: an agent
                     // printing `::progress` every line costs no write each.
-                    self.beat_progress();
+                    self.life.beat_progress();
                 }
                 return runner::Control::Continue;
             }
             Event::Tick => {
-                if let (Some(task), Some(attempt)) = (self.hb.task.clone(), self.hb.attempt) {
+                if let (Some(task), Some(attempt)) =
+                    (self.life.hb.task.clone(), self.life.hb.attempt)
+                {
                     if self.stop_requested(&task, attempt) {
                         return runner::Control::Stop(STOPPED_REASON.to_owned());
                     }
@@ -1345,6 +1182,7 @@ impl Worker {
                     self.summary(true);
                 }
                 let file = self
+                    .life
                     .hb
                     .task
                     .as_deref()
@@ -1354,13 +1192,13 @@ impl Worker {
                     runner::parse_progress(&format!("::progress {first}"))
                 });
                 match from_file {
-                    Some(p) if self.hb.progress != Some(p) => {
-                        self.hb.progress = Some(p);
-                        self.hb.progress_source = Some("file".to_owned());
+                    Some(p) if self.life.hb.progress != Some(p) => {
+                        self.life.hb.progress = Some(p);
+                        self.life.hb.progress_source = Some("file".to_owned());
                     }
-                    _ if !self.beat_dirty
-                        && !self.progress_dirty
-                        && self.last_beat.elapsed() < Duration::from_secs(5) =>
+                    _ if !self.life.beat_dirty
+                        && !self.life.progress_dirty
+                        && self.life.last_beat.elapsed() < Duration::from_secs(5) =>
                     {
                         return runner::Control::Continue
                     }
@@ -1369,7 +1207,7 @@ impl Worker {
             }
             Event::Agent(..) | Event::AgentSession(_) => return runner::Control::Continue,
         }
-        self.beat();
+        self.life.beat();
         runner::Control::Continue
     }
 
@@ -1389,21 +1227,13 @@ impl Worker {
     }
 
     fn after_task(&mut self, _task: &str, _status: Status) {
-        self.hb.state = WorkerState::Idle;
-        self.hb.task = None;
-        self.hb.attempt = None;
-        self.hb.task_started = None;
-        self.hb.agent_pid = None;
-        self.hb.progress = None;
-        self.hb.turns = None;
-        self.hb.tool_calls = None;
-        self.hb.progress_source = None;
-        self.beat_lazy();
+        self.life.idle();
+        self.life.beat_lazy();
         self.summary(false);
     }
 
     fn finish(&mut self) {
-        let _ = heartbeat::remove(&self.dir, &self.id);
+        self.life.end();
         orch_session::claim::discard_released();
         atomic::sweep_session(self.dir.path());
         self.summary(true);
@@ -1419,8 +1249,8 @@ impl Worker {
                 .unwrap_or(0.0)
         };
         self.emit(WorkerEvent::Exiting {
-            done: self.done,
-            failed: self.failed,
+            done: self.life.done(),
+            failed: self.life.failed(),
             cpu_worker: cpu(nix::sys::resource::UsageWho::RUSAGE_SELF),
             cpu_tasks: cpu(nix::sys::resource::UsageWho::RUSAGE_CHILDREN),
         });

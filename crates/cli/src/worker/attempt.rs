@@ -446,7 +446,7 @@ impl Worker {
                     "{} parallel phases, {at_once} at a time: agents = {} and {} workers are live",
                     jobs.len(),
                     self.session.info.settings.agents,
-                    super::live_slots(&self.dir).len()
+                    super::life::live_slots(&self.dir).len()
                 ),
             );
         }
@@ -493,7 +493,7 @@ impl Worker {
     /// without waiting: `agents` minus the live workers are there to take.
     fn extra_agent_slots(&self, want: usize) -> Vec<orch_session::lock::LockGuard> {
         let agents = self.session.info.settings.agents as usize;
-        let free = agents.saturating_sub(super::live_slots(&self.dir).len().max(1));
+        let free = agents.saturating_sub(super::life::live_slots(&self.dir).len().max(1));
         let mut got = Vec::new();
         for k in 0..free {
             if got.len() >= want {
@@ -601,11 +601,11 @@ impl Worker {
                 let mut agent_unrecorded = None;
                 runner::run(&spec, tlog, &signals, &mut watch, |ev| match ev {
                     Event::Agent(p) => {
-                        self.hb.progress = Some(p.percent);
-                        self.hb.progress_source = Some(p.detail);
-                        self.hb.turns = Some(p.turns);
-                        self.hb.tool_calls = Some(p.tool_calls);
-                        self.beat_progress();
+                        self.life.hb.progress = Some(p.percent);
+                        self.life.hb.progress_source = Some(p.detail);
+                        self.life.hb.turns = Some(p.turns);
+                        self.life.hb.tool_calls = Some(p.tool_calls);
+                        self.life.beat_progress();
                         Control::Continue
                     }
                     Event::AgentSession(id) => {
@@ -713,13 +713,13 @@ impl Worker {
             let mut gate_failed: Option<(String, String)> = None;
             for (k, stage) in stages.iter().enumerate() {
                 let names: Vec<&str> = stage.iter().map(|p| p.name.as_str()).collect();
-                self.hb.progress = Some(100.0 * k as f64 / stages.len() as f64);
-                self.hb.progress_source = Some(format!(
+                self.life.hb.progress = Some(100.0 * k as f64 / stages.len() as f64);
+                self.life.hb.progress_source = Some(format!(
                     "phase {} of {} (round {round})",
                     names.join("+"),
                     stages.len()
                 ));
-                self.beat();
+                self.life.beat();
                 let mut prepared = Vec::new();
                 for p in stage.iter() {
                     match self.prepare_phase(task, p, round, &t.phases[0], feedback.as_deref()) {

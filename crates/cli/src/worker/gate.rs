@@ -255,7 +255,6 @@ impl Gate {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use orch_session::result::Status;
@@ -263,22 +262,11 @@ mod tests {
 
     use super::*;
 
-    /// A real session (made as `orch-plan` makes one) of `settings` and
-    /// two tasks, in a temporary root.
+    /// A real session of `settings` and two tasks.
     fn session(settings: &str) -> (tempfile::TempDir, Session) {
-        let root = tempfile::tempdir().expect("tempdir");
-        let text = format!(
+        let (root, s, _) = super::super::testing::session(&format!(
             "{settings}\n[[task]]\nid = \"a\"\ncommand = \"true\"\n\n[[task]]\nid = \"b\"\ncommand = \"true\"\n"
-        );
-        let plan = orch_readers::parse_plan(
-            orch_readers::PlanSource {
-                path: Path::new("plan.toml"),
-                text: &text,
-            },
-            None,
-        )
-        .expect("plan");
-        let s = Session::create(root.path(), &plan, None, root.path(), None).expect("session");
+        ));
         (root, s)
     }
 

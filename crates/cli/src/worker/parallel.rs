@@ -23,7 +23,8 @@ use orch_session::board::Board;
 use orch_session::{layout, lock, log, scheduler, time};
 use serde_json::{json, Value};
 
-use super::{live_slots, take_slot_after, tmux};
+use super::life::{live_slots, take_slot_after};
+use super::tmux;
 use crate::common::{outln, plural, print_json, Color, Global, Style};
 use crate::exit;
 use crate::sys::{self, Signals};

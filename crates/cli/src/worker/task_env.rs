@@ -202,23 +202,16 @@ mod tests {
     use super::*;
 
     /// A session of one task, and the task.
-    fn session(root: &Path) -> (Session, Task) {
-        let plan = orch_readers::parse_plan(
-            orch_readers::PlanSource {
-                path: Path::new("plan.toml"),
-                text: "[[task]]\nid = \"build\"\ncommand = \"make\"\nenv = { GREETING = \"hi ${ORCH_TEST_UNSET_VARIABLE}\", PLAIN = \"x\" }\n",
-            },
-            None,
-        )
-        .expect("plan");
-        let s = Session::create(root, &plan, None, root, None).expect("session");
-        (s, plan.tasks[0].clone())
+    fn session() -> (tempfile::TempDir, Session, Task) {
+        let (root, s, plan) = super::super::testing::session(
+            "[[task]]\nid = \"build\"\ncommand = \"make\"\nenv = { GREETING = \"hi ${ORCH_TEST_UNSET_VARIABLE}\", PLAIN = \"x\" }\n",
+        );
+        (root, s, plan.tasks[0].clone())
     }
 
     #[test]
     fn a_command_runs_with_the_orch_variables() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let (s, mut task) = session(t.path());
+        let (t, s, mut task) = session();
         task.env.remove("GREETING");
         let env = TaskEnv {
             session: &s,
@@ -254,8 +247,7 @@ mod tests {
 
     #[test]
     fn an_unset_variable_in_env_fails_the_attempt_named() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let (s, task) = session(t.path());
+        let (t, s, task) = session();
         let env = TaskEnv {
             session: &s,
             root: t.path(),
