@@ -231,24 +231,7 @@ pub fn run(args: Args) -> Result<u8> {
         None => {}
     }
     if args.resume_now {
-        let session = args.global.session()?;
-        let lifted = orch_session::pause::clear(&session.dir)?;
-        if lifted {
-            let _ = log::run_event(
-                &session.dir,
-                "orch-worker --resume-now",
-                "usage-limit pause lifted",
-            );
-        }
-        crate::common::outln(&format!(
-            "session {}: {}",
-            session.info.id,
-            if lifted {
-                "usage-limit pause lifted"
-            } else {
-                "was not paused"
-            }
-        ))?;
+        resume_now(&args.global)?;
         if args.parallel.is_none() && !args.once {
             return Ok(exit::OK);
         }
@@ -287,6 +270,35 @@ pub fn run(args: Args) -> Result<u8> {
         };
         return parallel::run(&args.global, n, &opts, until);
     }
+    work_here(&args, until)
+}
+
+/// `--resume-now`: lifts a usage-limit pause, and says whether there was one.
+fn resume_now(global: &Global) -> Result<()> {
+    let session = global.session()?;
+    let lifted = orch_session::pause::clear(&session.dir)?;
+    if lifted {
+        let _ = log::run_event(
+            &session.dir,
+            "orch-worker --resume-now",
+            "usage-limit pause lifted",
+        );
+    }
+    crate::common::outln(&format!(
+        "session {}: {}",
+        session.info.id,
+        if lifted {
+            "usage-limit pause lifted"
+        } else {
+            "was not paused"
+        }
+    ))?;
+    Ok(())
+}
+
+/// One worker, in this process: it starts, works until nothing is left
+/// for it, and finishes.
+fn work_here(args: &Args, until: Option<chrono::DateTime<chrono::Local>>) -> Result<u8> {
     if let Some(fd) = args.summary_fd {
         // Keep the summary descriptor out of the agents we spawn.
         sys::set_cloexec(fd, true).context("--summary-fd")?;
@@ -307,20 +319,7 @@ pub fn run(args: Args) -> Result<u8> {
         _ => None,
     };
     let mut worker = Worker::start(session, root, signals, args.log_to_slot, slot)?;
-    worker.gate.until = until.or_else(|| {
-        worker
-            .session
-            .info
-            .settings
-            .deadline
-            .as_deref()
-            .and_then(time::parse_rfc3339)
-    });
-    if args.waves || worker.session.info.settings.strict_waves {
-        let threshold = worker.session.info.settings.wave_failure_threshold;
-        worker.board.set_strict_waves(threshold);
-        worker.emit(WorkerEvent::StrictWaves { threshold });
-    }
+    worker.configure(until, args.waves);
     if let Some(why) = worker.agent_missing() {
         worker.emit(WorkerEvent::NoAgent(why.clone()));
         worker.finish();
@@ -329,16 +328,7 @@ pub fn run(args: Args) -> Result<u8> {
     let code = worker.work(args.once);
     worker.finish();
     if let Some(fd) = args.summary_fd {
-        // SAFETY: the descriptor was passed to us for this one line.
-        let mut f = unsafe { fs::File::from_raw_fd(fd) };
-        let mut line = json!({
-            "worker": worker.id, "pid": std::process::id(), "done": worker.life.done(),
-            "failed": worker.life.failed(), "tasks": worker.ran, "exit": code.as_ref().ok(),
-        })
-        .to_string();
-        line.push('\n');
-        // One write: the reader only drains after we exit.
-        let _ = f.write_all(line.as_bytes());
+        worker.summary_line(fd, code.as_ref().ok());
     }
     code
 }
@@ -363,6 +353,16 @@ struct Worker {
     pending: Option<commit::Job>,
     /// What went wrong recording it where no error could be returned.
     pending_error: Option<anyhow::Error>,
+}
+
+/// What the worker does after asking the gate.
+enum Pass {
+    /// Claims.
+    Claim,
+    /// Waits for a change.
+    Wait,
+    /// Stops claiming.
+    Stop,
 }
 
 impl Worker {
@@ -423,6 +423,33 @@ impl Worker {
             name: w.session.info.name.clone(),
         });
         Ok(w)
+    }
+
+    /// Takes the deadline (`--until`, else the plan's) and, with `--waves`
+    /// or the plan's `strict_waves`, runs wave by wave.
+    fn configure(&mut self, until: Option<chrono::DateTime<chrono::Local>>, waves: bool) {
+        let settings = &self.session.info.settings;
+        self.gate.until =
+            until.or_else(|| settings.deadline.as_deref().and_then(time::parse_rfc3339));
+        if waves || settings.strict_waves {
+            let threshold = settings.wave_failure_threshold;
+            self.board.set_strict_waves(threshold);
+            self.emit(WorkerEvent::StrictWaves { threshold });
+        }
+    }
+
+    /// `--summary-fd`: one JSON line for the parent `--parallel`, at exit.
+    fn summary_line(&self, fd: i32, exit: Option<&u8>) {
+        // SAFETY: the descriptor was passed to us for this one line.
+        let mut f = unsafe { fs::File::from_raw_fd(fd) };
+        let mut line = json!({
+            "worker": self.id, "pid": std::process::id(), "done": self.life.done(),
+            "failed": self.life.failed(), "tasks": self.ran, "exit": exit,
+        })
+        .to_string();
+        line.push('\n');
+        // One write: the reader only drains after we exit.
+        let _ = f.write_all(line.as_bytes());
     }
 
     /// Why the session's agent cannot run here, when tasks still need it:
@@ -529,56 +556,15 @@ impl Worker {
                 self.emit(WorkerEvent::SessionFinished(c));
                 break;
             }
-            let mut told = Vec::new();
-            let gating = self.gate.decide(&mut told);
-            for ev in told {
-                self.emit(ev);
-            }
-            match gating? {
-                Gating::Stop(ev) => {
-                    if let WorkerEvent::BudgetReached { budget, .. } = &ev {
-                        let msg = ev.to_string();
-                        self.attention("budget", &format!("{budget:.2}"), &msg, None);
-                    }
-                    self.emit(ev);
-                    break;
-                }
-                Gating::Wait { reason, new } => {
-                    if new {
-                        self.emit(WorkerEvent::Paused(reason));
-                    }
+            match self.pass_gate()? {
+                Pass::Claim => {}
+                Pass::Wait => {
                     self.wait_for_change();
                     continue;
                 }
-                Gating::Resume(note) => self.emit(WorkerEvent::Resuming(note)),
-                Gating::Go => {}
+                Pass::Stop => break,
             }
-            let me = self.life.me();
-            let owner = self.id.clone();
-            let lease = self.life.lease();
-            let next = scheduler::claim_next(&mut self.board, |task, attempt| {
-                let mut rec = ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt);
-                rec.lease_until = Some(liveness::lease_from_now(lease));
-                rec
-            });
-            // Claimed (or not) under the budget: others may spend again.
-            self.gate.claimed(matches!(next, Ok(Some(_))));
-            while self.unclaimable_told < self.board.unclaimable.len() {
-                let (task, e) = &self.board.unclaimable[self.unclaimable_told];
-                let ev = WorkerEvent::Unclaimable {
-                    task: task.clone(),
-                    why: e.chain(),
-                };
-                self.unclaimable_told += 1;
-                self.emit(ev);
-            }
-            for (task, why) in std::mem::take(&mut self.board.unclaimable_why) {
-                self.emit(WorkerEvent::NotStarting {
-                    task,
-                    why: why.to_string(),
-                });
-            }
-            let next = match next {
+            let next = match self.claim() {
                 Ok(n) => n,
                 Err(e) if e.is_disk_full() => {
                     self.emit(WorkerEvent::ClaimDiskFull(format!("{e:#}")));
@@ -621,8 +607,7 @@ impl Worker {
                         break;
                     }
                     if self.life.hb.state != WorkerState::Waiting {
-                        self.life.hb.state = WorkerState::Waiting;
-                        self.life.beat();
+                        self.life.enter_state(WorkerState::Waiting);
                     }
                     self.wait_for_change();
                 }
@@ -633,6 +618,67 @@ impl Worker {
         } else {
             exit::OK
         })
+    }
+
+    /// Asks the gate and tells its answer.
+    fn pass_gate(&mut self) -> Result<Pass> {
+        let mut told = Vec::new();
+        let gating = self.gate.decide(&mut told);
+        for ev in told {
+            self.emit(ev);
+        }
+        match gating? {
+            Gating::Stop(ev) => {
+                if let WorkerEvent::BudgetReached { budget, .. } = &ev {
+                    let msg = ev.to_string();
+                    self.attention("budget", &format!("{budget:.2}"), &msg, None);
+                }
+                self.emit(ev);
+                Ok(Pass::Stop)
+            }
+            Gating::Wait { reason, new } => {
+                if new {
+                    self.emit(WorkerEvent::Paused(reason));
+                }
+                Ok(Pass::Wait)
+            }
+            Gating::Resume(note) => {
+                self.emit(WorkerEvent::Resuming(note));
+                Ok(Pass::Claim)
+            }
+            Gating::Go => Ok(Pass::Claim),
+        }
+    }
+
+    /// Claims the best ready task, and tells of the tasks left out on
+    /// the way.
+    fn claim(&mut self) -> orch_session::Result<Option<(u32, orch_session::claim::Claim)>> {
+        let me = self.life.me();
+        let owner = self.id.clone();
+        let lease = self.life.lease();
+        let next = scheduler::claim_next(&mut self.board, |task, attempt| {
+            let mut rec = ClaimRecord::new(task, ClaimKind::Worker, &owner, me, attempt);
+            rec.lease_until = Some(liveness::lease_from_now(lease));
+            rec
+        });
+        // Claimed (or not) under the budget: others may spend again.
+        self.gate.claimed(matches!(next, Ok(Some(_))));
+        while self.unclaimable_told < self.board.unclaimable.len() {
+            let (task, e) = &self.board.unclaimable[self.unclaimable_told];
+            let ev = WorkerEvent::Unclaimable {
+                task: task.clone(),
+                why: e.chain(),
+            };
+            self.unclaimable_told += 1;
+            self.emit(ev);
+        }
+        for (task, why) in std::mem::take(&mut self.board.unclaimable_why) {
+            self.emit(WorkerEvent::NotStarting {
+                task,
+                why: why.to_string(),
+            });
+        }
+        next
     }
 
     /// Sends an `on_attention` notification (once per `cause` and
