@@ -1,4 +1,18 @@
 //! `orch-worker`: claim, run, record, release, repeat.
+//!
+//! This file holds the command line and the main loop; the worker itself
+//! is a composition of rooms, each owning its state:
+//!
+//! - `life` — the slot, the heartbeat and its tallies, the lease keeper;
+//! - `gate` — may this worker take another task now (a `Gating`);
+//! - `task_env` — what an attempt runs, with which variables, where;
+//! - `claimed` — a claimed task's attempts, retries and recording, with
+//!   `attempt` (one attempt) and `commit` (the recording thread);
+//! - `report` — the one stream of `WorkerEvent`s, rendered into run.log,
+//!   the terminal and the heartbeat's state, and the status summary.
+//!
+//! Beside them: `parallel`, `tmux`, `slurm` and `progress` start and watch
+//! several workers; `control` is `stop`, `resume` and `--print-crontab`.
 
 mod attempt;
 mod claimed;
