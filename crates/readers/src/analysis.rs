@@ -8,8 +8,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
-use orch_session::plan::{Analysis, Plan, Task};
-use orch_session::{checkpoint, competition};
+use orch_session::competition;
+use orch_session::plan::{After, Analysis, Plan, Task};
 
 /// Dependency lists as indices.
 struct Graph {
@@ -24,10 +24,10 @@ impl Graph {
         let competitions = competition::members_by_name(tasks);
         for (i, t) in tasks.iter().enumerate() {
             for d in &t.after {
-                if let Some(&j) = index.get(d) {
+                if let Some(&j) = d.task().and_then(|id| index.get(id)) {
                     deps[i].push(j);
                     children[j].push(i);
-                } else if let Some(c) = competition::after_competition(d) {
+                } else if let Some(c) = d.competition() {
                     // Waiting for the winner is waiting for every entrant.
                     for &j in competitions.get(c).into_iter().flatten() {
                         deps[i].push(j);
@@ -233,11 +233,7 @@ impl<'a> Model<'a> {
         }
         let mut waits = vec![0; tasks.len()];
         for (i, t) in tasks.iter().enumerate() {
-            for cp in t
-                .after
-                .iter()
-                .filter_map(|a| checkpoint::after_checkpoint(a))
-            {
+            for cp in t.after.iter().filter_map(After::checkpoint) {
                 if let Some(&c) = cps.get(cp) {
                     if needed[c] > 0 {
                         waiters[c].push(i);

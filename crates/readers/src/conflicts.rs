@@ -33,7 +33,7 @@ use std::path::Path;
 
 use orch_session::competition;
 use orch_session::plan::conflicts::{Conflict, ImportDep, Report, RESOURCE_PREFIX};
-use orch_session::plan::{Action, Plan, ResourceDecl};
+use orch_session::plan::{Action, After, Plan, ResourceDecl};
 
 use crate::analysis;
 use crate::glob::PathPattern;
@@ -228,9 +228,10 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
         .map(|t| {
             t.after
                 .iter()
-                .flat_map(|d| match competition::after_competition(d) {
-                    Some(c) => competitions.get(c).cloned().unwrap_or_default(),
-                    None => index.get(d).copied().into_iter().collect(),
+                .flat_map(|d| match d {
+                    After::Compete(c) => competitions.get(c.as_str()).cloned().unwrap_or_default(),
+                    After::Task(id) => index.get(id).copied().into_iter().collect(),
+                    After::Checkpoint(_) => Vec::new(),
                 })
                 .collect()
         })
@@ -244,7 +245,7 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
         .map(|t| {
             t.after
                 .iter()
-                .filter_map(|d| index.get(d).copied())
+                .filter_map(|d| d.task().and_then(|id| index.get(id)).copied())
                 .collect()
         })
         .collect();
@@ -432,7 +433,7 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
                             deps[i].push(j);
                             direct[i].push(j);
                             let edited_by = plan.tasks[j].id.clone();
-                            plan.tasks[i].after.push(edited_by);
+                            plan.tasks[i].after.push(After::Task(edited_by));
                             dep.ordered = true;
                             added = true;
                         }
@@ -459,16 +460,16 @@ pub fn apply(plan: &mut Plan, base: &Path, import_deps: bool) {
         on.extend(partners[i].iter().copied());
         on.sort_unstable();
         on.dedup();
-        let mut ids: Vec<String> = on
+        let mut ids: Vec<After> = on
             .into_iter()
             .filter(|&j| plan.tasks[j].worktree.is_some())
-            .map(|j| plan.tasks[j].id.clone())
+            .map(|j| After::Task(plan.tasks[j].id.clone()))
             .collect();
         ids.extend(
             plan.tasks[i]
                 .after
                 .iter()
-                .filter(|d| competition::after_competition(d).is_some())
+                .filter(|d| d.competition().is_some())
                 .cloned(),
         );
         if let Some(w) = plan.tasks[i].worktree.as_mut() {

@@ -17,12 +17,12 @@ use orch_session::error::{Diagnostic, Diagnostics, Excerpt};
 use orch_session::layout::check_name;
 use orch_session::plan::agent::{AgentFormat, AgentSpec};
 use orch_session::plan::{
-    builtin_phase_prompt, Action, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl, Settings,
-    Task, Template, Threshold, Workspace, WorktreeSpec,
+    builtin_phase_prompt, Action, After, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl,
+    Settings, Task, Template, Threshold, Workspace, WorktreeSpec,
 };
 use orch_session::rate::Rate;
 use orch_session::time::parse_duration;
-use orch_session::{checkpoint, competition, size, time};
+use orch_session::{size, time};
 
 use crate::analysis;
 
@@ -2017,7 +2017,7 @@ fn assemble(
         tasks.push(Task {
             title: raw.title,
             action,
-            after: raw.after.into_iter().map(|a| a.text).collect(),
+            after: raw.after.into_iter().map(|a| After::from(a.text)).collect(),
             // Files given are the whole truth; without them, paths named
             // in the prompt are looked for.
             scan_prompt: raw.files.is_none(),
@@ -2205,18 +2205,18 @@ fn checkpoint_cycle(
     let mut any = false;
     for (i, t) in tasks.iter().enumerate() {
         for d in &t.after {
-            if let Some(cp) = checkpoint::after_checkpoint(d) {
+            if let After::Checkpoint(cp) = d {
                 for a in checkpoints
                     .get(cp)
                     .map(|c| c.expect.as_slice())
                     .unwrap_or_default()
                 {
                     if let Some(&j) = index.get(a) {
-                        edges[i].push((j, Some(cp)));
+                        edges[i].push((j, Some(cp.as_str())));
                         any = true;
                     }
                 }
-            } else if let Some(&j) = index.get(d) {
+            } else if let Some(&j) = d.task().and_then(|id| index.get(id)) {
                 edges[i].push((j, None));
             }
         }
@@ -2423,7 +2423,7 @@ fn check_and_analyse(
                 diag(format!("task `{}` lists `{dep}` twice in `after`", task.id))
                     .help("remove one of them")
             };
-            if let Some(cp) = checkpoint::after_checkpoint(dep) {
+            if let After::Checkpoint(cp) = dep {
                 if let Err(e) = check_name("checkpoint name", cp) {
                     errors.push(
                         diag(format!("task `{}`: {e}", task.id))
@@ -2437,12 +2437,12 @@ fn check_and_analyse(
                         task.id
                     ));
                 }
-                if seen.insert(dep.as_str(), ()).is_some() {
+                if seen.insert(dep, ()).is_some() {
                     errors.push(twice());
                 }
                 continue;
             }
-            if let Some(c) = competition::after_competition(dep) {
+            if let After::Compete(c) = dep {
                 if !competitions.contains_key(c) {
                     let d = diag(format!(
                         "task `{}` waits for competition `{c}`, which no task enters",
@@ -2452,7 +2452,7 @@ fn check_and_analyse(
                         Some(s) => d.help(format!("did you mean `compete:{s}`?")),
                         None => d.help("give the alternatives compete = \"NAME\" and wait with after = [\"compete:NAME\"]"),
                     });
-                } else if task.compete.as_deref() == Some(c) {
+                } else if task.compete.as_ref() == Some(c) {
                     errors.push(
                         diag(format!(
                             "task `{}` enters competition `{c}` and waits for its winner",
@@ -2461,23 +2461,25 @@ fn check_and_analyse(
                         .help("an entrant cannot wait for its own competition"),
                     );
                 }
-                if seen.insert(dep.as_str(), ()).is_some() {
+                if seen.insert(dep, ()).is_some() {
                     errors.push(twice());
                 }
                 continue;
             }
-            if !index.contains_key(dep) {
+            if !dep.task().is_some_and(|id| index.contains_key(id)) {
                 let d = diag(format!(
                     "task `{}` depends on unknown task `{dep}`",
                     task.id
                 ));
-                errors.push(match suggest(dep, index.keys().map(String::as_str)) {
-                    Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help("list an existing task id in `after`"),
-                });
+                errors.push(
+                    match suggest(&dep.to_string(), index.keys().map(String::as_str)) {
+                        Some(s) => d.help(format!("did you mean `{s}`?")),
+                        None => d.help("list an existing task id in `after`"),
+                    },
+                );
                 continue;
             }
-            if seen.insert(dep.as_str(), ()).is_some() {
+            if seen.insert(dep, ()).is_some() {
                 errors.push(twice());
             }
         }
@@ -2511,7 +2513,10 @@ fn check_and_analyse(
                 .windows(2)
                 .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
                 .collect();
-            let dep_pos = tasks[first].after.iter().position(|d| d == &cycle[1]);
+            let dep_pos = tasks[first]
+                .after
+                .iter()
+                .position(|d| d.task() == Some(cycle[1].as_str()));
             let message = format!("dependency cycle: {}", needs.join(", "));
             let d = match dep_pos {
                 Some(p) => origins[first].diag(p, message),

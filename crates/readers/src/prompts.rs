@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::markdown::{self, Kind, Line, Mark};
 use orch_session::error::Diagnostic;
-use orch_session::plan::{Action, Settings, Task};
+use orch_session::plan::{Action, After, Settings, Task};
 
 use crate::SourcedTask;
 
@@ -1095,8 +1095,9 @@ pub fn plan_prompts(
                         .help("remove it from the `Depends on:` line"),
                 );
             }
-            if reads[j].done.is_none() && !given.index[j] && !after.contains(&ids[j]) {
-                after.push(ids[j].clone());
+            let dep = After::Task(ids[j].clone());
+            if reads[j].done.is_none() && !given.index[j] && !after.contains(&dep) {
+                after.push(dep);
                 after_lines.push(Some(*line));
             }
         }

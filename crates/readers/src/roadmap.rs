@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::markdown::{self, Kind, Line, Mark};
 use orch_session::error::Diagnostic;
-use orch_session::plan::{Action, Settings, Task};
+use orch_session::plan::{Action, After, Settings, Task};
 
 use crate::SourcedTask;
 
@@ -1976,7 +1976,7 @@ impl Roadmap {
                         id: t.id.clone(),
                         title: Some(t.title.clone()),
                         action: Action::Prompt(self.prompt(g, t)),
-                        after: after.iter().map(|(d, _)| d.clone()).collect(),
+                        after: after.iter().map(|(d, _)| After::Task(d.clone())).collect(),
                         files: t.files.clone(),
                         // Read from the track's own body.
                         scan_prompt: false,
@@ -2065,7 +2065,12 @@ mod tests {
     fn edges(s: &Selected) -> BTreeSet<(String, String)> {
         s.tasks
             .iter()
-            .flat_map(|t| t.task.after.iter().map(|d| (t.task.id.clone(), d.clone())))
+            .flat_map(|t| {
+                t.task
+                    .after
+                    .iter()
+                    .map(|d| (t.task.id.clone(), d.to_string()))
+            })
             .collect()
     }
 

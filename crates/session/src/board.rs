@@ -10,11 +10,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs;
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, IoContext, Result};
 use crate::journal;
 use crate::layout::SessionDir;
-use crate::plan::{ResourceDecl, Task};
+use crate::plan::{After, ResourceDecl, Task};
 use crate::result::{Status, TaskResult};
 use crate::session::read_json;
 use crate::tasks::{BoardPlan, Tasks};
@@ -150,36 +150,42 @@ impl Board {
         let mut enters: HashMap<u32, Vec<usize>> = HashMap::new();
         for (i, t_after) in after.iter().enumerate() {
             for d in t_after {
-                if let Some(name) = crate::competition::after_competition(d) {
-                    let c = match competitions.iter().position(|c| c.name == name) {
-                        Some(c) => c,
-                        None => {
-                            let members: Vec<u32> = compete
-                                .iter()
-                                .enumerate()
-                                .filter(|(_, m)| m.as_deref() == Some(name))
-                                .map(|(j, _)| j as u32)
-                                .collect();
-                            for &m in &members {
-                                enters.entry(m).or_default().push(competitions.len());
+                match d {
+                    After::Compete(name) => {
+                        let c = match competitions.iter().position(|c| c.name == *name) {
+                            Some(c) => c,
+                            None => {
+                                let members: Vec<u32> = compete
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(_, m)| m.as_deref() == Some(name.as_str()))
+                                    .map(|(j, _)| j as u32)
+                                    .collect();
+                                for &m in &members {
+                                    enters.entry(m).or_default().push(competitions.len());
+                                }
+                                competitions.push(Competition {
+                                    name: name.to_owned(),
+                                    members,
+                                    waiters: Vec::new(),
+                                    decision: None,
+                                    reason: String::new(),
+                                });
+                                competitions.len() - 1
                             }
-                            competitions.push(Competition {
-                                name: name.to_owned(),
-                                members,
-                                waiters: Vec::new(),
-                                decision: None,
-                                reason: String::new(),
-                            });
-                            competitions.len() - 1
+                        };
+                        competitions[c].waiters.push(i as u32);
+                        extra_unmet[i] += 1;
+                    }
+                    After::Checkpoint(cp) => {
+                        cp_waiters.entry(cp).or_default().push(i as u32);
+                        extra_unmet[i] += 1;
+                    }
+                    After::Task(id) => {
+                        if let Some(j) = tasks.index_of(id) {
+                            edges.push((i as u32, j));
                         }
-                    };
-                    competitions[c].waiters.push(i as u32);
-                    extra_unmet[i] += 1;
-                } else if let Some(cp) = checkpoint::after_checkpoint(d) {
-                    cp_waiters.entry(cp).or_default().push(i as u32);
-                    extra_unmet[i] += 1;
-                } else if let Some(j) = tasks.index_of(d) {
-                    edges.push((i as u32, j));
+                    }
                 }
             }
         }

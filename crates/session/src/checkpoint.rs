@@ -29,7 +29,8 @@ pub const PROCEED_SIGNAL: &str = "proceed.signal";
 pub const EXPECT_JSON: &str = "expect.json";
 /// Suffix of arrival files.
 pub const READY_SUFFIX: &str = ".ready";
-/// Prefix that makes an `after` entry name a checkpoint.
+/// Prefix that makes an `after` entry name a checkpoint
+/// ([`crate::plan::After::Checkpoint`]).
 pub const AFTER_PREFIX: &str = "checkpoint:";
 
 /// `<agent>.ready`.
@@ -255,11 +256,6 @@ pub fn list(session: &SessionDir) -> Result<Vec<Checkpoint>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
-}
-
-/// The checkpoint an `after` entry names, if it names one.
-pub fn after_checkpoint(entry: &str) -> Option<&str> {
-    entry.strip_prefix(AFTER_PREFIX)
 }
 
 #[cfg(test)]

@@ -14,13 +14,9 @@ use crate::layout::SessionDir;
 use crate::plan::Task;
 use crate::report::{decide, Competition, Criterion, Entrant};
 
-/// What `after` entries waiting for a competition start with.
+/// What `after` entries waiting for a competition start with
+/// ([`crate::plan::After::Compete`]).
 pub const AFTER_PREFIX: &str = "compete:";
-
-/// `compete:NAME` → `NAME`.
-pub fn after_competition(dep: &str) -> Option<&str> {
-    dep.strip_prefix(AFTER_PREFIX)
-}
 
 /// The entrant a task is, as its result stands on disk.
 pub fn entrant(dir: &SessionDir, id: &str) -> Entrant {

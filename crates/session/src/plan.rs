@@ -12,6 +12,7 @@
 //! Format history (`format` field of `plan.json`):
 //! - 1: first version.
 
+pub mod after;
 pub mod agent;
 pub mod conflicts;
 
@@ -20,6 +21,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::rate::Rate;
+
+pub use after::After;
 
 /// Current `plan.json` format.
 pub const PLAN_FORMAT: u32 = 1;
@@ -360,9 +363,10 @@ pub struct WorktreeSpec {
     /// Success without a commit on the task's branch is a failure.
     pub require_commit: bool,
     /// Tasks whose branches this task's branch starts from, when they
-    /// succeeded: its dependencies and the tasks it conflicts with.
+    /// succeeded: its dependencies and the tasks it conflicts with, and
+    /// the winners of the competitions it waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub builds_on: Vec<String>,
+    pub builds_on: Vec<After>,
 }
 
 /// A checkpoint declared in the plan.
@@ -447,9 +451,10 @@ pub struct Task {
     pub title: Option<String>,
     /// What runs.
     pub action: Action,
-    /// Ids of tasks that must succeed first.
+    /// What must happen first: tasks that must succeed, checkpoints,
+    /// competitions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub after: Vec<String>,
+    pub after: Vec<After>,
     /// Files (globs) the task touches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,

@@ -43,7 +43,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::plan::Task;
+use crate::plan::{After, Task};
 use crate::result::{Status, TaskResult};
 
 pub use load::load;
@@ -88,8 +88,8 @@ pub const SEQUENTIAL_UP_TO: f64 = 0.50;
 pub struct ReportTask {
     /// Task id.
     pub id: String,
-    /// Ids of the tasks it waits for.
-    pub after: Vec<String>,
+    /// What it waits for (tasks, checkpoints, competitions).
+    pub after: Vec<After>,
     /// Its wave (dependency depth, from 1).
     pub wave: u32,
     /// Its group, if any.

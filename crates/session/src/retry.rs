@@ -77,7 +77,7 @@ pub fn plan(inp: &Inputs, selection: &Selection) -> Result<Vec<Target>> {
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
     for (i, t) in tasks.iter().enumerate() {
         for d in &t.after {
-            if let Some(&j) = index.get(d.as_str()) {
+            if let Some(&j) = d.task().and_then(|id| index.get(id)) {
                 children[j].push(i);
             }
         }
@@ -187,7 +187,7 @@ fn blocking_dep(
     tasks[i]
         .after
         .iter()
-        .filter_map(|d| index.get(d.as_str()).copied())
+        .filter_map(|d| d.task().and_then(|id| index.get(id)).copied())
         .filter(|j| !set.contains(j))
         .find(|&j| {
             !matches!(
@@ -279,6 +279,7 @@ pub fn run(dir: &SessionDir, mut targets: Vec<Target>, who: &str) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::After;
     use crate::report::{BadFile, Outcome};
 
     fn inputs(spec: &[(&str, &[&str], Option<Status>)]) -> Inputs {
@@ -286,7 +287,7 @@ mod tests {
             .iter()
             .map(|(id, after, _)| ReportTask {
                 id: (*id).to_owned(),
-                after: after.iter().map(|s| (*s).to_owned()).collect(),
+                after: after.iter().map(|s| After::parse(s)).collect(),
                 ..ReportTask::default()
             })
             .collect();

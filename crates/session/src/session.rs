@@ -314,7 +314,7 @@ impl Session {
                     .tasks
                     .iter()
                     .flat_map(|t| t.after.iter())
-                    .filter_map(|a| crate::checkpoint::after_checkpoint(a));
+                    .filter_map(crate::plan::After::checkpoint);
                 for name in plan
                     .checkpoints
                     .keys()

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{Diagnostic, Error, Result};
-use crate::plan::{PlanDoc, ResourceDecl, Task, Template, PLAN_FORMAT};
+use crate::plan::{After, PlanDoc, ResourceDecl, Task, Template, PLAN_FORMAT};
 use crate::session::{check_format, damaged};
 
 /// The tasks of a plan, in plan order.
@@ -152,7 +152,7 @@ pub struct BoardPlan {
     pub(crate) priorities: Vec<u64>,
     /// Each task's `after` entries, in plan order, and the competition it
     /// enters: what the board builds its edges from, dropped after.
-    pub(crate) after: Vec<Vec<String>>,
+    pub(crate) after: Vec<Vec<After>>,
     pub(crate) compete: Vec<Option<String>>,
     /// The resources of the tasks that need any.
     pub(crate) needs: std::collections::HashMap<u32, Vec<String>>,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use orch_session::claim;
 use orch_session::log::TaskLog;
-use orch_session::plan::{Action, Task, WorktreeSpec};
+use orch_session::plan::{Action, After, Task, WorktreeSpec};
 use orch_session::result::Status;
 use orch_session::worktree::{self, WorktreeRecord, WORKTREE_FORMAT};
 use orch_session::{time, Session, SessionDir};
@@ -325,9 +325,11 @@ fn start_point(
     // `compete:NAME`: the competition's winner, never the losers.
     let mut plan: Option<Vec<orch_session::plan::Task>> = None;
     for on in &spec.builds_on {
-        let on = match orch_session::competition::after_competition(on) {
-            None => on.clone(),
-            Some(name) => {
+        let on = match on {
+            After::Task(id) => id.clone(),
+            // Never built on; a plan does not put one here.
+            After::Checkpoint(_) => continue,
+            After::Compete(name) => {
                 if plan.is_none() {
                     let doc = orch_session::session::read_plan(dir).map_err(|e| e.to_string())?;
                     plan = Some(doc.tasks);

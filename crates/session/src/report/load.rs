@@ -23,7 +23,7 @@ use super::{BadFile, Inputs, Outcome, ReportTask};
 use crate::claim;
 use crate::error::{Error, Result};
 use crate::layout::check_name;
-use crate::plan::PLAN_FORMAT;
+use crate::plan::{After, PLAN_FORMAT};
 use crate::result::{Status, RESULT_FORMAT};
 use crate::session::{check_format, damaged, json_error_text, Session};
 
@@ -38,7 +38,7 @@ struct PlanView {
 struct TaskView {
     id: String,
     #[serde(default)]
-    after: Vec<String>,
+    after: Vec<After>,
     #[serde(default)]
     wave: u32,
     #[serde(default)]

@@ -19,7 +19,7 @@ fn at(secs: f64) -> String {
 fn task(id: &str, after: &[&str], wave: u32, group: Option<&str>) -> ReportTask {
     ReportTask {
         id: id.to_owned(),
-        after: after.iter().map(|s| (*s).to_owned()).collect(),
+        after: after.iter().map(|s| crate::plan::After::parse(s)).collect(),
         wave,
         group: group.map(str::to_owned),
         compete: None,

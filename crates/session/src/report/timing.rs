@@ -197,7 +197,7 @@ pub(super) fn critical_path(
         let mut deps = inp.tasks[i]
             .after
             .iter()
-            .filter_map(|d| index.get(d.as_str()).copied());
+            .filter_map(|d| d.task().and_then(|id| index.get(id)).copied());
         cur = latest(&mut deps);
     }
     chain.reverse();
