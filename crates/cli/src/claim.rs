@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use orch_session::board::{Board, TaskState};
-use orch_session::claim::{self, Attempt, ClaimKind, ClaimRecord};
+use orch_session::claim::{self, Attempt, ClaimKind, ClaimRecord, ClaimState};
 use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::{Status, TaskOutput, TaskResult};
 use orch_session::{layout, liveness, lock, log, scheduler, time, Session, SessionDir};
@@ -568,7 +568,7 @@ fn list(global: &Global) -> Result<u8> {
             .iter()
             .map(|c| match &c.record {
                 Ok(r) => json!({
-                    "task": c.task, "live": c.live, "state": state_word(c), "why": c.why,
+                    "task": c.task, "live": c.live, "state": c.state, "why": c.why,
                     "kind": r.kind, "owner": r.owner,
                     "pid": r.pid, "host": r.host, "boot_id": r.boot_id, "lease_until": r.lease_until,
                     "slurm_job": r.slurm_job, "attempt": r.attempt, "since": r.since,
@@ -590,10 +590,10 @@ fn list(global: &Global) -> Result<u8> {
         "TASK", "OWNER", "PID", "SINCE"
     ))?;
     for c in &claims {
-        let word = state_word(c);
-        let state = match word {
-            "live" => style.paint(Color::Green, word),
-            "stale" => style.paint(Color::Yellow, word),
+        let word = c.state.as_str();
+        let state = match c.state {
+            ClaimState::Live => style.paint(Color::Green, word),
+            ClaimState::Stale => style.paint(Color::Yellow, word),
             _ => format!("{} ({})", style.paint(Color::Yellow, word), c.why),
         };
         match &c.record {
@@ -615,18 +615,6 @@ fn list(global: &Global) -> Result<u8> {
         }
     }
     Ok(exit::OK)
-}
-
-/// One word for a claim's state: `live`, `orphaned` (its worker died; what
-/// it started still holds the lock), `unheld` (a hand claim whose holder
-/// died; its shell lives, so it still counts) or `stale`.
-fn state_word(c: &claim::ClaimInfo) -> &'static str {
-    match (c.live, c.why.as_str()) {
-        (true, w) if w.starts_with("orphaned") => "orphaned",
-        (true, w) if w.contains("holder is gone") => "unheld",
-        (true, _) => "live",
-        (false, _) => "stale",
-    }
 }
 
 /// The holder: keeps the inherited lock until the bound process dies or we

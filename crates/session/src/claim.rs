@@ -696,9 +696,51 @@ pub struct ClaimInfo {
     pub record: Result<ClaimRecord>,
     /// Whether the claim lives ([`crate::liveness::claim`]).
     pub live: bool,
-    /// Why it is judged so: held, orphaned (its worker died, its agent
-    /// still runs), bound to a live shell, stale.
+    /// How it stands, in one word: live, orphaned (its worker died, its
+    /// agent still runs), unheld (bound to a live shell), stale.
+    pub state: ClaimState,
+    /// Why it is judged so, for people.
     pub why: String,
+}
+
+/// How a claim stands, in one word, as `orch-claim list` and
+/// `orch-monitor` show it (text and JSON spell it the same).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimState {
+    /// Its lock is held (or its lease holds) and its owner lives.
+    Live,
+    /// Its lock is held but its owner is gone: what the owner started
+    /// still runs.
+    Orphaned,
+    /// A hand claim whose holder is gone while the shell it is bound to
+    /// lives: it still counts.
+    Unheld,
+    /// Its lock is free: nobody runs the task.
+    Stale,
+    /// Its record could not be read (also what a view says before it is
+    /// judged).
+    #[default]
+    Unreadable,
+}
+
+impl ClaimState {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimState::Live => "live",
+            ClaimState::Orphaned => "orphaned",
+            ClaimState::Unheld => "unheld",
+            ClaimState::Stale => "stale",
+            ClaimState::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for ClaimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Every claim record in the session.
@@ -714,20 +756,26 @@ pub fn list_claims(dir: &SessionDir) -> Result<Vec<ClaimInfo>> {
             continue;
         }
         let record = read_record(dir, task);
-        let (live, why) = match &record {
+        let (live, state, why) = match &record {
             Ok(r) => {
-                let j = crate::liveness::claim(dir, task, r);
-                (j.live, j.why)
+                let (state, j) = crate::liveness::claim_state(dir, task, r);
+                (j.live, state, j.why)
             }
-            Err(_) => (
-                lock::is_held(&dir.task_lock(task)).unwrap_or(false),
-                "its record is unreadable".to_owned(),
-            ),
+            Err(_) => {
+                let live = lock::is_held(&dir.task_lock(task)).unwrap_or(false);
+                let state = if live {
+                    ClaimState::Live
+                } else {
+                    ClaimState::Stale
+                };
+                (live, state, "its record is unreadable".to_owned())
+            }
         };
         out.push(ClaimInfo {
             task: task.to_owned(),
             record,
             live,
+            state,
             why,
         });
     }
@@ -929,5 +977,19 @@ mod tests {
         assert_eq!(c.finish(&ours).expect("finish"), Finished::TheirsKept);
         assert_eq!(read_result(&dir, "a").expect("read"), Some(theirs));
         assert!(!crate::lock::is_held(&dir.task_lock("a")).expect("lock"));
+    }
+
+    #[test]
+    fn claim_states_are_spelled_the_same_in_text_and_json() {
+        for (state, word) in [
+            (ClaimState::Live, "live"),
+            (ClaimState::Orphaned, "orphaned"),
+            (ClaimState::Unheld, "unheld"),
+            (ClaimState::Stale, "stale"),
+            (ClaimState::Unreadable, "unreadable"),
+        ] {
+            assert_eq!(state.to_string(), word);
+            assert_eq!(serde_json::to_value(state).expect("json"), word);
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::claim::{ClaimKind, ClaimRecord};
+use crate::claim::{ClaimKind, ClaimRecord, ClaimState};
 use crate::heartbeat::Heartbeat;
 use crate::layout::SessionDir;
 use crate::{lock, proc, time};
@@ -121,6 +121,12 @@ fn judge(
 
 /// Judges the claim on `task` whose record is `rec`.
 pub fn claim(dir: &SessionDir, task: &str, rec: &ClaimRecord) -> Judgement {
+    claim_state(dir, task, rec).1
+}
+
+/// Judges the claim on `task` whose record is `rec`, with its state in
+/// one word.
+pub fn claim_state(dir: &SessionDir, task: &str, rec: &ClaimRecord) -> (ClaimState, Judgement) {
     let held = lock::is_held(&dir.task_lock(task)).unwrap_or(false);
     let owner = format!("{} pid {}", rec.owner, rec.pid);
     let here = proc::is_this_host(&rec.host, &rec.boot_id);
@@ -133,29 +139,30 @@ pub fn claim(dir: &SessionDir, task: &str, rec: &ClaimRecord) -> Judgement {
             .agent
             .map(|a| format!(" (agent pid {})", a.pid))
             .unwrap_or_default();
-        return Judgement {
-            live: true,
-            why: format!(
-                "orphaned: {owner} is gone, and what it started{agent} still holds the lock"
-            ),
-        };
+        let why =
+            format!("orphaned: {owner} is gone, and what it started{agent} still holds the lock");
+        return (ClaimState::Orphaned, Judgement { live: true, why });
     }
     if !held && hand_bound_alive(rec) {
-        return Judgement {
-            live: true,
-            why: format!(
-                "its holder is gone, but pid {} it is bound to lives: still claimed",
-                rec.pid
-            ),
-        };
+        let why = format!(
+            "its holder is gone, but pid {} it is bound to lives: still claimed",
+            rec.pid
+        );
+        return (ClaimState::Unheld, Judgement { live: true, why });
     }
-    judge(
+    let j = judge(
         held,
         &rec.host,
         &rec.boot_id,
         rec.lease_until.as_deref(),
         &owner,
-    )
+    );
+    let state = if j.live {
+        ClaimState::Live
+    } else {
+        ClaimState::Stale
+    };
+    (state, j)
 }
 
 /// Whether the record of a claim from another host still holds by its

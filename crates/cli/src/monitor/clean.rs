@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use orch_session::claim::{self, Retired};
+use orch_session::claim::{self, ClaimState, Retired};
 use orch_session::heartbeat;
 use orch_session::proc::{self, ProcessIdentity};
 use orch_session::{liveness, lock, time, Session};
@@ -86,12 +86,8 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
             ..ClaimView::default()
         };
         v.state = match &c.record {
-            Err(_) => "unreadable",
-            Ok(r) => match (c.live, snapshot::owner_alive(r)) {
-                (false, _) => "stale",
-                (true, Some(false)) => "orphaned",
-                (true, _) => "live",
-            },
+            Err(_) => ClaimState::Unreadable,
+            Ok(r) => snapshot::claim_state(c.live, snapshot::owner_alive(r)),
         };
         views.push(v);
     }
@@ -115,12 +111,12 @@ pub fn clean(session: &Session, dry_run: bool) -> orch_session::Result<Report> {
             Err(e) => format!("an unreadable record ({e:#})"),
         };
         let removable = match (&c.record, v.state) {
-            (_, "live") => {
+            (_, ClaimState::Live) => {
                 item.action = "live";
                 item.evidence = format!("{owner} lives and holds {lock_file}");
                 false
             }
-            (_, "orphaned") => {
+            (_, ClaimState::Orphaned) => {
                 item.holders = v
                     .holders
                     .iter()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Local};
 use orch_session::board::{Board, TaskState};
-use orch_session::claim::{self, ClaimInfo, ClaimKind};
+use orch_session::claim::{self, ClaimInfo, ClaimKind, ClaimState};
 use orch_session::heartbeat::{self, HeartbeatInfo};
 use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::Status;
@@ -475,8 +475,8 @@ pub struct ClaimView {
     pub task: String,
     /// `live` (lock held, owner alive), `orphaned` (lock held, owner
     /// gone: some process it left still holds the lock), `stale` (lock
-    /// free: nobody runs the task) or `unreadable`.
-    pub state: &'static str,
+    /// free: nobody runs the task) or `unreadable` ([`claim_state`]).
+    pub state: ClaimState,
     /// Whether the task's lock is held.
     pub locked: bool,
     /// The claim file.
@@ -1176,7 +1176,7 @@ fn claim_view(dir: &orch_session::SessionDir, c: &ClaimInfo, now: &DateTime<Loca
         Err(e) => {
             return ClaimView {
                 task: c.task.clone(),
-                state: "unreadable",
+                state: ClaimState::Unreadable,
                 locked: c.live,
                 file,
                 error: Some(format!("{e:#}")),
@@ -1185,14 +1185,9 @@ fn claim_view(dir: &orch_session::SessionDir, c: &ClaimInfo, now: &DateTime<Loca
         }
     };
     let owner_alive = owner_alive(r);
-    let state = match (c.live, owner_alive) {
-        (false, _) => "stale",
-        (true, Some(false)) => "orphaned",
-        (true, _) => "live",
-    };
     ClaimView {
         task: c.task.clone(),
-        state,
+        state: claim_state(c.live, owner_alive),
         locked: c.live,
         file,
         error: None,
@@ -1216,6 +1211,17 @@ fn claim_view(dir: &orch_session::SessionDir, c: &ClaimInfo, now: &DateTime<Loca
     }
 }
 
+/// A readable claim's state as the monitor shows it: whether it lives
+/// ([`ClaimInfo::live`]), then whether its owner does. A hand claim whose
+/// holder died is `orphaned` here, where `orch-claim list` says `unheld`.
+pub fn claim_state(live: bool, owner_alive: Option<bool>) -> ClaimState {
+    match (live, owner_alive) {
+        (false, _) => ClaimState::Stale,
+        (true, Some(false)) => ClaimState::Orphaned,
+        (true, _) => ClaimState::Live,
+    }
+}
+
 /// Whether the process that should hold a claim's lock lives: the worker,
 /// or for a hand claim its holder. `None` when it is on another host.
 pub fn owner_alive(r: &claim::ClaimRecord) -> Option<bool> {
@@ -1236,7 +1242,7 @@ pub fn owner_alive(r: &claim::ClaimRecord) -> Option<bool> {
 /// lock file open.
 pub fn name_orphan_holders(dir: &orch_session::SessionDir, claims: &mut [ClaimView]) {
     let mut files = Vec::new();
-    for c in claims.iter().filter(|c| c.state == "orphaned") {
+    for c in claims.iter().filter(|c| c.state == ClaimState::Orphaned) {
         if let Ok(m) = std::fs::metadata(dir.task_lock(&c.task)) {
             files.push((c.task.clone(), (m.dev(), m.ino())));
         }
@@ -1247,7 +1253,10 @@ pub fn name_orphan_holders(dir: &orch_session::SessionDir, claims: &mut [ClaimVi
     let keys: Vec<(u64, u64)> = files.iter().map(|f| f.1).collect();
     let holders = procfs::holders_of(&keys);
     let me = std::process::id();
-    for c in claims.iter_mut().filter(|c| c.state == "orphaned") {
+    for c in claims
+        .iter_mut()
+        .filter(|c| c.state == ClaimState::Orphaned)
+    {
         if let Some((_, key)) = files.iter().find(|f| f.0 == c.task) {
             c.holders = holders
                 .get(key)

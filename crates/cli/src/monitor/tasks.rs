@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Local};
 use orch_session::board::{Board, TaskState};
+use orch_session::claim::ClaimState;
 use orch_session::result::{Status, TaskResult};
 use orch_session::session::read_json;
 use orch_session::{log, time, SessionDir};
@@ -317,7 +318,7 @@ pub fn row(
             .as_deref()
             .and_then(time::parse_rfc3339)
             .map(|s| ((*now - s).num_milliseconds().max(0) as f64) / 1000.0);
-        if c.state == "orphaned" {
+        if c.state == ClaimState::Orphaned {
             r.reason = Some("its worker is gone; the agent still holds the lock".to_owned());
         }
         // The cost of earlier attempts, if there were any.

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use orch_session::claim::ClaimState;
 use orch_session::log::parse_task_line;
 use orch_session::time::format_duration;
 
@@ -340,10 +341,12 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
     }
     for c in &s.claims {
         let mark = match c.state {
-            "live" => style.paint(Color::Green, &format!("{} live", style.sym("✓", "ok"))),
-            "orphaned" => style.paint(Color::Red, "orphaned"),
-            "stale" => style.paint(Color::Yellow, "stale"),
-            other => style.paint(Color::Red, other),
+            ClaimState::Live => {
+                style.paint(Color::Green, &format!("{} live", style.sym("✓", "ok")))
+            }
+            ClaimState::Orphaned => style.paint(Color::Red, "orphaned"),
+            ClaimState::Stale => style.paint(Color::Yellow, "stale"),
+            other => style.paint(Color::Red, other.as_str()),
         };
         if let Some(e) = &c.error {
             let _ = writeln!(o, "  {:<24} {mark}: {e}", c.task);
@@ -369,13 +372,13 @@ pub fn report(s: &Snapshot, style: &Style) -> String {
                 .map_or("?".to_owned(), |a| format!("{} ago", dur(a)))
         );
         match c.state {
-            "stale" => {
+            ClaimState::Stale => {
                 let _ = write!(
                     line,
                     " (owner gone, lock free; orch-monitor --clean-stale removes it)"
                 );
             }
-            "orphaned" => {
+            ClaimState::Orphaned => {
                 let pids: Vec<String> = c.holders.iter().map(u32::to_string).collect();
                 let _ = write!(
                     line,
