@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local};
 use orch_session::log::TaskLog;
+use orch_session::plan::TaskKeys;
 use orch_session::result::Status;
 use orch_session::time::{self, format_duration};
 
@@ -56,6 +57,9 @@ pub struct Spec {
     /// by it (and by a cgroup of its own where one can be made), and
     /// stopped with it. `None`: the process group only.
     pub run_tag: Option<String>,
+    /// The task's keys ([`TaskKeys`]): the spawn applies those that shape
+    /// its process.
+    pub keys: TaskKeys,
 }
 
 /// What becomes of the lines a task prints: what goes into its log, and
@@ -313,6 +317,7 @@ fn spawn(spec: &Spec, tree: Option<&Tree>) -> io::Result<Proc> {
             stdin: spec.stdin.is_some(),
             inherit_fds: &spec.inherit_fds,
             cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
+            keys: &spec.keys,
         })
     };
     let Some(line) = &spec.shell_fallback else {

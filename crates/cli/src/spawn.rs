@@ -36,6 +36,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use orch_session::plan::TaskKeys;
+
 /// Stack of the child between `clone` and `execve`.
 const STACK: usize = 128 * 1024;
 
@@ -59,6 +61,9 @@ pub struct Request<'a> {
     /// can, else it joins by writing the cgroup's `cgroup.procs` before
     /// `execve`.
     pub cgroup_dir: Option<RawFd>,
+    /// The task's keys that shape its process (`nice`...), applied in the
+    /// child before `execve`.
+    pub keys: &'a TaskKeys,
 }
 
 /// A started child: its pid and its ends of the pipes.
@@ -643,6 +648,7 @@ mod tests {
             stdin: false,
             inherit_fds: &[],
             cgroup_dir: None,
+            keys: &TaskKeys::default(),
         })
     }
 
@@ -694,6 +700,7 @@ mod tests {
                 stdin: false,
                 inherit_fds: &[],
                 cgroup_dir: dir.as_ref().map(AsRawFd::as_raw_fd),
+                keys: &TaskKeys::default(),
             },
             into,
         )

@@ -18,7 +18,7 @@ use orch_session::layout::check_name;
 use orch_session::plan::agent::{AgentFormat, AgentSpec};
 use orch_session::plan::{
     builtin_phase_prompt, Action, After, Analysis, CheckpointDecl, Phase, Plan, ResourceDecl,
-    Settings, Task, Template, Threshold, Workspace, WorktreeSpec,
+    Settings, Task, TaskKeys, Template, Threshold, Workspace, WorktreeSpec,
 };
 use orch_session::rate::Rate;
 use orch_session::time::parse_duration;
@@ -197,6 +197,10 @@ struct RawPlan<T> {
     resource: BTreeMap<String, RawResource>,
     #[serde(default = "Vec::new", alias = "tasks")]
     task: Vec<T>,
+    /// The keys of every task ([`TaskKeys`]), read apart by
+    /// [`take_task_keys`] (TOML) or [`json_task_keys`] (JSON).
+    #[serde(skip)]
+    keys: TaskKeys,
 }
 
 /// `prompts = "prompts/*.md"` or `prompts = ["a.md", "b/*.md"]`.
@@ -430,6 +434,9 @@ struct RawTask<S> {
     workspace: Option<String>,
     setup: Option<String>,
     require_commit: Option<bool>,
+    /// The task's own [`TaskKeys`], read apart like the plan's.
+    #[serde(skip)]
+    keys: TaskKeys,
 }
 
 /// A string with the bytes where it appears, when known.
@@ -462,6 +469,7 @@ impl RawTask<String> {
             workspace: None,
             setup: None,
             require_commit: None,
+            keys: TaskKeys::default(),
         }
     }
 
@@ -500,6 +508,7 @@ impl<S> RawTask<S> {
             workspace: self.workspace,
             setup: self.setup,
             require_commit: self.require_commit,
+            keys: self.keys,
         }
     }
 }
@@ -665,6 +674,7 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
         checkpoint,
         resource,
         task,
+        keys,
     } = raw;
     (
         RawPlan {
@@ -713,6 +723,7 @@ fn split_head<T>(raw: RawPlan<T>) -> (Head, Vec<T>) {
             checkpoint,
             resource,
             task: Vec::new(),
+            keys,
         },
         task,
     )
@@ -768,12 +779,137 @@ fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 
 /// Top-level keys of a plan.
 fn plan_keys() -> &'static [&'static str] {
-    keys_of::<Head>()
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| [keys_of::<Head>(), TaskKeys::NAMES].concat())
 }
 
 /// Keys of a `[[task]]`.
 fn task_keys() -> &'static [&'static str] {
-    keys_of::<RawTask<String>>()
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| [keys_of::<RawTask<String>>(), TaskKeys::NAMES].concat())
+}
+
+/// Takes the keys of [`TaskKeys`] out of `table` (a plan's top level, or
+/// a task's table, at `span`) and reads them. A wrong value is reported
+/// (`place` names the task, as in other messages) and left out; the flag
+/// says whether there was one.
+fn take_task_keys(
+    ctx: &Ctx<'_>,
+    table: &mut toml::de::DeTable<'_>,
+    span: Range<usize>,
+    place: &str,
+    errs: &mut Vec<Diagnostic>,
+) -> (TaskKeys, bool) {
+    let mut own = toml::de::DeTable::new();
+    for name in TaskKeys::NAMES {
+        if let Some((k, v)) = table.remove_entry(*name) {
+            own.insert(k, v);
+        }
+    }
+    let mut wrong = false;
+    while !own.is_empty() {
+        let doc = toml::Spanned::new(span.clone(), own.clone());
+        let e = match TaskKeys::deserialize(toml::de::Deserializer::from(doc)) {
+            Ok(keys) => return (keys, wrong),
+            Err(e) => e,
+        };
+        wrong = true;
+        let key = e.span().and_then(|s| {
+            own.iter()
+                .find(|(_, v)| v.span().start <= s.start && s.end <= v.span().end)
+                .map(|(k, _)| k.get_ref().to_string())
+        });
+        let message = plain_words(e.message());
+        errs.push(
+            ctx.diag_span(
+                e.span(),
+                format!("`{}`{place}: {message}", key.as_deref().unwrap_or("?")),
+            )
+            .help("see docs/plan.md for the plan format"),
+        );
+        match key {
+            Some(k) => {
+                own.remove(k.as_str());
+            }
+            None => break,
+        }
+    }
+    (TaskKeys::default(), wrong)
+}
+
+/// The [`TaskKeys`] of a JSON object (a plan, or one of its tasks), and
+/// the object with their entries blanked out for the structs that do not
+/// know them (`None` when there are none).
+fn json_task_keys(text: &str) -> Result<(TaskKeys, Option<String>), serde_json::Error> {
+    let keys: TaskKeys = serde_json::from_str(text)?;
+    Ok((keys, blank_json_entries(text, TaskKeys::NAMES)))
+}
+
+/// `text`, a JSON object, with its entries named `names` replaced by
+/// spaces (line breaks kept), so every other value is where it was for
+/// messages; `None` when it has none of them, or is not an object (its
+/// reader says what is wrong then).
+fn blank_json_entries(text: &str, names: &[&str]) -> Option<String> {
+    let entries: Vec<(String, &RawValue)> =
+        serde_json::from_str::<BTreeMap<String, &RawValue>>(text)
+            .ok()?
+            .into_iter()
+            .filter(|(k, _)| names.contains(&k.as_str()))
+            .collect();
+    if entries.is_empty() {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let base = text.as_ptr() as usize;
+    let mut out = bytes.to_vec();
+    let skip_back = |mut i: usize| {
+        while i > 0 && bytes[i - 1].is_ascii_whitespace() {
+            i -= 1;
+        }
+        i
+    };
+    for (_, v) in entries {
+        let value = v.get().as_ptr() as usize - base;
+        let mut end = value + v.get().len();
+        // Back over `"key" :` to the key's opening quote.
+        let colon = skip_back(value).checked_sub(1)?;
+        let quote_end = skip_back(colon);
+        let mut start = quote_end.checked_sub(1)?;
+        if bytes[colon] != b':' || bytes[start] != b'"' {
+            return None;
+        }
+        loop {
+            start = start.checked_sub(1)?;
+            let escapes = bytes[..start]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\\')
+                .count();
+            if bytes[start] == b'"' && escapes % 2 == 0 {
+                break;
+            }
+        }
+        // One comma goes with it: the one after, or else the one before.
+        let mut after = end;
+        while after < bytes.len() && bytes[after].is_ascii_whitespace() {
+            after += 1;
+        }
+        if bytes.get(after) == Some(&b',') {
+            end = after + 1;
+        } else {
+            let before = skip_back(start);
+            if before > 0 && bytes[before - 1] == b',' {
+                start = before - 1;
+            }
+        }
+        for b in &mut out[start..end] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+    // Only whole characters were replaced, by ASCII.
+    String::from_utf8(out).ok()
 }
 
 /// What to say about a key `key` the table does not know (`in_task`: the
@@ -1136,7 +1272,24 @@ fn parse_toml(ctx: &Ctx<'_>, errs: &mut Vec<Diagnostic>) -> Result<(Head, Tasks)
     let mut table = root.into_inner();
     let mut broken: Vec<usize> = Vec::new();
     unknown_keys(ctx, &mut table, errs, &mut broken);
-    let raw =
+    let plan_keys = take_task_keys(ctx, &mut table, span.clone(), "", errs).0;
+    let mut own_keys: HashMap<usize, TaskKeys> = HashMap::new();
+    for key in ["task", "tasks"] {
+        if let Some(toml::de::DeValue::Array(tasks)) = table.get_mut(key).map(|v| v.get_mut()) {
+            for t in tasks.iter_mut() {
+                let at = t.span();
+                if let toml::de::DeValue::Table(t) = t.get_mut() {
+                    let place = task_label(t);
+                    let (keys, wrong) = take_task_keys(ctx, t, at.clone(), &place, errs);
+                    if wrong {
+                        broken.push(at.start);
+                    }
+                    own_keys.insert(at.start, keys);
+                }
+            }
+        }
+    }
+    let mut raw =
         loop {
             let doc = Spanned::new(span.clone(), table.clone());
             match RawPlan::<Spanned<RawTask<Spanned<String>>>>::deserialize(
@@ -1166,15 +1319,17 @@ fn parse_toml(ctx: &Ctx<'_>, errs: &mut Vec<Diagnostic>) -> Result<(Head, Tasks)
                 }
             }
         };
+    raw.keys = plan_keys;
     let (head, tasks) = split_head(raw);
     let tasks = tasks
         .into_iter()
         .map(|t| {
             let start = t.span().start;
-            let task = t.into_inner().map(|s| Located {
+            let mut task = t.into_inner().map(|s| Located {
                 span: Some(s.span()),
                 text: s.into_inner(),
             });
+            task.keys = own_keys.remove(&start).unwrap_or_default();
             RawEntry {
                 task,
                 at: Some(start),
@@ -1209,14 +1364,25 @@ fn parse_json(ctx: &Ctx<'_>, errs: &mut Vec<Diagnostic>) -> Result<(Head, Tasks)
             None => d.help("see docs/plan.md for the plan format"),
         }
     };
-    let raw: RawPlan<&RawValue> =
-        serde_json::from_str(ctx.text).map_err(|e| Diagnostics::from(json_err(e, 0, false)))?;
+    let (plan_keys, blanked) =
+        json_task_keys(ctx.text).map_err(|e| Diagnostics::from(json_err(e, 0, false)))?;
+    // Blanking keeps every position: offsets in it are the file's.
+    let text = blanked.as_deref().unwrap_or(ctx.text);
+    let mut raw: RawPlan<&RawValue> =
+        serde_json::from_str(text).map_err(|e| Diagnostics::from(json_err(e, 0, false)))?;
+    raw.keys = plan_keys;
     let (head, tasks) = split_head(raw);
-    let base = ctx.text.as_ptr() as usize;
+    let base = text.as_ptr() as usize;
     let mut out = Vec::with_capacity(tasks.len());
     for raw_task in tasks {
         let offset = (raw_task.get().as_ptr() as usize).checked_sub(base);
-        let task: RawTask<String> = match serde_json::from_str(raw_task.get()) {
+        let read = json_task_keys(raw_task.get()).and_then(|(keys, blanked)| {
+            let mut t: RawTask<String> =
+                serde_json::from_str(blanked.as_deref().unwrap_or(raw_task.get()))?;
+            t.keys = keys;
+            Ok(t)
+        });
+        let task: RawTask<String> = match read {
             Ok(t) => t,
             Err(e) => {
                 errs.push(json_err(e, offset.unwrap_or(0), true));
@@ -1294,7 +1460,10 @@ struct Built {
 
 /// Checks a plan's settings and builds them; errors name the key's line.
 fn build_settings(ctx: &Ctx<'_>, head: Head, errs: &mut Vec<Diagnostic>) -> Built {
-    let mut settings = Settings::default();
+    let mut settings = Settings {
+        task_keys: head.keys.clone(),
+        ..Settings::default()
+    };
     let format = match head.format.as_deref() {
         None => None,
         Some(f) => {
@@ -1713,18 +1882,21 @@ impl Draft {
             return Err(fail(format!("`{key}` cannot be set from the command line"))
                 .help("write it in the plan or settings file"));
         }
-        let literal = toml::from_str::<Head>(&format!("{key} = {value}"));
-        let quoted = || {
-            let escaped: String = value.chars().flat_map(char::escape_default).collect();
-            toml::from_str::<Head>(&format!("{key} = \"{escaped}\""))
-        };
-        let over = match literal {
-            Ok(h) => h,
-            Err(_) => quoted().map_err(|e| {
-                fail(e.message().trim().replace('\n', " "))
-                    .help("see docs/plan.md for the settings and their values")
-            })?,
-        };
+        fn read<T: serde::de::DeserializeOwned>(key: &str, value: &str) -> Result<T, String> {
+            toml::from_str::<T>(&format!("{key} = {value}")).or_else(|_| {
+                let escaped: String = value.chars().flat_map(char::escape_default).collect();
+                toml::from_str::<T>(&format!("{key} = \"{escaped}\""))
+                    .map_err(|e| e.message().trim().replace('\n', " "))
+            })
+        }
+        let bad_value =
+            |m: String| fail(m).help("see docs/plan.md for the settings and their values");
+        if TaskKeys::NAMES.contains(&key) {
+            let over: TaskKeys = read(key, value).map_err(bad_value)?;
+            self.head.keys = over.or(&self.head.keys);
+            return Ok(());
+        }
+        let over: Head = read(key, value).map_err(bad_value)?;
         let mut errs = Vec::new();
         build_settings(&Ctx::new(&label, ""), over.clone(), &mut errs);
         if let Some(first) = errs.into_iter().next() {
@@ -1818,9 +1990,10 @@ impl Head {
     fn overlay(&mut self, over: Head) {
         macro_rules! take {
             ($($f:ident),* ; $($m:ident),*) => {{
-                let RawPlan { $($f,)* $($m,)* task: _ } = over;
+                let RawPlan { $($f,)* $($m,)* task: _, keys } = over;
                 $( if $f.is_some() { self.$f = $f; } )*
                 $( self.$m.extend($m); )*
+                self.keys = keys.or(&self.keys);
             }};
         }
         take!(
@@ -2029,6 +2202,7 @@ fn assemble(
                 .timeout
                 .map_or(settings.timeout_ms, DurationValue::millis),
             retries: raw.retries.unwrap_or(settings.retries),
+            keys: raw.keys.or(&settings.task_keys),
             env: raw.env,
             cwd,
             compete: raw.compete,
@@ -2665,5 +2839,24 @@ after = ["api"]
         assert!(err.message.contains("looks secret"), "{err}");
         parse("[[task]]\nid = \"a\"\ncommand = \"true\"\nenv = { API_TOKEN = \"${API_TOKEN}\" }\n")
             .unwrap();
+    }
+
+    #[test]
+    fn json_entries_are_blanked_where_they_stand() {
+        let text = "{\"a\": 1,\n \"nice\": [1, {\"x\": \"}\"}],\n \"b\\\"c\": \"d\", \"z\": 2}";
+        let out = blank_json_entries(text, &["nice", "z"]).expect("blanked");
+        assert_eq!(out.len(), text.len());
+        assert_eq!(out.lines().count(), text.lines().count());
+        let v: serde_json::Value = serde_json::from_str(&out).expect("still JSON");
+        assert_eq!(v, serde_json::json!({"a": 1, "b\"c": "d"}));
+        assert_eq!(out.find("\"b\\\"c\""), text.find("\"b\\\"c\""));
+        assert_eq!(blank_json_entries(text, &["q"]), None);
+        assert_eq!(blank_json_entries("[1]", &["a"]), None);
+        let only = blank_json_entries("{ \"nice\" : 3 }", &["nice"]).expect("blanked");
+        assert_eq!(only, format!("{{{}}}", " ".repeat(12)));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&only).ok(),
+            Some(serde_json::json!({}))
+        );
     }
 }

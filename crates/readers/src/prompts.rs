@@ -1123,6 +1123,7 @@ pub fn plan_prompts(
                 estimate_ms: None,
                 timeout_ms: settings.timeout_ms,
                 retries: settings.retries,
+                keys: settings.task_keys.clone(),
                 env: Default::default(),
                 cwd: None,
                 compete: None,

@@ -1985,6 +1985,7 @@ impl Roadmap {
                         estimate_ms: None,
                         timeout_ms: settings.timeout_ms,
                         retries: settings.retries,
+                        keys: settings.task_keys.clone(),
                         env: Default::default(),
                         cwd: None,
                         compete: None,

@@ -15,6 +15,7 @@
 pub mod after;
 pub mod agent;
 pub mod conflicts;
+pub mod task_keys;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::rate::Rate;
 
 pub use after::After;
+pub use task_keys::TaskKeys;
 
 /// Current `plan.json` format.
 pub const PLAN_FORMAT: u32 = 1;
@@ -153,6 +155,10 @@ pub struct Settings {
     /// Ring the terminal bell of a foreground worker on these events.
     #[serde(default)]
     pub bell: bool,
+    /// The plan's values of the keys a task may set for itself: every
+    /// task's unless it sets its own.
+    #[serde(flatten)]
+    pub task_keys: TaskKeys,
 }
 
 fn default_lease_ms() -> u64 {
@@ -427,6 +433,7 @@ impl Default for Settings {
             on_failure: None,
             on_attention: None,
             bell: false,
+            task_keys: TaskKeys::default(),
         }
     }
 }
@@ -478,6 +485,9 @@ pub struct Task {
     pub timeout_ms: u64,
     /// Retries after a failed attempt.
     pub retries: u32,
+    /// The keys it runs with: its own, else the plan's.
+    #[serde(flatten)]
+    pub keys: TaskKeys,
     /// Extra environment; `${NAME}` in a value is taken from the worker's
     /// environment when the task starts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -124,6 +124,7 @@ impl TaskEnv<'_> {
                 &task.id,
                 attempt,
             )),
+            keys: task.keys.clone(),
         })
     }
 
