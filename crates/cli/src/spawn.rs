@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use orch_session::plan::task_keys::Nice;
 use orch_session::plan::TaskKeys;
 
 /// Stack of the child between `clone` and `execve`.
@@ -146,6 +147,8 @@ struct Prepared {
     errno: libc::c_int,
     /// Written by the child: whether it joined the cgroup.
     joined: bool,
+    /// Niceness increment (the task's `nice`).
+    nice: libc::c_int,
 }
 
 /// Starts the program of `req`.
@@ -226,6 +229,7 @@ fn spawn_in(req: &Request<'_>, into: bool) -> io::Result<Proc> {
         mask: empty,
         errno: 0,
         joined: false,
+        nice: req.keys.nice.map_or(0, Nice::get),
     };
     let mut stack = vec![0u8; STACK];
     // The stack grows down: its top, 16-byte aligned.
@@ -552,6 +556,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             return fail(p);
+        }
+        // Raising the niceness needs no privilege: it cannot fail.
+        if p.nice > 0 {
+            libc::nice(p.nice);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &p.mask, std::ptr::null_mut());
         libc::execve(p.path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());

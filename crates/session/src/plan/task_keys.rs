@@ -46,4 +46,52 @@ macro_rules! task_keys {
     };
 }
 
-task_keys! {}
+task_keys! {
+    /// How much nicer than the worker the task's processes run (`nice -n`):
+    /// a build or a test suite that yields the CPU to the agents.
+    nice: Nice,
+}
+
+/// A niceness increment: 0 (as the worker) to 19 (the lowest priority).
+/// Only lowering a priority needs no privilege, so none is negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Nice(u8);
+
+impl Nice {
+    /// The increment.
+    pub fn get(self) -> i32 {
+        i32::from(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Nice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Nice, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Nice;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a niceness from 0 (as the worker) to 19 (lowest priority)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Nice, E> {
+                match u8::try_from(n) {
+                    Ok(v) if v <= 19 => Ok(Nice(v)),
+                    _ => Err(E::custom(format!(
+                        "nice = {n} is out of range: use 0 (as the worker) to 19 (lowest priority)"
+                    ))),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Nice, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+            // `--set nice=99` reaches here as a string when 99 is refused.
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Nice, E> {
+                match s.trim().parse::<i64>() {
+                    Ok(n) => self.visit_i64(n),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
