@@ -849,3 +849,59 @@ fn parallel_phases_count_against_the_sessions_agents() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(most_at_once(&journal), 4);
 }
+
+/// `nice` at a plan's top level is every task's, a task's own wins (0
+/// too), and it reaches every process the task starts.
+#[test]
+fn nice_from_the_plan_or_the_task_reaches_the_tasks_processes() {
+    let env = Env::new();
+    // Field 19 of /proc/PID/stat is the niceness; awk runs under sh, so
+    // what it prints is what the task's children inherit.
+    let stat =
+        |task: &str| format!("command = \"awk '{{print $19}}' /proc/self/stat > nice-{task}\"\n");
+    let id = env.plan(&format!(
+        "nice = 5\n\
+         [[task]]\nid = \"inherits\"\n{}\
+         [[task]]\nid = \"own\"\nnice = 12\n{}\
+         [[task]]\nid = \"zero\"\nnice = 0\n{}",
+        stat("inherits"),
+        stat("own"),
+        stat("zero"),
+    ));
+    let plan = env.json(&id, "plan.json");
+    let stored: Vec<(String, Value)> = plan["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or("?").to_owned(),
+                t["nice"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("inherits".to_owned(), Value::from(5)),
+            ("own".to_owned(), Value::from(12)),
+            ("zero".to_owned(), Value::from(0)),
+        ]
+    );
+    assert_eq!(env.json(&id, "session.json")["settings"]["nice"], 5);
+
+    let out = output(&mut env.cmd("orch-worker"));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    // The worker is as nice as this test; a task is that much nicer.
+    let base: i64 = fs::read_to_string("/proc/self/stat")
+        .expect("own stat")
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(16))
+        .and_then(|n| n.parse().ok())
+        .expect("own niceness");
+    for (task, n) in [("inherits", 5), ("own", 12), ("zero", 0)] {
+        let got = fs::read_to_string(env.path(&format!("nice-{task}"))).expect(task);
+        assert_eq!(got.trim(), (base + n).min(19).to_string(), "{task}");
+    }
+}

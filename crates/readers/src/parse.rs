@@ -2859,4 +2859,50 @@ after = ["api"]
             Some(serde_json::json!({}))
         );
     }
+
+    #[test]
+    fn task_keys_are_read_at_both_levels_of_toml_json_and_set() {
+        let nice = |p: &Plan| -> Vec<Option<i32>> {
+            p.tasks
+                .iter()
+                .map(|t| t.keys.nice.map(|n| n.get()))
+                .collect()
+        };
+        let p = parse("nice = 4\n[[task]]\nid = \"a\"\ncommand = \"true\"\n[[task]]\nid = \"b\"\nnice = 9\ncommand = \"true\"\n")
+            .expect("a plan");
+        assert_eq!(nice(&p), [Some(4), Some(9)]);
+        assert_eq!(p.settings.task_keys.nice.map(|n| n.get()), Some(4));
+        let p = parse("[[task]]\nid = \"a\"\ncommand = \"true\"\n").expect("a plan");
+        assert_eq!(nice(&p), [None]);
+
+        let json = "{\"nice\": 4, \"tasks\": [\n {\"id\": \"a\", \"command\": \"true\"},\n {\"nice\": 9, \"id\": \"b\", \"command\": \"true\"}\n]}";
+        let src = PlanSource {
+            path: Path::new("p.json"),
+            text: json,
+        };
+        assert_eq!(
+            nice(&parse_plan(src, None).expect("a JSON plan")),
+            [Some(4), Some(9)]
+        );
+        let bad = "{\"tasks\": [\n {\"id\": \"a\", \"command\": \"true\"},\n {\"id\": \"b\", \"nice\": 40, \"command\": \"true\", \"bogus\": 1}\n]}";
+        let err = parse_plan(
+            PlanSource {
+                path: Path::new("p.json"),
+                text: bad,
+            },
+            None,
+        )
+        .expect_err("out of range");
+        assert!(err.to_string().contains("out of range"), "{err}");
+        assert!(err.to_string().contains("p.json:3"), "{err}");
+
+        let mut draft = Draft::read(PlanSource {
+            path: Path::new("plan.toml"),
+            text: "nice = 4\n[[task]]\nid = \"a\"\ncommand = \"true\"\n",
+        })
+        .expect("a draft");
+        draft.set("nice", "7").expect("set");
+        assert!(draft.set("nice", "20").is_err());
+        assert_eq!(nice(&draft.finish(None, None).expect("a plan")), [Some(7)]);
+    }
 }
