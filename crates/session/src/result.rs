@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -240,6 +241,39 @@ impl TaskOutput {
         out.data = data;
         Ok(out)
     }
+
+    /// Reads the file a task was given as `ORCH_OUTPUT`: the empty output
+    /// when it wrote none (or the file cannot be read), else what the file
+    /// holds, or why that is ignored.
+    pub fn read_file(path: &Path) -> Result<Self, OutputError> {
+        match std::fs::read(path) {
+            Ok(text) => TaskOutput::parse(&text),
+            Err(_) => Ok(TaskOutput::default()),
+        }
+    }
+
+    /// Reads the content of an `ORCH_OUTPUT` file: a JSON object
+    /// ([`TaskOutput::from_object`]).
+    pub fn parse(text: &[u8]) -> Result<Self, OutputError> {
+        match serde_json::from_slice::<Value>(text)? {
+            Value::Object(obj) => TaskOutput::from_object(obj).map_err(OutputError::Fields),
+            _ => Err(OutputError::NotObject),
+        }
+    }
+}
+
+/// Why what a task wrote to `ORCH_OUTPUT` is ignored.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// It is not JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// It is JSON, but not an object.
+    #[error("not a JSON object")]
+    NotObject,
+    /// A known field has the wrong type.
+    #[error("{0}")]
+    Fields(String),
 }
 
 /// `results/<task>.json`.
@@ -354,5 +388,21 @@ mod new_tests {
             TaskResult::new("a", 1, Status::Failure, Some(t1), t0).duration,
             0.0
         );
+    }
+
+    #[test]
+    fn an_output_file_is_an_object_with_known_fields_and_data() {
+        let o = TaskOutput::parse(br#"{"summary": "did it", "score": 0.5, "extra": [1]}"#)
+            .expect("an output");
+        assert_eq!(o.summary.as_deref(), Some("did it"));
+        assert_eq!(o.score, Some(0.5));
+        assert_eq!(o.data.get("extra"), Some(&serde_json::json!([1])));
+        let text = |b: &[u8]| TaskOutput::parse(b).expect_err("ignored").to_string();
+        assert_eq!(text(b"[1]"), "not a JSON object");
+        assert_eq!(text(b"{"), "EOF while parsing an object at line 1 column 1");
+        assert!(text(br#"{"score": "high"}"#).contains("invalid type"));
+        let tmp = tempfile::tempdir().expect("tmp");
+        let none = TaskOutput::read_file(&tmp.path().join("none.json")).expect("no file");
+        assert_eq!(none, TaskOutput::default());
     }
 }

@@ -682,28 +682,8 @@ pub fn backoff(base_ms: u64, n: u32) -> Duration {
 
 /// Reads what the task wrote to `ORCH_OUTPUT`, if anything.
 fn read_output(path: &std::path::Path, tlog: &mut log::TaskLog) -> TaskOutput {
-    let text = match fs::read(path) {
-        Ok(t) => t,
-        Err(_) => return TaskOutput::default(),
-    };
-    match serde_json::from_slice::<serde_json::Value>(&text) {
-        Ok(serde_json::Value::Object(obj)) => match TaskOutput::from_object(obj) {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = tlog.event(&format!("ignoring ORCH_OUTPUT {}: {e}", path.display()));
-                TaskOutput::default()
-            }
-        },
-        Ok(_) => {
-            let _ = tlog.event(&format!(
-                "ignoring ORCH_OUTPUT {}: not a JSON object",
-                path.display()
-            ));
-            TaskOutput::default()
-        }
-        Err(e) => {
-            let _ = tlog.event(&format!("ignoring ORCH_OUTPUT {}: {e}", path.display()));
-            TaskOutput::default()
-        }
-    }
+    TaskOutput::read_file(path).unwrap_or_else(|e| {
+        let _ = tlog.event(&format!("ignoring ORCH_OUTPUT {}: {e}", path.display()));
+        TaskOutput::default()
+    })
 }
