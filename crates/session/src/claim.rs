@@ -20,8 +20,7 @@
 //! it read.
 
 use std::fs;
-use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -317,12 +316,13 @@ pub fn renew_lease(
 /// releasing worker's next claim (see the module's notes): what was read
 /// then belongs to no claim of `task`. So where the bytes are not a record
 /// of `task`, the name is looked up again: gone, the claim is gone
-/// (`NotFound`); leading to another file, that one is read.
+/// (`NotFound`); else it is read again (a few times: a record that says
+/// another task for good is returned as it is, as before).
 pub fn read_record(dir: &SessionDir, task: &str) -> Result<ClaimRecord> {
     let path = dir.claim(task);
     let mut tries = 0;
     loop {
-        let (bytes, read) = read_with_identity(&path).ctx("read", &path)?;
+        let bytes = fs::read(&path).ctx("read", &path)?;
         let parsed = serde_json::from_slice::<ClaimRecord>(&bytes);
         if matches!(&parsed, Ok(r) if r.task == task) {
             return parsed.map_err(|e| crate::session::damaged(&path, &e));
@@ -330,19 +330,13 @@ pub fn read_record(dir: &SessionDir, task: &str) -> Result<ClaimRecord> {
         tries += 1;
         match fs::symlink_metadata(&path) {
             Err(e) => return Err(Error::io("read", &path, e)),
-            Ok(now) if (now.dev(), now.ino()) != read && tries < 5 => continue,
+            // Read again: the name may lead to another file now, or to the
+            // same one back again with this task's record (released, used
+            // for another claim and for this task's next one meanwhile).
+            Ok(_) if tries < 5 => continue,
             Ok(_) => return parsed.map_err(|e| crate::session::damaged(&path, &e)),
         }
     }
-}
-
-/// The bytes of the file at `path` and the (device, inode) they came from.
-fn read_with_identity(path: &Path) -> io::Result<(Vec<u8>, (u64, u64))> {
-    let mut f = fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
-    let m = f.metadata()?;
-    Ok((bytes, (m.dev(), m.ino())))
 }
 
 thread_local! {
@@ -874,6 +868,7 @@ mod tests {
     }
 
     fn inode(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         fs::symlink_metadata(p).expect("stat").ino()
     }
 
