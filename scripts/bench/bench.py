@@ -358,8 +358,8 @@ def bench_dag(cfg, bindir, work):
         "workers. `orch` has each task's duration as its `estimate` (it orders ready tasks by "
         "the longest estimated path to the end); `orch, no estimates` is the wide plan without "
         f"them (median {fmt_s(ne)}, {ne / m:.2f}× make, {ne / lbs:.2f}× the bound): make "
-        "never has estimates, and starts ready targets in Makefile order. make runs each "
-        "`sleep` itself; orch runs it through `sh -c`.",
+        "never has estimates, and starts ready targets in Makefile order. Both start each "
+        "`sleep` without a shell (a plain command, crates/cli/src/cmdline.rs).",
         "",
         "| round | orch | orch, no estimates | orch --waves | make -j4 | deep: orch | deep: make -j4 |",
         "|---|---|---|---|---|---|---|",
