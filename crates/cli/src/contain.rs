@@ -356,12 +356,10 @@ fn state_and_parent(pid: i32) -> Option<(char, i32)> {
 }
 
 fn rss_of(pid: i32) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    fs::read_to_string(format!("/proc/{pid}/statm"))
+    u32::try_from(pid)
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page)
+        .and_then(crate::sys::rss)
+        .unwrap_or(0)
 }
 
 /// A cgroup's name for a tag (or a tag's prefix): `orch.` and the tag with

@@ -200,17 +200,9 @@ const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
 
 /// Resident memory of every live process in group `pgid`, bytes.
 pub fn group_rss(pgid: u32) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     sys::group_members(pgid)
         .into_iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/statm")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map(|pages| pages * page)
+        .filter_map(sys::rss)
         .sum()
 }
 

@@ -97,6 +97,16 @@ pub fn kill_group(pgid: u32, sig: i32) -> bool {
     unsafe { libc::kill(-p, sig) == 0 }
 }
 
+/// Resident memory of process `pid` (`/proc/<pid>/statm`), bytes; `None`
+/// when it is gone.
+pub fn rss(pid: u32) -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
+}
+
 /// Live (not zombie) processes in group `pgid`, found in `/proc`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
