@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{self, Durability};
 use crate::error::Result;
 use crate::layout::SessionDir;
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 
 /// `status/advanced.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

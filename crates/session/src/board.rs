@@ -16,7 +16,7 @@ use crate::journal;
 use crate::layout::SessionDir;
 use crate::plan::{After, ResourceDecl, Task};
 use crate::result::{Status, TaskResult};
-use crate::session::read_json;
+use crate::json::read_json;
 use crate::tasks::{BoardPlan, Tasks};
 
 /// What the board knows of one task.

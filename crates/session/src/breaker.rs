@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::layout::SessionDir;
 use crate::lock::{self, LockGuard};
 use crate::result::Status;
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 use crate::time;
 
 /// The circuit breaker's state, spelled on disk `closed`, `open` and

@@ -20,7 +20,8 @@ use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{check_name, SessionDir};
 use crate::proc;
-use crate::session::{make_private_dir, read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
+use crate::safefs::make_private_dir;
 use crate::time;
 
 /// Name of the release file in a checkpoint directory.

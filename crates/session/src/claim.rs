@@ -33,7 +33,8 @@ use crate::layout::SessionDir;
 use crate::lock::{self, LockGuard};
 use crate::proc::{self, ProcessIdentity};
 use crate::result::{Status, TaskResult};
-use crate::session::{make_private_dir, read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
+use crate::safefs::make_private_dir;
 use crate::time;
 
 /// Current claim format. History: 1: first version.
@@ -325,7 +326,7 @@ pub fn read_record(dir: &SessionDir, task: &str) -> Result<ClaimRecord> {
         let bytes = fs::read(&path).ctx("read", &path)?;
         let parsed = serde_json::from_slice::<ClaimRecord>(&bytes);
         if matches!(&parsed, Ok(r) if r.task == task) {
-            return parsed.map_err(|e| crate::session::damaged(&path, &e));
+            return parsed.map_err(|e| crate::json::damaged(&path, &e));
         }
         tries += 1;
         match fs::symlink_metadata(&path) {
@@ -334,7 +335,7 @@ pub fn read_record(dir: &SessionDir, task: &str) -> Result<ClaimRecord> {
             // same one back again with this task's record (released, used
             // for another claim and for this task's next one meanwhile).
             Ok(_) if tries < 5 => continue,
-            Ok(_) => return parsed.map_err(|e| crate::session::damaged(&path, &e)),
+            Ok(_) => return parsed.map_err(|e| crate::json::damaged(&path, &e)),
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::atomic::{self, Durability};
 use crate::error::Result;
 use crate::layout::SessionDir;
-use crate::session::to_json_bytes;
+use crate::json::to_json_bytes;
 
 /// One task's line in the report.
 #[derive(Debug, Clone, Serialize)]

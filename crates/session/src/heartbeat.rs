@@ -14,7 +14,7 @@ use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{SessionDir, HEARTBEAT_SUFFIX};
 use crate::lock;
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 
 /// Current heartbeat format. History: 1: first version.
 pub const HEARTBEAT_FORMAT: u32 = 1;

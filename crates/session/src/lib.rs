@@ -32,6 +32,7 @@ mod fuzz;
 pub mod git_merge;
 pub mod heartbeat;
 pub mod journal;
+pub mod json;
 pub mod layout;
 pub mod liveness;
 pub mod lock;

@@ -289,7 +289,7 @@ pub fn renew(dir: &SessionDir, lease: Duration, mine: &Mine) -> Duration {
     let until = lease_from_now(lease);
     let _w = writes();
     if let Some(worker) = &mine.worker {
-        if let Ok(mut hb) = crate::session::read_json::<Heartbeat>(&dir.heartbeat(worker)) {
+        if let Ok(mut hb) = crate::json::read_json::<Heartbeat>(&dir.heartbeat(worker)) {
             if hb.pid == mine.pid && proc::is_this_host(&hb.host, &hb.boot_id) {
                 hb.lease_until = Some(until.clone());
                 let _ = crate::heartbeat::write_unlocked(dir, &hb);
@@ -304,7 +304,7 @@ pub fn renew(dir: &SessionDir, lease: Duration, mine: &Mine) -> Duration {
         if !crate::claim::is_claim_file(&path) {
             continue;
         }
-        if let Ok(mut rec) = crate::session::read_json::<ClaimRecord>(&path) {
+        if let Ok(mut rec) = crate::json::read_json::<ClaimRecord>(&path) {
             if mine.claims(&rec) {
                 rec.lease_until = Some(match rec.lease_ms {
                     Some(ms) => {

@@ -16,7 +16,8 @@ use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{check_name, SessionDir};
 use crate::lock::{self, LockGuard};
-use crate::session::{make_private_dir, read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
+use crate::safefs::make_private_dir;
 use crate::time;
 
 /// How long to wait for a mailbox lock.

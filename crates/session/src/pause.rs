@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{self, Durability};
 use crate::error::{Error, Result};
 use crate::layout::SessionDir;
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 use crate::time;
 
 /// File name in `status/`.

@@ -16,7 +16,7 @@ use crate::atomic::{self, Durability};
 use crate::error::{Error, Result};
 use crate::layout::{check_name, SessionDir};
 use crate::lock;
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 use crate::time::parse_duration;
 
 /// `count` per `per`.

@@ -68,7 +68,7 @@ pub struct Stored<'a> {
 pub fn store(dir: &crate::layout::SessionDir, stored: &Stored<'_>) -> crate::Result<()> {
     crate::atomic::write_atomic(
         &dir.aggregate_json(),
-        &crate::session::to_json_bytes(stored),
+        &crate::json::to_json_bytes(stored),
         crate::atomic::Durability::Durable,
     )
 }

@@ -17,7 +17,7 @@ use crate::atomic::{self, Durability};
 use crate::error::Result;
 use crate::layout::{check_name, SessionDir};
 use crate::lock::{self, LockGuard};
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 use crate::{proc, time};
 
 /// Who holds a slot.

@@ -365,7 +365,7 @@ impl TaskResult {
 
     /// Serialised form, as stored.
     pub fn to_bytes(&self) -> Vec<u8> {
-        crate::session::to_json_bytes(self)
+        crate::json::to_json_bytes(self)
     }
 }
 

@@ -51,7 +51,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, RwLock};
 
-use crate::error::Refusal;
+use crate::error::{IoContext, Refusal};
 
 /// The session directories this process writes in (see the module doc).
 static BASES: LazyLock<RwLock<Bases>> = LazyLock::new(RwLock::default);
@@ -432,6 +432,12 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
     Dir::create(path).map(drop)
 }
 
+/// Makes a directory private to the user (0700), creating parents. Inside
+/// a session no directory on the way may be a symlink.
+pub fn make_private_dir(path: &Path) -> crate::error::Result<()> {
+    create_dir_all(path).ctx("create directory", path)
+}
+
 /// Removes the file `path` (a symlink there is removed, not followed),
 /// never through a symlinked directory inside a session.
 pub fn remove_file(path: &Path) -> io::Result<()> {
@@ -558,7 +564,7 @@ mod tests {
             ),
             ("lock", crate::lock::try_lock(&f).map(drop)),
             ("append", crate::log::open_append(&f).map(drop)),
-            ("mkdir", crate::session::make_private_dir(&link.join("d"))),
+            ("mkdir", crate::safefs::make_private_dir(&link.join("d"))),
         ] {
             let err = r.expect_err(what);
             refused_names(&err, &link);
@@ -635,7 +641,7 @@ mod tests {
     fn mkdir_inside_a_session_is_private_and_writes_go_on_when_nothing_is_planted() {
         let t = tempfile::tempdir().unwrap();
         let dir = SessionDir::new(t.path().join("session-y"));
-        crate::session::make_private_dir(&dir.join("history/t")).unwrap();
+        crate::safefs::make_private_dir(&dir.join("history/t")).unwrap();
         for p in ["", "history", "history/t"] {
             let m = fs::metadata(dir.path().join(p)).unwrap();
             assert_eq!(m.permissions().mode() & 0o777, 0o700, "{p}");

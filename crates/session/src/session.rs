@@ -15,12 +15,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
-use crate::error::{Diagnostic, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::layout::{session_dir_name, SessionDir, SESSION_PREFIX, SESSION_SUBDIRS};
 use crate::plan::{Plan, PlanDoc, Settings, PLAN_FORMAT};
 use crate::proc;
 use crate::safefs::{self, Role};
 use crate::time;
+
+// Also public here, at the paths other crates use.
+pub use crate::json::{check_format, damaged, json_error_text, read_json, to_json_bytes};
+pub use crate::safefs::make_private_dir;
 
 /// Current `session.json` format.
 ///
@@ -122,63 +126,6 @@ pub struct Session {
     pub dir: SessionDir,
     /// Metadata.
     pub info: SessionInfo,
-}
-
-/// Reads and parses a JSON file, reporting the file and line on error.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = fs::read(path).ctx("read", path)?;
-    serde_json::from_slice(&bytes).map_err(|e| damaged(path, &e))
-}
-
-/// The error for a session file at `path` that is not the JSON it should
-/// be.
-pub fn damaged(path: &Path, e: &serde_json::Error) -> Error {
-    Error::invalid(
-        Diagnostic::new(path, json_error_text(e))
-            .line(Some(e.line()))
-            .help("the file is damaged; restore it or remove the session"),
-    )
-}
-
-/// Refuses a file at `path` written in a format (`found`) newer than the
-/// one this orch knows (`known`); `what` names the kind of file.
-pub fn check_format(path: &Path, what: &str, found: u32, known: u32) -> Result<()> {
-    if found <= known {
-        return Ok(());
-    }
-    Err(Error::invalid(
-        Diagnostic::new(
-            path,
-            format!("{what} format {found} is newer than this orch understands ({known})"),
-        )
-        .help("upgrade orch"),
-    ))
-}
-
-/// serde_json's message without its trailing " at line L column C".
-pub fn json_error_text(e: &serde_json::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
-}
-
-/// Serialises `value` as pretty JSON with a trailing newline.
-pub fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut v = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
-        // Only non-string map keys or failing Serialize impls can get here;
-        // none of our types have them.
-        format!("{{\"error\": \"{}\"}}", e.to_string().escape_default()).into_bytes()
-    });
-    v.push(b'\n');
-    v
-}
-
-/// Makes a directory private to the user (0700), creating parents. Inside
-/// a session no directory on the way may be a symlink ([`crate::safefs`]).
-pub fn make_private_dir(path: &Path) -> Result<()> {
-    safefs::create_dir_all(path).ctx("create directory", path)
 }
 
 /// Refuses an orchestration root another user controls: one owned by

@@ -15,7 +15,7 @@ use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{check_name, SessionDir};
 use crate::lock;
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 use crate::time;
 
 /// How long to wait for a key's lock before giving up.

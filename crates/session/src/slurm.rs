@@ -26,7 +26,8 @@ use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{SessionDir, SLURM_LOCK};
 use crate::lock;
-use crate::session::{make_private_dir, read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
+use crate::safefs::make_private_dir;
 
 /// Current format of `slurm/jobs.json`.
 pub const SLURM_JOBS_FORMAT: u32 = 1;
@@ -117,7 +118,7 @@ pub fn read(dir: &SessionDir) -> Result<SlurmJobs> {
     let path = dir.slurm_jobs();
     match read_json::<SlurmJobs>(&path) {
         Ok(j) => {
-            crate::session::check_format(&path, "Slurm job list", j.format, SLURM_JOBS_FORMAT)?;
+            crate::json::check_format(&path, "Slurm job list", j.format, SLURM_JOBS_FORMAT)?;
             Ok(j)
         }
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {

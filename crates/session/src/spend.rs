@@ -20,7 +20,7 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::layout::SessionDir;
 use crate::lock::{self, LockGuard};
 use crate::result::Cost;
-use crate::session::{read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
 use crate::time;
 
 /// File name inside `status/`.

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{Diagnostic, Error, Result};
 use crate::plan::{After, PlanDoc, ResourceDecl, Task, Template, PLAN_FORMAT};
-use crate::session::{check_format, damaged};
+use crate::json::{check_format, damaged};
 
 /// The tasks of a plan, in plan order.
 #[derive(Debug)]

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{check_name, SessionDir};
-use crate::session::{make_private_dir, read_json, to_json_bytes};
+use crate::json::{read_json, to_json_bytes};
+use crate::safefs::make_private_dir;
 
 /// Current record format.
 pub const WORKTREE_FORMAT: u32 = 1;

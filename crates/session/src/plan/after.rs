@@ -196,7 +196,7 @@ mod tests {
                 After::Compete("impl".to_owned()),
             ]
         );
-        let back = crate::session::to_json_bytes(&task);
+        let back = crate::json::to_json_bytes(&task);
         assert_eq!(String::from_utf8_lossy(&back), text);
     }
 }

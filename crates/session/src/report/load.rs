@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::layout::check_name;
 use crate::plan::{After, PLAN_FORMAT};
 use crate::result::{Status, RESULT_FORMAT};
-use crate::session::{check_format, damaged, json_error_text, Session};
+use crate::json::{check_format, damaged, json_error_text};
+use crate::session::Session;
 
 /// `plan.json`, reading only what a report needs.
 #[derive(Deserialize)]
