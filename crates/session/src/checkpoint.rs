@@ -32,7 +32,7 @@ pub const EXPECT_JSON: &str = "expect.json";
 pub const READY_SUFFIX: &str = ".ready";
 /// Prefix that makes an `after` entry name a checkpoint
 /// ([`crate::plan::After::Checkpoint`]).
-pub const AFTER_PREFIX: &str = "checkpoint:";
+pub use crate::plan::after::CHECKPOINT_PREFIX as AFTER_PREFIX;
 
 /// `<agent>.ready`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use crate::report::{decide, Competition, Criterion, Entrant};
 
 /// What `after` entries waiting for a competition start with
 /// ([`crate::plan::After::Compete`]).
-pub const AFTER_PREFIX: &str = "compete:";
+pub use crate::plan::after::COMPETE_PREFIX as AFTER_PREFIX;
 
 /// The entrant a task is, as its result stands on disk.
 pub fn entrant(dir: &SessionDir, id: &str) -> Entrant {

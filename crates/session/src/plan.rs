@@ -5,7 +5,7 @@
 //! and its kin), which check everything a later step would trip on and
 //! report it with the file and line, and analyse the plan. This module is
 //! only the model they produce ([`Plan`]) and what of it is stored:
-//! [`crate::Session::create`] writes it as `plan.json` (tasks and the
+//! `Session::create` writes it as `plan.json` (tasks and the
 //! analysis) and `session.json` (settings); workers read it back with
 //! [`PlanDoc`], without the readers.
 //!
@@ -602,7 +602,25 @@ pub struct Plan {
     pub conflicts: conflicts::Report,
     /// How to plan what comes after (a roadmap's next group), when a tick
     /// may; set by `orch-plan`, kept in `session.json`.
-    pub next: Option<crate::session::NextPlan>,
+    pub next: Option<NextPlan>,
+}
+
+/// How to plan a roadmap's next group when a session finishes: `orch-plan`
+/// run again with the same arguments (paths absolute), counting the tracks
+/// that succeeded in this run's sessions as done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextPlan {
+    /// `orch-plan`'s arguments, without the program name.
+    pub args: Vec<String>,
+    /// The roadmap, absolute.
+    pub roadmap: String,
+    /// Tasks that succeeded in the earlier sessions of this run, with the
+    /// session each succeeded in.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub done: std::collections::BTreeMap<String, String>,
+    /// The session this one was planned after, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// `plan.json` as stored.

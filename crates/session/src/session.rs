@@ -24,6 +24,7 @@ use crate::time;
 
 // Also public here, at the paths other crates use.
 pub use crate::json::{check_format, damaged, json_error_text, read_json, to_json_bytes};
+pub use crate::plan::NextPlan;
 pub use crate::safefs::make_private_dir;
 
 /// Current `session.json` format.
@@ -62,24 +63,6 @@ pub struct SessionInfo {
     /// next group), when it may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<NextPlan>,
-}
-
-/// How to plan a roadmap's next group when a session finishes: `orch-plan`
-/// run again with the same arguments (paths absolute), counting the tracks
-/// that succeeded in this run's sessions as done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NextPlan {
-    /// `orch-plan`'s arguments, without the program name.
-    pub args: Vec<String>,
-    /// The roadmap, absolute.
-    pub roadmap: String,
-    /// Tasks that succeeded in the earlier sessions of this run, with the
-    /// session each succeeded in.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub done: std::collections::BTreeMap<String, String>,
-    /// The session this one was planned after, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<String>,
 }
 
 /// The git state a session started from, recorded by `orch-plan`.

@@ -14,8 +14,12 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::checkpoint;
-use crate::competition;
+/// What an entry naming a checkpoint starts with.
+pub const CHECKPOINT_PREFIX: &str = "checkpoint:";
+
+/// What an entry naming a competition starts with: the task waits for its
+/// winner.
+pub const COMPETE_PREFIX: &str = "compete:";
 
 /// What a task waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,11 +65,11 @@ impl After {
 
 impl From<String> for After {
     fn from(mut entry: String) -> After {
-        if entry.starts_with(checkpoint::AFTER_PREFIX) {
-            entry.drain(..checkpoint::AFTER_PREFIX.len());
+        if entry.starts_with(CHECKPOINT_PREFIX) {
+            entry.drain(..CHECKPOINT_PREFIX.len());
             After::Checkpoint(entry)
-        } else if entry.starts_with(competition::AFTER_PREFIX) {
-            entry.drain(..competition::AFTER_PREFIX.len());
+        } else if entry.starts_with(COMPETE_PREFIX) {
+            entry.drain(..COMPETE_PREFIX.len());
             After::Compete(entry)
         } else {
             After::Task(entry)
@@ -83,8 +87,8 @@ impl fmt::Display for After {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             After::Task(id) => f.write_str(id),
-            After::Checkpoint(name) => write!(f, "{}{name}", checkpoint::AFTER_PREFIX),
-            After::Compete(name) => write!(f, "{}{name}", competition::AFTER_PREFIX),
+            After::Checkpoint(name) => write!(f, "{}{name}", CHECKPOINT_PREFIX),
+            After::Compete(name) => write!(f, "{}{name}", COMPETE_PREFIX),
         }
     }
 }
