@@ -328,7 +328,7 @@ pub fn sweep_temp_files(dir: &Path) -> usize {
             if entry
                 .metadata()
                 .and_then(|m| m.modified())
-                .is_ok_and(crate::liveness::foreign_debris)
+                .is_ok_and(crate::lease::foreign_debris)
                 && safefs::remove_file(&entry.path()).is_ok()
             {
                 removed += 1;

@@ -196,7 +196,7 @@ impl Claim {
     /// Rewrites the record (e.g. with the agent's pid once it started).
     pub fn update(&mut self, f: impl FnOnce(&mut ClaimRecord)) -> Result<()> {
         f(&mut self.record);
-        let _w = crate::liveness::writes();
+        let _w = crate::lease::writes();
         // The lease keeper may have renewed the lease on disk since.
         if let Ok(disk) = read_record(&self.dir, &self.record.task) {
             if disk.pid == self.record.pid && later(&disk.lease_until, &self.record.lease_until) {
@@ -230,7 +230,7 @@ impl Claim {
     pub fn release(self) -> Result<()> {
         let path = self.dir.claim(&self.record.task);
         // Not while the lease keeper rewrites it, lest it come back.
-        let w = crate::liveness::writes();
+        let w = crate::lease::writes();
         let removed = if REUSE.get() && spares().len() < MAX_SPARES {
             atomic::set_aside(&path).map(|spare| spares().push(spare))
         } else {
@@ -270,7 +270,7 @@ fn later(a: &Option<String>, b: &Option<String>) -> bool {
 }
 
 fn write_record(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
-    let _w = crate::liveness::writes();
+    let _w = crate::lease::writes();
     write_record_unlocked(dir, record)
 }
 
@@ -293,7 +293,7 @@ pub fn renew_lease(
     expected: &ClaimRecord,
     lease: std::time::Duration,
 ) -> Result<Option<String>> {
-    let _w = crate::liveness::writes();
+    let _w = crate::lease::writes();
     let mut rec = match read_record(dir, &expected.task) {
         Ok(r) => r,
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -304,7 +304,7 @@ pub fn renew_lease(
     if rec.owner != expected.owner || rec.pid != expected.pid || rec.since != expected.since {
         return Ok(None);
     }
-    let until = crate::liveness::lease_from_now(lease);
+    let until = crate::lease::lease_from_now(lease);
     rec.lease_until = Some(until.clone());
     rec.lease_ms = Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
     write_record_unlocked(dir, &rec)?;
@@ -587,7 +587,7 @@ pub fn try_claim_with(
         // Create it only if absent: where flock does not reach across hosts
         // this still lets one of two hosts racing for a fresh task win
         // (link(2) is atomic on the server).
-        let _w = crate::liveness::writes();
+        let _w = crate::lease::writes();
         match create_record(&path, &to_json_bytes(&record)) {
             Ok(()) => {}
             Err(Error::AlreadyExists { .. }) => return Ok(Attempt::Held),

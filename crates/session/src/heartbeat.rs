@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{SessionDir, HEARTBEAT_SUFFIX};
+use crate::lease::{judge, writes, Judgement};
 use crate::lock;
 use crate::json::{read_json, to_json_bytes};
 
@@ -123,7 +124,7 @@ pub struct Heartbeat {
 
 /// Writes a heartbeat.
 pub fn write(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
-    let _w = crate::liveness::writes();
+    let _w = writes();
     write_unlocked(dir, hb)
 }
 
@@ -138,7 +139,7 @@ pub(crate) fn write_unlocked(dir: &SessionDir, hb: &Heartbeat) -> Result<()> {
 /// Removes a worker's heartbeat.
 pub fn remove(dir: &SessionDir, worker: &str) -> Result<()> {
     let path = dir.heartbeat(worker);
-    let _w = crate::liveness::writes();
+    let _w = writes();
     match crate::safefs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -157,6 +158,19 @@ pub struct HeartbeatInfo {
     pub live: bool,
 }
 
+/// Judges a worker by its slot lock and heartbeat.
+pub fn worker(dir: &SessionDir, hb: &Heartbeat) -> Judgement {
+    let held = lock::is_held(&dir.named_lock(&hb.worker)).unwrap_or(false);
+    let owner = format!("{} pid {}", hb.worker, hb.pid);
+    judge(
+        held,
+        &hb.host,
+        &hb.boot_id,
+        hb.lease_until.as_deref(),
+        &owner,
+    )
+}
+
 /// Every heartbeat in the session.
 pub fn list(dir: &SessionDir) -> Result<Vec<HeartbeatInfo>> {
     let sdir = dir.status_dir();
@@ -171,7 +185,7 @@ pub fn list(dir: &SessionDir) -> Result<Vec<HeartbeatInfo>> {
         }
         let heartbeat: Result<Heartbeat> = read_json(&entry.path());
         let live = match &heartbeat {
-            Ok(hb) => crate::liveness::worker(dir, hb).live,
+            Ok(hb) => self::worker(dir, hb).live,
             Err(_) => lock::is_held(&dir.named_lock(worker)).unwrap_or(false),
         };
         out.push(HeartbeatInfo {

@@ -34,6 +34,7 @@ pub mod heartbeat;
 pub mod journal;
 pub mod json;
 pub mod layout;
+pub mod lease;
 pub mod liveness;
 pub mod lock;
 pub mod log;
