@@ -24,116 +24,21 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
+use crate::claim_record::{write_record, write_record_unlocked};
 use crate::journal;
 use crate::layout::SessionDir;
 use crate::lock::{self, LockGuard};
-use crate::proc::{self, ProcessIdentity};
 use crate::result::{Status, TaskResult};
 use crate::json::{read_json, to_json_bytes};
+use crate::liveness::{claim_state, record_holds};
 use crate::safefs::make_private_dir;
 use crate::time;
 
-/// Current claim format. History: 1: first version.
-pub const CLAIM_FORMAT: u32 = 1;
-
-/// Who made a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClaimKind {
-    /// An `orch-worker` that runs the task itself.
-    Worker,
-    /// A person (or script) with `orch-claim`; a small holder process keeps
-    /// the lock while the bound process (the calling shell) lives.
-    Hand,
-}
-
-/// `claims/<task>.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClaimRecord {
-    /// Format version.
-    pub format: u32,
-    /// Task id.
-    pub task: String,
-    /// Worker or hand.
-    pub kind: ClaimKind,
-    /// Worker id, or `hand` for hand claims.
-    pub owner: String,
-    /// The process the claim lives with: the worker, or the shell a hand
-    /// claim is bound to.
-    pub pid: u32,
-    /// That process's start time (clock ticks after boot).
-    pub pid_start: u64,
-    /// For hand claims: the background process holding the lock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holder: Option<ProcessIdentity>,
-    /// The running agent; its process group id equals its pid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<ProcessIdentity>,
-    /// The running agent's own session id (claude's), once it said it: an
-    /// attempt cut short by the owner's death can still be resumed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_session: Option<String>,
-    /// Host name.
-    pub host: String,
-    /// The host's boot id.
-    pub boot_id: String,
-    /// Until when the claim holds without news from its owner, RFC 3339,
-    /// renewed every third of the session's `lease` by the worker, or by a
-    /// hand claim's holder. Another host judges the claim by its flock and
-    /// by this lease, never by a pid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_until: Option<String>,
-    /// The lease's length when it is not the session's (`orch-claim
-    /// --lease`), milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_ms: Option<u64>,
-    /// Slurm job id of the owner, for workers started by Slurm.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slurm_job: Option<String>,
-    /// Slurm array task id of the owner.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slurm_array_task: Option<String>,
-    /// Attempt number, from 1.
-    pub attempt: u32,
-    /// When the claim was made, RFC 3339.
-    pub since: String,
-}
-
-impl ClaimRecord {
-    /// A record for the calling process.
-    pub fn new(
-        task: &str,
-        kind: ClaimKind,
-        owner: &str,
-        bound: ProcessIdentity,
-        attempt: u32,
-    ) -> Self {
-        let slurm = crate::slurm::SlurmIds::from_env();
-        Self {
-            format: CLAIM_FORMAT,
-            task: task.to_owned(),
-            kind,
-            owner: owner.to_owned(),
-            pid: bound.pid,
-            pid_start: bound.start,
-            holder: None,
-            agent: None,
-            agent_session: None,
-            host: proc::hostname(),
-            boot_id: proc::boot_id(),
-            lease_until: None,
-            lease_ms: None,
-            slurm_job: slurm.slurm_job,
-            slurm_array_task: slurm.slurm_array_task,
-            attempt,
-            since: time::rfc3339(&time::now()),
-        }
-    }
-}
+// The record and the state a listing shows, at the paths other crates use.
+pub use crate::claim_record::{is_claim_file, read_record, ClaimKind, ClaimRecord, CLAIM_FORMAT};
+pub use crate::liveness::ClaimState;
 
 /// A held claim.
 #[derive(Debug)]
@@ -269,21 +174,6 @@ fn later(a: &Option<String>, b: &Option<String>) -> bool {
     }
 }
 
-fn write_record(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
-    let _w = crate::lease::writes();
-    write_record_unlocked(dir, record)
-}
-
-pub(crate) fn write_record_unlocked(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
-    // Volatile: after a power loss the lock is gone too, so the record is
-    // stale whatever its content; a process crash cannot tear it.
-    atomic::write_atomic(
-        &dir.claim(&record.task),
-        &to_json_bytes(record),
-        Durability::Volatile,
-    )
-}
-
 /// Extends the lease of the claim on `task` to `lease` from now (and makes
 /// `lease` its length from then on), rewriting its record if it is still
 /// the claim `expected` (same owner, pid and start). Returns the new end, or
@@ -309,35 +199,6 @@ pub fn renew_lease(
     rec.lease_ms = Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
     write_record_unlocked(dir, &rec)?;
     Ok(Some(until))
-}
-
-/// Reads a claim record.
-///
-/// A record released while it is read may be set aside and reused for the
-/// releasing worker's next claim (see the module's notes): what was read
-/// then belongs to no claim of `task`. So where the bytes are not a record
-/// of `task`, the name is looked up again: gone, the claim is gone
-/// (`NotFound`); else it is read again (a few times: a record that says
-/// another task for good is returned as it is, as before).
-pub fn read_record(dir: &SessionDir, task: &str) -> Result<ClaimRecord> {
-    let path = dir.claim(task);
-    let mut tries = 0;
-    loop {
-        let bytes = fs::read(&path).ctx("read", &path)?;
-        let parsed = serde_json::from_slice::<ClaimRecord>(&bytes);
-        if matches!(&parsed, Ok(r) if r.task == task) {
-            return parsed.map_err(|e| crate::json::damaged(&path, &e));
-        }
-        tries += 1;
-        match fs::symlink_metadata(&path) {
-            Err(e) => return Err(Error::io("read", &path, e)),
-            // Read again: the name may lead to another file now, or to the
-            // same one back again with this task's record (released, used
-            // for another claim and for this task's next one meanwhile).
-            Ok(_) if tries < 5 => continue,
-            Ok(_) => return parsed.map_err(|e| crate::json::damaged(&path, &e)),
-        }
-    }
 }
 
 thread_local! {
@@ -563,7 +424,7 @@ pub fn try_claim_with(
     // (its flock may not reach here): its lease must have ended too. And a
     // hand claim lives as long as the shell it is bound to, even if its
     // holder process was killed.
-    if read_record(dir, task).is_ok_and(|r| r.task == task && crate::liveness::record_holds(&r)) {
+    if read_record(dir, task).is_ok_and(|r| r.task == task && record_holds(&r)) {
         return Ok(Attempt::Held);
     }
     let units = if resources.is_empty() {
@@ -698,46 +559,6 @@ pub struct ClaimInfo {
     pub why: String,
 }
 
-/// How a claim stands, in one word, as `orch-claim list` and
-/// `orch-monitor` show it (text and JSON spell it the same).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClaimState {
-    /// Its lock is held (or its lease holds) and its owner lives.
-    Live,
-    /// Its lock is held but its owner is gone: what the owner started
-    /// still runs.
-    Orphaned,
-    /// A hand claim whose holder is gone while the shell it is bound to
-    /// lives: it still counts.
-    Unheld,
-    /// Its lock is free: nobody runs the task.
-    Stale,
-    /// Its record could not be read (also what a view says before it is
-    /// judged).
-    #[default]
-    Unreadable,
-}
-
-impl ClaimState {
-    /// The word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClaimState::Live => "live",
-            ClaimState::Orphaned => "orphaned",
-            ClaimState::Unheld => "unheld",
-            ClaimState::Stale => "stale",
-            ClaimState::Unreadable => "unreadable",
-        }
-    }
-}
-
-impl std::fmt::Display for ClaimState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Every claim record in the session.
 pub fn list_claims(dir: &SessionDir) -> Result<Vec<ClaimInfo>> {
     let cdir = dir.claims_dir();
@@ -753,7 +574,7 @@ pub fn list_claims(dir: &SessionDir) -> Result<Vec<ClaimInfo>> {
         let record = read_record(dir, task);
         let (live, state, why) = match &record {
             Ok(r) => {
-                let (state, j) = crate::liveness::claim_state(dir, task, r);
+                let (state, j) = claim_state(dir, task, r);
                 (j.live, state, j.why)
             }
             Err(_) => {
@@ -785,7 +606,7 @@ pub fn remove_if_stale(dir: &SessionDir, task: &str) -> Result<bool> {
     let Some(_guard) = lock::try_lock(&dir.task_lock(task))? else {
         return Ok(false);
     };
-    if read_record(dir, task).is_ok_and(|r| crate::liveness::record_holds(&r)) {
+    if read_record(dir, task).is_ok_and(|r| record_holds(&r)) {
         return Ok(false);
     }
     let path = dir.claim(task);
@@ -824,7 +645,7 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
     };
     // A claim from another host is judged by its lease, not by a flock
     // that may not reach here; a hand claim by the shell it is bound to.
-    if read_record(dir, task).is_ok_and(|r| crate::liveness::record_holds(&r)) {
+    if read_record(dir, task).is_ok_and(|r| record_holds(&r)) {
         return Ok(Retired::Held);
     }
     let path = dir.claim(task);
@@ -845,15 +666,11 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
     }
 }
 
-/// Whether `path` names a claim file (for sweeps).
-pub fn is_claim_file(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "json")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proc::ProcessIdentity;
+    use std::os::unix::fs::MetadataExt;
 
     use crate::testing::session_dir as session;
 

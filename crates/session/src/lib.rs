@@ -24,6 +24,7 @@ pub mod board;
 pub mod breaker;
 pub mod checkpoint;
 pub mod claim;
+pub mod claim_record;
 pub mod competition;
 pub mod error;
 pub mod fsinfo;

@@ -11,7 +11,9 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::claim::{ClaimKind, ClaimRecord, ClaimState};
+use serde::{Deserialize, Serialize};
+
+use crate::claim_record::{is_claim_file, write_record_unlocked, ClaimKind, ClaimRecord};
 use crate::heartbeat::Heartbeat;
 use crate::layout::SessionDir;
 use crate::lease::{judge, writes};
@@ -24,6 +26,46 @@ pub use crate::lease::{
     clock_skew, configure, foreign_debris, lease, lease_from_now, lease_holds, set_clock_skew,
     Judgement,
 };
+
+/// How a claim stands, in one word, as `orch-claim list` and
+/// `orch-monitor` show it (text and JSON spell it the same).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimState {
+    /// Its lock is held (or its lease holds) and its owner lives.
+    Live,
+    /// Its lock is held but its owner is gone: what the owner started
+    /// still runs.
+    Orphaned,
+    /// A hand claim whose holder is gone while the shell it is bound to
+    /// lives: it still counts.
+    Unheld,
+    /// Its lock is free: nobody runs the task.
+    Stale,
+    /// Its record could not be read (also what a view says before it is
+    /// judged).
+    #[default]
+    Unreadable,
+}
+
+impl ClaimState {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimState::Live => "live",
+            ClaimState::Orphaned => "orphaned",
+            ClaimState::Unheld => "unheld",
+            ClaimState::Stale => "stale",
+            ClaimState::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for ClaimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Judges the claim on `task` whose record is `rec`.
 pub fn claim(dir: &SessionDir, task: &str, rec: &ClaimRecord) -> Judgement {
@@ -185,7 +227,7 @@ pub fn renew(dir: &SessionDir, lease: Duration, mine: &Mine) -> Duration {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if !crate::claim::is_claim_file(&path) {
+        if !is_claim_file(&path) {
             continue;
         }
         if let Ok(mut rec) = crate::json::read_json::<ClaimRecord>(&path) {
@@ -198,7 +240,7 @@ pub fn renew(dir: &SessionDir, lease: Duration, mine: &Mine) -> Duration {
                     }
                     None => until.clone(),
                 });
-                let _ = crate::claim::write_record_unlocked(dir, &rec);
+                let _ = write_record_unlocked(dir, &rec);
             }
         }
     }
@@ -208,7 +250,7 @@ pub fn renew(dir: &SessionDir, lease: Duration, mine: &Mine) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claim::{self, Attempt, ClaimKind};
+    use crate::claim::{self, Attempt};
     use crate::proc::ProcessIdentity;
     use crate::time;
 

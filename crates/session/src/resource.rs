@@ -104,7 +104,7 @@ fn held_by_live_hand_claim(dir: &SessionDir, name: &str, slot: u32, asking: Opti
     };
     match h.task.as_deref() {
         Some(t) if Some(t) != asking => {
-            crate::claim::read_record(dir, t).is_ok_and(|r| crate::liveness::hand_bound_alive(&r))
+            crate::claim_record::read_record(dir, t).is_ok_and(|r| crate::liveness::hand_bound_alive(&r))
         }
         _ => false,
     }
