@@ -213,7 +213,7 @@ pub enum Spare {
 /// moved to `path` only if nothing is there. A reader that opened the old
 /// name before it was set aside may read the new content through its
 /// descriptor, so readers of such files check that the name still leads to
-/// what they read (as [`crate::claim::read_record`] does). Where the spare
+/// what they read (as `claim_record::read_record` does). Where the spare
 /// cannot be used, a new file is made as [`create_once`] does.
 pub fn create_once_reusing(spare: &Path, path: &Path, bytes: &[u8]) -> (Result<()>, Spare) {
     let reuse = || -> io::Result<()> {

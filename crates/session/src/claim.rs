@@ -525,7 +525,7 @@ pub fn read_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
 
 /// Writes a task's result (create-once, durable) and journals it. The
 /// journal is a cache: a line that cannot be written is made up for by
-/// [`crate::board::Board::reconcile`], so only the result's own write can
+/// `board::Board::reconcile`, so only the result's own write can
 /// fail this.
 pub fn write_result(dir: &SessionDir, result: &TaskResult) -> Result<()> {
     atomic::create_once(

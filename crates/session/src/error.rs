@@ -356,7 +356,7 @@ pub enum Error {
     },
     /// orch will not write through this path (a symbolic link inside a
     /// session directory) or use this directory (a root or session another
-    /// user controls). See [`crate::safefs`].
+    /// user controls). See `safefs`.
     #[error("refusing to {action} `{}`: {reason}", path.display())]
     Refused {
         /// What was refused: "write through", "use".

@@ -3,7 +3,7 @@
 //!
 //! It is a cache: every line is appended after the file it describes is in
 //! place, and readers reconcile it with `results/` (see
-//! [`crate::board::Board::load`]), so a line lost to a crash or a deleted
+//! `board::Board::load`), so a line lost to a crash or a deleted
 //! journal costs only a rescan. Each line is one `write(2)` on an
 //! `O_APPEND` descriptor, so lines from concurrent writers never interleave;
 //! it is opened like a log, never through a symlink ([`crate::safefs`]).

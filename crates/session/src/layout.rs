@@ -377,7 +377,7 @@ impl SessionDir {
     }
 
     /// `status/advanced.json`: a finished roadmap session was moved on
-    /// (see [`crate::advanced`]).
+    /// (see `advanced`).
     pub fn advanced_json(&self) -> PathBuf {
         self.dir.join(STATUS_DIR).join(ADVANCED_JSON)
     }

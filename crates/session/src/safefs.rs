@@ -4,7 +4,7 @@
 //! # Symlinked directories
 //!
 //! The final name of every write is opened with `O_NOFOLLOW` or replaced by
-//! `rename`/`link` (see [`crate::atomic`]). That alone does not stop a
+//! `rename`/`link` (see `atomic`). That alone does not stop a
 //! *directory* on the way from being a symlink: with `checkpoints/api` →
 //! `/etc`, an arrival would land in `/etc`. So every write below a session
 //! directory goes through a [`Dir`]: the session directory is opened with
@@ -21,8 +21,8 @@
 //! the kernel has no `openat2`, the walk is made.
 //!
 //! **Which paths are inside a session.** Writers get full paths (from
-//! [`crate::layout::SessionDir`]), so this module keeps a per-process
-//! registry of *session bases*: [`crate::layout::SessionDir::new`] registers
+//! `layout::SessionDir`), so this module keeps a per-process
+//! registry of *session bases*: `SessionDir::new` registers
 //! its directory ([`trust`]), which every way of reaching a session goes
 //! through (creating, opening, resolving, a hand claim's holder). A path
 //! written to is inside a session when one of its ancestors is a registered
