@@ -1,6 +1,6 @@
 #!/bin/sh
-# What CI checks before the tests: formatting, clippy, docs, and the crates'
-# import direction.
+# What CI checks before the tests: formatting, clippy, docs, the crates'
+# import direction, and the contract crate's module layers.
 set -eu
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
@@ -19,3 +19,6 @@ refuse_deps() {
 }
 refuse_deps orch-session 'orch-readers|orch-cli|orch'
 refuse_deps orch-readers 'orch-cli|orch'
+# Inside the contract its modules form layers (docs/architecture.md): no
+# module uses one that uses it back, doc links included.
+python3 scripts/module-cycles.py crates/session/src
