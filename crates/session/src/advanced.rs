@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::Result;
-use crate::layout::SessionDir;
 use crate::json::{read_json, to_json_bytes};
+use crate::layout::SessionDir;
 
 /// `status/advanced.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

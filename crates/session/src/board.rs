@@ -13,10 +13,10 @@ use std::fs;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, IoContext, Result};
 use crate::journal;
+use crate::json::read_json;
 use crate::layout::SessionDir;
 use crate::plan::{After, ResourceDecl, Task};
 use crate::result::{Status, TaskResult};
-use crate::json::read_json;
 use crate::tasks::{BoardPlan, Tasks};
 
 /// What the board knows of one task.

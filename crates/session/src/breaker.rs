@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::SessionDir;
 use crate::lock::{self, LockGuard};
 use crate::result::Status;
-use crate::json::{read_json, to_json_bytes};
 use crate::time;
 
 /// The circuit breaker's state, spelled on disk `closed`, `open` and

@@ -18,9 +18,9 @@ use serde_json::Value;
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::{check_name, SessionDir};
 use crate::proc;
-use crate::json::{read_json, to_json_bytes};
 use crate::safefs::make_private_dir;
 use crate::time;
 

@@ -25,14 +25,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::atomic::{self, Durability};
-use crate::error::{Error, IoContext, Result};
 use crate::claim_record::{write_record, write_record_unlocked};
+use crate::error::{Error, IoContext, Result};
 use crate::journal;
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::SessionDir;
+use crate::liveness::{claim_state, record_holds};
 use crate::lock::{self, LockGuard};
 use crate::result::{Status, TaskResult};
-use crate::json::{read_json, to_json_bytes};
-use crate::liveness::{claim_state, record_holds};
 use crate::safefs::make_private_dir;
 use crate::time;
 
@@ -670,7 +670,6 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
 mod tests {
     use super::*;
     use crate::proc::ProcessIdentity;
-    use std::os::unix::fs::MetadataExt;
 
     use crate::testing::session_dir as session;
 

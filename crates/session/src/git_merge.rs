@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::atomic::{self, Durability};
 use crate::error::Result;
-use crate::layout::SessionDir;
 use crate::json::to_json_bytes;
+use crate::layout::SessionDir;
 
 /// One task's line in the report.
 #[derive(Debug, Clone, Serialize)]

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::{SessionDir, HEARTBEAT_SUFFIX};
 use crate::lease::{judge, writes, Judgement};
 use crate::lock;
-use crate::json::{read_json, to_json_bytes};
 
 /// Current heartbeat format. History: 1: first version.
 pub const HEARTBEAT_FORMAT: u32 = 1;

@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::{check_name, SessionDir};
 use crate::lock::{self, LockGuard};
-use crate::json::{read_json, to_json_bytes};
 use crate::safefs::make_private_dir;
 use crate::time;
 

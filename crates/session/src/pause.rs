@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, Result};
-use crate::layout::SessionDir;
 use crate::json::{read_json, to_json_bytes};
+use crate::layout::SessionDir;
 use crate::time;
 
 /// File name in `status/`.

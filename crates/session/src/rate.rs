@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::{check_name, SessionDir};
 use crate::lock;
-use crate::json::{read_json, to_json_bytes};
 use crate::time::parse_duration;
 
 /// `count` per `per`.

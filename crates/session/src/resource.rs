@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::Result;
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::{check_name, SessionDir};
 use crate::lock::{self, LockGuard};
-use crate::json::{read_json, to_json_bytes};
 use crate::{proc, time};
 
 /// Who holds a slot.
@@ -103,9 +103,8 @@ fn held_by_live_hand_claim(dir: &SessionDir, name: &str, slot: u32, asking: Opti
         return false;
     };
     match h.task.as_deref() {
-        Some(t) if Some(t) != asking => {
-            crate::claim_record::read_record(dir, t).is_ok_and(|r| crate::liveness::hand_bound_alive(&r))
-        }
+        Some(t) if Some(t) != asking => crate::claim_record::read_record(dir, t)
+            .is_ok_and(|r| crate::liveness::hand_bound_alive(&r)),
         _ => false,
     }
 }

@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::{check_name, SessionDir};
 use crate::lock;
-use crate::json::{read_json, to_json_bytes};
 use crate::time;
 
 /// How long to wait for a key's lock before giving up.

@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::{SessionDir, SLURM_LOCK};
 use crate::lock;
-use crate::json::{read_json, to_json_bytes};
 use crate::safefs::make_private_dir;
 
 /// Current format of `slurm/jobs.json`.

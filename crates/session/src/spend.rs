@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Diagnostic, Error, Result};
+use crate::json::{read_json, to_json_bytes};
 use crate::layout::SessionDir;
 use crate::lock::{self, LockGuard};
 use crate::result::Cost;
-use crate::json::{read_json, to_json_bytes};
 use crate::time;
 
 /// File name inside `status/`.

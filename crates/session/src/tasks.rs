@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{Diagnostic, Error, Result};
-use crate::plan::{After, PlanDoc, ResourceDecl, Task, Template, PLAN_FORMAT};
 use crate::json::{check_format, damaged};
+use crate::plan::{After, PlanDoc, ResourceDecl, Task, Template, PLAN_FORMAT};
 
 /// The tasks of a plan, in plan order.
 #[derive(Debug)]

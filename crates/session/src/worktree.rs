@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Durability};
 use crate::error::{Error, IoContext, Result};
-use crate::layout::{check_name, SessionDir};
 use crate::json::{read_json, to_json_bytes};
+use crate::layout::{check_name, SessionDir};
 use crate::safefs::make_private_dir;
 
 /// Current record format.

@@ -22,10 +22,10 @@ use serde_json::Value;
 use super::{BadFile, Inputs, Outcome, ReportTask};
 use crate::claim;
 use crate::error::{Error, Result};
+use crate::json::{check_format, damaged, json_error_text};
 use crate::layout::check_name;
 use crate::plan::{After, PLAN_FORMAT};
 use crate::result::{Status, RESULT_FORMAT};
-use crate::json::{check_format, damaged, json_error_text};
 use crate::session::Session;
 
 /// `plan.json`, reading only what a report needs.
