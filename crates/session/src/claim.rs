@@ -16,8 +16,8 @@
 //! ([`atomic::set_aside`], [`atomic::create_once_reusing`]): a file made
 //! and removed per task slowed every later file creation on ext4 without
 //! a journal. Readers see no difference: the record leaves its name at
-//! once, and [`read_record`] checks that the name still leads to the file
-//! it read.
+//! once, and [`read_record`] reads again when the bytes it read are not
+//! the task's record (the file was reused meanwhile).
 
 use std::fs;
 use std::io;
