@@ -195,6 +195,9 @@ impl Session {
     ) -> Result<Session> {
         make_private_dir(root)?;
         check_root(root)?;
+        // A hint to ext4's allocator; without it, each file of this
+        // session may cost a scan of the inodes of the last one removed.
+        crate::fsinfo::spread_subdirs(root);
         let doc = PlanDoc {
             format: PLAN_FORMAT,
             tasks: plan.tasks.clone(),
