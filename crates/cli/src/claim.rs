@@ -12,7 +12,7 @@ use std::os::unix::io::FromRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -413,92 +413,50 @@ fn hand_claim(
 }
 
 fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
-    let (session, record) = hand_claim(global, id, |r| {
-        format!(
-            "task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead",
-            r.owner, r.pid
-        )
-    })?;
+    let session = global.session()?;
+    layout::check_name("task id", id)?;
     let dir = &session.dir;
-    if !proc::is_this_host(&record.host, &record.boot_id) {
-        // Its holder lives there: only there can it be stopped.
-        return Err(coded(
-            exit::CONFLICT,
-            format!(
-                "task `{id}` was claimed by hand on host {} (pid {}); run this there",
-                record.host, record.pid
-            ),
-        ));
-    }
-    // Live while its lock is held, or while the shell it is bound to lives
-    // (its holder may have been killed).
-    if !lock::is_held(&dir.task_lock(id))? && !liveness::hand_bound_alive(&record) {
-        return Err(coded(
-            exit::CONFLICT,
-            format!("the claim on `{id}` is stale (pid {} is gone); claim it again with `orch-claim --task {id}`", record.pid),
-        ));
-    }
+    let claim = match claim::hand(dir, id)? {
+        Ok(c) => c,
+        Err(refusal) => return Err(coded(exit::CONFLICT, refused(id, &refusal))),
+    };
+    let record = claim.record.clone();
     let (status, text) = match &how {
         Finish::Done(s) => (Some(Status::Success), s.clone()),
         Finish::Fail(r) => (Some(Status::Failure), r.clone()),
         Finish::Release => (None, None),
     };
-    if let Some(status) = status {
-        let result = TaskResult {
-            reason: if status == Status::Failure {
-                Some(text.clone().unwrap_or_else(|| "failed by hand".to_owned()))
-            } else {
-                None
-            },
-            worker: Some("hand".to_owned()),
-            pid: Some(record.pid),
-            host: Some(record.host.clone()),
-            slurm: orch_session::slurm::SlurmIds {
-                slurm_job: record.slurm_job.clone(),
-                slurm_array_task: record.slurm_array_task.clone(),
-            },
-            // As the record said, even where it does not parse.
-            started: Some(record.since.clone()),
-            cost: orch_session::claim::cost_so_far(dir, id)?,
-            output: TaskOutput {
-                summary: if status == Status::Success {
-                    text.clone()
-                } else {
-                    None
-                },
-                ..TaskOutput::default()
-            },
-            ..TaskResult::new(
-                id,
-                record.attempt,
-                status,
-                time::parse_rfc3339(&record.since),
-                time::now(),
-            )
-        };
-        claim::write_result(dir, &result).map_err(|e| match e {
-            orch_session::Error::AlreadyExists { .. } => {
-                coded(exit::CONFLICT, format!("task `{id}` already has a result"))
+    let released = match status {
+        Some(status) => {
+            if dir.result(id).exists() {
+                return Err(coded(
+                    exit::CONFLICT,
+                    format!("task `{id}` already has a result"),
+                ));
             }
-            e => e.into(),
-        })?;
-        if status == Status::Failure {
-            crate::notify::failed(&session, &result, &who());
+            let result = hand_result(dir, &record, status, text)?;
+            let finished = claim.finish(&result);
+            if matches!(finished, Ok(claim::Finished::TheirsKept)) {
+                return Err(coded(
+                    exit::CONFLICT,
+                    format!("task `{id}` already has a result"),
+                ));
+            }
+            let written = matches!(finished, Ok(_) | Err(orch_session::Error::Locked { .. }));
+            if status == Status::Failure && written {
+                crate::notify::failed(&session, &result, &who());
+            }
+            finished.map(|_| ())
         }
-    }
-    // Stop the holder and wait for the lock to be free, so what follows
-    // (another claim, a monitor) sees the task settled.
-    if let Some(holder) = record.holder {
-        sys::kill_identity(&holder, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    match lock::lock_until(&dir.task_lock(id), Some(deadline))? {
-        // Holding the lock while removing the record, so a claim someone
-        // made in between is never touched.
-        Some(_guard) => {
-            let _ = orch_session::safefs::remove_file(&dir.claim(id));
+        None => claim.release(),
+    };
+    match released {
+        Ok(()) => {}
+        // The result is written; only the holder is slow to go.
+        Err(orch_session::Error::Locked { .. }) => {
+            eprintln!("orch-claim: warning: the holder of `{id}` did not let go within 5s")
         }
-        None => eprintln!("orch-claim: warning: the holder of `{id}` did not let go within 5s"),
+        Err(e) => return Err(e.into()),
     }
     let verb = match how {
         Finish::Done(_) => "done",
@@ -519,6 +477,71 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
         outln(&format!("{id} {verb}"))?;
     }
     Ok(exit::OK)
+}
+
+/// What `orch-claim done|fail|release` says when `claim::hand` refuses.
+fn refused(id: &str, refusal: &claim::HandRefusal) -> String {
+    match refusal {
+        claim::HandRefusal::NotClaimed => {
+            format!("task `{id}` is not claimed (claim it with `orch-claim --task {id}`)")
+        }
+        claim::HandRefusal::NotHand(r) => format!(
+            "task `{id}` is claimed by {} (pid {}), not by hand; stop that worker instead",
+            r.owner, r.pid
+        ),
+        // Its holder lives there: only there can it be stopped.
+        claim::HandRefusal::OtherHost(r) => format!(
+            "task `{id}` was claimed by hand on host {} (pid {}); run this there",
+            r.host, r.pid
+        ),
+        claim::HandRefusal::Stale(r) => format!(
+            "the claim on `{id}` is stale (pid {} is gone); claim it again with `orch-claim --task {id}`",
+            r.pid
+        ),
+    }
+}
+
+/// The result a person gives a hand-claimed task: `done` (with a summary)
+/// or `fail` (with a reason).
+fn hand_result(
+    dir: &SessionDir,
+    record: &ClaimRecord,
+    status: Status,
+    text: Option<String>,
+) -> Result<TaskResult> {
+    let id = record.task.as_str();
+    Ok(TaskResult {
+        reason: if status == Status::Failure {
+            Some(text.clone().unwrap_or_else(|| "failed by hand".to_owned()))
+        } else {
+            None
+        },
+        worker: Some("hand".to_owned()),
+        pid: Some(record.pid),
+        host: Some(record.host.clone()),
+        slurm: orch_session::slurm::SlurmIds {
+            slurm_job: record.slurm_job.clone(),
+            slurm_array_task: record.slurm_array_task.clone(),
+        },
+        // As the record said, even where it does not parse.
+        started: Some(record.since.clone()),
+        cost: orch_session::claim::cost_so_far(dir, id)?,
+        output: TaskOutput {
+            summary: if status == Status::Success {
+                text
+            } else {
+                None
+            },
+            ..TaskOutput::default()
+        },
+        ..TaskResult::new(
+            id,
+            record.attempt,
+            status,
+            time::parse_rfc3339(&record.since),
+            time::now(),
+        )
+    })
 }
 
 /// `orch-claim renew ID`: pushes a hand claim's lease end to `lease` from

@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_session::proc::ProcessIdentity;
-
 /// Opens a pidfd for `pid`: readable once the process exits. `None` if the
 /// kernel has no pidfds; an error (ESRCH) if the process is gone.
 pub fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
@@ -228,18 +226,6 @@ pub fn capture(
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     }))
-}
-
-/// Sends `sig` to the process `id` if it is still that process.
-pub fn kill_identity(id: &ProcessIdentity, sig: i32) -> bool {
-    if !id.is_alive() {
-        return false;
-    }
-    let Ok(p) = i32::try_from(id.pid) else {
-        return false;
-    };
-    // SAFETY: kill on a checked pid.
-    unsafe { libc::kill(p, sig) == 0 }
 }
 
 /// Signals received by this process, with a descriptor to poll on.

@@ -40,14 +40,48 @@ use crate::time;
 pub use crate::claim_record::{is_claim_file, read_record, ClaimKind, ClaimRecord, CLAIM_FORMAT};
 pub use crate::liveness::ClaimState;
 
-/// A held claim.
+/// A held claim: the only way to end it with a result ([`Claim::finish`])
+/// or without one ([`Claim::release`]). A worker's claim holds the task's
+/// lock in this process ([`try_claim`]); a hand claim, taken up by another
+/// command of the person who made it ([`hand`]), is held by the claim's
+/// holder process, which lets go when told.
 #[derive(Debug)]
 pub struct Claim {
-    guard: LockGuard,
-    units: Vec<crate::resource::Unit>,
+    hold: Hold,
     dir: SessionDir,
     /// The record as written.
     pub record: ClaimRecord,
+}
+
+/// Who holds a claim's task lock and resource units.
+#[derive(Debug)]
+enum Hold {
+    /// This process.
+    Here {
+        guard: LockGuard,
+        units: Vec<crate::resource::Unit>,
+    },
+    /// A hand claim's holder process (or, where it was killed, nobody while
+    /// the shell the claim is bound to lives).
+    Holder,
+}
+
+/// How long [`Claim::release`] of a hand claim waits for its holder to let
+/// go of the task's lock.
+const HOLDER_LETS_GO: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why [`hand`] cannot take up a claim.
+#[derive(Debug)]
+pub enum HandRefusal {
+    /// The task has no claim record.
+    NotClaimed,
+    /// A worker claimed it.
+    NotHand(ClaimRecord),
+    /// It was claimed by hand on another host: only there can its holder
+    /// be told to let go.
+    OtherHost(ClaimRecord),
+    /// Its lock is free and the process it was bound to is gone.
+    Stale(ClaimRecord),
 }
 
 /// What became of the result given to [`Claim::finish`].
@@ -80,22 +114,32 @@ impl Claim {
         &self.record.task
     }
 
-    /// The lock guard (its descriptor can be inherited by the agent).
-    pub fn guard(&self) -> &LockGuard {
-        &self.guard
+    /// The task lock's guard, where this process holds it.
+    pub fn guard(&self) -> Option<&LockGuard> {
+        match &self.hold {
+            Hold::Here { guard, .. } => Some(guard),
+            Hold::Holder => None,
+        }
     }
 
     /// Descriptors the agent inherits: the task lock and every resource
-    /// unit, so an orphaned agent keeps them all.
+    /// unit, so an orphaned agent keeps them all (none where a holder
+    /// process has them).
     pub fn inherit_fds(&self) -> Vec<std::os::unix::io::RawFd> {
-        std::iter::once(self.guard.raw_fd())
-            .chain(self.units.iter().map(|u| u.guard.raw_fd()))
-            .collect()
+        match &self.hold {
+            Hold::Here { guard, units } => std::iter::once(guard.raw_fd())
+                .chain(units.iter().map(|u| u.guard.raw_fd()))
+                .collect(),
+            Hold::Holder => Vec::new(),
+        }
     }
 
-    /// The resource units held with the task.
+    /// The resource units this process holds with the task.
     pub fn units(&self) -> &[crate::resource::Unit] {
-        &self.units
+        match &self.hold {
+            Hold::Here { units, .. } => units,
+            Hold::Holder => &[],
+        }
     }
 
     /// Rewrites the record (e.g. with the agent's pid once it started).
@@ -116,13 +160,15 @@ impl Claim {
     /// lock released, in that order, so nobody ever sees the task neither
     /// finished nor claimed. A result someone else recorded first is kept
     /// ([`Finished::TheirsKept`]). When writing fails (a full disk: nothing
-    /// was linked in) the claim is released all the same, and the error
-    /// returned.
+    /// was linked in) a worker's claim is released all the same (the
+    /// worker moves on) and the error returned; a hand claim is kept, for
+    /// the person to try again.
     pub fn finish(self, result: &TaskResult) -> Result<Finished> {
         debug_assert_eq!(result.task, self.record.task, "a result for another task");
         let written = match write_result(&self.dir, result) {
             Ok(()) => Ok(Finished::Written),
             Err(Error::AlreadyExists { .. }) => Ok(Finished::TheirsKept),
+            Err(e) if matches!(self.hold, Hold::Holder) => return Err(e),
             Err(e) => Err(e),
         };
         let released = self.release();
@@ -131,8 +177,15 @@ impl Claim {
         Ok(finished)
     }
 
-    /// Removes the record, then releases the lock.
+    /// Removes the record, then releases the lock. A hand claim's holder is
+    /// told to let go (`SIGTERM`) and waited for, up to 5 s, and the record
+    /// removed while this process holds the lock, so a claim made in
+    /// between is never touched; a holder that keeps the lock is
+    /// [`Error::Locked`], its record left to it.
     pub fn release(self) -> Result<()> {
+        let Hold::Here { guard, units } = self.hold else {
+            return release_from_holder(&self.dir, &self.record);
+        };
         let path = self.dir.claim(&self.record.task);
         // Not while the lease keeper rewrites it, lest it come back.
         let w = crate::lease::writes();
@@ -147,18 +200,81 @@ impl Claim {
             Err(e) => Err(Error::io("remove", &path, e)),
         };
         drop(w);
-        drop(self.units);
-        drop(self.guard);
+        drop(units);
+        drop(guard);
         removed
     }
 
     /// Gives up the claim without removing its record, leaving the task's
     /// lock and every resource unit to whoever inherited the descriptors (a
-    /// hand claim's holder process): the guards, task lock first.
+    /// hand claim's holder process): the guards, task lock first (none
+    /// where a holder has them already).
     pub fn into_parts(self) -> (Vec<LockGuard>, ClaimRecord) {
-        let mut guards = vec![self.guard];
-        guards.extend(self.units.into_iter().map(|u| u.guard));
+        let guards = match self.hold {
+            Hold::Here { guard, units } => std::iter::once(guard)
+                .chain(units.into_iter().map(|u| u.guard))
+                .collect(),
+            Hold::Holder => Vec::new(),
+        };
         (guards, self.record)
+    }
+}
+
+/// Takes up the hand claim on `task` for the person who made it (`orch-claim
+/// done`, `fail`, `release`): a live hand claim made on this host. Its
+/// holder keeps the lock until the [`Claim`] is finished or released.
+pub fn hand(dir: &SessionDir, task: &str) -> Result<std::result::Result<Claim, HandRefusal>> {
+    let record = match read_record(dir, task) {
+        Ok(r) => r,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(Err(HandRefusal::NotClaimed))
+        }
+        Err(e) => return Err(e),
+    };
+    if record.kind != ClaimKind::Hand {
+        return Ok(Err(HandRefusal::NotHand(record)));
+    }
+    if !crate::proc::is_this_host(&record.host, &record.boot_id) {
+        return Ok(Err(HandRefusal::OtherHost(record)));
+    }
+    // Live while its lock is held, or while the shell it is bound to lives
+    // (its holder may have been killed).
+    if !lock::is_held(&dir.task_lock(task))? && !crate::liveness::hand_bound_alive(&record) {
+        return Ok(Err(HandRefusal::Stale(record)));
+    }
+    Ok(Ok(Claim {
+        hold: Hold::Holder,
+        dir: dir.clone(),
+        record,
+    }))
+}
+
+/// [`Claim::release`] of a claim a holder process keeps.
+fn release_from_holder(dir: &SessionDir, record: &ClaimRecord) -> Result<()> {
+    if let Some(holder) = &record.holder {
+        holder.signal(libc::SIGTERM);
+    }
+    let lock_path = dir.task_lock(&record.task);
+    let deadline = std::time::Instant::now() + HOLDER_LETS_GO;
+    let Some(_guard) = lock::lock_until(&lock_path, Some(deadline))? else {
+        return Err(Error::Locked {
+            path: lock_path,
+            holder: record
+                .holder
+                .map(|h| format!("the holder of the hand claim, pid {}", h.pid)),
+        });
+    };
+    // The record may be another claim's by now (the holder let go and
+    // someone claimed): only this claim's is removed.
+    match read_record(dir, &record.task) {
+        Ok(now) if now.pid == record.pid && now.since == record.since => {
+            match crate::safefs::remove_file(&dir.claim(&record.task)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("remove", dir.claim(&record.task), e)),
+            }
+        }
+        _ => Ok(()),
     }
 }
 
@@ -456,8 +572,7 @@ pub fn try_claim_with(
         }
     }
     Ok(Attempt::Claimed(Box::new(Claim {
-        guard,
-        units,
+        hold: Hold::Here { guard, units },
         dir: dir.clone(),
         record,
     })))
@@ -803,5 +918,101 @@ mod tests {
             assert_eq!(state.to_string(), word);
             assert_eq!(serde_json::to_value(state).expect("json"), word);
         }
+    }
+
+    /// A hand claim as `orch-claim` leaves it: the record, bound to this
+    /// process, and a holder process keeping the task's flock (taken by
+    /// `flock(1)` on a descriptor the holder keeps: the same lock). The
+    /// holder, to wait for.
+    fn hand_claimed(dir: &SessionDir, task: &str) -> std::process::Child {
+        let lock = dir.task_lock(task);
+        let mut holder = std::process::Command::new("sh")
+            .args(["-c", "exec 9>>\"$1\" && flock 9 && exec sleep 600", "sh"])
+            .arg(&lock)
+            .spawn()
+            .expect("sh");
+        // The holder has the lock once a try from here fails.
+        while lock::try_lock(&lock).expect("try").is_some() {
+            if let Some(status) = holder.try_wait().expect("wait") {
+                panic!("the holder ended before it took the lock: {status}");
+            }
+            std::thread::yield_now();
+        }
+        let mut record =
+            ClaimRecord::new(task, ClaimKind::Hand, "hand", ProcessIdentity::current(), 1);
+        record.holder = Some(ProcessIdentity::of(holder.id()));
+        write_record(dir, &record).expect("record");
+        assert!(holder.try_wait().expect("wait").is_none());
+        holder
+    }
+
+    #[test]
+    fn a_hand_claim_is_finished_by_telling_its_holder_to_let_go() {
+        let (_t, dir) = session();
+        let mut holder = hand_claimed(&dir, "a");
+        let claim = hand(&dir, "a").expect("read").expect("a live hand claim");
+        assert!(claim.guard().is_none() && claim.inherit_fds().is_empty());
+        let result = TaskResult::new("a", 1, Status::Success, None, time::now());
+        assert_eq!(claim.finish(&result).expect("finish"), Finished::Written);
+        // flock(1) died of the SIGTERM, so the lock was free for the removal.
+        let status = holder.wait().expect("wait");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+        assert!(!dir.claim("a").exists(), "the record is removed");
+        let written = read_result(&dir, "a").expect("read").expect("a result");
+        assert_eq!(written.status, Status::Success);
+        // Free (a child another test forks may share it for a moment).
+        let soon = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        assert!(lock::lock_until(&dir.task_lock("a"), Some(soon))
+            .expect("lock")
+            .is_some());
+    }
+
+    #[test]
+    fn a_hand_claim_is_released_without_a_result() {
+        let (_t, dir) = session();
+        let mut holder = hand_claimed(&dir, "a");
+        let claim = hand(&dir, "a").expect("read").expect("a live hand claim");
+        claim.release().expect("release");
+        holder.wait().expect("wait");
+        assert!(!dir.claim("a").exists());
+        assert!(!dir.result("a").exists());
+    }
+
+    #[test]
+    fn only_a_live_hand_claim_of_this_host_is_taken_up() {
+        let (_t, dir) = session();
+        assert!(matches!(
+            hand(&dir, "a").expect("read"),
+            Err(HandRefusal::NotClaimed)
+        ));
+        let worker = claimed(&dir, "a");
+        assert!(matches!(
+            hand(&dir, "a").expect("read"),
+            Err(HandRefusal::NotHand(_))
+        ));
+        worker.release().expect("release");
+        // Bound to a process that is gone, its lock free: stale.
+        let mut gone = std::process::Command::new("true").spawn().expect("true");
+        let gone_id = ProcessIdentity::of(gone.id());
+        gone.wait().expect("wait");
+        let record = ClaimRecord::new("b", ClaimKind::Hand, "hand", gone_id, 1);
+        write_record(&dir, &record).expect("record");
+        assert!(matches!(
+            hand(&dir, "b").expect("read"),
+            Err(HandRefusal::Stale(_))
+        ));
+        // Made on another host: only there.
+        let mut elsewhere =
+            ClaimRecord::new("c", ClaimKind::Hand, "hand", ProcessIdentity::current(), 1);
+        elsewhere.host = "another-host".to_owned();
+        elsewhere.boot_id = "another-boot".to_owned();
+        write_record(&dir, &elsewhere).expect("record");
+        assert!(matches!(
+            hand(&dir, "c").expect("read"),
+            Err(HandRefusal::OtherHost(_))
+        ));
     }
 }

@@ -39,6 +39,19 @@ impl ProcessIdentity {
             None => false,
         }
     }
+
+    /// Sends `sig` to this process if it is still this process (not a
+    /// later one reusing the pid). Whether the signal was sent.
+    pub fn signal(&self, sig: i32) -> bool {
+        if !self.is_alive() {
+            return false;
+        }
+        let Ok(p) = i32::try_from(self.pid) else {
+            return false;
+        };
+        // SAFETY: kill on a checked, positive pid.
+        p > 0 && unsafe { libc::kill(p, sig) == 0 }
+    }
 }
 
 /// Whether any process has this pid (it may be a zombie).

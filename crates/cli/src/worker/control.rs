@@ -50,7 +50,7 @@ pub fn stop(global: &Global, now: bool) -> Result<u8> {
         if !id.is_alive() {
             continue;
         }
-        sys::kill_identity(&id, libc::SIGTERM);
+        id.signal(libc::SIGTERM);
         if now {
             if let Some(agent) = hb.agent_pid {
                 sys::kill_group(agent, libc::SIGKILL);
