@@ -863,7 +863,112 @@ fn state_of(s: Status) -> TaskState {
 
 #[cfg(test)]
 mod tests {
-    use super::Edges;
+    use super::*;
+    use crate::claim::write_result;
+    use crate::plan::PlanDoc;
+
+    /// A plan of `tasks` (id, after), as plan.json holds it.
+    fn plan_of(tasks: &[(&str, &[&str])]) -> PlanDoc {
+        let tasks: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|(id, after)| {
+                serde_json::json!({
+                    "id": id, "action": {"command": "true"}, "timeout_ms": 1000,
+                    "retries": 0, "after": after, "priority": 1, "wave": 1
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "format": 1,
+            "tasks": tasks,
+            "analysis": {
+                "tasks": 0, "edges": 0, "depth": 1, "wave_sizes": [], "critical_path": [],
+                "critical_path_ms": 0, "sequential_ms": 0, "agents": 1, "parallel_ms": 0,
+                "assumed_estimates": 0
+            }
+        }))
+        .expect("a plan")
+    }
+
+    /// A session directory holding `tasks`, and its board.
+    fn board_of(tasks: &[(&str, &[&str])]) -> (tempfile::TempDir, Board) {
+        let (t, dir) = crate::testing::session_dir();
+        let board = Board::load(&dir, plan_of(tasks)).expect("board");
+        (t, board)
+    }
+
+    fn result(dir: &SessionDir, task: &str, status: Status) {
+        write_result(
+            dir,
+            &TaskResult::new(task, 1, status, None, crate::time::now()),
+        )
+        .expect("result");
+    }
+
+    fn ids(board: &mut Board) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(i) = board.pop_ready() {
+            out.push(board.id(i).to_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn a_task_is_ready_once_every_dependency_succeeded() {
+        let (_t, mut board) = board_of(&[("a", &[]), ("b", &[]), ("c", &["a", "b"])]);
+        let c = board.index_of("c").expect("c");
+        assert!(!board.is_ready(c));
+        let a = board.index_of("a").expect("a");
+        board.record(a, Some(Status::Success));
+        assert!(!board.is_ready(c), "b is still open");
+        board.record(board.index_of("b").expect("b"), Some(Status::Success));
+        assert!(board.is_ready(c));
+        assert_eq!(ids(&mut board), ["c"]);
+        // Its dependency's result moved away (a retry): waiting again.
+        board.record(a, None);
+        assert!(!board.is_ready(c));
+        assert_eq!(board.counts().pending, 2);
+    }
+
+    #[test]
+    fn results_on_disk_are_what_a_board_starts_from() {
+        let tasks: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("c", &["b"]), ("d", &[])];
+        let (_t, dir) = crate::testing::session_dir();
+        result(&dir, "a", Status::Success);
+        result(&dir, "b", Status::Failure);
+        let mut board = Board::load(&dir, plan_of(tasks)).expect("board");
+        let counts = board.counts();
+        assert_eq!((counts.success, counts.failure, counts.pending), (1, 1, 2));
+        // c can never run (b failed): it is doomed, with the reason.
+        let (b, c) = (
+            board.index_of("b").expect("b"),
+            board.index_of("c").expect("c"),
+        );
+        assert_eq!(board.take_doomed(), [(c, b)]);
+        assert_eq!(ids(&mut board), ["d"]);
+        assert!(!board.is_finished());
+        // A result moved away without a journal line (a retry by hand):
+        // reconcile reads the directory again.
+        fs::remove_file(dir.result("b")).expect("remove");
+        assert_eq!(board.reconcile().expect("reconcile"), 1);
+        assert_eq!(board.state(b), TaskState::Pending);
+        assert_eq!(ids(&mut board), ["b"]);
+    }
+
+    #[test]
+    fn another_workers_result_reaches_the_board_through_the_journal() {
+        let (_t, mut board) = board_of(&[("a", &[]), ("b", &["a"])]);
+        assert_eq!(ids(&mut board), ["a"]);
+        // Written by someone else: the file and its journal line.
+        result(board.dir(), "a", Status::Success);
+        board.refresh().expect("refresh");
+        assert_eq!(board.state(0), TaskState::Final(Status::Success));
+        assert_eq!(ids(&mut board), ["b"]);
+        result(board.dir(), "b", Status::Success);
+        board.refresh().expect("refresh");
+        assert!(board.is_finished());
+        assert_eq!(board.counts().success, 2);
+    }
 
     #[test]
     fn edges_keep_each_tasks_list_in_the_order_given() {
