@@ -788,14 +788,22 @@ mod tests {
 
     use crate::testing::session_dir as session;
 
+    /// Claims `task`, which nobody else claims. A child another test of
+    /// this process forks shares our descriptors until it execs, so a lock
+    /// just let go may still be held for a moment: `Held` is tried again,
+    /// for up to 10 s.
     fn claimed(dir: &SessionDir, task: &str) -> Claim {
-        match try_claim(dir, task, |a| {
-            ClaimRecord::new(task, ClaimKind::Worker, "w", ProcessIdentity::current(), a)
-        })
-        .expect("claim")
-        {
-            Attempt::Claimed(c) => *c,
-            other => panic!("not claimed: {other:?}"),
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match try_claim(dir, task, |a| {
+                ClaimRecord::new(task, ClaimKind::Worker, "w", ProcessIdentity::current(), a)
+            })
+            .expect("claim")
+            {
+                Attempt::Claimed(c) => return *c,
+                Attempt::Held if std::time::Instant::now() < until => std::thread::yield_now(),
+                other => panic!("not claimed: {other:?}"),
+            }
         }
     }
 
@@ -857,13 +865,22 @@ mod tests {
                 }
                 seen
             });
+            // Stops the reader however the writer ends: a panic below
+            // must fail the test, not leave the scope waiting for ever.
+            struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            let stopper = StopOnDrop(&stop);
             reuse_released();
             for _ in 0..3000 {
                 claimed(&dir, "a").release().expect("release");
                 claimed(&dir, "b").release().expect("release");
             }
             discard_released();
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(stopper);
             reader.join().expect("reader")
         });
         assert!(seen > 0, "the reader never saw a's claim");
