@@ -878,16 +878,7 @@ mod tests {
                 })
             })
             .collect();
-        serde_json::from_value(serde_json::json!({
-            "format": 1,
-            "tasks": tasks,
-            "analysis": {
-                "tasks": 0, "edges": 0, "depth": 1, "wave_sizes": [], "critical_path": [],
-                "critical_path_ms": 0, "sequential_ms": 0, "agents": 1, "parallel_ms": 0,
-                "assumed_estimates": 0
-            }
-        }))
-        .expect("a plan")
+        crate::testing::plan_doc(serde_json::Value::Array(tasks))
     }
 
     /// A session directory holding `tasks`, and its board.

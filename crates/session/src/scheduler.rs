@@ -380,23 +380,13 @@ pub fn deadlock_cycle(board: &Board) -> Option<String> {
 mod tests {
     use super::*;
     use crate::claim::ClaimKind;
-    use crate::plan::PlanDoc;
     use crate::proc::ProcessIdentity;
 
     /// A session directory holding `tasks` (JSON task objects), and its
     /// board.
     fn board(tasks: serde_json::Value) -> (tempfile::TempDir, Board) {
         let (t, dir) = crate::testing::session_dir();
-        let plan: PlanDoc = serde_json::from_value(serde_json::json!({
-            "format": 1,
-            "tasks": tasks,
-            "analysis": {
-                "tasks": 0, "edges": 0, "depth": 1, "wave_sizes": [], "critical_path": [],
-                "critical_path_ms": 0, "sequential_ms": 0, "agents": 1, "parallel_ms": 0,
-                "assumed_estimates": 0
-            }
-        }))
-        .expect("a plan");
+        let plan = crate::testing::plan_doc(tasks);
         let board = Board::load(&dir, plan).expect("board");
         (t, board)
     }

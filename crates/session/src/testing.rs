@@ -21,3 +21,18 @@ pub(crate) fn session_dir() -> (tempfile::TempDir, SessionDir) {
     let dir = SessionDir::new(t.path());
     (t, dir)
 }
+
+/// A plan of `tasks` (JSON task objects) as plan.json holds it, with an
+/// analysis that says nothing.
+pub(crate) fn plan_doc(tasks: serde_json::Value) -> crate::plan::PlanDoc {
+    serde_json::from_value(serde_json::json!({
+        "format": 1,
+        "tasks": tasks,
+        "analysis": {
+            "tasks": 0, "edges": 0, "depth": 1, "wave_sizes": [], "critical_path": [],
+            "critical_path_ms": 0, "sequential_ms": 0, "agents": 1, "parallel_ms": 0,
+            "assumed_estimates": 0
+        }
+    }))
+    .expect("a plan")
+}
