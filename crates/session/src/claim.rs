@@ -155,6 +155,22 @@ impl Claim {
         write_record_unlocked(&self.dir, &self.record)
     }
 
+    /// Keeps the claim for another attempt after `failed`: the failed
+    /// attempt archived in `history/` (create-once, durable), then the
+    /// record moved on to the next attempt, with no agent yet. When
+    /// archiving fails (a full disk) nothing changes and the error is
+    /// returned: the caller releases the task rather than lose the
+    /// attempt.
+    pub fn retry(&mut self, failed: &TaskResult) -> Result<()> {
+        debug_assert_eq!(failed.task, self.record.task, "a result for another task");
+        archive_attempt(&self.dir, failed)?;
+        self.update(|r| {
+            r.attempt += 1;
+            r.agent = None;
+            r.agent_session = None;
+        })
+    }
+
     /// Ends the claim with the task's final result: the result written
     /// once and durably and journalled, then the record removed and the
     /// lock released, in that order, so nobody ever sees the task neither
@@ -909,6 +925,31 @@ mod tests {
             .expect("claim"),
             Attempt::Finished(Status::Success)
         ));
+    }
+
+    #[test]
+    fn retry_archives_the_failed_attempt_and_keeps_the_task_for_the_next() {
+        let (_t, dir) = session();
+        let mut c = claimed(&dir, "a");
+        assert_eq!(c.record.attempt, 1);
+        let failed = TaskResult::new("a", 1, Status::Failure, None, time::now());
+        c.retry(&failed).expect("retry");
+        // In history as attempt 1; no result; still claimed, at attempt 2.
+        let history = history(&dir, "a").expect("history");
+        assert_eq!(history.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            read_json::<TaskResult>(&history[0].1).expect("read"),
+            failed
+        );
+        assert_eq!(read_result(&dir, "a").expect("read"), None);
+        assert_eq!(c.record.attempt, 2);
+        assert_eq!(read_record(&dir, "a").expect("record").attempt, 2);
+        assert!(crate::lock::is_held(&dir.task_lock("a")).expect("lock"));
+        assert_eq!(failed_attempts(&dir, "a").expect("count"), 1);
+        assert_eq!(next_attempt(&dir, "a").expect("next"), 2);
+        let ok = TaskResult::new("a", 2, Status::Success, None, time::now());
+        assert_eq!(c.finish(&ok).expect("finish"), Finished::Written);
+        assert_eq!(read_result(&dir, "a").expect("read"), Some(ok));
     }
 
     #[test]

@@ -346,7 +346,8 @@ impl Worker {
             return Ok(Next::Record(held, Box::new(result)));
         }
         held.retried += 1;
-        if let Err(e) = claim::archive_attempt(&self.dir, &result) {
+        // The failed attempt archived, the claim on to the next one.
+        if let Err(e) = held.claim.retry(&result) {
             if !e.is_disk_full() {
                 let _ = held.claim.release();
                 return Err(e.into());
@@ -383,11 +384,6 @@ impl Worker {
             self.after_task(&held.task.id, Status::Interrupted);
             return Ok(Next::Released);
         }
-        held.claim.update(|r| {
-            r.attempt += 1;
-            r.agent = None;
-            r.agent_session = None;
-        })?;
         held.cost_before = result.cost;
         held.resume = Resume::after(&result).filter(|_| self.session.info.settings.resume);
         Ok(Next::Again(held))
