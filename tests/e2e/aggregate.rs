@@ -4,9 +4,9 @@
 
 use std::fs;
 
-use orch_session::claim;
 use orch_session::lock;
 use orch_session::result::{Status, TaskOutput, TaskResult, RESULT_FORMAT};
+use orch_session::store;
 use orch_session::SessionDir;
 use serde_json::{json, Value};
 
@@ -135,9 +135,9 @@ fn fixture(env: &Env) -> String {
         result("e", Status::Success, 2.0, 6.0),
         json!({"insights": ["Cache misses are high"]}),
     );
-    claim::archive_attempt(&d, &result("c", Status::Failure, 4.0, 5.0)).unwrap();
+    store::archive_attempt(&d, &result("c", Status::Failure, 4.0, 5.0)).unwrap();
     for r in [a, b, c, result("d", Status::Skipped, 8.0, 8.0), e] {
-        claim::write_result(&d, &r).unwrap();
+        store::write_result(&d, &r).unwrap();
     }
     id
 }
@@ -355,7 +355,7 @@ fn decision_conflicts_are_settled_by_each_policy() {
         ),
         ("x4", 9.0, json!({"decisions": {"lang": "Go "}})),
     ] {
-        claim::write_result(&d, &with(result(task, Status::Success, 0.0, end), out)).unwrap();
+        store::write_result(&d, &with(result(task, Status::Success, 0.0, end), out)).unwrap();
     }
     let settle = |policy: &str| -> Vec<(String, Value, String)> {
         let (code, r) = agg_json(&env, &id, &["--resolve", policy]);
@@ -446,7 +446,7 @@ fn competitions_pick_a_winner_by_criteria_and_report_ties() {
         ("one", Status::Success, 0.5, 2.0),
         ("two", Status::Success, 0.5, 2.0),
     ] {
-        claim::write_result(&d, &with(result(t, st, 0.0, secs), json!({"score": score}))).unwrap();
+        store::write_result(&d, &with(result(t, st, 0.0, secs), json!({"score": score}))).unwrap();
     }
     let (_, r) = agg_json(&env, &id, &[]);
     let c = &r["competitions"];
@@ -494,7 +494,7 @@ fn band(env: &Env, total: usize, failed: usize, open: usize) -> String {
         } else {
             Status::Success
         };
-        claim::write_result(&d, &result(&format!("t{i}"), st, 0.0, 1.0)).unwrap();
+        store::write_result(&d, &result(&format!("t{i}"), st, 0.0, 1.0)).unwrap();
     }
     id
 }
@@ -573,7 +573,7 @@ fn corrupt_results_are_listed_and_the_rest_is_reported() {
     }
     let id = env.plan(&plan);
     let d = dir(&env, &id);
-    claim::write_result(&d, &result("ok", Status::Success, 0.0, 2.0)).unwrap();
+    store::write_result(&d, &result("ok", Status::Success, 0.0, 2.0)).unwrap();
     let garbled = env.session_dir(&id).join("results/garbled.json");
     fs::write(&garbled, "{\"task\": \"garbled\", \"status\": ").unwrap();
     let partial = env.session_dir(&id).join("results/partial.json");
@@ -861,7 +861,7 @@ fn retry_never_touches_a_task_someone_holds() {
     let env = Env::new();
     let id = env.plan("[[task]]\nid = \"a\"\ncommand = \"true\"\n");
     let d = dir(&env, &id);
-    claim::write_result(&d, &result("a", Status::Failure, 0.0, 1.0)).unwrap();
+    store::write_result(&d, &result("a", Status::Failure, 0.0, 1.0)).unwrap();
     let guard = lock::try_lock(&d.task_lock("a")).unwrap().expect("free");
     let out = env.run("orch-aggregate", &["retry", "--failed", "--session", &id]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
@@ -888,8 +888,8 @@ fn retry_of_a_skipped_task_names_the_dependency_to_retry() {
         "[[task]]\nid = \"a\"\ncommand = \"true\"\n[[task]]\nid = \"b\"\ncommand = \"true\"\nafter = [\"a\"]\n",
     );
     let d = dir(&env, &id);
-    claim::write_result(&d, &result("a", Status::Failure, 0.0, 1.0)).unwrap();
-    claim::write_result(&d, &result("b", Status::Skipped, 1.0, 1.0)).unwrap();
+    store::write_result(&d, &result("a", Status::Failure, 0.0, 1.0)).unwrap();
+    store::write_result(&d, &result("b", Status::Skipped, 1.0, 1.0)).unwrap();
     let out = env.run(
         "orch-aggregate",
         &["retry", "--task", "b", "--session", &id],

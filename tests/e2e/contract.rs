@@ -19,7 +19,11 @@
 //! - `join on .path()`: `x.path().join(..)`, how a `SessionDir` is escaped;
 //! - `join below a session dir`: `dir.status_dir().join(..)` and the like;
 //! - `lock named outside the contract`: `dir.named_lock("tick")`, a lock
-//!   file's name spelled where it is used.
+//!   file's name spelled where it is used;
+//! - `result written outside a Claim`: a call of the result store's
+//!   writers (`store::write_result`, `archive_attempt`, ...): a command
+//!   records a result only through the `Claim` that holds the task
+//!   (`finish`, `retry`), and resets one only through `retry::run`.
 //!
 //! The names come from `layout.rs` itself, so a directory or file added
 //! there is checked from then on. [`ALLOWED`] lists the few lines that
@@ -87,6 +91,15 @@ const ALLOWED: &[(&str, &str, &str)] = &[
 
 /// Session file suffixes that are not spelled by a layout constant.
 const SUFFIXES: &[&str] = &[".jsonl", ".active", ".prompt", ".progress", ".feedback"];
+
+/// The result store's writers (`crates/session/src/store.rs`).
+const RESULT_WRITERS: &[&str] = &[
+    "write_result",
+    "archive_attempt",
+    "archive_result",
+    "archive_result_to",
+    "archive_unreadable_result",
+];
 
 /// Where raw session paths must not be.
 const SCANNED: &[&str] = &["crates/cli/src", "crates/readers/src", "bin"];
@@ -337,6 +350,9 @@ fn scan(file: &str, src: &str, names: &Names) -> (Vec<Finding>, Vec<String>) {
             if names.constants.contains(&word) && !in_test(i) {
                 found.push((line_of(i), "name constant"));
             }
+            if RESULT_WRITERS.contains(&word.as_str()) && !in_test(i) {
+                found.push((line_of(i), "result written outside a Claim"));
+            }
             i += word.chars().count();
         } else {
             i += 1;
@@ -536,6 +552,7 @@ fn f(dir: &SessionDir, task: &str) {
     let g = "catalogs/ and a `status` word are fine";
     let h = 'x';
     let i = dir.named_lock("tick");
+    store::write_result(dir, &r);
 }
 
 #[cfg(test)]
@@ -560,6 +577,7 @@ mod tests {
             (8, "session file in a string"),
             (9, "session file in a string"),
             (13, "lock named outside the contract"),
+            (14, "result written outside a Claim"),
         ]
     );
 }

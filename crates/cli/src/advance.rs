@@ -24,7 +24,8 @@ use orch_session::atomic::{self, Durability};
 use orch_session::board::Board;
 use orch_session::result::Status;
 use orch_session::session::{list_sessions, NextPlan};
-use orch_session::{claim, log, spend, time, Session};
+use orch_session::store;
+use orch_session::{log, spend, time, Session};
 
 use crate::exit::{self, coded};
 use crate::git::{self as g, merge, Git};
@@ -62,7 +63,7 @@ pub fn advance(root: &Path, s: &Session, board: &Board, retry_failed: bool) -> R
             .tasks()
             .ids()
             .filter(|id| {
-                claim::read_result(&s.dir, id)
+                store::read_result(&s.dir, id)
                     .ok()
                     .flatten()
                     .is_some_and(|r| r.status != Status::Success)
@@ -111,7 +112,7 @@ pub fn advance(root: &Path, s: &Session, board: &Board, retry_failed: bool) -> R
         .tasks()
         .ids()
         .filter(|id| {
-            claim::read_result(&s.dir, id)
+            store::read_result(&s.dir, id)
                 .ok()
                 .flatten()
                 .is_some_and(|r| r.status == Status::Success)

@@ -20,7 +20,7 @@ use orch_session::board::{Board, TaskState};
 use orch_session::claim::{self, Attempt, ClaimKind, ClaimRecord, ClaimState};
 use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::{Status, TaskOutput, TaskResult};
-use orch_session::{layout, liveness, lock, log, scheduler, time, Session, SessionDir};
+use orch_session::{layout, liveness, lock, log, scheduler, store, time, Session, SessionDir};
 use serde_json::json;
 
 use crate::common::{outln, print_json, Color, Global, Style};
@@ -525,7 +525,7 @@ fn hand_result(
         },
         // As the record said, even where it does not parse.
         started: Some(record.since.clone()),
-        cost: orch_session::claim::cost_so_far(dir, id)?,
+        cost: store::cost_so_far(dir, id)?,
         output: TaskOutput {
             summary: if status == Status::Success {
                 text

@@ -13,7 +13,7 @@ use orch_readers::roadmap::{parse_roadmap, SelectError, Selection};
 use orch_readers::{Draft, PlanSource, SourcedTask};
 use orch_session::plan::{Plan, Settings};
 use orch_session::time::format_duration;
-use orch_session::{log, Session};
+use orch_session::{log, store, Session};
 use serde_json::json;
 
 use crate::common::{absolute, out, outln, plural, print_json, Global, Style};
@@ -434,7 +434,7 @@ fn durations_with_history(
         if let Ok((sessions, _)) = orch_session::session::list_sessions(root) {
             for s in sessions.iter().rev().take(20) {
                 for t in tasks {
-                    if let Ok(Some(r)) = orch_session::claim::read_result(&s.dir, &t.id) {
+                    if let Ok(Some(r)) = store::read_result(&s.dir, &t.id) {
                         if r.status == orch_session::result::Status::Success {
                             measured
                                 .entry(&t.id)

@@ -864,8 +864,8 @@ fn state_of(s: Status) -> TaskState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claim::write_result;
     use crate::plan::PlanDoc;
+    use crate::store::write_result;
 
     /// A plan of `tasks` (id, after), as plan.json holds it.
     fn plan_of(tasks: &[(&str, &[&str])]) -> PlanDoc {

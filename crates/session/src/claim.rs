@@ -27,13 +27,14 @@ use std::sync::Mutex;
 use crate::atomic::{self, Durability};
 use crate::claim_record::{write_record, write_record_unlocked};
 use crate::error::{Error, IoContext, Result};
-use crate::journal;
-use crate::json::{read_json, to_json_bytes};
+use crate::json::to_json_bytes;
 use crate::layout::SessionDir;
 use crate::liveness::{claim_state, record_holds};
 use crate::lock::{self, LockGuard};
 use crate::result::{Status, TaskResult};
-use crate::safefs::make_private_dir;
+use crate::store::{
+    archive_attempt, archive_result, cost_so_far, next_attempt, read_result, write_result,
+};
 use crate::time;
 
 // The record and the state a listing shows, at the paths other crates use.
@@ -386,142 +387,6 @@ fn create_record(path: &Path, bytes: &[u8]) -> Result<()> {
     made
 }
 
-/// The next attempt number: one more than the highest in `history/<task>/`.
-pub fn next_attempt(dir: &SessionDir, task: &str) -> Result<u32> {
-    Ok(history(dir, task)?
-        .iter()
-        .map(|(n, _)| *n)
-        .max()
-        .unwrap_or(0)
-        + 1)
-}
-
-/// Archived attempts of a task, as (attempt number, path), in order.
-pub fn history(dir: &SessionDir, task: &str) -> Result<Vec<(u32, std::path::PathBuf)>> {
-    let hdir = dir.history_dir(task);
-    let entries = match fs::read_dir(&hdir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read", &hdir, e)),
-    };
-    let mut out: Vec<(u32, std::path::PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let n = name
-                .to_str()?
-                .strip_prefix("attempt-")?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// How many archived attempts failed or timed out (interruptions do not
-/// spend a retry).
-pub fn failed_attempts(dir: &SessionDir, task: &str) -> Result<u32> {
-    let mut n = 0;
-    for (_, path) in history(dir, task)? {
-        if let Ok(r) = read_json::<TaskResult>(&path) {
-            if matches!(r.status, Status::Failure | Status::Timeout) {
-                n += 1;
-            }
-        }
-    }
-    Ok(n)
-}
-
-/// The latest archived attempt of a task that can be read, if any.
-pub fn last_attempt(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
-    Ok(history(dir, task)?
-        .into_iter()
-        .rev()
-        .find_map(|(_, path)| read_json::<TaskResult>(&path).ok()))
-}
-
-/// What the task's agents spent in its archived attempts: the `cost` of
-/// the latest one (each record carries the total so far).
-pub fn cost_so_far(dir: &SessionDir, task: &str) -> Result<Option<crate::result::Cost>> {
-    Ok(last_attempt(dir, task)?.and_then(|r| r.cost))
-}
-
-/// Stores `result` as an archived attempt (create-once).
-pub fn archive_attempt(dir: &SessionDir, result: &TaskResult) -> Result<()> {
-    let hdir = dir.history_dir(&result.task);
-    make_private_dir(&hdir)?;
-    let mut n = result.attempt.max(1);
-    loop {
-        match atomic::create_once(
-            &dir.history_attempt(&result.task, n),
-            &result.to_bytes(),
-            Durability::Durable,
-        ) {
-            Err(Error::AlreadyExists { .. }) => n += 1,
-            other => return other,
-        }
-    }
-}
-
-/// Moves `results/<task>.json` into `history/`, making the task pending
-/// again. The caller must hold the task's lock.
-pub fn archive_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
-    Ok(archive_result_to(dir, task)?.map(|(r, _)| r))
-}
-
-/// Like [`archive_result`], and says where the result went.
-pub fn archive_result_to(dir: &SessionDir, task: &str) -> Result<Option<(TaskResult, PathBuf)>> {
-    let path = dir.result(task);
-    let result: TaskResult = match read_json(&path) {
-        Ok(r) => r,
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    let to = move_into_history(dir, task, &path, result.attempt.max(1))?;
-    Ok(Some((result, to)))
-}
-
-/// Moves a `results/<task>.json` that does not parse into `history/` byte
-/// for byte, as the next attempt, making the task pending again (an
-/// explicit retry of a damaged result). The caller must hold the task's
-/// lock. Returns where it went, or `None` if there was no result.
-pub fn archive_unreadable_result(dir: &SessionDir, task: &str) -> Result<Option<PathBuf>> {
-    let n = next_attempt(dir, task)?;
-    match move_into_history(dir, task, &dir.result(task), n) {
-        Ok(to) => Ok(Some(to)),
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Renames `from` to the first free `history/<task>/attempt-<n>.json` from
-/// `n` on (never replacing one), then journals that the task is pending.
-fn move_into_history(dir: &SessionDir, task: &str, from: &Path, mut n: u32) -> Result<PathBuf> {
-    make_private_dir(&dir.history_dir(task))?;
-    let to = loop {
-        let to = dir.history_attempt(task, n);
-        match atomic::rename_noreplace(from, &to) {
-            Err(Error::AlreadyExists { .. }) => n += 1,
-            Err(e) => return Err(e),
-            Ok(()) => break to,
-        }
-    };
-    // The journal is a cache: a lost line is made up for by reconcile.
-    let _ = journal::append(
-        &dir.results_journal(),
-        &journal::Entry {
-            task: task.to_owned(),
-            status: None,
-        },
-    );
-    Ok(to)
-}
-
 /// Tries to claim `task` without waiting. `record` builds the claim record
 /// from the attempt number.
 pub fn try_claim(
@@ -643,35 +508,6 @@ fn archive_stale_claim(dir: &SessionDir, task: &str) -> Result<Option<u32>> {
     };
     archive_attempt(dir, &result)?;
     Ok(Some(stale.attempt))
-}
-
-/// Reads `results/<task>.json` if it exists.
-pub fn read_result(dir: &SessionDir, task: &str) -> Result<Option<TaskResult>> {
-    match read_json(&dir.result(task)) {
-        Ok(r) => Ok(Some(r)),
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes a task's result (create-once, durable) and journals it. The
-/// journal is a cache: a line that cannot be written is made up for by
-/// `board::Board::reconcile`, so only the result's own write can
-/// fail this.
-pub fn write_result(dir: &SessionDir, result: &TaskResult) -> Result<()> {
-    atomic::create_once(
-        &dir.result(&result.task),
-        &result.to_bytes(),
-        Durability::Durable,
-    )?;
-    let _ = journal::append(
-        &dir.results_journal(),
-        &journal::Entry {
-            task: result.task.clone(),
-            status: Some(result.status),
-        },
-    );
-    Ok(())
 }
 
 /// A claim record found on disk, with whether its lock is held.
@@ -800,7 +636,9 @@ pub fn retire_stale(dir: &SessionDir, task: &str) -> Result<Retired> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::read_json;
     use crate::proc::ProcessIdentity;
+    use crate::store::{failed_attempts, history};
 
     use crate::testing::session_dir as session;
 

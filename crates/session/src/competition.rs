@@ -9,10 +9,10 @@
 //! skipped when there is none (nobody succeeded, or a tie to break by
 //! hand). `orch-sync merge` merges the winner only.
 
-use crate::claim;
 use crate::layout::SessionDir;
 use crate::plan::Task;
 use crate::report::{decide, Competition, Criterion, Entrant};
+use crate::store;
 
 /// What `after` entries waiting for a competition start with
 /// ([`crate::plan::After::Compete`]).
@@ -20,7 +20,7 @@ pub use crate::plan::after::COMPETE_PREFIX as AFTER_PREFIX;
 
 /// The entrant a task is, as its result stands on disk.
 pub fn entrant(dir: &SessionDir, id: &str) -> Entrant {
-    let r = claim::read_result(dir, id).ok().flatten();
+    let r = store::read_result(dir, id).ok().flatten();
     Entrant {
         task: id.to_owned(),
         status: r.as_ref().map(|r| r.status),

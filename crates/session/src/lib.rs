@@ -59,6 +59,7 @@ pub mod slurm;
 pub mod spend;
 pub mod status;
 pub mod stop;
+pub mod store;
 pub mod tasks;
 #[cfg(test)]
 mod testing;

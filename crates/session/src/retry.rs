@@ -27,6 +27,7 @@ use crate::lock::{self, LockGuard};
 use crate::log;
 use crate::report::{Inputs, ReportTask};
 use crate::result::Status;
+use crate::store;
 
 /// How long to wait for a task's lock before giving up: long enough to
 /// ride over a claimer that looks at a finished task and lets go, short
@@ -224,7 +225,7 @@ pub fn run(dir: &SessionDir, mut targets: Vec<Target>, who: &str) -> Result<Vec<
     for mut t in targets.drain(..) {
         // With the lock held nobody else can move or write this result.
         // Whether it parses is decided again now, under the lock.
-        let moved = match claim::archive_result_to(dir, &t.task) {
+        let moved = match store::archive_result_to(dir, &t.task) {
             Ok(Some((r, to))) => {
                 t.found = Found::Result(r.status, r.attempt);
                 Some(to)
@@ -232,7 +233,7 @@ pub fn run(dir: &SessionDir, mut targets: Vec<Target>, who: &str) -> Result<Vec<
             Ok(None) => None,
             Err(Error::Invalid(d)) => {
                 t.found = Found::Unreadable(d.message.clone());
-                claim::archive_unreadable_result(dir, &t.task)?
+                store::archive_unreadable_result(dir, &t.task)?
             }
             Err(e) => return Err(e),
         };

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::lock;
 use crate::log;
 use crate::result::{Status, TaskResult};
+use crate::store;
 use crate::time;
 use std::collections::HashMap;
 
@@ -130,7 +131,7 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
             };
             // The board may lag a retry that moved the dependency's result
             // away: ask the disk before recording a skip that would stick.
-            match claim::read_result(board.dir(), &dep_id) {
+            match store::read_result(board.dir(), &dep_id) {
                 Ok(Some(r)) if r.status.is_final() && r.status != Status::Success => {}
                 Ok(Some(r)) => {
                     board.record(dep, Some(r.status));
@@ -170,13 +171,13 @@ pub fn skip_doomed(board: &mut Board, who: &str) -> Result<Vec<String>> {
 /// Returns whether this call recorded it.
 fn record_skip(board: &mut Board, i: u32, why: &str, who: &str) -> Result<bool> {
     let id = board.id(i).to_owned();
-    let attempt = claim::next_attempt(board.dir(), &id)?;
+    let attempt = store::next_attempt(board.dir(), &id)?;
     let result = TaskResult {
         reason: Some(why.to_owned()),
         worker: Some(who.to_owned()),
         ..TaskResult::new(&id, attempt, Status::Skipped, None, time::now())
     };
-    match claim::write_result(board.dir(), &result) {
+    match store::write_result(board.dir(), &result) {
         Ok(()) => {
             let _ = log::run_event(board.dir(), who, &format!("skipped {id}: {why}"));
             if let Ok(mut tl) = log::TaskLog::open(board.dir(), &id) {
@@ -186,7 +187,7 @@ fn record_skip(board: &mut Board, i: u32, why: &str, who: &str) -> Result<bool> 
             Ok(true)
         }
         Err(Error::AlreadyExists { .. }) => {
-            if let Ok(Some(r)) = claim::read_result(board.dir(), &id) {
+            if let Ok(Some(r)) = store::read_result(board.dir(), &id) {
                 board.record(i, Some(r.status));
             }
             Ok(false)
@@ -207,7 +208,7 @@ pub fn mark_finished(board: &Board, who: &str) -> Result<bool> {
     // The board's view comes partly from the results journal, a cache:
     // the files say whether it is over, once.
     for id in board.tasks().ids() {
-        match claim::read_result(board.dir(), id) {
+        match store::read_result(board.dir(), id) {
             Ok(Some(r)) if r.status.is_final() => {}
             _ => return Ok(false),
         }
@@ -447,7 +448,7 @@ mod tests {
         b.record(a, Some(Status::Failure));
         let skipped = skip_doomed(&mut b, "test").expect("skip");
         assert_eq!(skipped, ["b"]);
-        let r = claim::read_result(b.dir(), "b")
+        let r = store::read_result(b.dir(), "b")
             .expect("read")
             .expect("a result");
         assert_eq!(r.status, Status::Skipped);

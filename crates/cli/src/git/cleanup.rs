@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use orch_session::result::Status;
+use orch_session::store;
 use orch_session::time::{self, format_duration, parse_duration};
 use orch_session::worktree;
-use orch_session::{claim, lock, log};
+use orch_session::{lock, log};
 use serde::Serialize;
 
 use super::merge::repo_of;
@@ -84,7 +85,7 @@ pub fn run(g: &Global, opts: &Options) -> Result<u8> {
             entries.push(entry);
             continue;
         };
-        let result = claim::read_result(&s.dir, &task)?;
+        let result = store::read_result(&s.dir, &task)?;
         let keep = match &result {
             None => Some("not finished".to_owned()),
             Some(r) => match r.status {

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use orch_session::plan::PlanDoc;
 use orch_session::result::Status;
-use orch_session::{claim, lock, log, Session};
+use orch_session::store;
+use orch_session::{lock, log, Session};
 
 use super::{Git, GitError, MergeTree};
 use crate::common::{outln, plural, print_json, Color, Global, Style};
@@ -203,7 +204,7 @@ pub fn merge(s: &Session, opts: &Options) -> Result<Report> {
             files: Vec::new(),
             reason: None,
         };
-        let result = claim::read_result(&s.dir, &task.id)?;
+        let result = store::read_result(&s.dir, &task.id)?;
         match &result {
             None => entry.reason = Some("not finished".to_owned()),
             Some(r) if r.status != Status::Success => {

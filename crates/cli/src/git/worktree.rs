@@ -15,10 +15,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use orch_session::claim;
 use orch_session::log::TaskLog;
 use orch_session::plan::{Action, After, Task, WorktreeSpec};
 use orch_session::result::Status;
+use orch_session::store;
 use orch_session::worktree::{self, WorktreeRecord, WORKTREE_FORMAT};
 use orch_session::{time, Session, SessionDir};
 use serde_json::{json, Value};
@@ -349,7 +349,7 @@ fn start_point(
             }
         };
         let on = &on;
-        let Ok(Some(r)) = claim::read_result(dir, on) else {
+        let Ok(Some(r)) = store::read_result(dir, on) else {
             continue;
         };
         if r.status != Status::Success {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Result;
 use orch_session::claim;
 use orch_session::log::parse_task_line;
+use orch_session::store;
 use orch_session::{layout, Session};
 use serde_json::json;
 
@@ -225,7 +226,7 @@ pub fn follow(
         } else {
             named.iter().all(|t| {
                 !running.contains(t)
-                    && claim::read_result(dir, t)
+                    && store::read_result(dir, t)
                         .ok()
                         .flatten()
                         .is_some_and(|r| r.status.is_final())

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use orch_session::store;
 use serde::Serialize;
 
 /// Changed paths listed at most.
@@ -89,7 +90,7 @@ pub fn worktrees(dir: &orch_session::SessionDir) -> (Vec<WorktreeView>, u64) {
     let mut total = 0;
     for (task, rec) in orch_session::worktree::list(dir).unwrap_or_default() {
         let Ok(rec) = rec else { continue };
-        let result = orch_session::claim::read_result(dir, &task).ok().flatten();
+        let result = store::read_result(dir, &task).ok().flatten();
         let in_use = orch_session::lock::is_held(&dir.task_lock(&task)).unwrap_or(false);
         let state = if rec.removed.is_some() {
             "removed".to_owned()

@@ -22,6 +22,7 @@ use orch_session::claim::{self, ClaimInfo, ClaimKind, ClaimState};
 use orch_session::heartbeat::{self, HeartbeatInfo};
 use orch_session::proc::{self, ProcessIdentity};
 use orch_session::result::Status;
+use orch_session::store;
 use orch_session::{layout, time, Session};
 use serde::Serialize;
 
@@ -1092,7 +1093,7 @@ impl Monitor {
                     state: status.as_str().to_owned(),
                     ..Track::default()
                 };
-                match claim::read_result(dir, &e.task) {
+                match store::read_result(dir, &e.task) {
                     Ok(Some(r)) => {
                         tr.state = r.status.as_str().to_owned();
                         tr.worker = r.worker;

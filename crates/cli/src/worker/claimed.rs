@@ -8,10 +8,11 @@ use std::fs;
 use std::time::Duration;
 
 use anyhow::Result;
-use orch_session::claim::{self, Claim};
+use orch_session::claim::Claim;
 use orch_session::log::{self, TaskLog};
 use orch_session::plan::Task;
 use orch_session::result::{Cost, Status, TaskOutput, TaskResult};
+use orch_session::store;
 use orch_session::{proc, time};
 
 use super::attempt::{AttemptRun, Resume};
@@ -60,10 +61,10 @@ impl Worker {
             Ok(l) => l,
             Err(e) => return self.fail_unlogged(i, &task, claim, &e),
         };
-        let retried = claim::failed_attempts(&self.dir, &task.id)?;
+        let retried = store::failed_attempts(&self.dir, &task.id)?;
         // What earlier attempts spent, and a conversation one of them left
         // to take up again.
-        let before = claim::last_attempt(&self.dir, &task.id)?;
+        let before = store::last_attempt(&self.dir, &task.id)?;
         let fds = claim.inherit_fds();
         let mut held = Held {
             i,
@@ -119,7 +120,7 @@ impl Worker {
             worker: Some(self.id.clone()),
             host: Some(proc::hostname()),
             slurm: orch_session::slurm::SlurmIds::from_env(),
-            cost: claim::cost_so_far(&self.dir, &task.id).ok().flatten(),
+            cost: store::cost_so_far(&self.dir, &task.id).ok().flatten(),
             ..TaskResult::new(
                 &task.id,
                 claim.record.attempt,

@@ -16,8 +16,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orch_session::board::Board;
 use orch_session::journal;
 use orch_session::result::Status;
+use orch_session::store;
 use orch_session::time::{self, format_duration};
-use orch_session::{claim, heartbeat, Session};
+use orch_session::{heartbeat, Session};
 
 use crate::common::{Color, Style};
 
@@ -129,7 +130,7 @@ impl Progress {
                 continue;
             };
             if self.lines {
-                let r = claim::read_result(&self.session.dir, &e.task)
+                let r = store::read_result(&self.session.dir, &e.task)
                     .ok()
                     .flatten();
                 let line = self.task_line(&e.task, status, r.as_ref());

@@ -20,13 +20,13 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::{BadFile, Inputs, Outcome, ReportTask};
-use crate::claim;
 use crate::error::{Error, Result};
 use crate::json::{check_format, damaged, json_error_text};
 use crate::layout::check_name;
 use crate::plan::{After, PLAN_FORMAT};
 use crate::result::{Status, RESULT_FORMAT};
 use crate::session::Session;
+use crate::store;
 
 /// `plan.json`, reading only what a report needs.
 #[derive(Deserialize)]
@@ -184,7 +184,7 @@ pub fn load(session: &Session) -> Result<Inputs> {
         }
         match index.get(task) {
             Some(&i) if check_name("task id", task).is_ok() => {
-                for (_, path) in claim::history(dir, task)? {
+                for (_, path) in store::history(dir, task)? {
                     wanted.push(Wanted {
                         path,
                         task: i,
