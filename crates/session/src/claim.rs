@@ -161,7 +161,8 @@ impl Claim {
     /// record moved on to the next attempt, with no agent yet. When
     /// archiving fails (a full disk) nothing changes and the error is
     /// returned: the caller releases the task rather than lose the
-    /// attempt.
+    /// attempt. (When only rewriting the record fails, the attempt is
+    /// archived already; the next claimer numbers from history.)
     pub fn retry(&mut self, failed: &TaskResult) -> Result<()> {
         debug_assert_eq!(failed.task, self.record.task, "a result for another task");
         archive_attempt(&self.dir, failed)?;
