@@ -36,19 +36,24 @@ impl FsKind {
     }
 }
 
+/// The magic number `statfs(2)` gives for `path`'s filesystem.
+fn magic(path: &Path) -> Option<i64> {
+    let s = nix::sys::statfs::statfs(path).ok()?;
+    // The field type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    Some(s.filesystem_type().0 as i64)
+}
+
 /// The filesystem kind of `path` (local if it cannot be told).
 pub fn kind(path: &Path) -> FsKind {
-    match nix::sys::statfs::statfs(path) {
-        // The field type differs between architectures.
-        #[allow(clippy::unnecessary_cast)]
-        Ok(s) => match s.filesystem_type().0 as i64 {
-            0x6969 => FsKind::Nfs,
-            0x517B | 0xFF53_4D42 | 0xFE53_4D42 => FsKind::Smb,
-            0x6573_5546 => FsKind::Fuse,
-            0x00C3_6400 | 0x0BD0_0BD0 | 0x4750_4653 | 0x0102_1997 | 0x5346_414F => FsKind::Cluster,
-            _ => FsKind::Local,
-        },
-        Err(_) => FsKind::Local,
+    match magic(path) {
+        Some(0x6969) => FsKind::Nfs,
+        Some(0x517B | 0xFF53_4D42 | 0xFE53_4D42) => FsKind::Smb,
+        Some(0x6573_5546) => FsKind::Fuse,
+        Some(0x00C3_6400 | 0x0BD0_0BD0 | 0x4750_4653 | 0x0102_1997 | 0x5346_414F) => {
+            FsKind::Cluster
+        }
+        _ => FsKind::Local,
     }
 }
 
@@ -71,29 +76,44 @@ const EXT_SUPER_MAGIC: i64 = 0xEF53;
 /// (docs/performance.md). Elsewhere, or where the mark cannot be set (not
 /// the owner, a filesystem without it), nothing changes.
 pub fn spread_subdirs(dir: &Path) -> bool {
-    match nix::sys::statfs::statfs(dir) {
-        // The field type differs between architectures.
-        #[allow(clippy::unnecessary_cast)]
-        Ok(s) if s.filesystem_type().0 as i64 == EXT_SUPER_MAGIC => {}
-        _ => return false,
+    if magic(dir) != Some(EXT_SUPER_MAGIC) {
+        return false;
     }
     let Ok(f) = std::fs::File::open(dir) else {
         return false;
     };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    let mut flags: libc::c_int = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which
-    // points at a live local; `fd` is open for the call.
-    if unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) } != 0 {
+    let Some(mut flags) = inode_flags(&f) else {
         return false;
-    }
+    };
     if flags & FS_TOPDIR_FL != 0 {
         return true;
     }
     flags |= FS_TOPDIR_FL;
     // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which
-    // points at a live local; `fd` is open for the call.
-    unsafe { libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags) == 0 }
+    // points at a live local; the descriptor is open for the call.
+    unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::FS_IOC_SETFLAGS,
+            &flags,
+        ) == 0
+    }
+}
+
+/// The inode flags of the open file `f` (`lsattr(1)`'s letters), where the
+/// filesystem has them.
+fn inode_flags(f: &std::fs::File) -> Option<libc::c_int> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which
+    // points at a live local; the descriptor is open for the call.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            libc::FS_IOC_GETFLAGS,
+            &mut flags,
+        )
+    };
+    (r == 0).then_some(flags)
 }
 
 /// Free bytes available to unprivileged users on `path`'s filesystem.
@@ -231,27 +251,13 @@ mod tests {
 
     /// The `chattr` flags of `dir`, as `lsattr -d` reads them.
     fn flags_of(dir: &Path) -> libc::c_int {
-        let f = std::fs::File::open(dir).expect("open");
-        let mut flags: libc::c_int = 0;
-        // SAFETY: as in `spread_subdirs`.
-        let r = unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&f),
-                libc::FS_IOC_GETFLAGS,
-                &mut flags,
-            )
-        };
-        assert_eq!(r, 0, "FS_IOC_GETFLAGS");
-        flags
+        inode_flags(&std::fs::File::open(dir).expect("open")).expect("FS_IOC_GETFLAGS")
     }
 
     #[test]
     fn a_directory_on_ext4_is_marked_as_holding_unrelated_hierarchies() {
         let t = tempfile::tempdir().expect("tempdir");
-        #[allow(clippy::unnecessary_cast)]
-        let on_ext = nix::sys::statfs::statfs(t.path())
-            .is_ok_and(|s| s.filesystem_type().0 as i64 == EXT_SUPER_MAGIC);
-        if !on_ext {
+        if magic(t.path()) != Some(EXT_SUPER_MAGIC) {
             // Nothing to mark: the call says so and leaves it.
             assert!(!spread_subdirs(t.path()));
             return;
