@@ -167,34 +167,33 @@ def bench_dispatch(cfg, bindir, work):
     shared = os.path.join(work, "dispatch-shared")
     last = None
 
+    def orch_once(root, what):
+        """orch-plan, then orch-worker on 2 slots, in `root`; every task must
+        succeed. Returns the whole time, both runs and the session dir."""
+        t0 = time.monotonic()
+        sid, p = plan_session(bindir, root, plan)
+        w = run([os.path.join(bindir, "orch-worker"), "--session", sid, "--parallel", "2"],
+                env=dict(os.environ, ORCH_HOME=root))
+        took = time.monotonic() - t0
+        sdir = os.path.join(root, f"session-{sid}")
+        ok = sum(1 for v in results_of(sdir).values() if v["status"] == "success")
+        if ok != n:
+            raise RuntimeError(f"{what}: {ok} of {n} tasks succeeded")
+        return took, p, w, sdir
+
     def run_in_shared():
         nonlocal last
         if last:
             shutil.rmtree(last)
-        t0 = time.monotonic()
-        sid, _ = plan_session(bindir, shared, plan)
-        run([os.path.join(bindir, "orch-worker"), "--session", sid, "--parallel", "2"],
-            env=dict(os.environ, ORCH_HOME=shared))
-        took = time.monotonic() - t0
-        last = os.path.join(shared, f"session-{sid}")
-        ok = sum(1 for v in results_of(last).values() if v["status"] == "success")
-        if ok != n:
-            raise RuntimeError(f"dispatch after a deletion: {ok} of {n} tasks succeeded")
+        took, _, _, last = orch_once(shared, "dispatch after a deletion")
         return took
 
     for r in range(rounds):
         root = os.path.join(work, f"dispatch-{r}")
-        env = dict(os.environ, ORCH_HOME=root)
-        t0 = time.monotonic()
-        sid, p = plan_session(bindir, root, plan)
-        w = run([os.path.join(bindir, "orch-worker"), "--session", sid, "--parallel", "2"], env=env)
-        t["orch"].append(time.monotonic() - t0)
+        took, p, w, _ = orch_once(root, "dispatch")
+        t["orch"].append(took)
         t["orch-plan"].append(p.wall)
         t["orch-worker"].append(w.wall)
-        res = results_of(os.path.join(root, f"session-{sid}"))
-        ok = sum(1 for v in res.values() if v["status"] == "success")
-        if ok != n:
-            raise RuntimeError(f"dispatch: {ok} of {n} tasks succeeded")
         discard(root)
         joblog = os.path.join(work, f"joblog-{r}")
         t["parallel"].append(run(["parallel", "--will-cite", "-j2", "--joblog", joblog,
