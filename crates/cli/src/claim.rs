@@ -428,19 +428,15 @@ fn finish(global: &Global, id: &str, how: Finish) -> Result<u8> {
     };
     let released = match status {
         Some(status) => {
+            let has_one = || coded(exit::CONFLICT, format!("task `{id}` already has a result"));
+            // Said before the holder is told to go: the claim stays.
             if dir.result(id).exists() {
-                return Err(coded(
-                    exit::CONFLICT,
-                    format!("task `{id}` already has a result"),
-                ));
+                return Err(has_one());
             }
             let result = hand_result(dir, &record, status, text)?;
             let finished = claim.finish(&result);
             if matches!(finished, Ok(claim::Finished::TheirsKept)) {
-                return Err(coded(
-                    exit::CONFLICT,
-                    format!("task `{id}` already has a result"),
-                ));
+                return Err(has_one());
             }
             let written = matches!(finished, Ok(_) | Err(orch_session::Error::Locked { .. }));
             if status == Status::Failure && written {
